@@ -1,0 +1,553 @@
+"""Loaders for MovieLens (ml-100k, RecBole atomic, ml-1m, ml-latest), MIND and generic CSV/JSONL.
+
+Every loader returns a :class:`~genre_edge.data.schema.Dataset`. Structural problems (a missing
+file, a row with the wrong number of fields, text in the wrong encoding) raise
+:class:`~genre_edge.errors.DataError` naming the file and line. Rows that reference items missing
+from the item file are skipped and counted in ``dataset.report``, because real logs have them
+(MIND's behaviors reference news that news.tsv lacks).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import config as cfg
+from ..errors import DataError
+from .schema import Dataset, Impression, Interactions, Items
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 4.0
+_YEAR_RE = re.compile(r"\((\d{4})\)\s*$")
+
+
+# --------------------------------------------------------------------------- helpers
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
+def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without newline); decoding errors name file and line."""
+    _need(path)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"{path}:{lineno}: not valid {encoding} text ({exc.reason} at byte {exc.start}); "
+                    f"set the file's encoding (e.g. encoding = \"latin-1\")"
+                ) from None
+            yield lineno, line.rstrip("\r\n")
+
+
+def _split_title_year(title: str) -> tuple[str, int]:
+    m = _YEAR_RE.search(title)
+    if m:
+        return title[: m.start()].strip(), int(m.group(1))
+    return title.strip(), 0
+
+
+def _to_number(s: str, path: Path, lineno: int, what: str, kind=float):
+    try:
+        return kind(s)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: {what} {s!r} is not a number") from None
+
+
+class _Builder:
+    """Collects interactions by external ids, then maps them to internal indices."""
+
+    def __init__(self, items: Items, threshold: float | None):
+        self.items = items
+        self.threshold = threshold
+        self.users: dict[str, int] = {}
+        self.rows: list[tuple[int, int, int, float]] = []
+        self.missing_items: dict[str, int] = {}
+
+    def user_index(self, uid: str) -> int:
+        return self.users.setdefault(uid, len(self.users))
+
+    def add(self, uid: str, iid: str, t: int, rating: float = float("nan")) -> None:
+        i = self.items.index(iid)
+        if i is None:
+            self.missing_items[iid] = self.missing_items.get(iid, 0) + 1
+            return
+        self.rows.append((self.user_index(uid), i, int(t), float(rating)))
+
+    def interactions(self, labels: np.ndarray | None = None) -> Interactions:
+        if self.rows:
+            u, i, t, r = (np.array(c) for c in zip(*self.rows))
+        else:
+            u = i = t = np.zeros(0, np.int64)
+            r = np.zeros(0, np.float32)
+        if labels is None:
+            if self.threshold is None or np.all(np.isnan(r)):
+                labels = np.ones(len(u), np.int8)
+            else:
+                labels = (np.nan_to_num(r, nan=self.threshold) >= self.threshold).astype(np.int8)
+        return Interactions(u, i, t, r, labels).sorted()
+
+    def report(self) -> dict:
+        rep = {}
+        if self.missing_items:
+            rep["rows_with_unknown_items"] = int(sum(self.missing_items.values()))
+            rep["unknown_item_ids"] = len(self.missing_items)
+            rep["unknown_item_examples"] = sorted(self.missing_items)[:5]
+            log.warning(
+                "%d interaction rows reference %d item ids missing from the item file (skipped)",
+                rep["rows_with_unknown_items"], rep["unknown_item_ids"],
+            )
+        return rep
+
+
+# --------------------------------------------------------------------------- MovieLens
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)
+
+
+def load_ml100k_original(path: Path, threshold: float | None = DEFAULT_THRESHOLD) -> Dataset:
+    """GroupLens ml-100k: ``u.data`` (tab separated) and ``u.item`` (pipe separated, latin-1)."""
+    path = Path(path)
+    genres = list(ML100K_GENRES)
+    if (path / "u.genre").is_file():
+        names = [ln.split("|")[0] for _, ln in _lines(path / "u.genre", "latin-1") if ln.strip()]
+        if names:
+            genres = names
+    ids, titles, cats, years = [], [], [], []
+    item_file = path / "u.item"
+    for lineno, line in _lines(item_file, "latin-1"):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != 5 + len(genres):
+            raise DataError(
+                f"{item_file}:{lineno}: expected {5 + len(genres)} '|'-separated fields, got {len(parts)}"
+            )
+        title, year = _split_title_year(parts[1])
+        if not year and parts[2][-4:].isdigit():
+            year = int(parts[2][-4:])
+        flags = parts[5:]
+        if any(f not in ("0", "1") for f in flags):
+            raise DataError(f"{item_file}:{lineno}: genre flags must be 0 or 1, got {flags}")
+        ids.append(parts[0])
+        titles.append(title)
+        cats.append(tuple(g for g, f in zip(genres, flags) if f == "1" and g != "unknown"))
+        years.append(year)
+    items = Items(ids, titles, cats, np.array(years))
+    b = _Builder(items, threshold)
+    data_file = path / "u.data"
+    for lineno, line in _lines(data_file):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 4:
+            raise DataError(f"{data_file}:{lineno}: expected 4 tab-separated fields, got {len(parts)}")
+        b.add(parts[0], parts[1], _to_number(parts[3], data_file, lineno, "timestamp", int),
+              _to_number(parts[2], data_file, lineno, "rating"))
+    return Dataset("ml-100k", items, list(b.users), b.interactions(), None, b.report())
+
+
+def _atomic_header(path: Path, header: str) -> list[str]:
+    names = []
+    for col in header.split("\t"):
+        name, _, _typ = col.partition(":")
+        names.append(name.strip())
+    return names
+
+
+def _read_atomic(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    it = _lines(path)
+    try:
+        _, header = next(it)
+    except StopIteration:
+        raise DataError(f"{path}: empty file (expected a RecBole header like 'user_id:token')") from None
+    names = _atomic_header(path, header)
+
+    def rows():
+        for lineno, line in it:
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != len(names):
+                raise DataError(f"{path}:{lineno}: expected {len(names)} tab-separated fields, got {len(parts)}")
+            yield lineno, parts
+
+    return names, rows()
+
+
+def _col(names: list[str], path: Path, *candidates: str, required=True) -> int | None:
+    for c in candidates:
+        if c in names:
+            return names.index(c)
+    if required:
+        raise DataError(f"{path}: no column named {' or '.join(candidates)} (columns: {', '.join(names)})")
+    return None
+
+
+def load_recbole_atomic(path: Path, threshold: float | None = DEFAULT_THRESHOLD, name: str | None = None) -> Dataset:
+    """RecBole atomic files: ``<name>.inter`` and ``<name>.item`` (``<name>.user`` is optional)."""
+    path = Path(path)
+    inter_files = sorted(path.glob("*.inter"))
+    if not inter_files:
+        raise DataError(f"{path}: no *.inter file (RecBole atomic format)")
+    inter_file = inter_files[0]
+    stem = name or inter_file.stem
+    item_file = _need(path / f"{stem}.item")
+    names, rows = _read_atomic(item_file)
+    c_id = _col(names, item_file, "item_id")
+    c_title = _col(names, item_file, "movie_title", "title", required=False)
+    c_year = _col(names, item_file, "release_year", "year", required=False)
+    c_cls = _col(names, item_file, "class", "genre", "categories", required=False)
+    ids, titles, cats, years = [], [], [], []
+    for lineno, p in rows:
+        ids.append(p[c_id])
+        titles.append(p[c_title].strip() if c_title is not None else "")
+        y = p[c_year].strip() if c_year is not None else ""
+        years.append(int(y) if y.isdigit() else 0)
+        cats.append(tuple(p[c_cls].split()) if c_cls is not None else ())
+    items = Items(ids, titles, cats, np.array(years))
+    b = _Builder(items, threshold)
+    names, rows = _read_atomic(inter_file)
+    cu, ci = _col(names, inter_file, "user_id"), _col(names, inter_file, "item_id")
+    cr = _col(names, inter_file, "rating", required=False)
+    ct = _col(names, inter_file, "timestamp", required=False)
+    for lineno, p in rows:
+        t = _to_number(p[ct], inter_file, lineno, "timestamp") if ct is not None else lineno
+        r = _to_number(p[cr], inter_file, lineno, "rating") if cr is not None else float("nan")
+        b.add(p[cu], p[ci], int(t), r)
+    return Dataset(stem, items, list(b.users), b.interactions(), None, b.report())
+
+
+def load_ml1m(path: Path, threshold: float | None = DEFAULT_THRESHOLD) -> Dataset:
+    """ml-1m / ml-10m: ``movies.dat`` and ``ratings.dat`` with ``::`` separators (latin-1)."""
+    path = Path(path)
+    ids, titles, cats, years = [], [], [], []
+    mf = path / "movies.dat"
+    for lineno, line in _lines(mf, "latin-1"):
+        if not line.strip():
+            continue
+        parts = line.split("::")
+        if len(parts) != 3:
+            raise DataError(f"{mf}:{lineno}: expected 3 '::'-separated fields, got {len(parts)}")
+        title, year = _split_title_year(parts[1])
+        ids.append(parts[0])
+        titles.append(title)
+        years.append(year)
+        cats.append(tuple(g for g in parts[2].split("|") if g and g != "(no genres listed)"))
+    items = Items(ids, titles, cats, np.array(years))
+    b = _Builder(items, threshold)
+    rf = path / "ratings.dat"
+    for lineno, line in _lines(rf, "latin-1"):
+        if not line.strip():
+            continue
+        parts = line.split("::")
+        if len(parts) != 4:
+            raise DataError(f"{rf}:{lineno}: expected 4 '::'-separated fields, got {len(parts)}")
+        b.add(parts[0], parts[1], _to_number(parts[3], rf, lineno, "timestamp", int),
+              _to_number(parts[2], rf, lineno, "rating"))
+    return Dataset(path.name or "ml-1m", items, list(b.users), b.interactions(), None, b.report())
+
+
+def _csv_rows(path: Path, required: tuple[str, ...], encoding="utf-8", delimiter=","):
+    _need(path)
+    try:
+        fh = open(path, newline="", encoding=encoding)
+        reader = csv.reader(fh, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: empty file (expected a header with {', '.join(required)})")
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        for r in required:
+            if r not in header:
+                raise DataError(f"{path}: no column {r!r} in header (columns: {', '.join(header)})")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{reader.line_num}: expected {len(header)} fields, got {len(row)}")
+            yield reader.line_num, dict(zip(header, row))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid {encoding} text ({exc.reason}); set the encoding") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV: {exc}") from None
+
+
+def load_ml_latest(path: Path, threshold: float | None = DEFAULT_THRESHOLD) -> Dataset:
+    """ml-latest / ml-latest-small / ml-25m: ``movies.csv``, ``ratings.csv``, optional ``tags.csv``."""
+    path = Path(path)
+    ids, titles, cats, years = [], [], [], []
+    for _, row in _csv_rows(path / "movies.csv", ("movieId", "title", "genres")):
+        title, year = _split_title_year(row["title"])
+        ids.append(row["movieId"])
+        titles.append(title)
+        years.append(year)
+        cats.append(tuple(g for g in row["genres"].split("|") if g and g != "(no genres listed)"))
+    tags: dict[str, dict[str, int]] = {}
+    tag_file = path / "tags.csv"
+    if tag_file.is_file():
+        for _, row in _csv_rows(tag_file, ("movieId", "tag")):
+            t = row["tag"].strip().lower()
+            if t:
+                d = tags.setdefault(row["movieId"], {})
+                d[t] = d.get(t, 0) + 1
+    # Most frequent tags first: they are the most informative item text.
+    tag_text = [", ".join(sorted(tags.get(i, {}), key=lambda t: -tags[i][t])[:10]) for i in ids]
+    items = Items(ids, titles, cats, np.array(years), {"tags": tag_text})
+    b = _Builder(items, threshold)
+    rf = path / "ratings.csv"
+    for lineno, row in _csv_rows(rf, ("userId", "movieId", "rating", "timestamp")):
+        b.add(row["userId"], row["movieId"], _to_number(row["timestamp"], rf, lineno, "timestamp", int),
+              _to_number(row["rating"], rf, lineno, "rating"))
+    return Dataset(path.name or "ml-latest", items, list(b.users), b.interactions(), None, b.report())
+
+
+# --------------------------------------------------------------------------- MIND
+def _mind_time(s: str, path: Path, lineno: int) -> int:
+    try:
+        dt = _dt.datetime.strptime(s.strip(), "%m/%d/%Y %I:%M:%S %p")
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: time {s!r} is not like '11/15/2019 10:22:32 AM'") from None
+    return int(dt.replace(tzinfo=_dt.timezone.utc).timestamp())
+
+
+def load_mind(path: Path, threshold: float | None = None) -> Dataset:
+    """MIND: ``news.tsv`` (id, category, subcategory, title, abstract, ...) and ``behaviors.tsv``.
+
+    Clicked history items and clicked impression items become positive interactions; impression
+    items shown but not clicked are kept as impressions (negatives). News ids missing from
+    news.tsv are skipped and counted in ``report``.
+    """
+    path = Path(path)
+    nf = path / "news.tsv"
+    ids, titles, cats, abstracts = [], [], [], []
+    for lineno, line in _lines(nf):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 5:
+            raise DataError(f"{nf}:{lineno}: expected at least 5 tab-separated fields, got {len(parts)}")
+        ids.append(parts[0])
+        cats.append(tuple(c for c in (parts[1], parts[2]) if c))
+        titles.append(parts[3])
+        abstracts.append(parts[4])
+    items = Items(ids, titles, cats, np.zeros(len(ids)), {"abstract": abstracts,
+                                                          "category": [c[0] if c else "" for c in cats],
+                                                          "subcategory": [c[1] if len(c) > 1 else "" for c in cats]})
+    b = _Builder(items, None)
+    labels: list[int] = []
+    impressions: list[Impression] = []
+    bf = path / "behaviors.tsv"
+    seen_hist: set[tuple[int, int]] = set()
+    for lineno, line in _lines(bf):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 5:
+            raise DataError(f"{bf}:{lineno}: expected 5 tab-separated fields, got {len(parts)}")
+        imp_id, uid, ts, hist, imps = parts
+        t = _mind_time(ts, bf, lineno)
+        u = b.user_index(uid)
+        hist_idx = []
+        for nid in hist.split():
+            i = items.index(nid)
+            if i is None:
+                b.missing_items[nid] = b.missing_items.get(nid, 0) + 1
+                continue
+            hist_idx.append(i)
+            # History clicks have no time of their own; record each once, just before this impression.
+            if (u, i) not in seen_hist:
+                seen_hist.add((u, i))
+                b.rows.append((u, i, t - 1, float("nan")))
+                labels.append(1)
+        shown, lab = [], []
+        for tok in imps.split():
+            nid, sep, flag = tok.rpartition("-")
+            if not sep or flag not in ("0", "1"):
+                raise DataError(f"{bf}:{lineno}: impression {tok!r} is not like 'N123-1' or 'N123-0'")
+            i = items.index(nid)
+            if i is None:
+                b.missing_items[nid] = b.missing_items.get(nid, 0) + 1
+                continue
+            shown.append(i)
+            lab.append(int(flag))
+            if flag == "1":
+                b.rows.append((u, i, t, float("nan")))
+                labels.append(1)
+        impressions.append(Impression(imp_id, u, t, np.array(hist_idx, np.int32), np.array(shown, np.int32),
+                                      np.array(lab, np.int8)))
+    inter = b.interactions(labels=np.array(labels, np.int8))
+    return Dataset("mind", items, list(b.users), inter, impressions, b.report())
+
+
+# --------------------------------------------------------------------------- generic CSV / JSONL
+@dataclass(frozen=True)
+class GenericInteractions:
+    path: str
+    user: str = "user_id"
+    item: str = "item_id"
+    time: str = "timestamp"
+    rating: str = ""
+    label: str = ""
+    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl"))
+    time_format: str = cfg.choice("unix", ("unix", "unix_ms", "iso"))
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class GenericItems:
+    path: str
+    id: str = "item_id"
+    title: str = "title"
+    text: tuple[str, ...] = ()
+    categories: str = ""
+    category_sep: str = "|"
+    year: str = ""
+    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl"))
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class GenericConfig:
+    """``[interactions]`` and ``[items]`` tables mapping your columns to the schema."""
+
+    interactions: GenericInteractions
+    items: GenericItems
+    name: str = "custom"
+    threshold: float = 4.0
+
+
+def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...]):
+    if fmt == "auto":
+        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(path.suffix.lower(), "csv")
+    if fmt in ("csv", "tsv"):
+        yield from _csv_rows(path, required, encoding, "\t" if fmt == "tsv" else ",")
+        return
+    for lineno, line in _lines(path, encoding):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line")
+        for r in required:
+            if r not in rec:
+                raise DataError(f"{path}:{lineno}: missing field {r!r}")
+        yield lineno, {k: ("" if v is None else v) for k, v in rec.items()}
+
+
+def _parse_time(v, fmt: str, path: Path, lineno: int) -> int:
+    try:
+        if fmt == "iso":
+            dt = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=_dt.timezone.utc)
+            return int(dt.timestamp())
+        t = float(v)
+        return int(t / 1000) if fmt == "unix_ms" else int(t)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}:{lineno}: time {v!r} is not a {fmt} time") from None
+
+
+def load_generic(config_path: Path, threshold: float | None = None) -> Dataset:
+    """Any CSV/TSV/JSONL interactions + items, mapped by a TOML config (see GenericConfig)."""
+    config_path = Path(config_path)
+    conf = cfg.load(GenericConfig, config_path)
+    base = config_path.parent
+    ic = conf.items
+    ipath = base / ic.path
+    req = tuple(c for c in (ic.id,) if c)
+    ids, titles, cats, years = [], [], [], []
+    texts: dict[str, list[str]] = {t: [] for t in ic.text}
+    for lineno, rec in _records(ipath, ic.format, ic.encoding, req):
+        ids.append(str(rec[ic.id]))
+        titles.append(str(rec.get(ic.title, "")) if ic.title else "")
+        for t in ic.text:
+            texts[t].append(str(rec.get(t, "")))
+        if ic.categories:
+            raw = rec.get(ic.categories, "")
+            cats.append(tuple(str(c) for c in raw) if isinstance(raw, list)
+                        else tuple(c.strip() for c in str(raw).split(ic.category_sep) if c.strip()))
+        else:
+            cats.append(())
+        y = str(rec.get(ic.year, "")) if ic.year else ""
+        years.append(int(y) if y.isdigit() else 0)
+    try:
+        items = Items(ids, titles, cats, np.array(years), texts)
+    except ValueError as exc:
+        raise DataError(f"{ipath}: {exc}") from None
+    thr = conf.threshold if threshold is None else threshold
+    b = _Builder(items, thr if conf.interactions.rating else None)
+    xc = conf.interactions
+    xpath = base / xc.path
+    labels = [] if xc.label else None
+    req = tuple(c for c in (xc.user, xc.item, xc.time) if c)
+    for lineno, rec in _records(xpath, xc.format, xc.encoding, req):
+        r = _to_number(rec[xc.rating], xpath, lineno, "rating") if xc.rating else float("nan")
+        before = len(b.rows)
+        b.add(str(rec[xc.user]), str(rec[xc.item]), _parse_time(rec[xc.time], xc.time_format, xpath, lineno), r)
+        if labels is not None and len(b.rows) > before:
+            labels.append(1 if str(rec[xc.label]).strip().lower() in ("1", "true", "yes") else 0)
+    inter = b.interactions(labels=np.array(labels, np.int8) if labels is not None else None)
+    return Dataset(conf.name, items, list(b.users), inter, None, b.report())
+
+
+# --------------------------------------------------------------------------- registry
+LOADERS: dict[str, Callable[..., Dataset]] = {
+    "ml-100k": load_ml100k_original,
+    "recbole": load_recbole_atomic,
+    "ml-1m": load_ml1m,
+    "ml-latest": load_ml_latest,
+    "mind": load_mind,
+    "generic": load_generic,
+}
+
+
+def detect_format(path: Path) -> str:
+    """Which loader reads ``path`` (a folder, or a generic TOML config file)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".toml":
+        return "generic"
+    if not path.is_dir():
+        raise DataError(f"{path}: no such data folder (or generic .toml config)")
+    if (path / "u.data").is_file():
+        return "ml-100k"
+    if any(path.glob("*.inter")):
+        return "recbole"
+    if (path / "ratings.dat").is_file():
+        return "ml-1m"
+    if (path / "ratings.csv").is_file():
+        return "ml-latest"
+    if (path / "behaviors.tsv").is_file():
+        return "mind"
+    raise DataError(
+        f"{path}: cannot tell the data format; expected one of u.data (ml-100k), *.inter (RecBole), "
+        "ratings.dat (ml-1m), ratings.csv (ml-latest), behaviors.tsv (MIND), or a generic .toml config"
+    )
+
+
+def load_dataset(path: str | Path, fmt: str = "auto", threshold: float | None = DEFAULT_THRESHOLD) -> Dataset:
+    """Load any supported data set; ``fmt`` is a key of :data:`LOADERS` or ``auto``."""
+    path = Path(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt not in LOADERS:
+        raise DataError(f"unknown data format {fmt!r}; choose one of: auto, {', '.join(LOADERS)}")
+    if fmt == "mind":
+        return LOADERS[fmt](path)
+    return LOADERS[fmt](path, threshold=threshold)

@@ -1,0 +1,147 @@
+"""The normalized schema every loader produces."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Items:
+    """The item catalog. Index ``i`` in every array is the internal item index."""
+
+    ids: list[str]
+    title: list[str]
+    categories: list[tuple[str, ...]]
+    year: np.ndarray  # int32, 0 when unknown
+    text: dict[str, list[str]] = field(default_factory=dict)  # extra text fields (tags, abstract, ...)
+
+    def __post_init__(self):
+        n = len(self.ids)
+        self.year = np.asarray(self.year, dtype=np.int32)
+        for name, col in [("title", self.title), ("categories", self.categories), ("year", self.year)]:
+            if len(col) != n:
+                raise ValueError(f"items.{name} has {len(col)} rows, ids has {n}")
+        for name, col in self.text.items():
+            if len(col) != n:
+                raise ValueError(f"items.text[{name!r}] has {len(col)} rows, ids has {n}")
+        self._index = {iid: i for i, iid in enumerate(self.ids)}
+        if len(self._index) != n:
+            raise ValueError("duplicate item ids")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self, item_id: str) -> int | None:
+        return self._index.get(str(item_id))
+
+    def fields(self, i: int) -> dict[str, str]:
+        """Template fields of item ``i`` (used by the item text template)."""
+        out = {
+            "id": self.ids[i],
+            "title": self.title[i],
+            "year": str(int(self.year[i])) if self.year[i] else "",
+            "genres": ", ".join(self.categories[i]),
+            "categories": ", ".join(self.categories[i]),
+        }
+        for k, col in self.text.items():
+            out[k] = col[i]
+        return out
+
+
+@dataclass
+class Interactions:
+    """Interaction log, one row per event, sorted by time."""
+
+    user: np.ndarray  # int32 internal user index
+    item: np.ndarray  # int32 internal item index
+    time: np.ndarray  # int64 unix seconds
+    rating: np.ndarray  # float32, NaN when the data has none
+    label: np.ndarray  # int8: 1 positive, 0 negative (rating under threshold)
+
+    def __post_init__(self):
+        self.user = np.asarray(self.user, dtype=np.int32)
+        self.item = np.asarray(self.item, dtype=np.int32)
+        self.time = np.asarray(self.time, dtype=np.int64)
+        self.rating = np.asarray(self.rating, dtype=np.float32)
+        self.label = np.asarray(self.label, dtype=np.int8)
+        n = len(self.user)
+        for name in ("item", "time", "rating", "label"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"interactions.{name} length differs from user")
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, mask_or_idx) -> "Interactions":
+        return Interactions(*(getattr(self, f.name)[mask_or_idx] for f in dataclasses.fields(self)))
+
+    def sorted(self) -> "Interactions":
+        order = np.lexsort((self.item, self.user, self.time))
+        return self.take(order)
+
+
+@dataclass
+class Impression:
+    """One impression log entry (MIND-style): what was shown, what was clicked."""
+
+    impression_id: str
+    user: int
+    time: int
+    history: np.ndarray  # int32 item indices clicked before
+    items: np.ndarray  # int32 item indices shown
+    labels: np.ndarray  # int8, 1 clicked
+
+
+@dataclass
+class Dataset:
+    name: str
+    items: Items
+    users: list[str]
+    interactions: Interactions
+    impressions: list[Impression] | None = None
+    report: dict = field(default_factory=dict)  # skipped rows, missing items, ...
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def stats(self) -> dict:
+        inter = self.interactions
+        n = len(inter)
+        has_rating = bool(n and not np.all(np.isnan(inter.rating)))
+        text_cov = {
+            "title": _coverage(self.items.title),
+            "categories": float(np.mean([bool(c) for c in self.items.categories])) if self.n_items else 0.0,
+            "year": float(np.mean(self.items.year > 0)) if self.n_items else 0.0,
+        }
+        for k, col in self.items.text.items():
+            text_cov[k] = _coverage(col)
+        import datetime as _dt
+
+        def iso(t):
+            return _dt.datetime.fromtimestamp(int(t), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            "interactions": n,
+            "positives": int(inter.label.sum()),
+            "density": n / max(1, self.n_users * self.n_items),
+            "time_min": iso(inter.time.min()) if n else None,
+            "time_max": iso(inter.time.max()) if n else None,
+            "has_rating": has_rating,
+            "impressions": len(self.impressions) if self.impressions is not None else 0,
+            "text_coverage": text_cov,
+            "report": self.report,
+        }
+
+
+def _coverage(col) -> float:
+    return float(np.mean([bool(s and s.strip()) for s in col])) if len(col) else 0.0

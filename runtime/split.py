@@ -1,0 +1,139 @@
+"""Evaluation splits: per-user temporal holdout, global time split, cold-item split.
+
+All splits are deterministic. Implicit feedback comes from the rating threshold applied by the
+loader (``label``); held-out truth is the positives only, while every training interaction
+(positive or not) counts as "seen" and is excluded from the ranking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import config as cfg
+from .data.schema import Dataset, Interactions
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to split. ``cold_item`` also holds out a per-user temporal test set of warm items."""
+
+    kind: str = cfg.choice("cold_item", ("user_holdout", "global_time", "cold_item"))
+    test_frac: float = cfg.bounded(0.1, 0.0, 0.9, "share of each user's events held out as test")
+    test_last_n: int = cfg.bounded(0, 0, None, "if > 0, hold out this many last events instead of test_frac")
+    valid_frac: float = cfg.bounded(0.1, 0.0, 0.9)
+    valid_last_n: int = cfg.bounded(0, 0, None)
+    min_train: int = cfg.bounded(3, 1, None, "users with fewer events stay wholly in train")
+    test_quantile: float = cfg.bounded(0.9, 0.01, 0.99, "global_time: time quantile where test starts")
+    valid_quantile: float = cfg.bounded(0.8, 0.01, 0.99, "global_time: where validation starts")
+    cold_quantile: float = cfg.bounded(0.5, 0.01, 0.99, "cold_item: items first seen after this time quantile are cold")
+
+    def validate(self):
+        if self.kind == "global_time" and self.valid_quantile >= self.test_quantile:
+            raise ConfigError(f"valid_quantile ({self.valid_quantile}) must be below test_quantile ({self.test_quantile})")
+
+
+@dataclass
+class Split:
+    config: SplitConfig
+    n_users: int
+    n_items: int
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    cold_items: np.ndarray  # int32, empty unless kind == cold_item
+    cold_test: Interactions  # events on cold items (empty unless cold_item)
+
+    def user_items(self, inter: Interactions, positives_only=True) -> list[np.ndarray]:
+        """Per-user item arrays (time order) of ``inter``."""
+        if positives_only:
+            inter = inter.take(inter.label == 1)
+        order = np.lexsort((inter.time, inter.user))
+        u, i = inter.user[order], inter.item[order]
+        bounds = np.searchsorted(u, np.arange(self.n_users + 1))
+        return [i[bounds[k] : bounds[k + 1]] for k in range(self.n_users)]
+
+    def train_histories(self) -> list[np.ndarray]:
+        return self.user_items(self.train, positives_only=True)
+
+    def seen(self, include_valid: bool) -> list[np.ndarray]:
+        parts = [self.user_items(self.train, positives_only=False)]
+        if include_valid:
+            parts.append(self.user_items(self.valid, positives_only=False))
+        return [np.unique(np.concatenate(p)) for p in zip(*parts)]
+
+    @property
+    def warm_items(self) -> np.ndarray:
+        m = np.ones(self.n_items, bool)
+        m[self.cold_items] = False
+        return np.flatnonzero(m).astype(np.int32)
+
+    def summary(self) -> dict:
+        def s(x):
+            return {"events": len(x), "positives": int(x.label.sum()), "users": int(len(np.unique(x.user)))}
+        return {"kind": self.config.kind, "train": s(self.train), "valid": s(self.valid), "test": s(self.test),
+                "cold_items": int(len(self.cold_items)), "cold_test": s(self.cold_test)}
+
+
+def _per_user_holdout(inter: Interactions, conf: SplitConfig):
+    """Per user, in time order: the last events go to test, the ones before to valid."""
+    inter = inter.sorted()
+    order = np.lexsort((inter.time, inter.user))
+    inter = inter.take(order)
+    n = len(inter)
+    role = np.zeros(n, np.int8)  # 0 train, 1 valid, 2 test
+    if n == 0:
+        return inter, role
+    bounds = np.flatnonzero(np.diff(inter.user)) + 1
+    starts = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds, [n]])
+    for a, b in zip(starts, ends):
+        m = b - a
+        n_test = conf.test_last_n or int(round(m * conf.test_frac))
+        n_valid = conf.valid_last_n or int(round(m * conf.valid_frac))
+        if conf.test_frac > 0 or conf.test_last_n:
+            n_test = max(1, n_test)
+        if conf.valid_frac > 0 or conf.valid_last_n:
+            n_valid = max(1, n_valid)
+        if m - n_test - n_valid < conf.min_train:
+            continue
+        role[b - n_test : b] = 2
+        role[b - n_test - n_valid : b - n_test] = 1
+    return inter, role
+
+
+def make_split(data: Dataset, conf: SplitConfig | None = None) -> Split:
+    """Split ``data`` as ``conf`` says (default: cold_item, which includes a warm per-user test)."""
+    conf = conf or SplitConfig()
+    inter = data.interactions.sorted()
+    empty = inter.take(np.zeros(0, np.int64))
+    cold = np.zeros(0, np.int32)
+    cold_test = empty
+    if conf.kind == "global_time":
+        t_test = np.quantile(inter.time, conf.test_quantile)
+        t_valid = np.quantile(inter.time, conf.valid_quantile)
+        train = inter.take(inter.time < t_valid)
+        valid = inter.take((inter.time >= t_valid) & (inter.time < t_test))
+        test = inter.take(inter.time >= t_test)
+        # only users with a training history can be evaluated
+        known = np.zeros(data.n_users, bool)
+        known[train.user] = True
+        valid, test = valid.take(known[valid.user]), test.take(known[test.user])
+    else:
+        if conf.kind == "cold_item":
+            first = np.full(data.n_items, np.iinfo(np.int64).max)
+            np.minimum.at(first, inter.item, inter.time)
+            t_cold = np.quantile(inter.time, conf.cold_quantile)
+            is_cold = first >= t_cold
+            is_cold[first == np.iinfo(np.int64).max] = False  # never interacted: not evaluable
+            cold = np.flatnonzero(is_cold).astype(np.int32)
+            cold_test = inter.take(is_cold[inter.item])
+            inter = inter.take(~is_cold[inter.item])
+        inter, role = _per_user_holdout(inter, conf)
+        train, valid, test = inter.take(role == 0), inter.take(role == 1), inter.take(role == 2)
+        if conf.kind == "cold_item":
+            known = np.zeros(data.n_users, bool)
+            known[train.user[train.label == 1]] = True
+            cold_test = cold_test.take(known[cold_test.user])
+    return Split(conf, data.n_users, data.n_items, train.sorted(), valid.sorted(), test.sorted(), cold, cold_test.sorted())
