@@ -60,3 +60,150 @@ def baselines(data_spec, data_dir, only, out_dir, as_json):
 
     j, m = write_report(out_dir, f"baselines-{ds.name}", payload, md)
     emit(payload, as_json, md + f"\nwritten: {j} and {m}")
+
+
+def _progress_echo(msg: str):
+    click.echo(msg, err=True)
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
+              help="Training TOML, or a packaged name (ml-100k, ml-100k-quick).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")
+@click.option("--json", "as_json", is_flag=True)
+def train(config_path, out_dir, data_dir, restart, as_json):
+    """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint."""
+    from .train import train as run
+    from .train_config import load_config, packaged_config
+
+    path = config_path if Path(config_path).suffix == ".toml" else run_api(packaged_config, config_path)
+    conf = run_api(load_config, path)
+    rep = run_api(run, conf, out_dir, data_dir, restart=restart, progress=not as_json)
+    emit(rep, as_json, teacher_summary(rep) + f"\nmodel written to {out_dir}")
+
+
+def teacher_summary(rep: dict) -> str:
+    lines = [f"trained {rep['name']} in {rep['train_seconds']:.0f} s (best epoch {rep['best_epoch']})",
+             f"{'':>12} {'warm nDCG@10':>13} {'warm R@20':>10} {'cold nDCG@10':>13}"]
+    for name, key in (("zero-shot", "zero_shot"), ("teacher", "teacher")):
+        r = rep[key]
+        lines.append(f"{name:>12} {r['test'].get('ndcg@10', 0):13.4f} {r['test'].get('recall@20', 0):10.4f} "
+                     f"{r['cold'].get('ndcg@10', 0):13.4f}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--config", "config_path", default=None, help="Distillation TOML (optional; defaults are sensible).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--layers", default=None, help="Teacher layers to keep, e.g. 0,2,4 (overrides the config).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json):
+    """Distill the teacher encoder into a student keeping a subset of its layers."""
+    from genre_edge import config as cfgmod
+
+    from .distill import DistillConfig, distill as run
+
+    over = {}
+    if layers:
+        try:
+            over["layers"] = [int(x) for x in layers.split(",")]
+        except ValueError:
+            raise click.ClickException(f"--layers {layers!r}: expected comma-separated integers like 0,2,4") from None
+    if epochs is not None:
+        over["epochs"] = epochs
+    base = cfgmod.read_toml(config_path) if config_path else {}
+    conf = run_api(cfgmod.from_dict, DistillConfig, {**base, **over}, f"{config_path or 'distill options'}:")
+    rep = run_api(run, teacher_dir, conf, out_dir, progress=not as_json, data_dir=data_dir)
+    h = rep["history"][-1]
+    emit(rep, as_json, f"student with layers {rep['layers']} written to {out_dir} in {rep['seconds']:.0f} s; "
+                       f"cosine to teacher mean {h['cos_mean']:.4f}, min {h['cos_min']:.4f}")
+
+
+def quality_table(manifest: dict) -> str:
+    from genre_edge.report import markdown_table
+
+    q = manifest["quality"]
+    rows = [{"model": k, **v} for k, v in q["rows"].items()]
+    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "cos_mean", "cos_min",
+                                 "latency_ms", "speedup"])
+
+
+@click.command("export")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="A trained (or distilled) model folder.")
+@click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False, exists=True),
+              help="Teacher folder for the quality comparison (default: --model).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--profile", "profiles", multiple=True, help="Device profiles to build variants for (repeatable).")
+@click.option("--min-kept", type=float, default=0.97, show_default=True, help="Quality gate on validation nDCG@10.")
+@click.option("--keep-fp32", is_flag=True, help="Also ship the fp32 encoder.")
+@click.option("--tar", is_flag=True, help="Also write BUNDLE.tar.gz.")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, data_dir, as_json):
+    """Export ONNX models (fp32/int8/fp16 per profile) into a verified, quality-gated bundle."""
+    from .bundle_writer import export_bundle
+
+    if not 0.0 <= min_kept <= 1.5:
+        raise click.ClickException("--min-kept must be between 0 and 1.5")
+    res = run_api(export_bundle, model_dir, out_dir, list(profiles) or None, teacher_dir, min_kept, keep_fp32, tar,
+                  data_dir, progress=(lambda m: None) if as_json else _progress_echo)
+    m = res["manifest"]
+    emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": m["quality"]}, as_json,
+         quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {m['quality']['gate']}")
+
+
+@click.command()
+@click.option("--config", "config_name", default="ml-100k-quick", show_default=True,
+              help="Packaged config name or TOML path (ml-100k for full quality).")
+@click.option("--work", "work_dir", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False))
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--distill-epochs", type=int, default=None)
+def quickstart(config_name, work_dir, data_dir, distill_epochs):
+    """The whole pipeline on the embedded default: data, train, distill, export, recommend, bench."""
+    from .quickstart import run
+
+    run_api(run, config_name, work_dir, data_dir, distill_epochs)
+
+
+def recommend_torch(model_dir, user, history, k, as_json):
+    """PyTorch path of ``genre recommend --model``: for checking a trained model."""
+    import numpy as np
+
+    from .loading import ModelDir
+    from .train import Prepared, Scorer
+
+    M = run_api(ModelDir, model_dir)
+    tower, rec = M.modules()
+    prep = Prepared(M.conf)
+    ids = M.items["ids"]
+    index = {x: i for i, x in enumerate(ids)}
+    if user is not None:
+        if user not in prep.data.users:
+            raise click.ClickException(f"user {user!r} is not in the training data")
+        hist = prep.hist[prep.data.users.index(user)]
+    else:
+        unknown = [h for h in history if h not in index]
+        if unknown:
+            click.echo(f"unknown ids (ignored): {', '.join(unknown)}", err=True)
+        hist = np.array([index[h] for h in history if h in index], np.int64)
+    if len(hist) == 0:
+        raise click.ClickException("no known history: give --user or --history with known item ids")
+    sc = Scorer(M.conf, rec, M.emb, [hist])
+    s = sc(np.array([0]))[0]
+    s[hist] = -np.inf
+    top = np.argsort(-s)[:k]
+    u = sc.user_vectors(np.array([0]))[0].numpy()
+    out = []
+    for j in top:
+        contrib = (M.emb[hist[-M.conf.user_model.max_history:]] @ M.emb[j])
+        why = [M.items["title"][hist[-M.conf.user_model.max_history:][i]] for i in np.argsort(-contrib)[:2]]
+        out.append({"id": ids[j], "title": M.items["title"][j], "score": float(s[j]), "because": why})
+    del u
+    emit(out, as_json, "\n".join(f"{n:>3}. {o['title']}  score {o['score']:.3f}  because: {'; '.join(o['because'])}"
+                                 for n, o in enumerate(out, 1)))

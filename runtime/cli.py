@@ -164,5 +164,268 @@ def mind_score(truth, prediction, as_json):
     emit(res, as_json, "  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
 
 
+
+# ------------------------------------------------------------------------------ serving
+bundle_opt = click.option("--bundle", "bundle_path", required=True, envvar="GENRE_BUNDLE",
+                          type=click.Path(file_okay=False), help="Bundle folder (env GENRE_BUNDLE).")
+profile_opt = click.option("--profile", default="auto", show_default=True, envvar="GENRE_PROFILE",
+                           help="Profile name, 'auto', or a TOML path (env GENRE_PROFILE).")
+state_opt = click.option("--state-dir", type=click.Path(file_okay=False), envvar="GENRE_STATE_DIR",
+                         help="Where on-device catalog updates live (default: BUNDLE.state beside the bundle).")
+
+
+def _load(bundle_path, profile, state_dir=None):
+    from .recommender import Recommender
+
+    return run_api(Recommender.load, bundle_path, profile, state_dir)
+
+
+def _ids(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+@main.command()
+@click.option("--bundle", "bundle_path", envvar="GENRE_BUNDLE", type=click.Path(file_okay=False),
+              help="Bundle folder (ONNX Runtime path).")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="A trained model folder (PyTorch path, for checking; needs the export extra).")
+@profile_opt
+@state_opt
+@click.option("--history", default="", help="Comma-separated item ids, oldest first.")
+@click.option("--user", default=None, help="With --model: a user id of the training data.")
+@click.option("--query", default=None, help="Free-text instruction, e.g. 'something light and funny from the 90s'.")
+@click.option("-k", "k", type=int, default=10, show_default=True)
+@click.option("--strategy", type=click.Choice(["content", "cf", "hybrid", "query"]), default=None)
+@click.option("--include", "include", default="", help="Only these categories (comma-separated).")
+@click.option("--exclude", "exclude", default="", help="Never these categories (comma-separated).")
+@click.option("--year-min", type=int, default=None)
+@click.option("--year-max", type=int, default=None)
+@click.option("--mmr", "mmr_lambda", type=float, default=None, help="MMR lambda (1 = no diversity).")
+@click.option("--freshness", "freshness", type=float, default=None, help="Freshness half-life in days.")
+@click.option("--popularity-penalty", type=float, default=None)
+@click.option("--explore", "exploration", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--explain/--no-explain", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, k, strategy, include, exclude,
+              year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, explain, as_json):
+    """Recommend items for a history and/or a free-text query."""
+    if bool(bundle_path) == bool(model_dir):
+        raise click.ClickException("give exactly one of --bundle (on-device path) or --model (PyTorch path)")
+    if model_dir:
+        from genre_edge_export.cli import recommend_torch  # export extra
+
+        return recommend_torch(model_dir, user, _ids(history), k, as_json)
+    rec = _load(bundle_path, profile, state_dir)
+    r = run_api(rec.recommend, _ids(history), query=query, k=k, strategy=strategy, include_categories=_ids(include),
+                exclude_categories=_ids(exclude), year_min=year_min, year_max=year_max, mmr_lambda=mmr_lambda,
+                freshness_half_life_days=freshness, popularity_penalty=popularity_penalty, exploration=exploration,
+                seed=seed, explain=explain)
+    lines = [f"profile {rec.profile.name} ({rec.variant}), strategy {r.strategy}, {r.timings_ms['total']:.2f} ms"]
+    if r.unknown_ids:
+        lines.append(f"unknown ids (ignored): {', '.join(r.unknown_ids)}")
+    for n, it in enumerate(r.items, 1):
+        lines.append(f"{n:>3}. {it.title} ({it.year}) [{', '.join(it.categories)}] id={it.id} score={it.score:.3f}")
+        if it.reasons:
+            lines.append("     because: " + ", ".join(
+                (f"{x['title']} ({x['share']:.0%})" if x["source"] == "history" else f"{x['source']} ({x['share']:.0%})")
+                for x in it.reasons))
+    emit(r.to_dict(), as_json, "\n".join(lines))
+
+
+@main.command()
+@bundle_opt
+@profile_opt
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def embed(bundle_path, profile, texts, as_json):
+    """Encode texts with the bundle's on-device encoder."""
+    rec = _load(bundle_path, profile)
+    e = run_api(rec.embed, list(texts))
+    emit({"dim": int(e.shape[1]), "embeddings": e.round(6).tolist()}, as_json,
+         "\n".join(f"{t[:40]!r}: [{', '.join(f'{x:.4f}' for x in v[:6])}, ...] (dim {len(v)})" for t, v in zip(texts, e)))
+
+
+@main.group()
+def items():
+    """On-device catalog updates (persisted atomically beside the bundle)."""
+
+
+@items.command("add")
+@bundle_opt
+@profile_opt
+@state_opt
+@click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
+              help="JSON lines: {id, title, categories?, year?, text?, timestamp?}. '-' reads stdin.")
+@click.option("--id", "item_id", default=None)
+@click.option("--title", default=None)
+@click.option("--categories", default="", help="Comma-separated.")
+@click.option("--year", type=int, default=0)
+@click.option("--text", default="")
+@click.option("--json", "as_json", is_flag=True)
+def items_add(bundle_path, profile, state_dir, file, item_id, title, categories, year, text, as_json):
+    """Add or update items (text encoded on device)."""
+    recs = []
+    if file is not None:
+        for n, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.ClickException(f"{file.name}:{n}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict) or not set(obj) <= {"id", "title", "categories", "year", "text", "timestamp"}:
+                raise click.ClickException(f"{file.name}:{n}: expected an object with id, title, categories, year, text, timestamp")
+            recs.append(obj)
+    if item_id or title:
+        recs.append({"id": item_id or "", "title": title or "", "categories": _ids(categories), "year": year, "text": text})
+    if not recs:
+        raise click.ClickException("nothing to add: give --file or --id and --title")
+    rec = _load(bundle_path, profile, state_dir)
+    try:
+        added = run_api(rec.add_items, recs)
+    except TypeError as exc:
+        raise click.ClickException(f"bad item: {exc}") from None
+    emit({"added": added}, as_json, f"added/updated {len(added)} item(s): {', '.join(added)}")
+
+
+@items.command("remove")
+@bundle_opt
+@profile_opt
+@state_opt
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def items_remove(bundle_path, profile, state_dir, ids, as_json):
+    """Remove items from the on-device catalog."""
+    rec = _load(bundle_path, profile, state_dir)
+    unknown = run_api(rec.remove_items, list(ids))
+    emit({"removed": [i for i in ids if i not in unknown], "unknown": unknown}, as_json,
+         f"removed {len(ids) - len(unknown)} item(s)" + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+
+
+@main.group()
+def bundle():
+    """Inspect and verify bundles."""
+
+
+@bundle.command("verify")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def bundle_verify(path, as_json):
+    """Check the format version and every file's sha256."""
+    from .bundle import open_bundle
+
+    b = run_api(open_bundle, path, True)
+    emit({"ok": True, "files": len(b.manifest["files"])}, as_json,
+         f"ok: {len(b.manifest['files'])} files verified, format version {b.manifest['format_version']}")
+
+
+@bundle.command("info")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def bundle_info(path, as_json):
+    """Summary: variants, profiles, sizes, quality."""
+    from .bundle import open_bundle
+
+    b = run_api(open_bundle, path, False)
+    m = b.manifest
+    size = sum(f["bytes"] for f in m["files"].values())
+    info = {"created_at": m.get("created_at"), "format_version": m["format_version"], "dim": m["dim"],
+            "max_tokens": m["max_tokens"], "items": m["catalog"].get("n_items"), "bytes": size,
+            "variants": {v: meta.get("profiles", []) for v, meta in m["models"]["encoder"].items()},
+            "quality": m.get("quality", {}).get("summary"), "gate": m.get("quality", {}).get("gate")}
+    lines = [f"bundle {path}: {size / 1e6:.1f} MB, {info['items']} items, dim {m['dim']}, created {info['created_at']}"]
+    for v, ps in info["variants"].items():
+        f = m["models"]["encoder"][v]["file"]
+        lines.append(f"  encoder {v:<16} {m['files'][f]['bytes'] / 1e6:6.1f} MB  profiles: {', '.join(ps) or '-'}")
+    if info["quality"]:
+        lines.append(f"  quality: {info['quality']}")
+    emit(info, as_json, "\n".join(lines))
+
+
+@main.group()
+def profile():
+    """Device profiles: list, show, detect, validate."""
+
+
+@profile.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def profile_list(as_json):
+    from .profile import all_profiles, fits, machine_info
+
+    info = machine_info()
+    rows = [{"name": p.name, "variant": p.variant, "arch": p.arch, "runnable_here": fits(p, info)[0],
+             "why": fits(p, info)[1], "description": p.description} for p in run_api(all_profiles)]
+    emit(rows, as_json, "\n".join(f"{r['name']:<18} {r['variant']:<16} {'yes' if r['runnable_here'] else 'no ':<4} "
+                                  f"{r['description']}" + ("" if r["runnable_here"] else f"  ({r['why']})") for r in rows))
+
+
+@profile.command("show")
+@click.argument("name")
+def profile_show(name):
+    from . import config as cfgmod
+    from .profile import load_profile
+
+    click.echo(cfgmod.dumps_toml(cfgmod.to_dict(run_api(load_profile, name))))
+
+
+@profile.command("detect")
+@click.option("--json", "as_json", is_flag=True)
+def profile_detect(as_json):
+    from .profile import detect, machine_info
+
+    info = machine_info()
+    p = run_api(detect, info)
+    emit({"profile": p.name, "arch": info.arch, "model": info.model}, as_json,
+         f"{p.name}  ({info.arch}, {info.model or 'unknown CPU'})")
+
+
+@profile.command("validate")
+@click.argument("paths", nargs=-1, required=True)
+def profile_validate(paths):
+    """Validate profile TOML files (exit 1 on the first bad one)."""
+    from .profile import load_profile
+
+    for p in paths:
+        prof = run_api(load_profile, p)
+        click.echo(f"ok: {p} ({prof.name})")
+
+
+@main.command()
+@bundle_opt
+@profile_opt
+@state_opt
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GENRE_HOST")
+@click.option("--port", default=8080, show_default=True, type=int, envvar="GENRE_PORT")
+def serve(bundle_path, profile, state_dir, host, port):
+    """Serve the HTTP API (FastAPI + uvicorn; the 'server' extra)."""
+    try:
+        import uvicorn
+
+        from .server import create_app
+    except ImportError:
+        raise click.ClickException(str(MissingExtraError("server", "'genre serve'"))) from None
+    rec = _load(bundle_path, profile, state_dir)
+    uvicorn.run(create_app(rec), host=host, port=port, log_level="warning")
+
+
+@main.command()
+@bundle_opt
+@profile_opt
+@click.option("--history-len", type=int, default=50, show_default=True)
+@click.option("--reps", type=int, default=300, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench(bundle_path, profile, history_len, reps, as_json):
+    """Request latency on this machine (p50/p95/p99)."""
+    from .bench import latency_bench
+
+    if not 1 <= reps <= 100000 or not 0 <= history_len <= 10000:
+        raise click.ClickException("--reps must be in 1..100000 and --history-len in 0..10000")
+    rec = _load(bundle_path, profile)
+    res = latency_bench(rec, history_len, reps)
+    emit(res, as_json, "\n".join(f"{k:<32} p50 {v['p50']:.3f} ms  p95 {v['p95']:.3f} ms  p99 {v['p99']:.3f} ms"
+                                 for k, v in res.items()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -194,16 +194,22 @@ def dumps_toml(data: Mapping, _prefix: str = "") -> str:
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(val(x) for x in v) + "]"
         raise TypeError(f"cannot write {v!r} to TOML")
-    lines, tables = [], []
+    lines, tables, arrays = [], [], []
     for k, v in data.items():
         if v is None:
             continue
         if isinstance(v, Mapping):
             tables.append((k, v))
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, Mapping) for x in v):
+            arrays.append((k, v))
         else:
             lines.append(f"{k} = {val(v)}")
     out = "\n".join(lines) + ("\n" if lines else "")
     for k, v in tables:
         name = f"{_prefix}{k}"
         out += f"\n[{name}]\n" + dumps_toml(v, name + ".")
+    for k, v in arrays:
+        name = f"{_prefix}{k}"
+        for x in v:
+            out += f"\n[[{name}]]\n" + dumps_toml(x, name + ".")
     return out

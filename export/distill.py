@@ -1,0 +1,165 @@
+"""Distillation: a student keeping a subset of the teacher's layers, trained to match the
+teacher's item embeddings (cosine + MSE on catalog texts and augmented views) and its ranking
+(KL between teacher and student score distributions for real users over candidate items)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge import config as cfg
+from genre_edge.errors import ConfigError
+from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text
+
+from . import require
+from .loading import ModelDir
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("full", "title", "title_year", "genres")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    layers: tuple[int, ...] = (0, 2, 4)  # teacher layers the student keeps, in order
+    epochs: int = cfg.bounded(6, 1, 1000)
+    batch_size: int = cfg.bounded(64, 2, 4096)
+    lr: float = cfg.bounded(1e-4, 0.0, 1.0)
+    views: tuple[str, ...] = cfg.choice(("full", "title", "genres"), VIEWS)
+    kl_weight: float = cfg.bounded(1.0, 0.0, 100.0)
+    mse_weight: float = cfg.bounded(1.0, 0.0, 100.0)
+    seed: int = 0
+    threads: int = cfg.bounded(0, 0, 256)
+
+    def validate(self):
+        if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
+            raise ConfigError("layers: a non-empty list of distinct, non-negative teacher layer indices")
+
+
+def _view_text(view: str, it: dict, i: int, full: str) -> str:
+    from genre_edge.text_template import render
+
+    title, year = it["title"][i], it["year"][i]
+    genres = ", ".join(it["categories"][i])
+    if view == "full":
+        return full
+    if view == "title":
+        return title
+    if view == "title_year":
+        return render("{title} ({year})", {"title": title, "year": str(year) if year else ""})
+    return render("Genres: {genres}.", {"genres": genres}) or title
+
+
+def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, progress: bool = True,
+            data_dir: str | None = None) -> dict:
+    torch = require("torch", "export", "distillation")
+    from tqdm.auto import tqdm
+
+    from .models import ItemTower, load_hf_encoder
+    from .text import tokenize
+    from .train import Prepared, Scorer, pad
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(conf.threads or os.cpu_count() or 1)
+    torch.manual_seed(conf.seed)
+    rng = np.random.default_rng(conf.seed)
+    T = ModelDir(teacher_dir)
+    import json as _json
+
+    n_layers = int(_json.loads((T.path / "encoder" / "config.json").read_text())["num_hidden_layers"])
+    if max(conf.layers) >= n_layers:
+        raise ConfigError(f"layers: teacher has {n_layers} layers (0..{n_layers - 1}); got {list(conf.layers)}")
+    t_tower, t_rec = T.modules()
+    # student: the teacher's embeddings + the chosen layers + the teacher's adapter
+    s_bert = load_hf_encoder(T.path / "encoder")
+    s_bert.encoder.layer = torch.nn.ModuleList([s_bert.encoder.layer[i] for i in conf.layers])
+    s_bert.config.num_hidden_layers = len(conf.layers)
+    student = ItemTower(s_bert, T.conf.encoder.pooling, 0, True)
+    student.adapter.load_state_dict(t_tower.adapter.state_dict())
+    for p in student.parameters():
+        p.requires_grad_(True)
+    # texts: every catalog item under several views (augmentation for robustness to short queries)
+    it = T.items
+    texts, item_of = [], []
+    for v in conf.views:
+        for i, full in enumerate(it["text"]):
+            texts.append(_view_text(v, it, i, full))
+            item_of.append(i)
+    item_of = np.array(item_of)
+    ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
+    fids, fmask = tokenize(T.path / "encoder" / "tokenizer.json", list(it["text"]), T.conf.encoder.max_tokens)
+    with torch.no_grad():
+        target = torch.cat([t_tower(torch.as_tensor(ids[a : a + 256]), torch.as_tensor(mask[a : a + 256]))
+                            for a in range(0, len(ids), 256)])
+    # teacher user vectors for the ranking (KL) loss
+    prep = Prepared(T.conf, data_dir)
+    users = np.flatnonzero([len(h) for h in prep.hist])
+    scorer = Scorer(T.conf, t_rec, T.emb, prep.hist)
+    U = scorer.user_vectors(users)
+    a = float(t_rec.head.log_a.exp()) if T.conf.cf.kind == "none" else 20.0  # temperature of the score softmax
+    E_t = torch.as_tensor(T.emb)
+    opt = torch.optim.AdamW(student.parameters(), lr=conf.lr)
+    history = []
+    for ep in range(1, conf.epochs + 1):
+        student.train()
+        order = rng.permutation(len(texts))
+        bs = conf.batch_size
+        bar = tqdm(range(0, len(order), bs), desc=f"distill {ep}/{conf.epochs}", disable=not progress, leave=False)
+        losses = []
+        for s0 in bar:
+            sel = order[s0 : s0 + bs]
+            L = int(mask[sel].sum(1).max())
+            e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
+            t = target[sel]
+            loss = (1 - (e * t).sum(-1)).mean() + conf.mse_weight * ((e - t) ** 2).sum(-1).mean()
+            if conf.kl_weight:
+                ub = U[torch.as_tensor(rng.choice(len(U), size=min(64, len(U)), replace=False))]
+                items = torch.as_tensor(item_of[sel])
+                st = torch.log_softmax(a * ub @ E_t[items].T, -1)
+                ss = torch.log_softmax(a * ub @ e.T, -1)
+                loss = loss + conf.kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True, reduction="batchmean")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        student.eval()
+        with torch.no_grad():
+            full = torch.cat([student(torch.as_tensor(fids[a0 : a0 + 256]), torch.as_tensor(fmask[a0 : a0 + 256]))
+                              for a0 in range(0, len(fids), 256)])
+        cos = (full * E_t).sum(-1)
+        history.append({"epoch": ep, "loss": float(np.mean(losses)), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())})
+        h = history[-1]
+        log.info("distill epoch %d: loss %.4f, cosine to teacher mean %.4f min %.4f", ep, h["loss"], h["cos_mean"], h["cos_min"])
+        if progress:
+            print(f"distill epoch {ep}: loss {history[-1]['loss']:.4f}  cosine to teacher mean {history[-1]['cos_mean']:.4f} "
+                  f"min {history[-1]['cos_min']:.4f}", flush=True)
+    # write the student model folder: teacher's folder with the encoder replaced
+    out = Path(out_dir)
+    tmp = Path(str(out) + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(T.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder"))
+    student.bert.save_pretrained(str(tmp / "encoder"), safe_serialization=True)
+    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        if (T.path / "encoder" / f).is_file():
+            shutil.copy(T.path / "encoder" / f, tmp / "encoder" / f)
+    from safetensors.torch import load_file, save_file
+
+    st = load_file(str(T.path / "recommender.safetensors"))
+    st["tower.adapter.weight"] = student.adapter.weight.detach().contiguous()
+    st["tower.adapter.bias"] = student.adapter.bias.detach().contiguous()
+    save_file(st, str(tmp / "recommender.safetensors"))
+    emb = full.numpy()
+    atomic_save_npy(tmp / "item_embeddings.npy", emb)
+    report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
+              "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
+    atomic_write_json(tmp / "distill.json", report)
+    atomic_write_text(tmp / "distill.toml", cfg.dumps_toml(cfg.to_dict(conf)))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return report

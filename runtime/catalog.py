@@ -1,0 +1,230 @@
+"""The on-device catalog: bundle items plus crash-safe local updates.
+
+Updates (add / update / remove) live in one JSON file next to the bundle, rewritten atomically
+(temp file, fsync, rename) on every change: after a crash the file is the old or the new state,
+never a mix, and an update is acknowledged only after its rename is durable.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError, RequestError
+from .fsutil import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+UPDATES_FORMAT = "genre-catalog-updates/1"
+MAX_ID_LEN = 200
+MAX_TITLE_LEN = 500
+MAX_TEXT_LEN = 4000
+
+
+@dataclass
+class ItemInput:
+    """A catalog item as a user supplies it."""
+
+    id: str
+    title: str
+    categories: tuple[str, ...] = ()
+    year: int = 0
+    text: str = ""  # extra description appended to the item text
+    timestamp: int = 0  # when the item became available (freshness)
+
+    def validate(self) -> "ItemInput":
+        if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > MAX_ID_LEN:
+            raise RequestError(f"item id must be a non-empty string of at most {MAX_ID_LEN} characters")
+        if any(ord(c) < 32 for c in self.id):
+            raise RequestError("item id must not contain control characters")
+        if not isinstance(self.title, str) or not self.title.strip() or len(self.title) > MAX_TITLE_LEN:
+            raise RequestError(f"item {self.id!r}: title must be a non-empty string of at most {MAX_TITLE_LEN} characters")
+        if not isinstance(self.text, str) or len(self.text) > MAX_TEXT_LEN:
+            raise RequestError(f"item {self.id!r}: text must be a string of at most {MAX_TEXT_LEN} characters")
+        cats = tuple(self.categories)
+        if len(cats) > 50 or not all(isinstance(c, str) and 0 < len(c) <= 100 for c in cats):
+            raise RequestError(f"item {self.id!r}: categories must be at most 50 strings of 1-100 characters")
+        for name in ("year", "timestamp"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= 2**62):
+                raise RequestError(f"item {self.id!r}: {name} must be a non-negative integer")
+        self.categories = cats
+        return self
+
+
+def item_text(template: str, item: ItemInput) -> str:
+    """The text the encoder sees for a new item (the bundle's template, like training)."""
+    from .text_template import render
+
+    return render(template, {"title": item.title, "year": str(item.year) if item.year else "",
+                             "genres": ", ".join(item.categories), "categories": ", ".join(item.categories),
+                             "tags": item.text, "abstract": item.text, "description": item.text,
+                             "id": item.id, "category": item.categories[0] if item.categories else "",
+                             "subcategory": item.categories[1] if len(item.categories) > 1 else ""})
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype=np.float16).tobytes()).decode("ascii")
+
+
+def _unb64(s: str, dim: int) -> np.ndarray:
+    a = np.frombuffer(base64.b64decode(s, validate=True), dtype=np.float16)
+    if a.shape != (dim,):
+        raise ValueError(f"embedding has {a.size} values, expected {dim}")
+    return a.astype(np.float32)
+
+
+class Catalog:
+    """Items, embeddings, popularity and per-item metadata, with removals masked out."""
+
+    def __init__(self, ids, titles, categories, years, first_seen, emb: np.ndarray, pop: np.ndarray):
+        self.ids = list(ids)
+        self.titles = list(titles)
+        self.categories = [tuple(c) for c in categories]
+        self.years = np.asarray(years, np.int32)
+        self.first_seen = np.asarray(first_seen, np.int64)
+        self.emb = np.ascontiguousarray(emb, dtype=np.float32)
+        self.pop = np.asarray(pop, np.float32)
+        self.active = np.ones(len(self.ids), bool)
+        self.n_bundle = len(self.ids)
+        self.index = {iid: i for i, iid in enumerate(self.ids)}
+        self.lock = threading.RLock()
+        self.updates_path: Path | None = None
+        self._added: dict[str, dict] = {}
+        self._removed: set[str] = set()
+        self._category_index()
+
+    def _category_index(self):
+        names = sorted({c for cats in self.categories for c in cats})
+        self.cat_names = {c: i for i, c in enumerate(names)}
+        self.cat_bits = np.zeros((len(self.ids), max(1, len(names))), bool)
+        for i, cats in enumerate(self.categories):
+            for c in cats:
+                self.cat_bits[i, self.cat_names[c]] = True
+
+    def __len__(self):
+        return int(self.active.sum())
+
+    # ------------------------------------------------------------- updates
+    def _append(self, item: ItemInput, e: np.ndarray):
+        i = len(self.ids)
+        self.ids.append(item.id)
+        self.titles.append(item.title)
+        self.categories.append(tuple(item.categories))
+        self.years = np.append(self.years, np.int32(item.year))
+        self.first_seen = np.append(self.first_seen, np.int64(item.timestamp))
+        self.emb = np.vstack([self.emb, e[None].astype(np.float32)])
+        self.pop = np.append(self.pop, np.float32(0.0))
+        self.active = np.append(self.active, True)
+        self.index[item.id] = i
+        row = np.zeros((1, self.cat_bits.shape[1]), bool)
+        new = [c for c in item.categories if c not in self.cat_names]
+        for c in new:
+            self.cat_names[c] = len(self.cat_names)
+        if new:
+            self.cat_bits = np.hstack([self.cat_bits, np.zeros((len(self.cat_bits), len(new)), bool)])
+            row = np.zeros((1, self.cat_bits.shape[1]), bool)
+        for c in item.categories:
+            row[0, self.cat_names[c]] = True
+        self.cat_bits = np.vstack([self.cat_bits, row])
+
+    def _apply_add(self, item: ItemInput, e: np.ndarray):
+        if item.id in self.index:
+            i = self.index[item.id]
+            self.titles[i] = item.title
+            self.categories[i] = tuple(item.categories)
+            self.years[i] = item.year
+            self.first_seen[i] = item.timestamp or self.first_seen[i]
+            self.emb[i] = e
+            self.active[i] = True
+            for c in item.categories:
+                if c not in self.cat_names:
+                    self.cat_names[c] = len(self.cat_names)
+                    self.cat_bits = np.hstack([self.cat_bits, np.zeros((len(self.cat_bits), 1), bool)])
+            self.cat_bits[i] = False
+            for c in item.categories:
+                self.cat_bits[i, self.cat_names[c]] = True
+        else:
+            self._append(item, e)
+
+    def _state(self) -> dict:
+        return {"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
+                "added": list(self._added.values()), "removed": sorted(self._removed)}
+
+    def _persist(self, state: dict):
+        if self.updates_path is not None:
+            atomic_write_json(self.updates_path, state)
+
+    def add(self, items: list[ItemInput], embeddings: np.ndarray) -> None:
+        """Add or replace items (durable when this returns)."""
+        with self.lock:
+            added = dict(self._added)
+            removed = set(self._removed)
+            for it, e in zip(items, embeddings):
+                added[it.id] = {"id": it.id, "title": it.title, "categories": list(it.categories), "year": it.year,
+                                "text": it.text, "timestamp": it.timestamp, "embedding": _b64(e)}
+                removed.discard(it.id)
+            # persist first: if the write fails, memory stays as it was
+            self._persist({"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
+                           "added": list(added.values()), "removed": sorted(removed)})
+            self._added, self._removed = added, removed
+            for it, e in zip(items, embeddings):
+                self._apply_add(it, e)
+
+    def remove(self, ids: list[str]) -> list[str]:
+        """Remove items; returns the ids that were not in the catalog."""
+        with self.lock:
+            unknown = [i for i in ids if i not in self.index or not self.active[self.index[i]]]
+            known = [i for i in ids if i not in unknown]
+            if not known:
+                return unknown
+            added = {k: v for k, v in self._added.items() if k not in known or self.index[k] < self.n_bundle}
+            removed = set(self._removed) | {i for i in known if self.index[i] < self.n_bundle}
+            self._persist({"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
+                           "added": list(added.values()), "removed": sorted(removed)})
+            self._added, self._removed = added, removed
+            for i in known:
+                self.active[self.index[i]] = False
+            return unknown
+
+    def load_updates(self, path: Path) -> dict:
+        """Apply the updates file at ``path`` (if any) and persist there from now on.
+
+        A leftover temp file from a crash mid-write is ignored (the rename never happened, so the
+        update was never acknowledged). A corrupt updates file is refused with a clear error.
+        """
+        self.updates_path = path
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            log.warning("removing %s left by an interrupted catalog write (that update was not acknowledged)", tmp)
+            tmp.unlink(missing_ok=True)
+        if not path.is_file():
+            return {"added": 0, "removed": 0}
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if state.get("format") != UPDATES_FORMAT:
+                raise ValueError(f"format {state.get('format')!r}, expected {UPDATES_FORMAT!r}")
+            dim = int(state["dim"])
+            if dim != self.emb.shape[1]:
+                raise ValueError(f"embedding size {dim} does not match the bundle's {self.emb.shape[1]}")
+            items = []
+            for rec in state["added"]:
+                it = ItemInput(rec["id"], rec["title"], tuple(rec["categories"]), int(rec["year"]), rec.get("text", ""),
+                               int(rec.get("timestamp", 0))).validate()
+                items.append((it, _unb64(rec["embedding"], dim), rec))
+            removed = [str(r) for r in state["removed"]]
+        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
+                              "bundle's catalog, or restore it from a backup") from None
+        for it, e, rec in items:
+            self._added[it.id] = rec
+            self._apply_add(it, e)
+        for rid in removed:
+            if rid in self.index:
+                self._removed.add(rid)
+                self.active[self.index[rid]] = False
+        return {"added": len(items), "removed": len(removed)}

@@ -1,0 +1,174 @@
+"""Device profiles: what a device is, what it can run, and how to set up ONNX Runtime on it.
+
+Profiles are TOML files (``device_profiles/*.toml`` ship with the runtime). ``detect`` reads
+``/proc/cpuinfo``, ``/proc/device-tree/model`` and ``/etc/nv_tegra_release``; tests feed it
+recorded text from each device.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from . import config as cfg
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+VARIANTS = ("fp32", "int8-avx512vnni", "int8-arm64", "int8-avx2", "fp16")
+
+
+@dataclass(frozen=True)
+class Threads:
+    intra_op: int = cfg.bounded(1, 0, 256, "0 = ONNX Runtime default (all cores)")
+    inter_op: int = cfg.bounded(1, 0, 256)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    execution_mode: str = cfg.choice("sequential", ("sequential", "parallel"))
+    graph_optimization: str = cfg.choice("extended", ("disable", "basic", "extended", "all"))
+    allow_spinning: bool = False  # spinning threads burn CPU and make latency jittery on small boards
+    memory_arena: bool = True
+    optimized_model_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str = cfg.choice("CPUExecutionProvider", PROVIDERS)
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str = ""
+    arch: str = cfg.choice("x86_64", ("x86_64", "aarch64"))
+    cpu_features: tuple[str, ...] = ()
+    device_tree_match: tuple[str, ...] = ()
+    tegra_release_match: tuple[str, ...] = ()
+    variant: str = cfg.choice("int8-avx512vnni", VARIANTS)
+    fallback_variants: tuple[str, ...] = cfg.choice(("fp32",), VARIANTS)
+    max_batch: int = cfg.bounded(32, 1, 4096)
+    max_tokens: int = cfg.bounded(32, 4, 512)
+    memory_budget_mib: int = cfg.bounded(500, 16, 1 << 20)
+    threads: Threads = field(default_factory=Threads)
+    session: SessionSettings = field(default_factory=SessionSettings)
+    providers: tuple[Provider, ...] = (Provider(),)
+
+    def validate(self):
+        if not self.providers:
+            raise ConfigError("providers: at least one execution provider is required")
+        if self.providers[-1].name != "CPUExecutionProvider":
+            raise ConfigError("providers: the last provider must be CPUExecutionProvider (the fallback)")
+
+
+def builtin_dir() -> Path:
+    return Path(str(files("genre_edge.device_profiles")))
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def load_profile(spec: str | Path) -> DeviceProfile:
+    """A built-in profile name, ``auto`` (detect), or a path to a user's TOML profile."""
+    if str(spec) == "auto":
+        return detect()
+    p = Path(spec)
+    if p.suffix == ".toml" or p.exists():
+        return cfg.load(DeviceProfile, p)
+    if str(spec) not in builtin_names():
+        raise ConfigError(f"unknown profile {spec!r}; choose one of: auto, {', '.join(builtin_names())}, or a .toml path")
+    return cfg.load(DeviceProfile, builtin_dir() / f"{spec}.toml")
+
+
+def all_profiles() -> list[DeviceProfile]:
+    return [load_profile(n) for n in builtin_names()]
+
+
+# ------------------------------------------------------------------ machine facts
+@dataclass
+class MachineInfo:
+    arch: str
+    cpu_flags: set[str]
+    model: str = ""
+    device_tree: str = ""
+    tegra_release: str = ""
+
+
+def read_cpuinfo_flags(text: str) -> set[str]:
+    """Flags from /proc/cpuinfo text: x86 'flags' lines or arm 'Features' lines."""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(val.split())
+    return flags
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return ""
+
+
+def machine_info(cpuinfo: str | None = None, device_tree: str | None = None, tegra: str | None = None,
+                 arch: str | None = None) -> MachineInfo:
+    cpuinfo = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
+    model = ""
+    for line in cpuinfo.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip() in ("model name", "Model", "Hardware") and not model:
+            model = v.strip()
+    return MachineInfo(
+        arch=arch or platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64"),
+        cpu_flags=read_cpuinfo_flags(cpuinfo),
+        model=model,
+        device_tree=_read("/proc/device-tree/model") if device_tree is None else device_tree,
+        tegra_release=_read("/etc/nv_tegra_release") if tegra is None else tegra,
+    )
+
+
+def fits(profile: DeviceProfile, info: MachineInfo) -> tuple[bool, str]:
+    """Whether ``profile`` can run on ``info``, with the reason when not."""
+    if profile.arch != info.arch:
+        return False, f"needs {profile.arch}, machine is {info.arch}"
+    missing = [f for f in profile.cpu_features if f not in info.cpu_flags]
+    if missing:
+        return False, f"CPU lacks {', '.join(missing)}"
+    return True, "ok"
+
+
+def detect(info: MachineInfo | None = None, profiles: list[DeviceProfile] | None = None) -> DeviceProfile:
+    """Pick the most specific built-in profile for this machine.
+
+    Board identity (device tree / Tegra release) wins; otherwise the profile with the most
+    required CPU features that the CPU has.
+    """
+    info = info or machine_info()
+    profiles = profiles or all_profiles()
+    for p in profiles:
+        if p.tegra_release_match and info.tegra_release and any(m in info.tegra_release for m in p.tegra_release_match) \
+                and (not p.device_tree_match or any(m in info.device_tree for m in p.device_tree_match)):
+            return p
+    for p in profiles:
+        if p.device_tree_match and any(m in info.device_tree for m in p.device_tree_match) and p.arch == info.arch:
+            return p
+    ok = [p for p in profiles if fits(p, info)[0] and not p.device_tree_match and not p.tegra_release_match]
+    if not ok:
+        ok = [p for p in profiles if p.arch == info.arch and fits(p, info)[0]]
+    if not ok:
+        raise ConfigError(f"no built-in profile fits this machine ({info.arch}, flags: {len(info.cpu_flags)}); "
+                          "write your own profile TOML and pass its path")
+    return max(ok, key=lambda p: len(p.cpu_features))
+
+
+def expand(path: str) -> str:
+    return os.path.expanduser(path)

@@ -1,0 +1,336 @@
+"""The on-device recommender: a request reads top to bottom through
+profile -> session -> encoder -> user model -> scorer -> re-ranker -> response.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import Bundle, open_bundle
+from .catalog import Catalog, ItemInput, item_text
+from .encoder import Encoder
+from .errors import BundleError, RequestError
+from .profile import DeviceProfile, load_profile
+from .rerank import Filters, Rerank, rerank
+from .scorer import CFScorer, blend
+from .session import make_session
+from .user_model import UserModel
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("content", "cf", "hybrid", "query")
+MAX_K = 1000
+MAX_HISTORY = 10000
+MAX_QUERY_CHARS = 2000
+MAX_SESSIONS = 1024
+
+
+@dataclass
+class Recommendation:
+    id: str
+    title: str
+    score: float
+    categories: list[str]
+    year: int
+    reasons: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Response:
+    items: list[Recommendation]
+    strategy: str
+    unknown_ids: list[str]
+    timings_ms: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Recommender:
+    """Load with :meth:`load`; then :meth:`recommend`, :meth:`embed`, :meth:`add_items`,
+    :meth:`remove_items`, :meth:`feedback`."""
+
+    def __init__(self, bundle: Bundle, profile: DeviceProfile, variant: str, catalog: Catalog, encoder: Encoder,
+                 user_model: UserModel, cf: CFScorer, head_session=None):
+        self.bundle, self.profile, self.variant = bundle, profile, variant
+        self.catalog, self.encoder, self.user_model, self.cf = catalog, encoder, user_model, cf
+        self.head_session = head_session
+        sc = bundle.manifest["scoring"]
+        self.presets: dict = sc["presets"]
+        self.defaults: dict = sc["defaults"]
+        self.template: str = sc["template"]
+        self.head_kind: str = sc.get("head", "dot")
+        self.rerank_top: int = int(sc.get("rerank_top", 200))
+        self.sessions: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, bundle: str | Path, profile: str | Path | DeviceProfile = "auto", state_dir: str | Path | None = None,
+             variant: str | None = None) -> "Recommender":
+        """Verify the bundle (format version, every sha256), pick the profile's model variant,
+        create sessions, and apply the on-device catalog updates found in ``state_dir``
+        (default: ``<bundle>.state/`` beside the bundle)."""
+        prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+        b = open_bundle(bundle, verify=True)
+        m = b.manifest
+        have = b.variants("encoder")
+        chosen = variant or next((v for v in (prof.variant, *prof.fallback_variants) if v in have), None)
+        if chosen is None or chosen not in have:
+            raise BundleError(f"bundle has no encoder variant for profile {prof.name} "
+                              f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
+        if chosen != prof.variant:
+            log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
+        enc_meta = b.model("encoder", chosen)
+        enc_sess = make_session(b.path(enc_meta["file"]), prof, m["files"][enc_meta["file"]]["sha256"], chosen)
+        user_variant = chosen if chosen in b.variants("user") else "fp32"
+        um_meta = b.model("user", user_variant)
+        um_sess = make_session(b.path(um_meta["file"]), prof, m["files"][um_meta["file"]]["sha256"])
+        head_sess = None
+        if m["scoring"].get("head") == "mlp":
+            hv = chosen if chosen in b.variants("head") else "fp32"
+            hm = b.model("head", hv)
+            head_sess = make_session(b.path(hm["file"]), prof, m["files"][hm["file"]]["sha256"])
+        cat = m["catalog"]
+        items = b.load_json(cat["items"])
+        emb = b.load_npy(cat["embeddings"], ndim=2)
+        if emb.dtype not in (np.float16, np.float32):
+            raise BundleError(f"{cat['embeddings']}: dtype {emb.dtype}, expected float16 or float32")
+        pop = b.load_npy(cat["popularity"], np.float32, 1)
+        n = len(items.get("ids", []))
+        if emb.shape != (n, m["dim"]) or pop.shape != (n,):
+            raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {m['dim']}")
+        catalog = Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
+        cfm = cat.get("cf", {"kind": "none"})
+        if cfm["kind"] in ("cooccurrence", "ease"):
+            idx, w = b.load_npy(cfm["idx"], np.int32, 2), b.load_npy(cfm["w"], None, 2).astype(np.float32)
+            if idx.shape != w.shape or idx.shape[0] != n or (idx.size and (idx.min() < 0 or idx.max() >= n)):
+                raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
+            cf = CFScorer(cfm["kind"], idx=idx, w=w)
+        elif cfm["kind"] == "mf":
+            P, Q = b.load_npy(cfm["P"], np.float32, 2), b.load_npy(cfm["Q"], np.float32, 2)
+            if P.shape != Q.shape or P.shape[0] != n:
+                raise BundleError("CF factor tables have bad shapes")
+            cf = CFScorer("mf", P=P, Q=Q)
+        else:
+            cf = CFScorer("none")
+        encoder = Encoder(enc_sess, b.path(m["tokenizer"]), min(m["max_tokens"], prof.max_tokens), prof.max_batch)
+        rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m["scoring"]["max_history"]), cf, head_sess)
+        state = Path(state_dir) if state_dir else Path(str(Path(bundle).resolve()) + ".state")
+        applied = catalog.load_updates(state / "catalog-updates.json")
+        if applied["added"] or applied["removed"]:
+            log.info("applied on-device catalog updates: %s", applied)
+        return rec
+
+    # ------------------------------------------------------------------ API
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Encode texts with the bundle's encoder (L2-normalised, float32 [N, D])."""
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise RequestError("texts must be a list of strings")
+        if any(len(t) > MAX_QUERY_CHARS * 10 for t in texts):
+            raise RequestError(f"each text must be at most {MAX_QUERY_CHARS * 10} characters")
+        return self.encoder.embed(list(texts))
+
+    def add_items(self, items: list[ItemInput | dict]) -> list[str]:
+        """Add or update items (encoded on device with the bundle's encoder); durable on return."""
+        objs = [(ItemInput(**it) if isinstance(it, dict) else it) for it in items]
+        for it in objs:
+            it.validate()
+        if len({o.id for o in objs}) != len(objs):
+            raise RequestError("duplicate item ids in one request")
+        emb = self.encoder.embed([item_text(self.template, o) for o in objs])
+        self.catalog.add(objs, emb)
+        return [o.id for o in objs]
+
+    def remove_items(self, ids: list[str]) -> list[str]:
+        """Remove items; returns ids that were unknown."""
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
+            raise RequestError("ids must be a list of strings")
+        return self.catalog.remove(list(ids))
+
+    def feedback(self, session_id: str, item_id: str, event: str = "click") -> None:
+        """Record a click or skip in an interactive session; the next call with that session reflects it."""
+        if event not in ("click", "skip"):
+            raise RequestError(f"event must be 'click' or 'skip', not {event!r}")
+        if not isinstance(session_id, str) or not session_id or len(session_id) > 200:
+            raise RequestError("session_id must be a non-empty string of at most 200 characters")
+        with self._lock:
+            s = self.sessions.pop(session_id, None) or {"clicks": [], "skips": set()}
+            (s["clicks"].append(item_id) if event == "click" else s["skips"].add(item_id))
+            s["clicks"] = s["clicks"][-MAX_HISTORY:]
+            self.sessions[session_id] = s
+            while len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
+
+    def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
+                  strategy: str | None = None, query_weight: float | None = None,
+                  include_categories=(), exclude_categories=(), year_min: int | None = None,
+                  year_max: int | None = None, since: int | None = None, until: int | None = None,
+                  exclude_seen: bool = True, mmr_lambda: float | None = None,
+                  freshness_half_life_days: float | None = None, popularity_penalty: float | None = None,
+                  exploration: float | None = None, seed: int | None = None, explain: bool = False,
+                  session_id: str | None = None, now: int | None = None) -> Response:
+        """Recommend ``k`` items for a history of item ids and/or a free-text query.
+
+        Unknown ids are reported in ``unknown_ids`` and otherwise ignored.
+        """
+        t0 = time.perf_counter()
+        # --- request -> validated options (presets from the bundle, overridden per request)
+        history = list(history or [])
+        if len(history) > MAX_HISTORY:
+            raise RequestError(f"history has {len(history)} items; at most {MAX_HISTORY}")
+        if not all(isinstance(h, str) for h in history):
+            raise RequestError("history must be a list of item id strings")
+        if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
+            raise RequestError(f"query must be a string of at most {MAX_QUERY_CHARS} characters")
+        if query is not None and not query.strip():
+            query = None
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise RequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+        strategy = strategy or ("query" if query else self.defaults.get("strategy", "hybrid"))
+        if strategy not in STRATEGIES:
+            raise RequestError(f"strategy {strategy!r} is not valid; choose one of: {', '.join(STRATEGIES)}")
+        if strategy == "query" and not query:
+            raise RequestError("strategy 'query' needs a query text")
+        preset = dict(self.presets[strategy])
+        qw = preset.get("query_weight", 0.5) if query_weight is None else query_weight
+        if not isinstance(qw, (int, float)) or isinstance(qw, bool) or not 0.0 <= qw <= 1.0:
+            raise RequestError(f"query_weight must be in [0, 1], got {qw!r}")
+        d = self.defaults
+        opts = Rerank(
+            mmr_lambda=float(d.get("mmr_lambda", 1.0) if mmr_lambda is None else mmr_lambda),
+            freshness_half_life_days=float(d.get("freshness_half_life_days", 0.0) if freshness_half_life_days is None
+                                           else freshness_half_life_days),
+            popularity_penalty=float(d.get("popularity_penalty", 0.0) if popularity_penalty is None else popularity_penalty),
+            exploration=float(d.get("exploration", 0.0) if exploration is None else exploration),
+            seed=seed,
+        ).validate()
+        filters = Filters(tuple(_strs(include_categories, "include_categories")),
+                          tuple(_strs(exclude_categories, "exclude_categories")),
+                          _opt_int(year_min, "year_min"), _opt_int(year_max, "year_max"),
+                          _opt_int(since, "since"), _opt_int(until, "until"))
+        cat = self.catalog
+        with cat.lock:
+            skips: set = set()
+            if session_id is not None:
+                with self._lock:
+                    s = self.sessions.get(session_id)
+                if s:
+                    history = history + s["clicks"]
+                    skips = set(s["skips"])
+            known = [cat.index.get(h) for h in history]
+            unknown = sorted({h for h, i in zip(history, known) if i is None or not cat.active[i]})
+            hist = np.array([i for i in known if i is not None and cat.active[i]], np.int64)
+            if len(hist) == 0 and not query and strategy != "cf":
+                strategy, preset = "cf", dict(self.presets["cf"])  # nothing to personalise on: popularity
+            t_req = time.perf_counter()
+            # --- encoder (query text, on device)
+            q = self.encoder.embed([query])[0] if query else None
+            t_enc = time.perf_counter()
+            # --- user model
+            hw = hist[-self.user_model.max_history :]
+            u, att = self.user_model(cat.emb[hw]) if len(hw) else (np.zeros(cat.emb.shape[1], np.float32), np.zeros(0))
+            if q is not None:
+                u = q if len(hw) == 0 else (1 - qw) * u + qw * q
+            t_user = time.perf_counter()
+            # --- scorer: content + CF + popularity over the whole catalog
+            content = cat.emb @ u
+            cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
+            scores = blend(content, cf, cat.pop, preset)
+            mask = filters.mask(cat)
+            if exclude_seen and len(hist):
+                mask[hist] = False
+            for sid in skips:
+                if sid in cat.index:
+                    mask[cat.index[sid]] = False
+            cand = np.flatnonzero(mask)
+            if len(cand) == 0:
+                return Response([], strategy, unknown, _ms(t0, t_req, t_enc, t_user, time.perf_counter(), time.perf_counter()))
+            n_pool = min(len(cand), max(self.rerank_top, k))
+            sc = scores[cand]
+            pool = cand[np.argpartition(-sc, n_pool - 1)[:n_pool]] if n_pool < len(cand) else cand
+            if self.head_session is not None:
+                scores = scores.copy()
+                scores[pool] = self._head(u, pool, cf, cat.pop)
+            pool = pool[np.argsort(-scores[pool], kind="stable")]
+            t_score = time.perf_counter()
+            # --- re-ranker
+            picked, rel = rerank(scores, pool, cat, opts, k, now)
+            t_rr = time.perf_counter()
+            # --- response
+            items = [Recommendation(cat.ids[i], cat.titles[i], float(scores[i]), list(cat.categories[i]),
+                                    int(cat.years[i])) for i in picked]
+            if explain:
+                for rec, i in zip(items, picked):
+                    rec.reasons = self._explain(int(i), hw, att, hist, q, qw, preset, cf)
+        return Response(items, strategy, unknown, _ms(t0, t_req, t_enc, t_user, t_score, t_rr))
+
+    # ------------------------------------------------------------------ internals
+    def _head(self, u, pool, cf, pop):
+        c = self.catalog.emb[pool][None].astype(np.float32)
+        out = self.head_session.run(None, {"user": u[None].astype(np.float32), "candidates": c,
+                                           "cf": cf[pool][None].astype(np.float32), "pop": pop[pool][None].astype(np.float32)})
+        return out[0][0]
+
+    def _explain(self, item: int, hw, att, hist, q, qw, preset, cf) -> list[dict]:
+        """Which history items and/or the query drove this pick, with their share."""
+        cat = self.catalog
+        parts: dict[tuple, float] = {}
+        if len(hw):
+            sims = cat.emb[hw] @ cat.emb[item]
+            scale = preset["content"] * ((1 - qw) if q is not None else 1.0)
+            for i, c in zip(hw, scale * att * sims):
+                parts[("history", int(i))] = parts.get(("history", int(i)), 0.0) + float(c)
+        if preset["cf"] and len(hist):
+            for i, c in zip(hist, preset["cf"] * self.cf.contributions(hist, item)):
+                parts[("history", int(i))] = parts.get(("history", int(i)), 0.0) + float(c)
+        if q is not None:
+            parts[("query", -1)] = float(preset["content"] * (qw if len(hw) else 1.0) * (q @ cat.emb[item]))
+        if preset["pop"]:
+            parts[("popularity", -1)] = float(preset["pop"] * cat.pop[item])
+        pos = {k: v for k, v in parts.items() if v > 0}
+        total = sum(pos.values())
+        out = []
+        for (src, i), v in sorted(pos.items(), key=lambda kv: -kv[1])[:3]:
+            r = {"source": src, "share": round(v / total, 3) if total else 0.0}
+            if src == "history":
+                r.update(id=cat.ids[i], title=cat.titles[i])
+            out.append(r)
+        return out
+
+    def info(self) -> dict:
+        m = self.bundle.manifest
+        return {"bundle": str(self.bundle.root), "format_version": m["format_version"], "profile": self.profile.name,
+                "variant": self.variant, "items": len(self.catalog), "dim": m["dim"],
+                "strategies": list(STRATEGIES), "created_at": m.get("created_at"),
+                "quality": m.get("quality", {}).get("summary")}
+
+
+def _ms(t0, t_req, t_enc, t_user, t_score, t_rr) -> dict:
+    return {"request": (t_req - t0) * 1e3, "encode": (t_enc - t_req) * 1e3, "user_model": (t_user - t_enc) * 1e3,
+            "score": (t_score - t_user) * 1e3, "rerank": (t_rr - t_score) * 1e3,
+            "total": (time.perf_counter() - t0) * 1e3}
+
+
+def _strs(v, name) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v) or len(v) > 100:
+        raise RequestError(f"{name} must be a list of at most 100 strings")
+    return list(v)
+
+
+def _opt_int(v, name):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise RequestError(f"{name} must be an integer, got {v!r}")
+    return v

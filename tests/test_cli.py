@@ -1,0 +1,46 @@
+import json
+
+from click.testing import CliRunner
+
+from genre_edge.cli import main
+
+
+def test_help_lists_everything():
+    r = CliRunner().invoke(main, ["--help"])
+    for cmd in ("data", "eval", "train", "distill", "export", "recommend", "serve", "bundle", "profile", "items",
+                "embed", "bench", "quickstart"):
+        assert cmd in r.output
+
+
+def test_data_stats_json(toy_data):
+    r = CliRunner().invoke(main, ["data", "stats", str(toy_data), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["items"] == 48
+    r = CliRunner().invoke(main, ["data", "stats", "/no/such/place"])
+    assert r.exit_code == 1 and "not a known data set" in r.output
+
+
+def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
+    b = str(tiny_bundle / "bundle")
+    st = str(tmp_path / "state")
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--profile", "x86-avx512-vnni", "--state-dir", st,
+                                  "--history", "m0,m6,zzz", "-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert len(out["items"]) == 3 and out["unknown_ids"] == ["zzz"]
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "0"])
+    assert r.exit_code == 1 and "k must be" in r.output
+    r = CliRunner().invoke(main, ["bundle", "verify", b])
+    assert r.exit_code == 0 and "ok" in r.output
+    r = CliRunner().invoke(main, ["bundle", "info", b, "--json"])
+    assert "int8-avx512vnni" in json.loads(r.output)["variants"]
+    r = CliRunner().invoke(main, ["bundle", "verify", str(tmp_path)])
+    assert r.exit_code == 1 and "no manifest.json" in r.output
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
+                                  "--categories", "Comedy"])
+    assert r.exit_code == 0 and "z1" in r.output
+    r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "z1", "nope"])
+    assert r.exit_code == 0 and "unknown: nope" in r.output
+    r = CliRunner().invoke(main, ["embed", "--bundle", b, "--json", "hello world"])
+    assert r.exit_code == 0 and json.loads(r.output)["dim"] == 32
+    r = CliRunner().invoke(main, ["bench", "--bundle", b, "--reps", "5", "--history-len", "5", "--json"])
+    assert r.exit_code == 0 and "p99" in r.output

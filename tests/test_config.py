@@ -1,0 +1,53 @@
+import pytest
+
+from genre_edge import config as cfgmod
+from genre_edge.errors import ConfigError
+
+
+def test_packaged_configs_load():
+    pytest.importorskip("torch")
+    from genre_edge_export.train_config import load_config, packaged_config
+
+    for name in ("ml-100k", "ml-100k-quick"):
+        c = load_config(packaged_config(name))
+        assert c.data.source == "ml-100k"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[encoder]\npooling = 'max'\n", "encoder.pooling: 'max' is not valid; choose one of: mean, cls"),
+    ("[user_model]\nkind = 'gru'\n", "choose one of: mean, attention, nrms"),
+    ("[train]\nepochz = 3\n", "train.epochz: unknown key; valid keys are"),
+    ("[train]\nepochs = 0\n", "train.epochs: 0 is below the minimum 1"),
+    ("[train]\nlr = 'fast'\n", "train.lr: expected a number"),
+    ("[encoder]\ntemplate = '{title} {plot}'\n", "unknown field {plot}"),
+    ("[cf]\nkind = 'svd'\n", "choose one of: none, cooccurrence, ease, mf"),
+    ("[head]\nkind = 'mlp'\nrerank_top = 10\n", "rerank_top must be >= 20"),
+    ("bogus = 1\n", "bogus: unknown key"),
+    ("[data\n", "not valid TOML"),
+])
+def test_bad_training_configs_name_file_key_and_choices(tmp_path, text, needle):
+    pytest.importorskip("torch")
+    from genre_edge_export.train_config import load_config
+
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert needle in str(ei.value)
+    assert str(p) in str(ei.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        cfgmod.read_toml(tmp_path / "nope.toml")
+
+
+def test_toml_roundtrip_of_resolved_config():
+    pytest.importorskip("torch")
+    from genre_edge_export.train_config import Config
+
+    c = Config()
+    text = cfgmod.dumps_toml(cfgmod.to_dict(c))
+    import tomllib
+
+    assert cfgmod.from_dict(Config, tomllib.loads(text)) == c

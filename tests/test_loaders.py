@@ -1,0 +1,170 @@
+import json
+
+import numpy as np
+import pytest
+
+from genre_edge.data import load_dataset
+from genre_edge.data.loaders import detect_format
+from genre_edge.errors import DataError
+
+
+def _ml100k(tmp_path):
+    d = tmp_path / "ml100k"
+    d.mkdir()
+    flags = ["0"] * 19
+    a, b = flags.copy(), flags.copy()
+    a[5] = "1"  # Comedy
+    b[1] = b[16] = "1"  # Action, Thriller
+    (d / "u.item").write_bytes(("1|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(a) + "\n"
+                                "2|Caf\xe9 Noir (1993)|01-Jan-1993||http://x|" + "|".join(b) + "\n").encode("latin-1"))
+    (d / "u.data").write_text("1\t1\t5\t100\n1\t2\t3\t200\n2\t2\t4\t150\n2\t9\t4\t160\n")
+    return d
+
+
+def test_ml100k_original(tmp_path):
+    ds = load_dataset(_ml100k(tmp_path))
+    assert ds.items.title == ["Toy Story", "Caf\u00e9 Noir"]
+    assert ds.items.year.tolist() == [1995, 1993]
+    assert ds.items.categories[1] == ("Action", "Thriller")
+    assert len(ds.interactions) == 3  # the row with unknown item 9 is skipped ...
+    assert ds.report["rows_with_unknown_items"] == 1  # ... and reported
+    assert ds.interactions.label.tolist() == [1, 1, 0]  # sorted by time: ratings 5, 4, 3 at threshold 4
+    assert list(ds.interactions.time) == sorted(ds.interactions.time)
+
+
+def test_ml100k_malformed_row_names_file_and_line(tmp_path):
+    d = _ml100k(tmp_path)
+    (d / "u.data").write_text("1\t1\t5\t100\n1\t2\t3\n")
+    with pytest.raises(DataError, match=r"u\.data:2: expected 4 tab-separated fields"):
+        load_dataset(d)
+
+
+def test_recbole_atomic(tmp_path):
+    d = tmp_path / "rb"
+    d.mkdir()
+    (d / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t5\n2\t11\t2\t6\n")
+    (d / "x.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                              "10\tHeat\t1995\tAction Crime\n11\tBabe\t\tChildren's\n")
+    ds = load_dataset(d)
+    assert detect_format(d) == "recbole"
+    assert ds.items.categories[0] == ("Action", "Crime") and ds.items.year.tolist() == [1995, 0]
+    assert ds.interactions.label.tolist() == [1, 0]
+
+
+def test_recbole_bad_number(tmp_path):
+    d = tmp_path / "rb"
+    d.mkdir()
+    (d / "x.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\tfour\t5\n")
+    (d / "x.item").write_text("item_id:token\tmovie_title:token_seq\n10\tHeat\n")
+    with pytest.raises(DataError, match=r"x\.inter:2: rating 'four' is not a number"):
+        load_dataset(d)
+
+
+def test_ml1m(tmp_path):
+    d = tmp_path / "ml1m"
+    d.mkdir()
+    (d / "movies.dat").write_bytes("1::Toy Story (1995)::Animation|Children's|Comedy\n2::Am\xe9lie (2001)::Romance\n".encode("latin-1"))
+    (d / "ratings.dat").write_text("1::1::5::978300760\n1::2::2::978302109\n")
+    ds = load_dataset(d)
+    assert ds.items.title[1] == "Am\u00e9lie" and ds.items.categories[0] == ("Animation", "Children's", "Comedy")
+    assert ds.interactions.label.tolist() == [1, 0]
+
+
+def test_ml_latest_tags_become_text(tmp_path):
+    d = tmp_path / "mll"
+    d.mkdir()
+    (d / "movies.csv").write_text('movieId,title,genres\n1,"Matrix, The (1999)",Action|Sci-Fi\n2,Nothing,(no genres listed)\n')
+    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.5,10\n1,2,1.0,11\n")
+    (d / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,cyberpunk,1\n2,1,Cyberpunk,2\n1,1,keanu,3\n")
+    ds = load_dataset(d)
+    assert ds.items.title[0] == "Matrix, The" and ds.items.year[0] == 1999
+    assert ds.items.text["tags"][0] == "cyberpunk, keanu"
+    assert ds.items.categories[1] == ()
+
+
+def test_ml_latest_missing_column(tmp_path):
+    d = tmp_path / "mll"
+    d.mkdir()
+    (d / "movies.csv").write_text("movieId,name\n1,x\n")
+    (d / "ratings.csv").write_text("userId,movieId,rating,timestamp\n")
+    with pytest.raises(DataError, match="no column 'title'"):
+        load_dataset(d)
+
+
+def _mind(tmp_path):
+    d = tmp_path / "mind"
+    d.mkdir()
+    (d / "news.tsv").write_text("N1\tsports\tfootball\tBig win\tThe team won.\thttp://x\t[]\t[]\n"
+                                "N2\tnews\tpolitics\tVote today\tPolls open.\thttp://x\t[]\t[]\n"
+                                "N3\tfood\trecipes\tSoup\tHot soup.\thttp://x\t[]\t[]\n")
+    (d / "behaviors.tsv").write_text("1\tU1\t11/15/2019 10:22:32 AM\tN1 N404\tN2-1 N3-0 N405-0\n"
+                                     "2\tU2\t11/15/2019 11:00:00 PM\t\tN1-0 N3-1\n")
+    return d
+
+
+def test_mind_with_missing_news_counts_them(tmp_path):
+    ds = load_dataset(_mind(tmp_path))
+    assert ds.report["unknown_item_ids"] == 2 and ds.report["rows_with_unknown_items"] == 2
+    assert len(ds.impressions) == 2
+    imp = ds.impressions[0]
+    assert [ds.items.ids[i] for i in imp.items] == ["N2", "N3"] and imp.labels.tolist() == [1, 0]
+    assert ds.items.text["abstract"][0] == "The team won."
+    assert len(ds.interactions) == 3 and ds.interactions.label.all()  # N1 history, N2 click, N3 click
+
+
+def test_mind_bad_impression_token(tmp_path):
+    d = _mind(tmp_path)
+    (d / "behaviors.tsv").write_text("1\tU1\t11/15/2019 10:22:32 AM\tN1\tN2-x\n")
+    with pytest.raises(DataError, match=r"behaviors\.tsv:1: impression 'N2-x'"):
+        load_dataset(d)
+
+
+def test_generic_csv_and_jsonl(tmp_path, toy_data):
+    ds = load_dataset(toy_data)
+    assert ds.n_items == 48 and ds.n_users == 60 and ds.items.year[0] == 1980
+    d = tmp_path / "j"
+    d.mkdir()
+    (d / "i.jsonl").write_text(json.dumps({"sku": "a", "name": "Alpha", "tags": ["x", "y"]}) + "\n")
+    (d / "e.jsonl").write_text(json.dumps({"u": "1", "sku": "a", "when": "2024-01-01T00:00:00Z"}) + "\n"
+                               + json.dumps({"u": "1", "sku": "zzz", "when": "2024-01-02T00:00:00Z"}) + "\n")
+    (d / "c.toml").write_text('[interactions]\npath="e.jsonl"\nuser="u"\nitem="sku"\ntime="when"\ntime_format="iso"\n'
+                              '[items]\npath="i.jsonl"\nid="sku"\ntitle="name"\ncategories="tags"\n')
+    ds = load_dataset(d / "c.toml")
+    assert ds.items.categories[0] == ("x", "y") and ds.interactions.time[0] == 1704067200
+    assert ds.report["rows_with_unknown_items"] == 1
+
+
+def test_generic_wrong_encoding_names_line(tmp_path):
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "items.csv").write_bytes(b"item_id,title\n1,ok\n2,caf\xe9\n")
+    (d / "inter.csv").write_text("user_id,item_id,timestamp\n")
+    (d / "c.toml").write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\n')
+    with pytest.raises(DataError, match="not valid utf-8"):
+        load_dataset(d / "c.toml")
+
+
+def test_generic_bad_config_key(tmp_path):
+    (tmp_path / "c.toml").write_text('[interactions]\npath="x"\ncolour="red"\n[items]\npath="y"\n')
+    from genre_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="interactions.colour: unknown key"):
+        load_dataset(tmp_path / "c.toml")
+
+
+def test_missing_files_and_unknown_format(tmp_path):
+    with pytest.raises(DataError, match="no such data folder"):
+        load_dataset(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="cannot tell the data format"):
+        load_dataset(tmp_path / "empty")
+    d = tmp_path / "half"
+    d.mkdir()
+    (d / "u.data").write_text("1\t1\t5\t1\n")
+    with pytest.raises(DataError, match=r"u\.item: file not found"):
+        load_dataset(d)
+
+
+def test_stats(toy_data):
+    st = load_dataset(toy_data).stats()
+    assert st["users"] == 60 and 0 < st["density"] < 1 and st["text_coverage"]["title"] == 1.0

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genre_edge import metrics as M
+from genre_edge.data import load_dataset
+from genre_edge.split import SplitConfig, make_split
+
+
+def test_auc_matches_sklearn():
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 30)
+        y[0], y[1] = 0, 1
+        s = rng.integers(0, 5, 30).astype(float)  # with ties
+        assert M.auc_score(y, s) == pytest.approx(sk.roc_auc_score(y, s))
+
+
+def test_mind_ndcg_and_mrr_hand_computed():
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.9, 0.8, 0.1, 0.2])  # order: 0,1,3,2 -> clicks at ranks 2 and 3
+    assert M.mrr_score(y, s) == pytest.approx((1 / 2 + 1 / 3) / 2)
+    dcg = 1 / np.log2(3) + 1 / np.log2(4)
+    idcg = 1 + 1 / np.log2(3)
+    assert M.ndcg_score(y, s, 10) == pytest.approx(dcg / idcg)
+    sk = pytest.importorskip("sklearn.metrics")
+    assert M.ndcg_score(y, s, 10) == pytest.approx(sk.ndcg_score(y[None], s[None], k=10))
+
+
+def test_ranking_metrics_hand_computed():
+    scores = np.array([[0.9, 0.8, 0.7, 0.1, 0.0]])
+    truth = np.array([[1, 3]])
+    ranks = M.truth_ranks(scores, truth, np.ones_like(truth, bool))
+    assert ranks.tolist() == [[2, 4]]
+    r = M.ranking_metrics(ranks, np.ones_like(truth, bool), ks=(2, 5))
+    assert r["recall@2"][0] == 0.5 and r["hit@2"][0] == 1.0 and r["mrr"][0] == 0.5
+    assert r["ndcg@2"][0] == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+    assert r["recall@5"][0] == 1.0
+
+
+def test_constant_scores_earn_random_not_id_order():
+    n = 200
+    scores = np.zeros((1, n))
+    truth = np.arange(10)[None]  # the lowest ids: id-order tie-breaking would give recall@10 = 1
+    r = M.ranking_metrics(M.truth_ranks(scores, truth, np.ones_like(truth, bool)), np.ones_like(truth, bool), (10,))
+    assert r["recall@10"][0] < 0.3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 8), st.integers(0, 10_000))
+def test_metric_properties(n, n_truth, seed):
+    rng = np.random.default_rng(seed)
+    n_truth = min(n_truth, n)
+    scores = rng.normal(size=(1, n))
+    truth = rng.choice(n, n_truth, replace=False)[None]
+    tm = np.ones_like(truth, bool)
+    r = M.ranking_metrics(M.truth_ranks(scores, truth, tm), tm, (5,))
+    for v in r.values():
+        assert 0.0 <= v[0] <= 1.0
+    perfect = np.zeros((1, n))
+    perfect[0, truth[0]] = 1.0
+    p = M.ranking_metrics(M.truth_ranks(perfect, truth, tm), tm, (n,))
+    assert p["ndcg@%d" % n][0] == pytest.approx(1.0) and p["mrr"][0] == 1.0
+    top = M.top_k(scores, 3)[0]
+    assert list(scores[0, top]) == sorted(scores[0, top], reverse=True)
+
+
+def test_impression_metrics_skip_degenerate():
+    r = M.impression_metrics([np.array([1, 0]), np.array([1, 1])], [np.array([0.2, 0.1]), np.array([0.3, 0.1])])
+    assert r["auc"] == 1.0 and r["skipped"] == 1
+
+
+def test_diversity_and_coverage():
+    emb = np.eye(4)
+    assert M.intra_list_diversity(np.array([[0, 1]]), emb) == pytest.approx(1.0)
+    assert M.intra_list_diversity(np.array([[0, 0]]), emb) == pytest.approx(0.0)
+    assert M.coverage(np.array([[0, 1], [1, 2]]), 4) == 0.75
+
+
+@pytest.mark.parametrize("kind", ["user_holdout", "global_time", "cold_item"])
+def test_splits_are_deterministic_and_disjoint(toy_data, kind):
+    ds = load_dataset(toy_data)
+    a = make_split(ds, SplitConfig(kind=kind, cold_quantile=0.6))
+    b = make_split(ds, SplitConfig(kind=kind, cold_quantile=0.6))
+    key = lambda x: set(zip(x.user.tolist(), x.item.tolist(), x.time.tolist()))  # noqa: E731
+    assert key(a.train) == key(b.train) and key(a.test) == key(b.test)
+    assert not key(a.train) & key(a.test) and not key(a.train) & key(a.valid)
+    total = len(a.train) + len(a.valid) + len(a.test) + len(a.cold_test)
+    assert total <= len(ds.interactions)
+    if kind == "cold_item":
+        assert len(a.cold_items) > 0
+        assert not np.isin(a.train.item, a.cold_items).any()  # cold items unseen in training
+        assert np.isin(a.cold_test.item, a.cold_items).all()
+    if kind == "user_holdout":
+        for u in np.unique(a.test.user):  # test is each user's latest events
+            assert a.test.time[a.test.user == u].min() >= a.train.time[a.train.user == u].max()
+    if kind == "global_time":
+        assert len(a.test) == 0 or a.train.time.max() <= a.test.time.min()
+
+
+def test_last_n_holdout(toy_data):
+    ds = load_dataset(toy_data)
+    s = make_split(ds, SplitConfig(kind="user_holdout", test_last_n=2, valid_last_n=1))
+    counts = np.bincount(s.test.user, minlength=ds.n_users)
+    assert set(counts[counts > 0]) == {2}
+
+
+def test_bad_split_config():
+    from genre_edge import config as cfgmod
+    from genre_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid_quantile"):
+        cfgmod.from_dict(SplitConfig, {"kind": "global_time", "valid_quantile": 0.9, "test_quantile": 0.8})

@@ -1,0 +1,70 @@
+import pytest
+from click.testing import CliRunner
+
+from genre_edge.cli import main
+from genre_edge.errors import ConfigError
+from genre_edge.profile import all_profiles, builtin_names, detect, fits, load_profile, machine_info
+
+X86_512 = "processor\t: 0\nmodel name\t: AMD EPYC 9654\nflags\t\t: fpu sse avx avx2 fma avx512f avx512_vnni\n"
+X86_AVX2 = "processor\t: 0\nmodel name\t: Intel Core i5-6500\nflags\t\t: fpu sse avx avx2 fma\n"
+RPI4 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU part\t: 0xd08\n"
+RPI5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+
+
+@pytest.mark.parametrize("cpuinfo, dt, tegra, arch, expected", [
+    (X86_512, "", "", "x86_64", "x86-avx512-vnni"),
+    (X86_AVX2, "", "", "x86_64", "x86-avx2"),
+    (RPI4, "Raspberry Pi 4 Model B Rev 1.4", "", "aarch64", "rpi4"),
+    (RPI5, "Raspberry Pi 5 Model B Rev 1.0", "", "aarch64", "rpi5"),
+    (RPI5, "NVIDIA Jetson Orin Nano Developer Kit", "# R36 (release), REVISION: 3.0", "aarch64", "jetson-orin-nano"),
+    (RPI4, "NVIDIA Jetson Xavier NX Developer Kit", "# R32 (release), REVISION: 7.1", "aarch64", "jetson-xavier-nx"),
+])
+def test_detect_from_recorded_device_text(cpuinfo, dt, tegra, arch, expected):
+    info = machine_info(cpuinfo=cpuinfo, device_tree=dt, tegra=tegra, arch=arch)
+    assert detect(info).name == expected
+
+
+def test_builtin_profiles_validate_and_ship():
+    names = builtin_names()
+    assert {"rpi4", "rpi5", "jetson-orin-nano", "jetson-xavier-nx", "x86-avx2", "x86-avx512-vnni"} <= set(names)
+    for p in all_profiles():
+        assert p.providers[-1].name == "CPUExecutionProvider"
+    jet = load_profile("jetson-orin-nano")
+    assert [p.name for p in jet.providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert jet.providers[0].options["trt_fp16_enable"] is True
+
+
+def test_fits_explains():
+    ok, why = fits(load_profile("rpi4"), machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64"))
+    assert not ok and "aarch64" in why
+    ok, why = fits(load_profile("x86-avx512-vnni"), machine_info(cpuinfo=X86_AVX2, device_tree="", tegra="", arch="x86_64"))
+    assert not ok and "avx512f" in why
+
+
+@pytest.mark.parametrize("text, msg", [
+    ('name="x"\nvariant="int4"\n', "variant: 'int4' is not valid; choose one of"),
+    ('name="x"\n[threads]\nintra_op=-1\n', "threads.intra_op: -1 is below the minimum 0"),
+    ('name="x"\n[[providers]]\nname="CUDAExecutionProvider"\n', "last provider must be CPUExecutionProvider"),
+    ('name="x"\n[[providers]]\nname="MagicEP"\n', "providers[0].name" ),
+    ('name="x"\nspeed="fast"\n', "speed: unknown key"),
+    ('variant="fp32"\n', "name: required key is missing"),
+])
+def test_bad_user_profile(tmp_path, text, msg):
+    p = tmp_path / "mine.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_profile(p)
+    assert msg in str(ei.value) and str(p) in str(ei.value)
+    res = CliRunner().invoke(main, ["profile", "validate", str(p)])
+    assert res.exit_code == 1 and "Error" in res.output
+
+
+def test_profile_cli():
+    r = CliRunner().invoke(main, ["profile", "list", "--json"])
+    assert r.exit_code == 0 and "rpi5" in r.output
+    r = CliRunner().invoke(main, ["profile", "detect"])
+    assert r.exit_code == 0 and r.output.strip()
+    r = CliRunner().invoke(main, ["profile", "show", "rpi4"])
+    assert 'variant = "int8-arm64"' in r.output
+    r = CliRunner().invoke(main, ["profile", "show", "toaster"])
+    assert r.exit_code == 1 and "unknown profile 'toaster'" in r.output

@@ -1,0 +1,221 @@
+"""Runtime against a tiny real bundle: verification, requests, parity, catalog updates."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from genre_edge.bundle import open_bundle
+from genre_edge.errors import BundleError, RequestError
+from genre_edge.recommender import Recommender
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(tiny_bundle / "bundle", dst)
+    return dst
+
+
+@pytest.fixture()
+def rec(bundle_copy, tmp_path):
+    return Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "state")
+
+
+def _rewrite_manifest(b, fn):
+    m = json.loads((b / "manifest.json").read_text())
+    fn(m)
+    (b / "manifest.json").write_text(json.dumps(m))
+
+
+def test_bundle_verifies_and_describes_itself(bundle_copy):
+    b = open_bundle(bundle_copy)
+    m = b.manifest
+    assert set(b.variants()) >= {"fp32", "int8-avx512vnni"}
+    assert m["models"]["encoder"]["int8-avx512vnni"]["file"] == "models/encoder.int8-avx512vnni.onnx"
+    assert set(m["models"]["encoder"]["int8-avx512vnni"]["profiles"]) == {"x86-avx512-vnni", "rpi4"}
+    q = m["quality"]
+    assert {"teacher-torch-fp32", "model-onnx-fp32", "model-onnx-int8-avx512vnni"} <= set(q["rows"])
+    assert q["parity"]["encoder_fp32_vs_torch"]["max_abs_diff"] < 1e-4
+    assert q["parity"]["user_fp32_vs_torch"]["max_abs_diff"] < 1e-5
+
+
+def test_tampered_file_is_refused(bundle_copy, tmp_path):
+    f = bundle_copy / "catalog" / "popularity.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256 .* does not match"):
+        Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
+
+
+def test_truncated_model_is_refused(bundle_copy):
+    f = bundle_copy / "models" / "encoder.int8-avx512vnni.onnx"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(BundleError, match="truncated or replaced"):
+        open_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("mutate, msg", [
+    (lambda m: m.update(format_version=99), "format_version 99 is not supported"),
+    (lambda m: m.update(format="other"), "is not 'genre-bundle'"),
+    (lambda m: m.pop("dim"), "missing field 'dim'"),
+    (lambda m: m.update(dim="384"), "dim: expected int"),
+    (lambda m: m["files"].update({"../../etc/passwd": {"sha256": "0" * 64, "bytes": 1}}), "unsafe file path"),
+    (lambda m: m["files"].update({"/etc/passwd": {"sha256": "0" * 64, "bytes": 1}}), "unsafe file path"),
+    (lambda m: m["models"]["encoder"]["fp32"].update(file="models/nope.onnx"), "not listed in files"),
+])
+def test_bad_manifests_are_refused(bundle_copy, mutate, msg):
+    _rewrite_manifest(bundle_copy, mutate)
+    with pytest.raises(BundleError, match=msg):
+        open_bundle(bundle_copy)
+
+
+def test_symlink_out_of_bundle_is_refused(bundle_copy, tmp_path):
+    outside = tmp_path / "outside.npy"
+    shutil.copy(bundle_copy / "catalog" / "popularity.npy", outside)
+    (bundle_copy / "catalog" / "popularity.npy").unlink()
+    (bundle_copy / "catalog" / "popularity.npy").symlink_to(outside)
+    with pytest.raises(BundleError, match="outside the bundle|symlink"):
+        open_bundle(bundle_copy)
+
+
+def test_missing_variant_falls_back_or_explains(bundle_copy, tmp_path, caplog):
+    r = Recommender.load(bundle_copy, "x86-avx2", state_dir=tmp_path / "s")  # wants int8-avx2, not in bundle
+    assert r.variant == "int8-avx512vnni"
+    with pytest.raises(BundleError, match="no encoder variant"):
+        Recommender.load(bundle_copy, "jetson-orin-nano", state_dir=tmp_path / "s", variant="fp16")
+
+
+def test_recommend_basics(rec):
+    hist = ["m0", "m6", "m12"]
+    r = rec.recommend(hist + ["nope"], k=5, explain=True)
+    assert len(r.items) == 5 and r.unknown_ids == ["nope"]
+    ids = [x.id for x in r.items]
+    assert not set(ids) & set(hist) and len(set(ids)) == 5
+    assert all(x.reasons for x in r.items)
+    assert all(0 < z["share"] <= 1 for x in r.items for z in x.reasons)
+    scores = [x.score for x in r.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_options(rec):
+    hist = ["m0", "m6"]
+    r = rec.recommend(hist, k=5, include_categories=["Horror"])
+    assert r.items and all("Horror" in x.categories for x in r.items)
+    r = rec.recommend(hist, k=5, exclude_categories=["Action", "Comedy"])
+    assert all(not {"Action", "Comedy"} & set(x.categories) for x in r.items)
+    r = rec.recommend(hist, k=5, year_min=1990, year_max=1995)
+    assert all(1990 <= x.year <= 1995 for x in r.items)
+    r = rec.recommend(hist, k=5, exclude_seen=False)
+    assert len(r.items) == 5
+    a = rec.recommend(hist, k=5, exploration=1.0, seed=3)
+    b = rec.recommend(hist, k=5, exploration=1.0, seed=3)
+    assert [x.id for x in a.items] == [x.id for x in b.items]  # seeded
+    div = rec.recommend(hist, k=8, mmr_lambda=0.0)
+    plain = rec.recommend(hist, k=8)
+    def ild(items):
+        e = rec.catalog.emb[[rec.catalog.index[x.id] for x in items]]
+        s = e @ e.T
+        return (s.sum() - np.trace(s)) / (len(e) * (len(e) - 1))
+    assert ild(div.items) <= ild(plain.items) + 1e-6
+    q = rec.recommend(hist, query="scary ghost night", k=5, explain=True)
+    assert q.strategy == "query" and any(z["source"] == "query" for x in q.items for z in x.reasons)
+    only_q = rec.recommend([], query="space robot future", k=3)
+    assert len(only_q.items) == 3
+    pop = rec.recommend([], k=3)
+    assert pop.strategy == "cf" and len(pop.items) == 3
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"k": 0}, "k must be an integer"),
+    ({"k": "5"}, "k must be an integer"),
+    ({"strategy": "magic"}, "choose one of: content, cf, hybrid, query"),
+    ({"strategy": "query"}, "needs a query text"),
+    ({"mmr_lambda": 2.0}, "mmr_lambda must be in"),
+    ({"query": "x" * 5000}, "at most 2000"),
+    ({"history": [1, 2]}, "list of item id strings"),
+    ({"include_categories": 5}, "include_categories must be a list"),
+    ({"year_min": "1990"}, "year_min must be an integer"),
+    ({"query_weight": 3}, "query_weight must be in"),
+])
+def test_bad_requests(rec, kwargs, msg):
+    kwargs.setdefault("history", ["m1"])
+    with pytest.raises(RequestError, match=msg):
+        rec.recommend(**kwargs)
+
+
+def test_int8_vs_fp32_parity(bundle_copy, tmp_path):
+    r8 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s", variant="int8-avx512vnni")
+    r32 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s", variant="fp32")
+    texts = ["funny silly laugh", "space robot future story", "a love story"]
+    e8, e32 = r8.embed(texts), r32.embed(texts)
+    cos = (e8 * e32).sum(1)
+    assert cos.min() > 0.95
+    assert np.allclose(np.linalg.norm(e32, axis=1), 1, atol=1e-4)
+    q = open_bundle(bundle_copy).manifest["quality"]["rows"]["model-onnx-int8-avx512vnni"]
+    assert q["cos_min"] > 0.9
+
+
+def test_onnx_encoder_matches_torch_student(tiny_bundle):
+    torch = pytest.importorskip("torch")
+    from genre_edge_export.loading import ModelDir
+    from genre_edge_export.onnx_export import encoder_parity
+    from genre_edge_export.text import tokenize
+
+    M = ModelDir(tiny_bundle / "student")
+    tower, _ = M.modules()
+    ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", M.items["text"][:8], 16)
+    p = encoder_parity(tower, tiny_bundle / "bundle" / "models" / "encoder.fp32.onnx", ids, mask)
+    assert p["max_abs_diff"] < 1e-4 and p["min_cosine"] > 0.9999
+    del torch
+
+
+def test_catalog_updates_persist_and_survive_reload(bundle_copy, tmp_path):
+    state = tmp_path / "state"
+    r = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+    n0 = len(r.catalog)
+    r.add_items([{"id": "new1", "title": "Robot space odyssey", "categories": ["Sci-Fi", "Space Opera"], "year": 2024}])
+    assert len(r.catalog) == n0 + 1
+    assert r.remove_items(["m3", "ghost"]) == ["ghost"]
+    r.add_items([{"id": "m5", "title": "Renamed", "categories": ["Drama"], "year": 1999}])  # update in place
+    r2 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+    assert len(r2.catalog) == n0
+    assert r2.catalog.titles[r2.catalog.index["m5"]] == "Renamed"
+    assert not r2.catalog.active[r2.catalog.index["m3"]]
+    got = r2.recommend(["m0"], k=3, include_categories=["Space Opera"], explain=True)
+    assert [x.id for x in got.items] == ["new1"]
+    assert "m3" not in [x.id for x in r2.recommend(["m0"], k=40).items]
+    assert r2.recommend(["m3"], k=3).unknown_ids == ["m3"]
+    # a leftover temp file from a crash mid-write is ignored, the last acknowledged state kept
+    (state / ".catalog-updates.json.abc.tmp").write_text("{garbage")
+    r3 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+    assert "new1" in r3.catalog.index and not list(state.glob("*.tmp"))
+    # a corrupt updates file is refused clearly
+    (state / "catalog-updates.json").write_text("{not json")
+    with pytest.raises(BundleError, match="catalog updates file is corrupt"):
+        Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+
+
+@pytest.mark.parametrize("item, msg", [
+    ({"id": "", "title": "x"}, "item id must be"),
+    ({"id": "a\x00b", "title": "x"}, "control characters"),
+    ({"id": "a", "title": ""}, "title must be"),
+    ({"id": "a", "title": "x", "year": -1}, "year must be"),
+    ({"id": "a", "title": "x", "categories": [""]}, "categories must be"),
+])
+def test_bad_items(rec, item, msg):
+    with pytest.raises(RequestError, match=msg):
+        rec.add_items([item])
+
+
+def test_session_feedback(rec):
+    base = rec.recommend(["m0"], k=5, session_id="s1")
+    first = base.items[0].id
+    rec.feedback("s1", first, "skip")
+    rec.feedback("s1", "m6", "click")
+    after = rec.recommend(["m0"], k=5, session_id="s1")
+    ids = [x.id for x in after.items]
+    assert first not in ids and "m6" not in ids
+    with pytest.raises(RequestError):
+        rec.feedback("s1", "m1", "like")

@@ -1,0 +1,80 @@
+"""Real HTTP over loopback against uvicorn serving a real bundle."""
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    from genre_edge.recommender import Recommender
+    from genre_edge.server import create_app
+
+    d = tmp_path_factory.mktemp("srv")
+    shutil.copytree(tiny_bundle / "bundle", d / "b")
+    rec = Recommender.load(d / "b", "x86-avx512-vnni", state_dir=d / "state")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(100):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(5)
+
+
+def call(base, method, path, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_recommend_and_catalog_over_http(server):
+    st, body = call(server, "GET", "/health")
+    assert st == 200 and body["status"] == "ok"
+    st, body = call(server, "POST", "/recommend", {"history": ["m0", "m6"], "k": 4, "explain": True, "query": "funny"})
+    assert st == 200 and len(body["items"]) == 4 and body["items"][0]["reasons"]
+    st, body = call(server, "POST", "/items", {"items": [{"id": "h1", "title": "Ghost night", "categories": ["Horror"]}]})
+    assert st == 200 and body["added"] == ["h1"]
+    st, body = call(server, "DELETE", "/items/h1")
+    assert st == 200
+    st, body = call(server, "DELETE", "/items/h1")
+    assert st == 404 and body["error"] == "not_found"
+    st, body = call(server, "GET", "/info")
+    assert st == 200 and body["variant"] == "int8-avx512vnni"
+    st, spec = call(server, "GET", "/openapi.json")
+    assert st == 200 and "/recommend" in spec["paths"]
+
+
+@pytest.mark.parametrize("method, path, body, raw, code", [
+    ("POST", "/recommend", {"history": ["m0"], "k": 0}, None, 422),
+    ("POST", "/recommend", {"history": "m0"}, None, 422),
+    ("POST", "/recommend", {"history": ["m0"], "colour": "red"}, None, 422),
+    ("POST", "/recommend", {"history": ["m0"], "strategy": "query"}, None, 400),
+    ("POST", "/recommend", None, b"{not json", 422),
+    ("POST", "/recommend", {"history": ["m0"] * 20000}, None, 413),
+    ("POST", "/items", {"items": []}, None, 422),
+    ("POST", "/feedback", {"session_id": "s", "item_id": "m1", "event": "love"}, None, 422),
+    ("GET", "/nope", None, None, 404),
+])
+def test_bad_requests_get_json_4xx_and_server_keeps_serving(server, method, path, body, raw, code):
+    st, resp = call(server, method, path, body, raw)
+    assert st == code and "error" in resp and "detail" in resp
+    assert call(server, "GET", "/health")[0] == 200
