@@ -2,13 +2,13 @@
 
 Every bad request gets a 4xx JSON error ``{"error": ..., "detail": ...}``; the server keeps serving.
 """
-from __future__ import annotations
-
+# No "from __future__ import annotations" here: FastAPI must see the request models (defined
+# inside create_app) as real classes, not strings it cannot resolve.
 import logging
 from typing import Optional
 
 from .errors import GenreError, RequestError
-from .recommender import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Recommender
+from .recommender import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, Recommender
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def create_app(rec: Recommender):
         history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
         query: Optional[str] = Field(default=None, max_length=MAX_QUERY_CHARS)
         k: int = Field(default=10, ge=1, le=MAX_K)
-        strategy: Optional[Literal[STRATEGIES]] = None  # type: ignore[valid-type]
+        strategy: Optional[Literal["content", "cf", "hybrid", "query"]] = None
         query_weight: Optional[float] = Field(default=None, ge=0, le=1)
         include_categories: list[str] = Field(default_factory=list, max_length=100)
         exclude_categories: list[str] = Field(default_factory=list, max_length=100)
