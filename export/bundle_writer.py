@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +51,10 @@ def _encode_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, batch: int = 64)
 
 
 def _latency_ms(fn, reps: int = 30, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(ts))
+    """Median milliseconds per call (warm-up first)."""
+    from genre_edge.bench import time_calls
+
+    return time_calls(fn, reps, warmup)["p50"]
 
 
 def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | None = None,

@@ -1,7 +1,6 @@
 """Export-side commands, loaded lazily by ``genre`` (see genre_edge.cli.LAZY_COMMANDS)."""
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from pathlib import Path

@@ -62,7 +62,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
 
     from .models import ItemTower, load_hf_encoder
     from .text import tokenize
-    from .train import Prepared, Scorer, pad
+    from .train import Prepared, Scorer
 
     t0 = time.perf_counter()
     torch.set_num_threads(conf.threads or os.cpu_count() or 1)

@@ -5,7 +5,6 @@ arrays are .npy read with ``allow_pickle=False``, metadata is JSON.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,20 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError
+from .fsutil import sha256_file  # noqa: F401 (re-exported for the export side)
 
 log = logging.getLogger(__name__)
 
 FORMAT = "genre-bundle"
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safe_path(root: Path, rel: str) -> Path:

@@ -56,7 +56,6 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
     cand_mask[cand] = True
     sums: dict[str, float] = {}
     aucs, lists = [], []
-    kmax = max(max(ks), 10)
     for start in range(0, len(users), batch):
         ub = users[start : start + batch]
         s = np.asarray(score_fn(ub), dtype=np.float64).copy()

@@ -6,7 +6,7 @@ from genre_edge.split import SplitConfig, make_split
 
 
 def test_ease_closed_form_and_baselines_beat_random(toy_data):
-    from genre_edge_export.baselines import EASE, Popularity, ItemKNN, ease_weights, interaction_matrix, run_baselines
+    from genre_edge_export.baselines import ease_weights, run_baselines
 
     X = (np.random.default_rng(0).random((30, 8)) < 0.4).astype(np.float32)
     B = ease_weights(X, 10.0)

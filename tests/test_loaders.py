@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from genre_edge.data import load_dataset

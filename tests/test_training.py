@@ -1,7 +1,4 @@
 """Every config choice trains on a tiny random BERT; resume works; outputs are pickle-free."""
-import json
-
-import numpy as np
 import pytest
 
 from conftest import have_export, tiny_config, tiny_encoder

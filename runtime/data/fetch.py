@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
+from ..fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,6 @@ class FetchResult:
     path: Path
     source: str  # "cache", "official", "recbole-wheel"
     steps: list[str] = field(default_factory=list)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _cached(target: Path) -> str | None:
