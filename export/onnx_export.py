@@ -40,10 +40,6 @@ def export_encoder(tower, path: str | Path) -> Path:
     return path
 
 
-class _UserGraph:
-    pass
-
-
 def export_user_model(rec, dim: int, path: str | Path) -> Path:
     """history embeddings [B, H, D] + mask [B, H] -> user vector [B, D], attention weights [B, H]."""
     torch = _torch()
