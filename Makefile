@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-full test install clean
+.PHONY: demo demo-full test bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 demo-full: install
 	$(BIN)/genre quickstart --config ml-100k --work runs/full
+
+# runtime latency / memory / cold start of the demo's bundle -> benchmarks/results/
+bench: install
+	$(BIN)/python benchmarks/runtime_bench.py --bundle runs/quickstart/bundle --profile x86-avx512-vnni
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

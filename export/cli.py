@@ -22,7 +22,8 @@ def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra
           f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users, "
           f"cold items {split_summary['cold_items']} ({split_summary['cold_test']['positives']} held-out positives). "
           "Full ranking over warm items (each user's seen items excluded) for warm users; over cold items only "
-          "for the cold-item test. Ties are broken by item index, so constant scores earn nothing.\n"]
+          "for the cold-item test. Ties are broken by a fixed pseudo-random order, so constant scores earn "
+          "random-level metrics.\n"]
     for part in ("warm", "cold"):
         md.append(f"\n## {'Warm users (per-user temporal holdout)' if part == 'warm' else 'Cold items (never seen in training)'}\n")
         table_rows = [{"model": r["model"], **r[part]} for r in rows]
@@ -97,7 +98,7 @@ def teacher_summary(rep: dict) -> str:
 @click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--config", "config_path", default=None, help="Distillation TOML (optional; defaults are sensible).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--layers", default=None, help="Teacher layers to keep, e.g. 0,2,4 (overrides the config).")
+@click.option("--layers", default=None, help="Teacher layers to keep, e.g. 0,2,5 (overrides the config).")
 @click.option("--epochs", type=int, default=None)
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
 @click.option("--json", "as_json", is_flag=True)
@@ -112,7 +113,7 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
         try:
             over["layers"] = [int(x) for x in layers.split(",")]
         except ValueError:
-            raise click.ClickException(f"--layers {layers!r}: expected comma-separated integers like 0,2,4") from None
+            raise click.ClickException(f"--layers {layers!r}: expected comma-separated integers like 0,2,5") from None
     if epochs is not None:
         over["epochs"] = epochs
     base = cfgmod.read_toml(config_path) if config_path else {}
@@ -142,16 +143,22 @@ def quality_table(manifest: dict) -> str:
 @click.option("--min-kept", type=float, default=0.97, show_default=True, help="Quality gate on validation nDCG@10.")
 @click.option("--keep-fp32", is_flag=True, help="Also ship the fp32 encoder.")
 @click.option("--tar", is_flag=True, help="Also write BUNDLE.tar.gz.")
+@click.option("--catalog-dtype", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,
+              help="Storage of the precomputed item embeddings (int8: one scale per item).")
+@click.option("--cf-neighbors", type=click.IntRange(min=1), default=None,
+              help="Ship only the strongest N CF neighbours per item (default: as trained).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
 @click.option("--json", "as_json", is_flag=True)
-def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, data_dir, as_json):
+def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, catalog_dtype, cf_neighbors, data_dir,
+           as_json):
     """Export ONNX models (fp32/int8/fp16 per profile) into a verified, quality-gated bundle."""
     from .bundle_writer import export_bundle
 
     if not 0.0 <= min_kept <= 1.5:
         raise click.ClickException("--min-kept must be between 0 and 1.5")
     res = run_api(export_bundle, model_dir, out_dir, list(profiles) or None, teacher_dir, min_kept, keep_fp32, tar,
-                  data_dir, progress=(lambda m: None) if as_json else _progress_echo)
+                  data_dir, progress=(lambda m: None) if as_json else _progress_echo, catalog_dtype=catalog_dtype,
+                  cf_neighbors=cf_neighbors)
     m = res["manifest"]
     emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": m["quality"]}, as_json,
          quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {m['quality']['gate']}")
@@ -185,7 +192,7 @@ def recommend_torch(model_dir, user, history, k, as_json):
     if user is not None:
         if user not in prep.data.users:
             raise click.ClickException(f"user {user!r} is not in the training data")
-        hist = prep.hist[prep.data.users.index(user)]
+        hist = prep.split.histories("test")[prep.data.users.index(user)]  # every event the data knows before the test period
     else:
         unknown = [h for h in history if h not in index]
         if unknown:

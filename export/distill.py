@@ -26,10 +26,17 @@ VIEWS = ("full", "title", "title_year", "genres")
 
 @dataclass(frozen=True)
 class DistillConfig:
-    layers: tuple[int, ...] = (0, 2, 4)  # teacher layers the student keeps, in order
-    epochs: int = cfg.bounded(6, 1, 1000)
+    # Teacher layers the student keeps, in order. Keep the last one: the teacher's output space (and its
+    # fine-tuned top layer) lives there — on the ml-100k teacher, 4 epochs reach embedding cosine 0.948
+    # with (0, 2, 5) against 0.889 with (0, 2, 4).
+    layers: tuple[int, ...] = (0, 2, 5)
+    epochs: int = cfg.bounded(8, 1, 1000)
     batch_size: int = cfg.bounded(64, 2, 4096)
-    lr: float = cfg.bounded(1e-4, 0.0, 1.0)
+    lr: float = cfg.bounded(4e-4, 0.0, 1.0)
+    warmup: float = cfg.bounded(0.05, 0.0, 0.9, "share of steps with linear lr warm-up (then cosine decay)")
+    # The token/position tables are 2/3 of MiniLM's weights; they are already right (the teacher's)
+    # and updating them densely every step made distillation ~5x slower here for no gain.
+    train_embeddings: bool = False
     views: tuple[str, ...] = cfg.choice(("full", "title", "genres"), VIEWS)
     kl_weight: float = cfg.bounded(1.0, 0.0, 100.0)
     mse_weight: float = cfg.bounded(1.0, 0.0, 100.0)
@@ -81,8 +88,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     s_bert.config.num_hidden_layers = len(conf.layers)
     student = ItemTower(s_bert, T.conf.encoder.pooling, 0, True)
     student.adapter.load_state_dict(t_tower.adapter.state_dict())
-    for p in student.parameters():
-        p.requires_grad_(True)
+    for n, p in student.named_parameters():
+        p.requires_grad_(conf.train_embeddings or not n.startswith("bert.embeddings."))
     # texts: every catalog item under several views (augmentation for robustness to short queries)
     it = T.items
     texts, item_of = [], []
@@ -103,7 +110,11 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     U = scorer.user_vectors(users)
     a = float(t_rec.head.log_a.exp()) if T.conf.cf.kind == "none" else 20.0  # temperature of the score softmax
     E_t = torch.as_tensor(T.emb)
-    opt = torch.optim.AdamW(student.parameters(), lr=conf.lr)
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=conf.lr)
+    total = conf.epochs * ((len(texts) + conf.batch_size - 1) // conf.batch_size)
+    warm = max(1, int(conf.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, k / total))))
     history = []
     for ep in range(1, conf.epochs + 1):
         student.train()
@@ -126,6 +137,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         student.eval()

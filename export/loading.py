@@ -41,7 +41,7 @@ class ModelDir:
         d = tower.dim
         um = resolve(USER_MODELS, c.user_model.kind)(d, heads=c.user_model.heads, hidden=c.user_model.hidden)
         head = resolve(HEADS, c.head.kind)(d, hidden=c.head.hidden)
-        cf = CFPart(c.cf.kind, len(self.items["ids"]), self.cf_table, c.cf.mf_dim)
+        cf = CFPart(c.cf.kind, len(self.items["ids"]), self.cf_table, c.cf.mf_dim, c.cf.recency_floor)
         rec = Recommender(d, um, head, cf, self.pop)
         state = load_file(str(self.path / "recommender.safetensors"))
         tower.adapter.weight.data.copy_(state.pop("tower.adapter.weight"))

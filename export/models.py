@@ -171,7 +171,7 @@ class DotHead(nn.Module):
         self.c = nn.Parameter(torch.tensor(0.0))
 
     def blend_weights(self) -> dict:
-        return {"content": float(self.log_a.exp()), "cf": float(self.b), "pop": float(self.c)}
+        return {"content": float(self.log_a.detach().exp()), "cf": float(self.b.detach()), "pop": float(self.c.detach())}
 
     def blend(self, dot, cf, pop):
         return self.log_a.exp() * dot + self.b * cf + self.c * pop
@@ -207,22 +207,35 @@ class CFPart(nn.Module):
     history, so they work for users the device has never seen.
     """
 
-    def __init__(self, kind: str, n_items: int, table: tuple[np.ndarray, np.ndarray] | None = None, mf_dim: int = 64):
+    def __init__(self, kind: str, n_items: int, table: tuple[np.ndarray, np.ndarray] | None = None, mf_dim: int = 64,
+                 recency_floor: float = 0.5):
         super().__init__()
         self.kind = kind
         self.n_items = n_items
+        # [half_life (items; 0 = off), floor]: a buffer so it travels in recommender.safetensors
+        self.register_buffer("recency", torch.tensor([0.0, recency_floor]))
         if kind in ("cooccurrence", "ease"):
             idx, w = table
             rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
             keep = w.reshape(-1) != 0
             i = torch.tensor(np.stack([rows[keep], idx.reshape(-1)[keep]]), dtype=torch.long)
             self.register_buffer("W", torch.sparse_coo_tensor(i, torch.tensor(w.reshape(-1)[keep], dtype=torch.float32),
-                                                              (n_items, n_items)).coalesce())
+                                                              (n_items, n_items), check_invariants=True).coalesce())
         elif kind == "mf":
             self.P = nn.Embedding(n_items, mf_dim)
             self.Q = nn.Embedding(n_items, mf_dim)
             nn.init.normal_(self.P.weight, std=0.05)
             nn.init.zeros_(self.Q.weight)  # unseen items start at cf = 0
+
+    def history_weights(self, hmask: torch.Tensor) -> torch.Tensor:
+        """Vote of each (left-aligned, oldest-first) history slot: recent items count more."""
+        m = hmask.float()
+        hl, floor = float(self.recency[0]), float(self.recency[1])
+        if hl <= 0:
+            return m
+        n = m.sum(1, keepdim=True)
+        from_end = (n - 1 - torch.arange(m.shape[1], dtype=m.dtype)).clamp(min=0)
+        return m * (floor + (1 - floor) * torch.pow(0.5, from_end / hl))
 
     def scores(self, hist: torch.Tensor, hmask: torch.Tensor, cand: torch.Tensor | None) -> torch.Tensor:
         """hist [B, H] item ids, hmask [B, H], cand [B, C] ids or None (all items) -> [B, C]."""
@@ -231,13 +244,13 @@ class CFPart(nn.Module):
             shape = (B, self.n_items) if cand is None else cand.shape
             return torch.zeros(shape)
         if self.kind == "mf":
-            m = hmask.float()
-            pu = (self.P(hist) * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+            m = self.history_weights(hmask)
+            pu = (self.P(hist) * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-6)
             if cand is None:
                 return pu @ self.Q.weight.T
             return torch.einsum("bd,bcd->bc", pu, self.Q(cand))
         X = torch.zeros(B, self.n_items)
-        X.scatter_(1, hist, hmask.float())
+        X.scatter_(1, hist, self.history_weights(hmask))
         full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
         return full if cand is None else torch.gather(full, 1, cand)
 

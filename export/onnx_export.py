@@ -21,12 +21,39 @@ def _torch():
     return require("torch", "export", "ONNX export")
 
 
-def export_encoder(tower, path: str | Path) -> Path:
-    """tokens + mask -> pooled, adapted, L2-normalised embedding; dynamic batch and sequence."""
+def _cut_positions(tower, max_tokens: int):
+    """A copy of ``tower`` whose position table holds only ``max_tokens`` rows.
+
+    Why: the bundle never feeds more than its ``max_tokens`` (the runtime truncates to it), and
+    the other 480 of MiniLM's 512 position rows are dead weight on the device (0.2-0.7 MB).
+    """
+    import copy
+
+    torch = _torch()
+    emb = tower.bert.embeddings
+    if emb.position_embeddings.num_embeddings <= max_tokens:
+        return tower
+    t = copy.deepcopy(tower)
+    e = t.bert.embeddings
+    old = e.position_embeddings
+    e.position_embeddings = torch.nn.Embedding(max_tokens, old.embedding_dim)
+    with torch.no_grad():
+        e.position_embeddings.weight.copy_(old.weight[:max_tokens])
+    if hasattr(e, "position_ids"):
+        e.register_buffer("position_ids", e.position_ids[:, :max_tokens].clone(), persistent=False)
+    t.bert.config.max_position_embeddings = max_tokens
+    return t
+
+
+def export_encoder(tower, path: str | Path, max_tokens: int | None = None) -> Path:
+    """tokens + mask -> pooled, adapted, L2-normalised embedding; dynamic batch and sequence
+    (up to ``max_tokens`` tokens when given: the position table is cut to that length)."""
     torch = _torch()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tower.eval()
+    if max_tokens:
+        tower = _cut_positions(tower, max_tokens)
     ids = torch.randint(100, 2000, (2, 12))
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0

@@ -16,6 +16,9 @@ def _step(title: str):
     click.secho(f"\n== {title}", bold=True, err=True)
 
 
+CF_NEIGHBORS = 150
+
+
 def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: int | None) -> dict:
     from genre_edge.bench import latency_bench
     from genre_edge.recommender import Recommender
@@ -43,16 +46,19 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     else:
         rep = train(conf, teacher, data_dir)
     click.echo(teacher_summary(rep))
-    _step("3/6 distill the encoder into a 3-layer student")
-    dconf = DistillConfig(epochs=distill_epochs or (3 if quick else 6))
+    dconf = DistillConfig(epochs=distill_epochs or (4 if quick else 8))
+    _step(f"3/6 distill the encoder into a {len(dconf.layers)}-layer student (teacher layers "
+          f"{', '.join(map(str, dconf.layers))})")
     student = work / "student"
     drep = distill(teacher, dconf, student, data_dir=data_dir)
     h = drep["history"][-1]
     click.echo(f"student: layers {drep['layers']}, cosine to teacher mean {h['cos_mean']:.4f} min {h['cos_min']:.4f}")
     _step("4/6 export: ONNX, int8 per-channel quantization, quality gate, bundle")
     bundle = work / "bundle"
+    # 150 strongest CF neighbours per item (of 200 trained) keep the CPU bundle under 20 MB
     out = export_bundle(student, bundle, ["x86-avx512-vnni", "rpi4", "rpi5"], teacher, data_dir=data_dir,
-                        progress=lambda m: click.echo(f"  {m}", err=True))
+                        progress=lambda m: click.echo(f"  {m}", err=True),
+                        cf_neighbors=CF_NEIGHBORS if conf.cf.kind in ("ease", "cooccurrence") else None)
     click.echo(quality_table(out["manifest"]))
     g = out["manifest"]["quality"]["gate"]
     click.echo(f"quality kept after compression: {g['kept']:.1%} of the teacher's nDCG@10 ({g['variant']}); "

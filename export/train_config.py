@@ -62,6 +62,10 @@ class CFConfig:
     neighbors: int = cfg.bounded(200, 1, 100000, "neighbour table size per item (cooccurrence/ease)")
     ease_lambda: float = cfg.bounded(250.0, 0.0, None)
     mf_dim: int = cfg.bounded(64, 2, 1024)
+    # Recency: history item at position p from the end votes with floor + (1 - floor) * 0.5 ** (p / half_life).
+    # "auto" = chosen on validation nDCG@10 with the blend (0 = every history item counts the same).
+    recency_half_life: str = cfg.choice("auto", ("auto", "0", "5", "10", "25", "50", "100"))
+    recency_floor: float = cfg.bounded(0.5, 0.0, 1.0, "weight left to the oldest history items")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,10 @@ class TrainConfig:
     epochs: int = cfg.bounded(4, 1, 1000)
     steps_per_epoch: int = cfg.bounded(0, 0, None, "0 = one pass over the training positives")
     batch_size: int = cfg.bounded(256, 1, 65536)
-    negatives: int = cfg.bounded(128, 1, 100000, "sampled negatives shared by a batch (impression negatives first)")
+    negatives: int = cfg.bounded(128, 1, 100000, "sampled negatives shared by a batch")
+    impression_negatives: int = cfg.bounded(
+        4, 0, 1000, "per positive, up to this many items shown in the same impression but not clicked (the "
+        "user's label-0 events at the same timestamp, as in MIND); 0 = off. Data without them uses sampled ones only")
     lr: float = cfg.bounded(2e-3, 0.0, 1.0)
     encoder_lr: float = cfg.bounded(2e-5, 0.0, 1.0)
     weight_decay: float = cfg.bounded(0.0, 0.0, 1.0)
@@ -78,6 +85,11 @@ class TrainConfig:
     threads: int = cfg.bounded(0, 0, 256, "torch threads; 0 = all cores")
     max_eval_users: int = cfg.bounded(0, 0, None, "0 = all")
     calibrate_blend: bool = True  # fit the head's content/CF/popularity blend on validation nDCG@10
+    blend_tolerance: float = cfg.bounded(0.001, 0.0, 0.1, "calibration keeps the largest content weight whose "
+                                         "validation nDCG@10 is within this of the best")
+    # After training, mix the item tower's trained weights with the pretrained ones (WiSE-FT) and
+    # choose the mix on warm validation + cold-validation nDCG@10 (needs split.cold_valid_quantile > 0).
+    interpolate: bool = True
 
 
 @dataclass(frozen=True)

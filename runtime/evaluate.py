@@ -32,8 +32,10 @@ def _truth(split: Split, which: str):
         inter, seen, cand = split.test, split.seen(True), split.warm_items
     elif which == "cold":
         inter, seen, cand = split.cold_test, None, split.cold_items
+    elif which == "cold_valid":
+        inter, seen, cand = split.cold_valid, None, split.cold_valid_items
     else:
-        raise ValueError(f"which must be valid, test or cold, not {which!r}")
+        raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
     per_user = split.user_items(inter, positives_only=True)
     users = np.array([u for u, t in enumerate(per_user) if len(t)], np.int64)
     return users, per_user, seen, cand

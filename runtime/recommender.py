@@ -100,8 +100,15 @@ class Recommender:
         cat = m["catalog"]
         items = b.load_json(cat["items"])
         emb = b.load_npy(cat["embeddings"], ndim=2)
-        if emb.dtype not in (np.float16, np.float32):
-            raise BundleError(f"{cat['embeddings']}: dtype {emb.dtype}, expected float16 or float32")
+        if emb.dtype == np.int8:  # int8 with one scale per item (half of fp16 on disk)
+            if "embedding_scales" not in cat:
+                raise BundleError(f"{cat['embeddings']} is int8 but the manifest names no embedding_scales")
+            scales = b.load_npy(cat["embedding_scales"], np.float32, 1)
+            if scales.shape != (emb.shape[0],):
+                raise BundleError(f"{cat['embedding_scales']}: shape {scales.shape}, expected ({emb.shape[0]},)")
+            emb = emb.astype(np.float32) * scales[:, None]
+        elif emb.dtype not in (np.float16, np.float32):
+            raise BundleError(f"{cat['embeddings']}: dtype {emb.dtype}, expected int8, float16 or float32")
         pop = b.load_npy(cat["popularity"], np.float32, 1)
         n = len(items.get("ids", []))
         if emb.shape != (n, m["dim"]) or pop.shape != (n,):
@@ -109,15 +116,19 @@ class Recommender:
         catalog = Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
         cfm = cat.get("cf", {"kind": "none"})
         if cfm["kind"] in ("cooccurrence", "ease"):
-            idx, w = b.load_npy(cfm["idx"], np.int32, 2), b.load_npy(cfm["w"], None, 2).astype(np.float32)
+            idx = b.load_npy(cfm["idx"], None, 2)
+            if idx.dtype not in (np.int16, np.int32):
+                raise BundleError(f"{cfm['idx']}: dtype {idx.dtype}, expected int16 or int32")
+            # int16 on disk halves the table for catalogs under 32768 items; int32 in memory for fast gathers
+            idx, w = idx.astype(np.int32), b.load_npy(cfm["w"], None, 2).astype(np.float32)
             if idx.shape != w.shape or idx.shape[0] != n or (idx.size and (idx.min() < 0 or idx.max() >= n)):
                 raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
-            cf = CFScorer(cfm["kind"], idx=idx, w=w)
+            cf = CFScorer(cfm["kind"], idx=idx, w=w, **_recency(cfm))
         elif cfm["kind"] == "mf":
             P, Q = b.load_npy(cfm["P"], np.float32, 2), b.load_npy(cfm["Q"], np.float32, 2)
             if P.shape != Q.shape or P.shape[0] != n:
                 raise BundleError("CF factor tables have bad shapes")
-            cf = CFScorer("mf", P=P, Q=Q)
+            cf = CFScorer("mf", P=P, Q=Q, **_recency(cfm))
         else:
             cf = CFScorer("none")
         encoder = Encoder(enc_sess, b.path(m["tokenizer"]), min(m["max_tokens"], prof.max_tokens), prof.max_batch)
@@ -178,7 +189,9 @@ class Recommender:
                   session_id: str | None = None, now: int | None = None) -> Response:
         """Recommend ``k`` items for a history of item ids and/or a free-text query.
 
-        Unknown ids are reported in ``unknown_ids`` and otherwise ignored.
+        ``history`` is oldest first: the user model reads its last ``max_history`` items and the CF
+        part weights recent items more when the bundle was calibrated that way. Unknown ids are
+        reported in ``unknown_ids`` and otherwise ignored.
         """
         t0 = time.perf_counter()
         # --- request -> validated options (presets from the bundle, overridden per request)
@@ -310,6 +323,15 @@ class Recommender:
                 "variant": self.variant, "items": len(self.catalog), "dim": m["dim"],
                 "strategies": list(STRATEGIES), "created_at": m.get("created_at"),
                 "quality": m.get("quality", {}).get("summary")}
+
+
+def _recency(cfm: dict) -> dict:
+    """CF recency weighting from the manifest (absent in bundles without it: every item counts the same)."""
+    hl, floor = cfm.get("recency_half_life", 0.0), cfm.get("recency_floor", 1.0)
+    if not isinstance(hl, (int, float)) or not isinstance(floor, (int, float)) or hl < 0 or not 0 <= floor <= 1:
+        raise BundleError(f"catalog.cf: recency_half_life must be >= 0 and recency_floor in [0, 1] "
+                          f"(got {hl!r}, {floor!r})")
+    return {"half_life": float(hl), "floor": float(floor)}
 
 
 def _ms(t0, t_req, t_enc, t_user, t_score, t_rr) -> dict:

@@ -5,22 +5,38 @@ import numpy as np
 
 
 class CFScorer:
-    """Collaborative score of every catalog item for a history (no per-user state needed)."""
+    """Collaborative score of every catalog item for a history (no per-user state needed).
 
-    def __init__(self, kind: str, idx=None, w=None, P=None, Q=None):
+    ``history`` is oldest first; with ``half_life`` > 0 the item ``p`` places from the end votes
+    with ``floor + (1 - floor) * 0.5 ** (p / half_life)`` (recent taste counts more), as trained.
+    """
+
+    def __init__(self, kind: str, idx=None, w=None, P=None, Q=None, half_life: float = 0.0, floor: float = 1.0):
         self.kind = kind
         self.idx, self.w, self.P, self.Q = idx, w, P, Q
+        self.half_life, self.floor = float(half_life), float(floor)
         self.n_bundle = (len(idx) if idx is not None else len(Q) if Q is not None else 0)
 
+    def history_weights(self, n: int) -> np.ndarray:
+        if self.half_life <= 0:
+            return np.ones(n, np.float32)
+        from_end = np.arange(n - 1, -1, -1, dtype=np.float32)
+        return (self.floor + (1 - self.floor) * np.power(0.5, from_end / self.half_life)).astype(np.float32)
+
+    def _kept(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = self.history_weights(len(hist))
+        keep = hist < self.n_bundle  # items added on device have no CF yet (but keep their place in time)
+        return hist[keep], w[keep]
+
     def scores(self, hist: np.ndarray, n_items: int) -> np.ndarray:
-        hist = hist[hist < self.n_bundle] if len(hist) else hist  # items added on device have no CF yet
+        hist, hw = self._kept(hist)
         out = np.zeros(n_items, np.float32)
         if self.kind == "none" or len(hist) == 0:
             return out
         if self.kind == "mf":
-            out[: self.n_bundle] = self.Q @ self.P[hist].mean(0)
+            out[: self.n_bundle] = self.Q @ ((self.P[hist] * hw[:, None]).sum(0) / max(float(hw.sum()), 1e-6))
             return out
-        out[: self.n_bundle] = np.bincount(self.idx[hist].ravel(), weights=self.w[hist].ravel(),
+        out[: self.n_bundle] = np.bincount(self.idx[hist].ravel(), weights=(self.w[hist] * hw[:, None]).ravel(),
                                            minlength=self.n_bundle)[: self.n_bundle]
         return out
 
@@ -29,15 +45,16 @@ class CFScorer:
         out = np.zeros(len(hist), np.float32)
         if self.kind in ("none",) or item >= self.n_bundle:
             return out
+        hw = self.history_weights(len(hist))
         for r, i in enumerate(hist):
             if i >= self.n_bundle:
                 continue
             if self.kind == "mf":
-                out[r] = float(self.P[i] @ self.Q[item]) / len(hist)
+                out[r] = hw[r] * float(self.P[i] @ self.Q[item]) / max(float(hw.sum()), 1e-6)
             else:
                 hit = np.flatnonzero(self.idx[i] == item)
                 if len(hit):
-                    out[r] = self.w[i, hit[0]]
+                    out[r] = hw[r] * self.w[i, hit[0]]
         return out
 
 

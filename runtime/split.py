@@ -28,10 +28,16 @@ class SplitConfig:
     test_quantile: float = cfg.bounded(0.9, 0.01, 0.99, "global_time: time quantile where test starts")
     valid_quantile: float = cfg.bounded(0.8, 0.01, 0.99, "global_time: where validation starts")
     cold_quantile: float = cfg.bounded(0.5, 0.01, 0.99, "cold_item: items first seen after this time quantile are cold")
+    cold_valid_quantile: float = cfg.bounded(
+        0.4, 0.0, 0.99, "cold_item: items first seen in [this, cold_quantile) are held out of training as a "
+        "cold *validation* set (model selection for unseen items without touching the cold test); 0 = none")
 
     def validate(self):
         if self.kind == "global_time" and self.valid_quantile >= self.test_quantile:
             raise ConfigError(f"valid_quantile ({self.valid_quantile}) must be below test_quantile ({self.test_quantile})")
+        if self.kind == "cold_item" and self.cold_valid_quantile >= self.cold_quantile:
+            raise ConfigError(f"cold_valid_quantile ({self.cold_valid_quantile}) must be below cold_quantile "
+                              f"({self.cold_quantile}), or 0 for no cold validation set")
 
 
 @dataclass
@@ -44,6 +50,8 @@ class Split:
     test: Interactions
     cold_items: np.ndarray  # int32, empty unless kind == cold_item
     cold_test: Interactions  # events on cold items (empty unless cold_item)
+    cold_valid_items: np.ndarray  # int32: never trained on, for model selection on unseen items
+    cold_valid: Interactions  # events on cold-validation items
 
     def user_items(self, inter: Interactions, positives_only=True) -> list[np.ndarray]:
         """Per-user item arrays (time order) of ``inter``."""
@@ -57,6 +65,21 @@ class Split:
     def train_histories(self) -> list[np.ndarray]:
         return self.user_items(self.train, positives_only=True)
 
+    def histories(self, which: str) -> list[np.ndarray]:
+        """Model input (each user's positives, oldest first) when evaluating ``which``.
+
+        ``valid`` and ``cold_valid``: the training positives. ``test`` and ``cold``: training +
+        validation positives — a deployed recommender knows every event before the test period;
+        no model is refit on them (all baselines and teachers get the same input).
+        """
+        if which in ("valid", "cold_valid"):
+            return self.train_histories()
+        if which not in ("test", "cold"):
+            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        # validation events come after each user's training events in every split kind
+        tr, va = self.train_histories(), self.user_items(self.valid, positives_only=True)
+        return [np.concatenate([a, b]) for a, b in zip(tr, va)]
+
     def seen(self, include_valid: bool) -> list[np.ndarray]:
         parts = [self.user_items(self.train, positives_only=False)]
         if include_valid:
@@ -67,13 +90,15 @@ class Split:
     def warm_items(self) -> np.ndarray:
         m = np.ones(self.n_items, bool)
         m[self.cold_items] = False
+        m[self.cold_valid_items] = False
         return np.flatnonzero(m).astype(np.int32)
 
     def summary(self) -> dict:
         def s(x):
             return {"events": len(x), "positives": int(x.label.sum()), "users": int(len(np.unique(x.user)))}
         return {"kind": self.config.kind, "train": s(self.train), "valid": s(self.valid), "test": s(self.test),
-                "cold_items": int(len(self.cold_items)), "cold_test": s(self.cold_test)}
+                "cold_items": int(len(self.cold_items)), "cold_test": s(self.cold_test),
+                "cold_valid_items": int(len(self.cold_valid_items)), "cold_valid": s(self.cold_valid)}
 
 
 def _per_user_holdout(inter: Interactions, conf: SplitConfig):
@@ -108,8 +133,8 @@ def make_split(data: Dataset, conf: SplitConfig | None = None) -> Split:
     conf = conf or SplitConfig()
     inter = data.interactions.sorted()
     empty = inter.take(np.zeros(0, np.int64))
-    cold = np.zeros(0, np.int32)
-    cold_test = empty
+    cold = cold_valid_items = np.zeros(0, np.int32)
+    cold_test = cold_valid = empty
     if conf.kind == "global_time":
         t_test = np.quantile(inter.time, conf.test_quantile)
         t_valid = np.quantile(inter.time, conf.valid_quantile)
@@ -130,10 +155,18 @@ def make_split(data: Dataset, conf: SplitConfig | None = None) -> Split:
             cold = np.flatnonzero(is_cold).astype(np.int32)
             cold_test = inter.take(is_cold[inter.item])
             inter = inter.take(~is_cold[inter.item])
+            if conf.cold_valid_quantile > 0:
+                is_cv = (first >= np.quantile(data.interactions.time, conf.cold_valid_quantile)) & ~is_cold
+                is_cv[first == np.iinfo(np.int64).max] = False
+                cold_valid_items = np.flatnonzero(is_cv).astype(np.int32)
+                cold_valid = inter.take(is_cv[inter.item])
+                inter = inter.take(~is_cv[inter.item])
         inter, role = _per_user_holdout(inter, conf)
         train, valid, test = inter.take(role == 0), inter.take(role == 1), inter.take(role == 2)
         if conf.kind == "cold_item":
             known = np.zeros(data.n_users, bool)
             known[train.user[train.label == 1]] = True
             cold_test = cold_test.take(known[cold_test.user])
-    return Split(conf, data.n_users, data.n_items, train.sorted(), valid.sorted(), test.sorted(), cold, cold_test.sorted())
+            cold_valid = cold_valid.take(known[cold_valid.user])
+    return Split(conf, data.n_users, data.n_items, train.sorted(), valid.sorted(), test.sorted(), cold,
+                 cold_test.sorted(), cold_valid_items, cold_valid.sorted())

@@ -33,3 +33,54 @@ def test_real_teacher_on_ml100k_slice(tmp_path):
     assert h[-1]["valid_loss"] < h[0]["valid_loss"] + 0.05 and h[-1]["train_loss"] < 5.0
     assert h[-1]["valid_ndcg@10"] > rep["zero_shot"]["valid"]["ndcg@10"]
     assert rep["teacher"]["test"]["ndcg@10"] > 0
+
+    # ---- export the real model, then the shipped CLI answers from it: recommend, and serve over HTTP
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from genre_edge_export.bundle_writer import export_bundle
+
+    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None)
+    genre = [sys.executable, "-m", "genre_edge.cli"]
+    env = {**os.environ, "GENRE_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1"}
+    items = json.loads((tmp_path / "b" / "catalog" / "items.json").read_text())
+    hist = [items["ids"][i] for i in (0, 49, 180)]  # Toy Story, Star Wars, Return of the Jedi
+    p = subprocess.run(genre + ["recommend", "--bundle", str(tmp_path / "b"), "--profile", "x86-avx512-vnni",
+                                "--history", ",".join(hist), "-k", "5", "--explain", "--json"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert len(out["items"]) == 5 and not set(i["id"] for i in out["items"]) & set(hist)
+    assert all(i["title"] in items["title"] for i in out["items"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = subprocess.Popen(genre + ["serve", "--bundle", str(tmp_path / "b"), "--profile", "auto",
+                                    "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("genre serve did not come up: " + srv.stderr.read1().decode(errors="replace"))
+        req = urllib.request.Request(base + "/recommend", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"history": hist, "query": "a funny family comedy", "k": 5}).encode())
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = json.loads(r.read())
+        assert len(body["items"]) == 5
+        with urllib.request.urlopen(base + "/info", timeout=5) as r:
+            info = json.loads(r.read())
+        assert info["profile"] == "x86-avx512-vnni" or info["profile"].startswith("x86")  # auto-detected here
+    finally:
+        srv.terminate()
+        srv.wait(10)

@@ -100,6 +100,17 @@ def test_splits_are_deterministic_and_disjoint(toy_data, kind):
         assert len(a.test) == 0 or a.train.time.max() <= a.test.time.min()
 
 
+def test_cold_validation_items_are_never_trained_on(toy_data):
+    ds = load_dataset(toy_data)
+    s = make_split(ds, SplitConfig(kind="cold_item", cold_quantile=0.85, cold_valid_quantile=0.6))
+    assert len(s.cold_valid_items) > 0 and len(s.cold_valid) > 0
+    assert not np.isin(s.cold_valid_items, s.cold_items).any()
+    for part in (s.train, s.valid, s.test):  # held out of every warm part, like the cold test items
+        assert not np.isin(part.item, s.cold_valid_items).any()
+    assert not np.isin(s.warm_items, s.cold_valid_items).any()
+    assert make_split(ds, SplitConfig(kind="cold_item", cold_valid_quantile=0.0)).cold_valid_items.size == 0
+
+
 def test_last_n_holdout(toy_data):
     ds = load_dataset(toy_data)
     s = make_split(ds, SplitConfig(kind="user_holdout", test_last_n=2, valid_last_n=1))
@@ -113,3 +124,5 @@ def test_bad_split_config():
 
     with pytest.raises(ConfigError, match="valid_quantile"):
         cfgmod.from_dict(SplitConfig, {"kind": "global_time", "valid_quantile": 0.9, "test_quantile": 0.8})
+    with pytest.raises(ConfigError, match="cold_valid_quantile"):
+        cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_quantile": 0.5, "cold_valid_quantile": 0.5})

@@ -71,6 +71,21 @@ def test_bad_manifests_are_refused(bundle_copy, mutate, msg):
         open_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize("mutate, msg", [
+    (lambda m: m["catalog"].pop("embedding_scales"), "names no embedding_scales"),
+    (lambda m: m["catalog"].update(embedding_scales=m["catalog"]["popularity"]), None),  # same shape: accepted
+    (lambda m: m["catalog"].update(embeddings=m["catalog"]["popularity"]), "1-d array, expected 2-d"),
+    (lambda m: m["catalog"]["cf"].update(idx=m["catalog"]["cf"]["w"]), "expected int16 or int32"),
+])
+def test_bad_catalog_arrays_are_refused(bundle_copy, tmp_path, mutate, msg):
+    _rewrite_manifest(bundle_copy, mutate)
+    if msg is None:
+        Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
+        return
+    with pytest.raises(BundleError, match=msg):
+        Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
+
+
 def test_symlink_out_of_bundle_is_refused(bundle_copy, tmp_path):
     outside = tmp_path / "outside.npy"
     shutil.copy(bundle_copy / "catalog" / "popularity.npy", outside)

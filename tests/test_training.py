@@ -29,6 +29,24 @@ def test_each_config_choice_trains(tmp_path, toy_data, enc, over):
     assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pt"))
 
 
+def test_wise_interpolation_is_chosen_on_cold_validation(tmp_path, toy_data, enc):
+    import numpy as np
+
+    from genre_edge_export.train import train
+
+    conf = tiny_config(toy_data, enc, split={"cold_quantile": 0.85, "cold_valid_quantile": 0.6},
+                       train={"epochs": 1, "steps_per_epoch": 6})
+    rep = train(conf, tmp_path / "m", progress=False)
+    it = rep["interpolation"]
+    assert [r["alpha"] for r in it["grid"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    total = [r["valid_ndcg@10"] + r["cold_valid_ndcg@10"] for r in it["grid"]]
+    assert it["alpha"] == it["grid"][int(np.argmax(total))]["alpha"]
+    assert rep["teacher"]["cold_valid"]["users"] > 0
+    # switched off: no interpolation record, trained weights kept
+    rep2 = train(tiny_config(toy_data, enc, train={"interpolate": False}), tmp_path / "m2", progress=False)
+    assert rep2["interpolation"] is None
+
+
 def test_resume_continues_from_checkpoint(tmp_path, toy_data, enc):
     from genre_edge_export.train import train
 
@@ -51,8 +69,10 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
 
     conf = tiny_config(toy_data, enc, head={"kind": "mlp"}, cf={"kind": "mf"})
     train(conf, tmp_path / "m", progress=False)
-    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None)
+    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None,
+                  catalog_dtype="fp16")
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
+    assert r.bundle.manifest["catalog"]["embeddings"].endswith(".fp16.npy")
     assert r.head_session is not None
     out = r.recommend(["m0", "m1"], k=5, explain=True)
     assert len(out.items) == 5
@@ -67,3 +87,69 @@ def test_quality_gate_fails_clearly(tmp_path, toy_data, enc):
     with pytest.raises(QualityGateError, match="quality gate failed"):
         export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=1.5, progress=lambda m: None)
     assert not (tmp_path / "b").exists() and (tmp_path / "b.rejected" / "manifest.json").is_file()
+
+
+def test_bundle_size_trims_keep_parity(tiny_bundle):
+    """int16 neighbour ids, a position table cut to max_tokens, compact tokenizer JSON: same answers."""
+    import json
+
+    import numpy as np
+    import onnx
+
+    b = tiny_bundle / "bundle"
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["catalog"]["cf"]["idx"].endswith(".int16.npy")
+    assert np.load(b / m["catalog"]["cf"]["idx"]).dtype == np.int16
+    g = onnx.load(str(b / m["models"]["encoder"]["fp32"]["file"])).graph
+    pos = [i for i in g.initializer if "position_embeddings" in i.name]
+    assert pos and pos[0].dims[0] == m["max_tokens"]
+    assert m["quality"]["parity"]["encoder_fp32_vs_torch"]["max_abs_diff"] < 1e-4
+    assert "\n" not in (b / "tokenizer.json").read_text()[:2000]
+
+
+def test_int8_catalog_matches_the_encoder(tiny_bundle):
+    """The int8 catalog (one scale per item) de-quantizes to what the int8 encoder produces."""
+    import numpy as np
+
+    from genre_edge.recommender import Recommender
+
+    r = Recommender.load(tiny_bundle / "bundle", "x86-avx512-vnni", state_dir=tiny_bundle / "int8-cat-state")
+    assert r.bundle.manifest["catalog"]["embeddings"].endswith(".int8.npy")
+    n = len(r.catalog.ids)
+    texts = __import__("json").loads((tiny_bundle / "student" / "items.json").read_text())["text"]
+    e = r.embed(texts[:n])
+    cos = (e * r.catalog.emb[:n]).sum(1) / np.linalg.norm(r.catalog.emb[:n], axis=1)
+    assert cos.min() > 0.999
+
+
+def test_impression_negatives_come_from_the_same_impression(tmp_path, toy_data, enc):
+    """MIND-style data: items shown with a click but not clicked become that example's negatives."""
+    import numpy as np
+
+    from genre_edge.data import load_dataset
+    from genre_edge.data.schema import Interactions
+    from genre_edge_export.train import Prepared, train
+
+    ds = load_dataset(toy_data)
+    it = ds.interactions
+    pos = np.flatnonzero(it.label == 1)
+    rng = np.random.default_rng(0)
+    shown = rng.integers(0, ds.n_items, (len(pos), 2)).astype(np.int32)
+    n = 2 * len(pos)
+    ds.interactions = Interactions(
+        np.concatenate([it.user, np.repeat(it.user[pos], 2)]), np.concatenate([it.item, shown.ravel()]),
+        np.concatenate([it.time, np.repeat(it.time[pos], 2)]),
+        np.concatenate([it.rating, np.full(n, np.nan, np.float32)]),
+        np.concatenate([it.label, np.zeros(n, np.int8)]))
+    conf = tiny_config(toy_data, enc, train={"impression_negatives": 3})
+    prep = Prepared(conf, dataset=ds)
+    assert prep.impression_coverage > 0.5
+    tr = prep.split.train
+    p = np.flatnonzero(tr.label == 1)[:20]
+    ids, ok = prep.impression_negatives(tr.user[p], tr.time[p], 3, rng)
+    for r, k in enumerate(p):
+        same = tr.item[(tr.user == tr.user[k]) & (tr.time == tr.time[k]) & (tr.label == 0)]
+        assert ok[r].sum() == min(3, len(same)) and set(ids[r, ok[r]]) <= set(same)
+    rep = train(conf, tmp_path / "m", progress=False, dataset=ds)
+    assert rep["impression_negatives"]["positives_with_impressions"] > 0.5
+    assert rep["history"][0]["train_loss"] > 0
