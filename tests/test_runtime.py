@@ -234,3 +234,18 @@ def test_session_feedback(rec):
     assert first not in ids and "m6" not in ids
     with pytest.raises(RequestError):
         rec.feedback("s1", "m1", "like")
+
+
+def test_atomic_writes_get_normal_permissions_and_leave_no_temp(tmp_path):
+    import os
+    import stat
+
+    from genre_edge.fsutil import atomic_write_json
+
+    f = tmp_path / "x.json"
+    atomic_write_json(f, {"a": 1})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask
+    assert json.loads(f.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
