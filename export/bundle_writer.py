@@ -72,7 +72,8 @@ def quantize_rows(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | None = None,
                   teacher_dir: str | Path | None = None, min_kept: float = 0.97, keep_fp32: bool = False,
                   tar: bool = False, data_dir: str | None = None, progress=print,
-                  catalog_dtype: str = "int8", cf_neighbors: int | None = None) -> dict:
+                  catalog_dtype: str = "int8", cf_neighbors: int | None = None,
+                  extra_variants: tuple[str, ...] = ()) -> dict:
     """Export ``model_dir`` (a student or a teacher) to a bundle at ``out``.
 
     Quality is measured for the teacher (``teacher_dir``, default ``model_dir``), the model fp32
@@ -82,7 +83,11 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     default variant are measured with the stored (de-quantized) embeddings, as the device sees them.
     ``cf_neighbors`` keeps only the strongest N neighbours per item in the shipped CF table (the
     table is sorted by |weight|), measured the same way; default: the table as trained.
+    ``extra_variants`` adds encoder variants no listed profile asks for (e.g. ``int8-qdq`` to compare).
     """
+    bad = [v for v in extra_variants if v not in QUANT_PRESETS]
+    if bad:
+        raise ValueError(f"unknown variant {bad[0]!r}; choose from {', '.join(QUANT_PRESETS)}")
     if catalog_dtype not in CATALOG_DTYPES:
         raise ValueError(f"catalog_dtype must be one of {', '.join(CATALOG_DTYPES)}, not {catalog_dtype!r}")
     import torch
@@ -103,6 +108,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         M.cf_table = (M.cf_table[0][:, :cf_neighbors], M.cf_table[1][:, :cf_neighbors])
     profiles = list(profiles or DEFAULT_PROFILES)
     variants = _variants_for(profiles)
+    for v in extra_variants:
+        variants.setdefault(SAME_FILE.get(v, v), [])
     out = Path(out)
     work = Path(str(out) + ".tmp")
     shutil.rmtree(work, ignore_errors=True)
@@ -137,10 +144,16 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         preset = QUANT_PRESETS[v]
         dst = work / "models" / f"encoder.{v}.onnx"
         progress(f"quantizing encoder: {v} ({preset.doc})...")
-        quantize(fp32, dst, v)
+        calib = None
+        if v == "int8-qdq":  # one item text per feed, every 4th item: covers the catalog's text lengths
+            calib = [{"input_ids": ids[i : i + 1, : max(1, int(mask[i].sum()))],
+                      "attention_mask": mask[i : i + 1, : max(1, int(mask[i].sum()))]} for i in range(0, len(ids), 4)]
+        quantize(fp32, dst, v, calib)
         enc_files[v] = dst
         if c.head.kind == "mlp" and preset.dtype == "int8":
-            head_files[v] = quantize(head_files["fp32"], work / "models" / f"head.{v}.onnx", v)
+            # the small MLP head is quantized dynamically for every int8 variant (nothing to calibrate)
+            head_files[v] = quantize(head_files["fp32"], work / "models" / f"head.{v}.onnx",
+                                     "int8-avx512vnni" if v == "int8-qdq" else v)
     # --- quality: teacher fp32 vs model fp32 vs each variant on the validation split
     progress("measuring quality of each variant against the teacher...")
     prep = Prepared(c, data_dir)

@@ -145,12 +145,15 @@ def quality_table(manifest: dict) -> str:
 @click.option("--tar", is_flag=True, help="Also write BUNDLE.tar.gz.")
 @click.option("--catalog-dtype", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,
               help="Storage of the precomputed item embeddings (int8: one scale per item).")
+@click.option("--extra-variant", "extra_variants", multiple=True,
+              type=click.Choice(["fp32", "int8-avx512vnni", "int8-avx2", "fp16", "int8-qdq"]),
+              help="Also build this encoder variant (e.g. int8-qdq: static QDQ calibrated on item texts).")
 @click.option("--cf-neighbors", type=click.IntRange(min=1), default=None,
               help="Ship only the strongest N CF neighbours per item (default: as trained).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
 @click.option("--json", "as_json", is_flag=True)
-def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, catalog_dtype, cf_neighbors, data_dir,
-           as_json):
+def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, catalog_dtype, extra_variants,
+           cf_neighbors, data_dir, as_json):
     """Export ONNX models (fp32/int8/fp16 per profile) into a verified, quality-gated bundle."""
     from .bundle_writer import export_bundle
 
@@ -158,7 +161,7 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, 
         raise click.ClickException("--min-kept must be between 0 and 1.5")
     res = run_api(export_bundle, model_dir, out_dir, list(profiles) or None, teacher_dir, min_kept, keep_fp32, tar,
                   data_dir, progress=(lambda m: None) if as_json else _progress_echo, catalog_dtype=catalog_dtype,
-                  cf_neighbors=cf_neighbors)
+                  cf_neighbors=cf_neighbors, extra_variants=tuple(extra_variants))
     m = res["manifest"]
     emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": m["quality"]}, as_json,
          quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {m['quality']['gate']}")

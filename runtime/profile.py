@@ -19,7 +19,7 @@ from .errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-VARIANTS = ("fp32", "int8-avx512vnni", "int8-arm64", "int8-avx2", "fp16")
+VARIANTS = ("fp32", "int8-avx512vnni", "int8-arm64", "int8-avx2", "fp16", "int8-qdq")
 
 
 @dataclass(frozen=True)

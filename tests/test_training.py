@@ -70,9 +70,17 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
     conf = tiny_config(toy_data, enc, head={"kind": "mlp"}, cf={"kind": "mf"})
     train(conf, tmp_path / "m", progress=False)
     export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None,
-                  catalog_dtype="fp16")
+                  catalog_dtype="fp16", extra_variants=("int8-qdq",))
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
     assert r.bundle.manifest["catalog"]["embeddings"].endswith(".fp16.npy")
+    # the static QDQ variant is built, measured against the teacher, and loadable on request
+    rows = r.bundle.manifest["quality"]["rows"]
+    assert rows["model-onnx-int8-qdq"]["cos_mean"] > 0.9 and rows["model-onnx-int8-qdq"]["latency_ms"] > 0
+    q = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s2", variant="int8-qdq")
+    import numpy as np
+
+    e_dyn, e_qdq = r.embed(["a space adventure", "a quiet drama"]), q.embed(["a space adventure", "a quiet drama"])
+    assert (e_dyn * e_qdq).sum(1).min() > 0.9
     assert r.head_session is not None
     out = r.recommend(["m0", "m1"], k=5, explain=True)
     assert len(out.items) == 5
@@ -153,3 +161,40 @@ def test_impression_negatives_come_from_the_same_impression(tmp_path, toy_data, 
     rep = train(conf, tmp_path / "m", progress=False, dataset=ds)
     assert rep["impression_negatives"]["positives_with_impressions"] > 0.5
     assert rep["history"][0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", ["ease", "mf"])
+def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
+    """The device's CF scorer gives the PyTorch CF part's scores, recency weighting included."""
+    import numpy as np
+    import torch
+
+    from genre_edge.scorer import CFScorer
+    from genre_edge_export.models import CFPart, neighbour_table
+
+    rng = np.random.default_rng(0)
+    n = 40
+    W = rng.normal(size=(n, n)).astype(np.float32)
+    np.fill_diagonal(W, 0)
+    idx, w = neighbour_table(W, 12)
+    part = CFPart(kind, n, (idx, w) if kind == "ease" else None, mf_dim=8, recency_floor=0.3)
+    if kind == "mf":
+        torch.nn.init.normal_(part.Q.weight)
+    part.recency[0] = 4.0
+    hists = [rng.choice(n, size=s, replace=False) for s in (1, 5, 17)]
+    ids = torch.zeros(len(hists), 17, dtype=torch.long)
+    mask = torch.zeros(len(hists), 17)
+    for r, h in enumerate(hists):
+        ids[r, : len(h)] = torch.as_tensor(h)
+        mask[r, : len(h)] = 1
+    with torch.no_grad():
+        ref = part.scores(ids, mask, None).numpy()
+    dev = (CFScorer("ease", idx=idx, w=w, half_life=4.0, floor=0.3) if kind == "ease" else
+           CFScorer("mf", P=part.P.weight.detach().numpy(), Q=part.Q.weight.detach().numpy(), half_life=4.0, floor=0.3))
+    for r, h in enumerate(hists):
+        np.testing.assert_allclose(dev.scores(h.astype(np.int64), n), ref[r], rtol=1e-4, atol=1e-5)
+    # recency matters: the same items in another order score differently (for histories of 2+)
+    assert not np.allclose(dev.scores(hists[2][::-1].astype(np.int64), n), ref[2], atol=1e-4)
+    # explanations add up to the score they explain
+    item = int(np.argmax(ref[2]))
+    assert dev.contributions(hists[2].astype(np.int64), item).sum() == pytest.approx(ref[2][item], rel=1e-4, abs=1e-5)
