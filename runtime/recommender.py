@@ -29,6 +29,8 @@ MAX_K = 1000
 MAX_HISTORY = 10000
 MAX_QUERY_CHARS = 2000
 MAX_SESSIONS = 1024
+# Per session: the last clicks and skips kept (bounds memory: 1024 sessions x 400 ids of <= 200 chars).
+MAX_SESSION_EVENTS = 200
 
 
 @dataclass
@@ -171,10 +173,16 @@ class Recommender:
             raise RequestError(f"event must be 'click' or 'skip', not {event!r}")
         if not isinstance(session_id, str) or not session_id or len(session_id) > 200:
             raise RequestError("session_id must be a non-empty string of at most 200 characters")
+        if not isinstance(item_id, str) or not item_id or len(item_id) > 200:
+            raise RequestError("item_id must be a non-empty string of at most 200 characters")
         with self._lock:
             s = self.sessions.pop(session_id, None) or {"clicks": [], "skips": set()}
-            (s["clicks"].append(item_id) if event == "click" else s["skips"].add(item_id))
-            s["clicks"] = s["clicks"][-MAX_HISTORY:]
+            if event == "click":
+                s["clicks"] = (s["clicks"] + [item_id])[-MAX_SESSION_EVENTS:]
+            elif item_id not in s["skips"]:
+                if len(s["skips"]) >= MAX_SESSION_EVENTS:  # bounded: a session cannot grow memory without limit
+                    s["skips"].pop()
+                s["skips"].add(item_id)
             self.sessions[session_id] = s
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)

@@ -1,6 +1,7 @@
 """Shared fixtures: small real data files and a tiny real bundle (random-initialised small BERT)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -117,3 +118,35 @@ def tiny_bundle(tmp_path_factory, toy_data):
     export_bundle(root / "student", root / "bundle", ["x86-avx512-vnni", "rpi4"], root / "teacher", min_kept=0.0,
                   keep_fp32=True, progress=lambda m: None)
     return root
+
+
+@contextlib.contextmanager
+def live_server(tiny_root: Path, work: Path):
+    """uvicorn serving a private copy of the tiny bundle on a free loopback port; yields the base URL."""
+    import shutil
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from genre_edge.recommender import Recommender
+    from genre_edge.server import create_app
+
+    shutil.copytree(tiny_root / "bundle", work / "b")
+    rec = Recommender.load(work / "b", "x86-avx512-vnni", state_dir=work / "state")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(5)

@@ -234,6 +234,16 @@ def test_session_feedback(rec):
     assert first not in ids and "m6" not in ids
     with pytest.raises(RequestError):
         rec.feedback("s1", "m1", "like")
+    with pytest.raises(RequestError, match="item_id"):
+        rec.feedback("s1", "x" * 201, "skip")
+    # a session's memory is bounded however many skips and clicks arrive
+    from genre_edge.recommender import MAX_SESSION_EVENTS as N
+
+    for i in range(N + 50):
+        rec.feedback("s2", f"junk{i}", "skip")
+        rec.feedback("s2", f"junk{i}", "click")
+    assert len(rec.sessions["s2"]["skips"]) == N and rec.sessions["s2"]["clicks"][-1] == f"junk{N + 49}"
+    assert len(rec.sessions["s2"]["clicks"]) == N
 
 
 def test_atomic_writes_get_normal_permissions_and_leave_no_temp(tmp_path):

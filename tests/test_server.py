@@ -1,9 +1,5 @@
 """Real HTTP over loopback against uvicorn serving a real bundle."""
 import json
-import shutil
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -15,25 +11,10 @@ uvicorn = pytest.importorskip("uvicorn")
 
 @pytest.fixture(scope="module")
 def server(tiny_bundle, tmp_path_factory):
-    from genre_edge.recommender import Recommender
-    from genre_edge.server import create_app
+    from conftest import live_server
 
-    d = tmp_path_factory.mktemp("srv")
-    shutil.copytree(tiny_bundle / "bundle", d / "b")
-    rec = Recommender.load(d / "b", "x86-avx512-vnni", state_dir=d / "state")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(5)
+    with live_server(tiny_bundle, tmp_path_factory.mktemp("srv")) as base:
+        yield base
 
 
 def call(base, method, path, body=None, raw=None):
