@@ -55,7 +55,8 @@ class Bundle:
         p = self.path(rel)
         try:
             arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        # a malformed header reaches numpy's header parser: SyntaxError/TokenError besides ValueError
+        except Exception as exc:
             raise BundleError(f"{rel}: not a valid .npy array ({exc})") from None
         if dtype is not None and arr.dtype != np.dtype(dtype):
             raise BundleError(f"{rel}: dtype {arr.dtype}, expected {np.dtype(dtype)}")

@@ -100,7 +100,7 @@ class Recommender:
             hm = b.model("head", hv)
             head_sess = make_session(b.path(hm["file"]), prof, m["files"][hm["file"]]["sha256"])
         cat = m["catalog"]
-        items = b.load_json(cat["items"])
+        items = _check_items(b.load_json(cat["items"]), cat["items"])
         emb = b.load_npy(cat["embeddings"], ndim=2)
         if emb.dtype == np.int8:  # int8 with one scale per item (half of fp16 on disk)
             if "embedding_scales" not in cat:
@@ -331,6 +331,32 @@ class Recommender:
                 "variant": self.variant, "items": len(self.catalog), "dim": m["dim"],
                 "strategies": list(STRATEGIES), "created_at": m.get("created_at"),
                 "quality": m.get("quality", {}).get("summary")}
+
+
+def _check_items(items, rel: str) -> dict:
+    """The catalog's item metadata must be parallel lists of the right types (a re-signed or
+    hand-edited bundle is refused here, not by a TypeError deep inside a request)."""
+    def bad(msg):
+        return BundleError(f"{rel}: items {msg}")
+
+    if not isinstance(items, dict):
+        raise bad("must be a JSON object of parallel lists")
+    need = {"ids": str, "title": str, "categories": list, "year": int, "first_seen": int}
+    missing = [k for k in need if not isinstance(items.get(k), list)]
+    if missing:
+        raise bad(f"field(s) {', '.join(missing)} missing or not lists")
+    n = len(items["ids"])
+    for k, tp in need.items():
+        col = items[k]
+        if len(col) != n:
+            raise bad(f"field {k} has {len(col)} entries, ids has {n}")
+        if not all(isinstance(v, tp) and not isinstance(v, bool) for v in col):
+            raise bad(f"field {k} must hold only {tp.__name__} values")
+    if not all(isinstance(c, str) for cats in items["categories"] for c in cats):
+        raise bad("categories must be lists of strings")
+    if len(set(items["ids"])) != n or not all(items["ids"]):
+        raise bad("ids must be unique, non-empty strings")
+    return items
 
 
 def _recency(cfm: dict) -> dict:

@@ -11,7 +11,12 @@ def load_tokenizer(path: str | Path, max_tokens: int):
     at ``max_tokens``. The packaged MiniLM tokenizer.json pads to 128, which would waste compute."""
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(path))
+    from .errors import BundleError
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for unreadable or malformed files
+        raise BundleError(f"{path}: not a valid tokenizer.json ({str(exc)[:200]})") from None
     tok.no_padding()
     tok.enable_truncation(max_tokens)
     return tok
