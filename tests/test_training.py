@@ -77,8 +77,6 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
     rows = r.bundle.manifest["quality"]["rows"]
     assert rows["model-onnx-int8-qdq"]["cos_mean"] > 0.9 and rows["model-onnx-int8-qdq"]["latency_ms"] > 0
     q = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s2", variant="int8-qdq")
-    import numpy as np
-
     e_dyn, e_qdq = r.embed(["a space adventure", "a quiet drama"]), q.embed(["a space adventure", "a quiet drama"])
     assert (e_dyn * e_qdq).sum(1).min() > 0.9
     assert r.head_session is not None
