@@ -77,9 +77,17 @@ class Prepared:
         clicked (MIND impressions). ``impression_negatives(users, times, m)`` reads it."""
         tr = self.split.train
         neg = tr.label == 0
-        key = tr.user[neg].astype(np.int64) * (1 << 33) + tr.time[neg].astype(np.int64)
+        keys = [tr.user[neg].astype(np.int64) * (1 << 33) + tr.time[neg].astype(np.int64)]
+        items = [tr.item[neg].astype(np.int64)]
+        # impression logs (MIND): shown-but-not-clicked items. Only looked up by the key of a
+        # *training* click below, so impressions of validation/test clicks never leak in.
+        for imp in getattr(self.data, "impressions", None) or []:
+            shown = imp.items[imp.labels == 0].astype(np.int64)
+            keys.append(np.full(len(shown), int(imp.user) * (1 << 33) + int(imp.time), np.int64))
+            items.append(shown)
+        key, item = np.concatenate(keys), np.concatenate(items)
         order = np.argsort(key, kind="stable")
-        self._imp_key, self._imp_item = key[order], tr.item[neg][order].astype(np.int64)
+        self._imp_key, self._imp_item = key[order], item[order]
         pos = tr.label == 1
         pkey = tr.user[pos].astype(np.int64) * (1 << 33) + tr.time[pos].astype(np.int64)
         lo = np.searchsorted(self._imp_key, pkey, "left")

@@ -259,3 +259,20 @@ def test_atomic_writes_get_normal_permissions_and_leave_no_temp(tmp_path):
     assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask
     assert json.loads(f.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_add_remove_churn_reuses_rows(rec, tmp_path):
+    """Months of on-device add/remove churn must not grow the catalog's memory."""
+    n0 = len(rec.catalog.ids)
+    for i in range(300):
+        rec.add_items([{"id": f"churn{i}", "title": f"Churn film {i}", "categories": ["Drama"], "year": 2000 + i % 20}])
+        rec.remove_items([f"churn{i}"])
+    cat = rec.catalog
+    assert len(cat.ids) == n0 + 1 and cat.emb.shape[0] == n0 + 1 and len(cat.years) == n0 + 1
+    assert "churn298" not in cat.index and "churn299" in cat.index and not cat.active[cat.index["churn299"]]
+    rec.add_items([{"id": "keep", "title": "A film that stays", "categories": ["Comedy"], "year": 1999}])
+    i = cat.index["keep"]
+    assert cat.active[i] and cat.titles[i] == "A film that stays" and cat.years[i] == 1999
+    assert cat.categories[i] == ("Comedy",) and cat.first_seen[i] == 0
+    r = rec.recommend([], query="A film that stays", k=len(cat), include_categories=["Comedy"])
+    assert "keep" in [x.id for x in r.items] and not any(x.id.startswith("churn") for x in r.items)

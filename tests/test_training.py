@@ -196,3 +196,37 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
     # explanations add up to the score they explain
     item = int(np.argmax(ref[2]))
     assert dev.contributions(hists[2].astype(np.int64), item).sum() == pytest.approx(ref[2][item], rel=1e-4, abs=1e-5)
+
+
+def test_mind_impressions_give_negatives_of_training_clicks_only(tmp_path, toy_data, enc):
+    """MIND keeps shown-but-not-clicked news in impression logs: those become the click's negatives."""
+    import random
+
+    import numpy as np
+
+    from genre_edge.data import load_dataset
+    from genre_edge_export.train import Prepared
+
+    rng = random.Random(0)
+    d = tmp_path / "mind"
+    d.mkdir()
+    (d / "news.tsv").write_text("".join(f"N{i}\tcat{i % 4}\tsub\tTitle {i}\tAbstract {i}\thttp://x\t[]\t[]\n"
+                                        for i in range(40)))
+    rows = []
+    for u in range(30):
+        for j in range(6):
+            shown = rng.sample(range(40), 5)
+            click = shown[0]
+            imp = " ".join(f"N{x}-{int(x == click)}" for x in shown)
+            rows.append(f"{u * 10 + j}\tU{u}\t11/{1 + j}/2019 {1 + u % 11}:00:00 AM\t\t{imp}\n")
+    (d / "behaviors.tsv").write_text("".join(rows))
+    ds = load_dataset(d)
+    conf = tiny_config(toy_data, enc, split={"kind": "user_holdout"}, train={"impression_negatives": 4})
+    prep = Prepared(conf, dataset=ds)
+    assert prep.impression_coverage > 0.9  # every training click came with 4 non-clicked news
+    tr = prep.split.train
+    p = np.flatnonzero(tr.label == 1)
+    ids, ok = prep.impression_negatives(tr.user[p], tr.time[p], 4, np.random.default_rng(0))
+    by_key = {(imp.user, imp.time): set(imp.items[imp.labels == 0].tolist()) for imp in ds.impressions}
+    for r, k in enumerate(p):
+        assert ok[r].all() and set(ids[r].tolist()) <= by_key[(tr.user[k], tr.time[k])]
