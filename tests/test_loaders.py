@@ -167,3 +167,15 @@ def test_missing_files_and_unknown_format(tmp_path):
 def test_stats(toy_data):
     st = load_dataset(toy_data).stats()
     assert st["users"] == 60 and 0 < st["density"] < 1 and st["text_coverage"]["title"] == 1.0
+
+
+def test_generic_mapped_rating_column_missing_is_named(tmp_path, toy_data):
+    """Found by fuzzing: a configured rating column absent from the file raised KeyError."""
+    import shutil
+
+    d = tmp_path / "g"
+    shutil.copytree(toy_data.parent, d)
+    f = d / "inter.csv"
+    f.write_text(f.read_text().replace("rating", "stars", 1))
+    with pytest.raises(DataError, match=r"inter\.csv.*rating"):
+        load_dataset(d / "data.toml")

@@ -496,7 +496,7 @@ def load_generic(config_path: Path, threshold: float | None = None) -> Dataset:
     xc = conf.interactions
     xpath = base / xc.path
     labels = [] if xc.label else None
-    req = tuple(c for c in (xc.user, xc.item, xc.time) if c)
+    req = tuple(c for c in (xc.user, xc.item, xc.time, xc.rating, xc.label) if c)  # every mapped column
     for lineno, rec in _records(xpath, xc.format, xc.encoding, req):
         r = _to_number(rec[xc.rating], xpath, lineno, "rating") if xc.rating else float("nan")
         before = len(b.rows)
