@@ -79,13 +79,7 @@ def test_ml100k_loader_loads_or_names_the_problem(tmp_path_factory, which, data,
     (d / "u.item").write_bytes(f"1|Heat (1995)|01-Jan-1995||http://x|{flags}\n2|Babe (1995)|||http://x|{flags}\n"
                                .encode("latin-1"))
     (d / "u.data").write_text("1\t1\t5\t100\n1\t2\t3\t200\n2\t2\t4\t150\n")
-    f = d / which
-    old = f.read_bytes()
-    f.write_bytes(old[: at % (len(old) + 1)] + data + old[at % (len(old) + 1):])
-    try:
-        load_dataset(d, "ml-100k")
-    except DataError as exc:
-        assert str(exc)
+    _splice_and_load(d, which, data, at, "ml-100k")
 
 
 @FUZZ
@@ -95,10 +89,15 @@ def test_mind_loader_loads_or_names_the_problem(tmp_path_factory, which, data, a
     (d / "news.tsv").write_text("N1\tsports\tfootball\tBig win\tThe team won.\thttp://x\t[]\t[]\n"
                                 "N2\tnews\tpolitics\tVote\tPolls.\thttp://x\t[]\t[]\n")
     (d / "behaviors.tsv").write_text("1\tU1\t11/15/2019 10:22:32 AM\tN1\tN2-1 N1-0\n")
+    _splice_and_load(d, which, data, at, "mind")
+
+
+def _splice_and_load(d, which: str, data: bytes, at: int, fmt: str) -> None:
+    """Insert ``data`` into file ``which`` at ``at`` (mod its length); the load succeeds or names the problem."""
     f = d / which
     old = f.read_bytes()
     f.write_bytes(old[: at % (len(old) + 1)] + data + old[at % (len(old) + 1):])
     try:
-        load_dataset(d, "mind")
+        load_dataset(d, fmt)
     except DataError as exc:
         assert str(exc)
