@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-full test bench install clean
+.PHONY: demo demo-full test bench test-arm64 install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,9 +23,17 @@ demo: install
 demo-full: install
 	$(BIN)/genre quickstart --config ml-100k --work runs/full
 
-# runtime latency / memory / cold start of the demo's bundle -> benchmarks/results/
+# the demo bundle on every profile this machine can run, and the catalog scale curve -> runs/bench/
 bench: install
-	$(BIN)/python benchmarks/runtime_bench.py --bundle runs/quickstart/bundle --profile x86-avx512-vnni
+	$(BIN)/genre bench --bundle runs/quickstart/bundle --profile all --all-variants --out runs/bench
+	$(BIN)/python benchmarks/scale_curve.py --bundle runs/quickstart/bundle --out runs/bench
+	$(BIN)/python benchmarks/compare.py --teacher runs/quickstart/teacher --student runs/quickstart/student \
+		--bundle runs/quickstart/bundle --out runs/bench
+
+# the runtime and the demo bundle under QEMU as Raspberry Pi 4 and 5 cores, compared with this machine
+# (sets up an arm64 rootfs, the static qemu-aarch64 and aarch64 wheels in ~/.cache/genre-edge/arm64)
+test-arm64: install
+	$(BIN)/python benchmarks/arm64_parity.py --bundle runs/quickstart/bundle --out runs/bench
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

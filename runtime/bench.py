@@ -1,9 +1,27 @@
-"""Latency benchmarks of the runtime (warm-up, repetitions, medians and tails)."""
+"""Benchmarks of the runtime on this machine: per-stage latency, throughput, cold start, memory, sizes.
+
+``genre bench --profile all`` runs :func:`bench_profiles`: every measurement of a profile/variant
+happens in a fresh child process (``python -m genre_edge.bench``) that imports only the runtime, so
+start-up time and RSS are what an appliance would see. Numbers are medians and tails after warm-up.
+"""
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+STAGES = ("request", "tokenize", "encode", "user_model", "score", "rerank", "total")
+QUERIES = ["something light and funny from the 90s", "a dark psychological thriller with a twist",
+           "animated adventure for kids", "classic western with gunfights"]
 
 
 def stats(ms: list[float]) -> dict:
@@ -23,18 +41,255 @@ def time_calls(fn, reps: int, warmup: int = 20) -> dict:
     return stats(ms)
 
 
-def latency_bench(rec, history_len: int = 50, reps: int = 300, seed: int = 0) -> dict:
-    """End-to-end request latency: full-catalog scoring + MMR top-10, without and with a query."""
+def _histories(rec, history_len: int, n: int = 16, seed: int = 0) -> list[list[str]]:
     rng = np.random.default_rng(seed)
     ids = [rec.catalog.ids[i] for i in np.flatnonzero(rec.catalog.active)]
-    hists = [list(rng.choice(ids, size=min(history_len, len(ids)), replace=False)) for _ in range(16)]
-    queries = ["something light and funny from the 90s", "a dark psychological thriller with a twist",
-               "animated adventure for kids", "classic western with gunfights"]
+    return [list(rng.choice(ids, size=min(history_len, len(ids)), replace=False)) for _ in range(n)]
+
+
+def latency_bench(rec, history_len: int = 50, reps: int = 300, seed: int = 0) -> dict:
+    """End-to-end request latency: full-catalog scoring + MMR top-10, without and with a query."""
+    hists = _histories(rec, history_len, seed=seed)
     it = iter(range(10**9))
     return {
         f"history {history_len}, MMR top-10": time_calls(
             lambda: rec.recommend(hists[next(it) % 16], k=10, mmr_lambda=0.7), reps),
         f"history {history_len} + query, MMR top-10": time_calls(
-            lambda: rec.recommend(hists[next(it) % 16], query=queries[next(it) % 4], k=10, mmr_lambda=0.7), reps),
-        "embed 1 query": time_calls(lambda: rec.embed([queries[next(it) % 4]]), reps),
+            lambda: rec.recommend(hists[next(it) % 16], query=QUERIES[next(it) % 4], k=10, mmr_lambda=0.7), reps),
+        "embed 1 query": time_calls(lambda: rec.embed([QUERIES[next(it) % 4]]), reps),
     }
+
+
+def stage_bench(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -> dict:
+    """Per-stage latency (ms) of ``history + query, MMR top-10`` requests, from the response's timings."""
+    hists = _histories(rec, history_len)
+    per: dict[str, list[float]] = {s: [] for s in STAGES}
+    for r in range(warmup + reps):
+        resp = rec.recommend(hists[r % 16], query=QUERIES[r % 4], k=10, mmr_lambda=0.7)
+        if r >= warmup:
+            for s in STAGES:
+                per[s].append(resp.timings_ms[s])
+    return {s: stats(v) for s, v in per.items()}
+
+
+def throughput_bench(rec, batch_sizes: list[int], seconds: float = 1.0) -> dict:
+    """Item texts embedded per second at each batch size (what an on-device catalog import sees)."""
+    texts = [f"{t}. {', '.join(c)}" for t, c in zip(rec.catalog.titles, rec.catalog.categories)] or QUERIES
+    out = {}
+    for b in batch_sizes:
+        batches = [texts[(i * b) % len(texts):][:b] or texts[:b] for i in range(64)]
+        batches = [x if len(x) == b else (x * b)[:b] for x in batches]
+        rec.encoder.embed(batches[0])  # warm-up
+        n, t0, i = 0, time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds or i < 3:
+            ids, mask = rec.encoder.tokenize(batches[i % 64])
+            rec.encoder.run(ids, mask)
+            n, i = n + b, i + 1
+        out[str(b)] = {"texts_per_s": n / (time.perf_counter() - t0), "batches": i}
+    return out
+
+
+def _rss(key: str = "VmRSS") -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def child_main(args: dict) -> dict:
+    """One fresh process: load, first answer, then (unless ``cold_only``) the latency runs."""
+    t_spawn_to_main = time.monotonic() - args["spawned_at"]
+    t0 = time.perf_counter()
+    from .recommender import Recommender
+
+    t_import = time.perf_counter()
+    rec = Recommender.load(args["bundle"], args["profile"], variant=args.get("variant"))
+    t_load = time.perf_counter()
+    rss_load = _rss()
+    hist = [rec.catalog.ids[i] for i in range(min(args["history_len"], len(rec.catalog.ids)))]
+    first = rec.recommend(hist, k=10, mmr_lambda=0.7)
+    out = {"process_start_to_first_answer_s": time.monotonic() - args["spawned_at"],
+           "interpreter_start_s": t_spawn_to_main, "import_s": t_import - t0, "load_s": t_load - t_import,
+           "first_request_s": time.perf_counter() - t_load, "rss_after_load_mib": rss_load,
+           "variant": rec.variant, "profile": rec.profile.name, "n_items": len(rec.catalog),
+           "threads": rec.profile.threads.intra_op, "first_items": [r.id for r in first.items]}
+    if not args.get("cold_only"):
+        reps, hl = args["reps"], args["history_len"]
+        out["stages_ms"] = stage_bench(rec, hl, reps)
+        out["latency_ms"] = latency_bench(rec, hl, reps)
+        sizes = [b for b in (1, 8, 32, 64) if b <= rec.profile.max_batch] or [1]
+        out["throughput"] = {"requests_per_s": {k: 1000.0 / v["mean"] for k, v in out["latency_ms"].items()},
+                             "embed_texts_per_s": throughput_bench(rec, sizes, args.get("seconds", 1.0))}
+        out["rss_after_bench_mib"] = _rss()
+    out["rss_peak_mib"] = _rss("VmHWM")
+    return out
+
+
+def run_child(args: dict, cache_dir: str | None = None, timeout: float = 1800) -> dict:
+    env = dict(os.environ)
+    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(v, "1")  # numpy's BLAS must not add threads the profile did not ask for
+    if cache_dir:
+        env["GENRE_CACHE_DIR"] = cache_dir
+    args = dict(args, spawned_at=time.monotonic())
+    p = subprocess.run([sys.executable, "-m", "genre_edge.bench", json.dumps(args)], env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        from .errors import GenreError
+
+        raise GenreError(f"benchmark process failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+@dataclass
+class BenchPlan:
+    profile: str
+    variant: str | None  # None = the profile's choice
+    runnable: bool
+    reason: str = ""
+
+
+def plan(bundle, profiles: list[str], all_variants: bool = False) -> list[BenchPlan]:
+    """Which profile/variant pairs can run on this machine; the others with the reason."""
+    from .bundle import open_bundle
+    from .profile import builtin_names, fits, load_profile, machine_info
+
+    b = open_bundle(bundle, verify=False)
+    have = b.variants("encoder")
+    info = machine_info()
+    names = builtin_names() if profiles == ["all"] else profiles
+    out = []
+    for name in names:
+        prof = load_profile(name)
+        ok, why = fits(prof, info)
+        if not ok:
+            out.append(BenchPlan(prof.name, None, False, why))
+            continue
+        chosen = next((v for v in (prof.variant, *prof.fallback_variants) if v in have), None)
+        if chosen is None:
+            out.append(BenchPlan(prof.name, None, False, f"bundle has none of {prof.variant}, "
+                                                         f"{', '.join(prof.fallback_variants)}"))
+            continue
+        for v in (have if all_variants else [chosen]):
+            note = "" if v == prof.variant else (f"profile wants {prof.variant}, bundle lacks it" if v == chosen
+                                                 else "extra variant")
+            out.append(BenchPlan(prof.name if Path(str(name)).suffix != ".toml" else str(name), v, True, note))
+    return out
+
+
+def bench_one(bundle, p: BenchPlan, reps: int, history_len: int, starts: int, cache_dir: str) -> dict:
+    """Cold start over ``starts`` fresh processes (the first with an empty optimized-model cache), then
+    one process for latency, stages, throughput and memory."""
+    from .bundle import open_bundle
+
+    args = {"bundle": str(bundle), "profile": p.profile, "variant": p.variant, "reps": reps,
+            "history_len": history_len}
+    colds = [run_child(dict(args, cold_only=True), cache_dir) for _ in range(starts)]
+    full = run_child(args, cache_dir)
+    b = open_bundle(bundle, verify=False)
+    enc = b.model("encoder", full["variant"])
+    keys = ("process_start_to_first_answer_s", "import_s", "load_s", "first_request_s", "rss_after_load_mib")
+    full["cold_start"] = {"first_boot": {k: colds[0][k] for k in keys},
+                          "median": {k: float(np.median([c[k] for c in colds[1:] or colds])) for k in keys},
+                          "runs": len(colds)}
+    full["sizes_bytes"] = {"bundle": sum(int(f["bytes"]) for f in b.manifest["files"].values()),
+                           "encoder": int(b.manifest["files"][enc["file"]]["bytes"]), "encoder_file": enc["file"]}
+    full["bundle_sha256"] = _bundle_hash(b)
+    full["note"] = p.reason
+    return full
+
+
+def _bundle_hash(b) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(b.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def markdown(rows: list[dict], machine: dict, command: str) -> str:
+    from .machine import machine_markdown
+
+    lines = ["# genre bench", "", machine_markdown(machine), "", f"Command: `{command}`", "",
+             "Each row: fresh processes importing only the runtime; latency = `history 50 + query, MMR top-10` "
+             "requests over the whole catalog after warm-up (ms; p50 / p95 / p99).", "",
+             "## End to end and per stage (p50 ms)", "",
+             "| profile | variant | threads | total p50 | p95 | p99 | " + " | ".join(STAGES[:-1]) + " |",
+             "|---|---|---|---|---|---|" + "---|" * (len(STAGES) - 1)]
+    for r in rows:
+        if r.get("skipped"):
+            continue
+        st = r["stages_ms"]
+        lines.append(f"| {r['profile']} | {r['variant']} | {r['threads']} | {st['total']['p50']:.3f} | "
+                     f"{st['total']['p95']:.3f} | {st['total']['p99']:.3f} | "
+                     + " | ".join(f"{st[s]['p50']:.3f}" for s in STAGES[:-1]) + " |")
+    lines += ["", "## Requests, throughput, cold start, memory, size", "",
+              "| profile | variant | history-only p50 ms | req/s (history+query) | embed texts/s by batch | "
+              "start to first answer s (first boot) | RSS after load MiB | peak RSS MiB | encoder MB | bundle MB |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("skipped"):
+            continue
+        lat = r["latency_ms"]
+        hk = next(k for k in lat if "MMR" in k and "query" not in k)
+        qk = next(k for k in lat if "query" in k)
+        tp = ", ".join(f"{b}: {v['texts_per_s']:.0f}" for b, v in r["throughput"]["embed_texts_per_s"].items())
+        cs = r["cold_start"]
+        lines.append(f"| {r['profile']} | {r['variant']} | {lat[hk]['p50']:.3f} | "
+                     f"{r['throughput']['requests_per_s'][qk]:.0f} | {tp} | "
+                     f"{cs['median']['process_start_to_first_answer_s']:.3f} "
+                     f"({cs['first_boot']['process_start_to_first_answer_s']:.3f}) | "
+                     f"{cs['median']['rss_after_load_mib']:.1f} | {r['rss_peak_mib']:.1f} | "
+                     f"{r['sizes_bytes']['encoder'] / 1e6:.2f} | {r['sizes_bytes']['bundle'] / 1e6:.2f} |")
+    skipped = [r for r in rows if r.get("skipped")]
+    if skipped:
+        lines += ["", "## Skipped here", ""] + [f"- `{r['profile']}`: {r['reason']}" for r in skipped]
+    notes = [r for r in rows if not r.get("skipped") and r.get("note")]
+    if notes:
+        lines += ["", "Notes: " + "; ".join(f"{r['profile']}/{r['variant']}: {r['note']}" for r in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict], path: Path) -> bool:
+    """PNG: stacked per-stage p50 latency by profile/variant (needs matplotlib, the 'bench' extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed (pip install 'genre-edge[bench]'): no PNG chart")
+        return False
+    import io
+
+    from .fsutil import atomic_write_bytes
+
+    ran = [r for r in rows if not r.get("skipped")]
+    if not ran:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(ran) + 1.6))
+    labels = [f"{r['profile']} / {r['variant']}" for r in ran]
+    left = np.zeros(len(ran))
+    for s in STAGES[:-1]:
+        v = np.array([r["stages_ms"][s]["p50"] for r in ran])
+        ax.barh(labels, v, left=left, label=s)
+        left += v
+    for i, r in enumerate(ran):
+        ax.text(left[i], i, f"  p99 {r['stages_ms']['total']['p99']:.2f}", va="center", fontsize=8)
+    ax.set_xlabel("ms per request, p50 by stage (history 50 + query, MMR top-10)")
+    ax.set_title("genre bench: latency by profile and variant")
+    ax.legend(fontsize=7, ncol=3)
+    ax.set_xlim(0, left.max() * 1.35)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return True
+
+
+if __name__ == "__main__":  # the child process of run_child
+    res = child_main(json.loads(sys.argv[1]))
+    print("RESULT " + json.dumps(res))

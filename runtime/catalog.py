@@ -100,6 +100,8 @@ class Catalog:
         # rows of removed on-device items, reused by the next new item: months of add/remove churn
         # must not grow memory (a soak of 200k requests showed +6% RSS before this)
         self._free: list[int] = []
+        # rows whose embedding changed in place since the int8 scoring index was built
+        self.changed_rows: set[int] = set()
         self._category_index()
 
     def _category_index(self):
@@ -152,6 +154,7 @@ class Catalog:
             self.years[i] = item.year
             self.first_seen[i] = item.timestamp or self.first_seen[i]
             self.emb[i] = e
+            self.changed_rows.add(i)
             self.active[i] = True
             for c in item.categories:
                 if c not in self.cat_names:

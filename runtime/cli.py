@@ -431,20 +431,52 @@ def _limit_malloc_arenas(n: int = 2) -> None:
 
 @main.command()
 @bundle_opt
-@profile_opt
+@click.option("--profile", "profiles", multiple=True, default=["auto"], show_default=True, envvar="GENRE_PROFILE",
+              help="Profile name, a .toml path, 'auto' or 'all' (repeatable). Profiles for hardware this machine "
+                   "lacks are reported as skipped, with the reason.")
+@click.option("--all-variants", is_flag=True, help="Bench every encoder variant in the bundle, not just the profile's.")
 @click.option("--history-len", type=int, default=50, show_default=True)
-@click.option("--reps", type=int, default=300, show_default=True)
+@click.option("--reps", type=int, default=300, show_default=True, help="Requests per measurement after warm-up.")
+@click.option("--starts", type=int, default=3, show_default=True, help="Fresh processes for the cold-start median.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Write bench.jsonl, bench.md and bench.png here.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(bundle_path, profile, history_len, reps, as_json):
-    """Request latency on this machine (p50/p95/p99)."""
-    from .bench import latency_bench
+def bench(bundle_path, profiles, all_variants, history_len, reps, starts, out, as_json):
+    """Latency per stage (p50/p95/p99), throughput, cold start, memory and sizes on this machine."""
+    import tempfile
 
-    if not 1 <= reps <= 100000 or not 0 <= history_len <= 10000:
-        raise click.ClickException("--reps must be in 1..100000 and --history-len in 0..10000")
-    rec = _load(bundle_path, profile)
-    res = latency_bench(rec, history_len, reps)
-    emit(res, as_json, "\n".join(f"{k:<32} p50 {v['p50']:.3f} ms  p95 {v['p95']:.3f} ms  p99 {v['p99']:.3f} ms"
-                                 for k, v in res.items()))
+    from . import bench as B
+    from .machine import machine
+    from .profile import detect
+
+    if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50:
+        raise click.ClickException("--reps must be in 5..100000, --history-len in 0..10000, --starts in 1..50")
+    profiles = [detect().name if p == "auto" else p for p in profiles]
+    if "all" in profiles:
+        profiles = ["all"]
+    plans = run_api(B.plan, bundle_path, profiles, all_variants)
+    rows = [{"profile": p.profile, "skipped": True, "reason": p.reason} for p in plans if not p.runnable]
+    todo = [p for p in plans if p.runnable]
+    if not todo:
+        raise click.ClickException("no profile can run on this machine: " +
+                                   "; ".join(f"{r['profile']}: {r['reason']}" for r in rows))
+    mach = machine()
+    with tempfile.TemporaryDirectory() as cache, \
+            click.progressbar(todo, label="benchmarking", file=sys.stderr, show_pos=True,
+                              item_show_func=lambda p: p and f"{p.profile}/{p.variant}") as bar:
+        for p in bar:
+            rows.append(dict(run_api(B.bench_one, bundle_path, p, reps, history_len, starts, cache), machine=mach))
+    command = "genre " + " ".join(sys.argv[1:])
+    md = B.markdown(rows, mach, command)
+    if out:
+        from .fsutil import atomic_write_text
+
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "bench.jsonl", "".join(json.dumps(dict(r, command=command)) + "\n" for r in rows))
+        atomic_write_text(d / "bench.md", md)
+        B.chart(rows, d / "bench.png")
+    emit(rows, as_json, md)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,6 +56,9 @@ class DeviceProfile:
     max_batch: int = cfg.bounded(32, 1, 4096)
     max_tokens: int = cfg.bounded(32, 4, 512)
     memory_budget_mib: int = cfg.bounded(500, 16, 1 << 20)
+    # whole-catalog scoring: int8 index (pre-packed MatMulInteger) or numpy float32; auto = int8
+    # from 20k items on (see catalog_index.py for the measurements behind it)
+    catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8"))
     threads: Threads = field(default_factory=Threads)
     session: SessionSettings = field(default_factory=SessionSettings)
     providers: tuple[Provider, ...] = (Provider(),)

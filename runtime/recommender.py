@@ -14,6 +14,7 @@ import numpy as np
 
 from .bundle import Bundle, open_bundle
 from .catalog import Catalog, ItemInput, item_text
+from .catalog_index import CatalogScorer, top_n
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -71,6 +72,7 @@ class Recommender:
         self.rerank_top: int = int(sc.get("rerank_top", 200))
         self.sessions: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
+        self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -139,7 +141,13 @@ class Recommender:
         applied = catalog.load_updates(state / "catalog-updates.json")
         if applied["added"] or applied["removed"]:
             log.info("applied on-device catalog updates: %s", applied)
+        rec.rebuild_index()
         return rec
+
+    def rebuild_index(self) -> None:
+        """(Re)build the catalog scoring index (int8 for large catalogs; see catalog_index.py)."""
+        with self.catalog.lock:
+            self.catalog_scorer.build(self.catalog)
 
     # ------------------------------------------------------------------ API
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -251,8 +259,14 @@ class Recommender:
             if len(hist) == 0 and not query and strategy != "cf":
                 strategy, preset = "cf", dict(self.presets["cf"])  # nothing to personalise on: popularity
             t_req = time.perf_counter()
-            # --- encoder (query text, on device)
-            q = self.encoder.embed([query])[0] if query else None
+            # --- encoder (query text, on device): tokenizer, then the ONNX encoder
+            q = None
+            if query:
+                ids, amask = self.encoder.tokenize([query])
+                t_tok = time.perf_counter()
+                q = self.encoder.run(ids, amask)[0].astype(np.float32)
+            else:
+                t_tok = t_req
             t_enc = time.perf_counter()
             # --- user model
             hw = hist[-self.user_model.max_history :]
@@ -261,7 +275,7 @@ class Recommender:
                 u = q if len(hw) == 0 else (1 - qw) * u + qw * q
             t_user = time.perf_counter()
             # --- scorer: content + CF + popularity over the whole catalog
-            content = cat.emb @ u
+            content = self.catalog_scorer.scores(cat, u)
             cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
             scores = blend(content, cf, cat.pop, preset)
             mask = filters.mask(cat)
@@ -270,12 +284,10 @@ class Recommender:
             for sid in skips:
                 if sid in cat.index:
                     mask[cat.index[sid]] = False
-            cand = np.flatnonzero(mask)
-            if len(cand) == 0:
-                return Response([], strategy, unknown, _ms(t0, t_req, t_enc, t_user, time.perf_counter(), time.perf_counter()))
-            n_pool = min(len(cand), max(self.rerank_top, k))
-            sc = scores[cand]
-            pool = cand[np.argpartition(-sc, n_pool - 1)[:n_pool]] if n_pool < len(cand) else cand
+            if not mask.any():
+                return Response([], strategy, unknown,
+                                _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()))
+            pool = top_n(scores, mask, max(self.rerank_top, k))
             if self.head_session is not None:
                 scores = scores.copy()
                 scores[pool] = self._head(u, pool, cf, cat.pop)
@@ -290,7 +302,7 @@ class Recommender:
             if explain:
                 for rec, i in zip(items, picked):
                     rec.reasons = self._explain(int(i), hw, att, hist, q, qw, preset, cf)
-        return Response(items, strategy, unknown, _ms(t0, t_req, t_enc, t_user, t_score, t_rr))
+        return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr))
 
     # ------------------------------------------------------------------ internals
     def _head(self, u, pool, cf, pop):
@@ -368,8 +380,10 @@ def _recency(cfm: dict) -> dict:
     return {"half_life": float(hl), "floor": float(floor)}
 
 
-def _ms(t0, t_req, t_enc, t_user, t_score, t_rr) -> dict:
-    return {"request": (t_req - t0) * 1e3, "encode": (t_enc - t_req) * 1e3, "user_model": (t_user - t_enc) * 1e3,
+def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:
+    """Milliseconds per stage, in the order a request reads (``encode`` is the ONNX encoder alone)."""
+    return {"request": (t_req - t0) * 1e3, "tokenize": (t_tok - t_req) * 1e3, "encode": (t_enc - t_tok) * 1e3,
+            "user_model": (t_user - t_enc) * 1e3,
             "score": (t_score - t_user) * 1e3, "rerank": (t_rr - t_score) * 1e3,
             "total": (time.perf_counter() - t0) * 1e3}
 

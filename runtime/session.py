@@ -56,7 +56,11 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
     providers = providers_for(profile)
     cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
     if profile.session.optimized_model_cache and sha256 and cpu_only:
-        cached = cache_dir() / "ort" / f"{sha256[:24]}-ort{ort.__version__}-{profile.session.graph_optimization}.onnx"
+        # keyed by machine too: an optimized graph may hold kernels chosen for this CPU (shared home folders)
+        import platform
+
+        cached = cache_dir() / "ort" / (f"{sha256[:24]}-ort{ort.__version__}-{platform.machine()}-"
+                                        f"{profile.session.graph_optimization}.onnx")
         if cached.is_file():
             path = str(cached)
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

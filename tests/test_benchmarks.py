@@ -61,3 +61,95 @@ def test_teacher_table_joins_reports_and_refuses_another_split(tiny_bundle, tmp_
     p = subprocess.run([sys.executable, script, "--baselines", str(base), "--teacher", f"tiny={teacher}",
                         "--out", str(tmp_path / "t2")], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "different split" in p.stderr
+
+
+def test_genre_bench_all_profiles_runs_what_fits_and_skips_the_rest(tiny_bundle, tmp_path):
+    out = tmp_path / "b"
+    p = subprocess.run([sys.executable, "-m", "genre_edge.cli", "bench", "--bundle", str(tiny_bundle / "bundle"),
+                        "--profile", "all", "--all-variants", "--reps", "5", "--starts", "1", "--history-len", "5",
+                        "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    skipped = {r["profile"]: r["reason"] for r in rows if r.get("skipped")}
+    ran = [r for r in rows if not r.get("skipped")]
+    import platform
+
+    if platform.machine() == "x86_64":
+        assert "needs aarch64" in skipped["rpi4"] and "jetson-orin-nano" in skipped
+        assert {r["variant"] for r in ran if r["profile"] == "x86-avx512-vnni"} == {"fp32", "int8-avx512vnni"}
+    for r in ran:
+        st = r["stages_ms"]
+        assert set(st) == {"request", "tokenize", "encode", "user_model", "score", "rerank", "total"}
+        assert st["total"]["n"] == 5 and st["total"]["p50"] <= st["total"]["p99"]
+        assert st["encode"]["p50"] > 0 and st["total"]["p50"] >= st["encode"]["p50"]
+        assert r["cold_start"]["median"]["process_start_to_first_answer_s"] > r["cold_start"]["median"]["load_s"] > 0
+        assert r["rss_peak_mib"] >= r["cold_start"]["median"]["rss_after_load_mib"] > 0
+        assert r["sizes_bytes"]["bundle"] > r["sizes_bytes"]["encoder"] > 0
+        assert all(v["texts_per_s"] > 0 for v in r["throughput"]["embed_texts_per_s"].values())
+        assert r["machine"]["onnxruntime"] and len(r["bundle_sha256"]) == 16
+    assert len((out / "bench.jsonl").read_text().splitlines()) == len(rows)
+    md = (out / "bench.md").read_text()
+    assert "## Skipped here" in md and "| x86-avx512-vnni | int8-avx512vnni |" in md
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scale_curve_runs_on_a_small_catalog(tiny_bundle, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_curve.py"), "--bundle",
+                        str(tiny_bundle / "bundle"), "--sizes", "10,3000", "--history-at", "3000", "--reps", "5",
+                        "--name", "s", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "s.json").read_text())
+    n_real = res["n_real"]
+    assert [r["n"] for r in res["sizes"]] == [n_real, 3000]  # never below the bundle's own catalog
+    big = res["sizes"][1]
+    # 3000 noisy copies of 48 tiny-model items are full of near ties; the ml-100k run keeps 0.985-1.0
+    assert big["int8"]["int8_vs_fp32"]["top200_overlap"] > 0.7
+    assert set(big["history"]) == {"10", "50", "100", "200", "500"}
+    assert (tmp_path / "s.png").is_file() and "Where the time goes" in (tmp_path / "s.md").read_text()
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_curve.py"), "--bundle",
+                          str(tiny_bundle / "bundle"), "--sizes", "ten"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--sizes must be comma-separated integers" in bad.stderr
+
+
+def test_compare_runs_every_reference_on_the_tiny_models(tiny_bundle, tmp_path):
+    pytest.importorskip("fastembed")
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--teacher",
+                        str(tiny_bundle / "teacher"), "--student", str(tiny_bundle / "student"), "--bundle",
+                        str(tiny_bundle / "bundle"), "--reps", "16", "--name", "c", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "c.json").read_text())
+    names = [r["encoder"] for r in res["rows"]]
+    assert names[0].startswith("PyTorch") and any(n.startswith("fastembed") for n in names)
+    assert any("student int8" in n for n in names) and any("student fp32" in n for n in names)
+    rows = {n.split(" (")[0]: r for n, r in zip(names, res["rows"])}
+    # the same teacher graph through ORT and through fastembed gives the same vectors as PyTorch
+    assert rows["ONNX Runtime fp32 teacher"]["cos_to_torch_min"] > 0.9999
+    assert rows["fastembed 0.9"]["cos_to_torch_min"] > 0.9999
+    assert res["rows"][0]["speedup_b1"] == 1.0 and res["rows"][0]["ndcg_kept"] == 1.0
+    assert max(res["int8_peak_gmacs"].values()) > 0 and set(res["goals_met"]) == set(res["goals"])
+    assert (tmp_path / "c.png").is_file()
+
+
+def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_bundle, tmp_path):
+    """The parity check's logic, natively (CI has no emulator; `make test-arm64` runs QEMU)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arm64_parity
+
+    out = tmp_path / "p.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm64" / "probe.py"), str(tiny_bundle / "bundle"),
+                        "rpi4", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    ref = json.loads(out.read_text())
+    assert ref["profile"] == "rpi4" and set(ref["variants"]) == {"fp32", "int8-avx512vnni"}
+    same = arm64_parity.compare(ref, json.loads(out.read_text()))
+    assert all(v["ok"] for v in same.values())
+    bad = json.loads(out.read_text())
+    r0 = bad["variants"]["fp32"]["recs"][0]
+    r0["ids"] = r0["ids"][::-1]
+    bad["variants"]["int8-avx512vnni"]["embeddings"][0][0] += 0.5
+    got = arm64_parity.compare(ref, bad)
+    assert not got["fp32"]["ok"] and got["fp32"]["recs_ids_identical"] == got["fp32"]["recs"] - 1
+    assert not got["int8-avx512vnni"]["ok"] and got["int8-avx512vnni"]["emb_cos_min"] < 0.999
+    del bad["variants"]["fp32"]
+    assert arm64_parity.compare(ref, bad)["fp32"] == {"ok": False, "error": "variant missing under emulation"}

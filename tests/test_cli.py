@@ -42,5 +42,5 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0 and "unknown: nope" in r.output
     r = CliRunner().invoke(main, ["embed", "--bundle", b, "--json", "hello world"])
     assert r.exit_code == 0 and json.loads(r.output)["dim"] == 32
-    r = CliRunner().invoke(main, ["bench", "--bundle", b, "--reps", "5", "--history-len", "5", "--json"])
-    assert r.exit_code == 0 and "p99" in r.output
+    r = CliRunner().invoke(main, ["bench", "--bundle", b, "--profile", "nope", "--reps", "5"])
+    assert r.exit_code == 1 and "unknown profile 'nope'" in r.output

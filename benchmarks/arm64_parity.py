@@ -1,0 +1,159 @@
+"""arm64 parity: the runtime and a bundle's CPU variants under QEMU user emulation vs this machine.
+
+For each emulated core (Cortex-A72 = Raspberry Pi 4, Cortex-A76 = Raspberry Pi 5; never
+``-cpu max``, which offers every ISA extension and hides dispatch bugs), ``arm64/probe.py`` loads the
+bundle with that board's profile and records, for every CPU encoder variant: embeddings of fixed
+texts, and top-10 recommendations (ids and scores) for fixed histories, with and without a query,
+through both catalog-scoring paths (numpy float32 and the int8 MatMulInteger index). The same
+probe runs natively; embeddings and scores must agree within float tolerance, ids exactly.
+Timings under emulation mean nothing; correctness does.
+
+    python benchmarks/arm64_parity.py --bundle runs/quickstart/bundle     (make test-arm64)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge.machine import machine, machine_markdown
+
+log = logging.getLogger("arm64_parity")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CORES = {"cortex-a72": "rpi4", "cortex-a76": "rpi5"}
+COS_MIN = 0.999  # embeddings: cosine to the native result
+SCORE_TOL = 2e-3  # recommendation scores: absolute
+
+
+def runtime_tree(dst: Path) -> Path:
+    """The runtime as the arm64 Python imports it: genre_edge/ with its device profiles (no install)."""
+    pkg = dst / "genre_edge"
+    shutil.copytree(ROOT / "runtime", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "device_profiles", pkg / "device_profiles", ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def run_probe(cmd: list[str], env: dict, timeout: int = 1800) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise SystemExit(f"probe failed (exit {p.returncode}): {' '.join(cmd[:4])} ...\n{p.stderr[-3000:]}")
+    return time.perf_counter() - t
+
+
+def compare(ref: dict, got: dict) -> dict:
+    out = {}
+    for v, r in ref["variants"].items():
+        g = got["variants"].get(v)
+        if g is None:
+            out[v] = {"ok": False, "error": "variant missing under emulation"}
+            continue
+        a, b = np.asarray(r["embeddings"]), np.asarray(g["embeddings"])
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        ids_same = sum(x["ids"] == y["ids"] for x, y in zip(r["recs"], g["recs"]))
+        score_diff = max((float(np.abs(np.asarray(x["scores"]) - np.asarray(y["scores"])).max())
+                          for x, y in zip(r["recs"], g["recs"]) if x["ids"] == y["ids"] and x["scores"]), default=0.0)
+        out[v] = {"emb_max_abs_diff": float(np.abs(a - b).max()), "emb_cos_min": float(cos.min()),
+                  "recs_ids_identical": ids_same, "recs": len(r["recs"]), "score_max_abs_diff": score_diff}
+        out[v]["ok"] = bool(cos.min() >= COS_MIN and ids_same == len(r["recs"]) == len(g["recs"])
+                            and score_diff <= SCORE_TOL)
+    return out
+
+
+def markdown(res: dict) -> str:
+    L = ["# arm64 parity under QEMU user emulation", "", "Host: " + machine_markdown(res["machine"]), "",
+         f"Command: `{res['command']}`", "",
+         f"Emulator: {res['qemu']}; arm64 Python {res['arm_python']}, onnxruntime {res['arm_onnxruntime']} "
+         "(aarch64 wheels, same versions as the host). Bundle "
+         f"`{res['bundle']}`. Pass: embedding cosine >= {COS_MIN}, top-10 ids identical, scores within "
+         f"{SCORE_TOL}. {res['n_recs']} recommendation lists per variant (3 histories, with and without a query, "
+         "numpy float32 and int8-index catalog scoring).", "",
+         "| core (profile) | variant | emb max abs diff | emb cos min | top-10 ids identical | score max abs diff | "
+         "pass | emulated run s |", "|---|---|---|---|---|---|---|---|"]
+    for core, r in res["cores"].items():
+        for v, c in r["variants"].items():
+            if "error" in c:
+                L.append(f"| {core} ({r['profile']}) | {v} | - | - | - | - | **no**: {c['error']} | |")
+                continue
+            L.append(f"| {core} ({r['profile']}) | {v} | {c['emb_max_abs_diff']:.2e} | {c['emb_cos_min']:.6f} | "
+                     f"{c['recs_ids_identical']}/{c['recs']} | {c['score_max_abs_diff']:.2e} | "
+                     f"{'yes' if c['ok'] else '**no**'} | {r['seconds']:.0f} |")
+    L += ["", f"Overall: {'PASS' if res['ok'] else 'FAIL'}.", ""]
+    return "\n".join(L)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--env", default=os.environ.get("GENRE_ARM64_DIR", str(Path.home() / ".cache/genre-edge/arm64")),
+                    help="emulation environment folder (made by arm64/setup.sh)")
+    ap.add_argument("--cores", default=",".join(CORES), help=f"QEMU -cpu models: {', '.join(CORES)}")
+    ap.add_argument("--no-setup", action="store_true", help="do not run arm64/setup.sh first")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--out", default=str(HERE / "results"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cores = [c.strip() for c in a.cores.split(",") if c.strip()]
+    bad = [c for c in cores if c not in CORES]
+    if bad or not cores:
+        ap.error(f"--cores: unknown {bad}; choose from {', '.join(CORES)} (never 'max': it hides ISA bugs)")
+    if not (Path(a.bundle) / "manifest.json").is_file():
+        ap.error(f"--bundle {a.bundle}: no manifest.json there (make demo builds runs/quickstart/bundle)")
+    env_dir = Path(a.env)
+    if not a.no_setup:
+        subprocess.run(["bash", str(HERE / "arm64" / "setup.sh"), str(env_dir), sys.executable], check=True)
+    qemu = env_dir / "qemu" / "usr" / "bin" / "qemu-aarch64"
+    py = env_dir / "root" / "usr" / "bin" / "python3.11"
+    if not qemu.is_file() or not py.is_file():
+        raise SystemExit(f"{env_dir}: no emulation environment; run benchmarks/arm64/setup.sh {env_dir}")
+    bundle = str(Path(a.bundle).resolve())
+    probe = str(HERE / "arm64" / "probe.py")
+    res = {"machine": machine(), "bundle": Path(bundle).name, "cores": {}, "command": "python benchmarks/arm64_parity.py "
+           + " ".join(argv if argv is not None else sys.argv[1:]),
+           "qemu": subprocess.run([str(qemu), "--version"], capture_output=True, text=True).stdout.splitlines()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = runtime_tree(tmp / "src")
+        base_env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        for core in cores:
+            profile = CORES[core]
+            log.info("native reference, profile %s ...", profile)
+            ref_p = tmp / f"ref-{profile}.json"
+            run_probe([sys.executable, probe, bundle, profile, str(ref_p)],
+                      dict(base_env, GENRE_CACHE_DIR=str(tmp / "cache-native")))
+            log.info("qemu-aarch64 -cpu %s, profile %s ...", core, profile)
+            arm_p = tmp / f"arm-{core}.json"
+            arm_env = dict(base_env, PYTHONPATH=f"{src}:{env_dir / 'site'}", GENRE_CACHE_DIR=str(tmp / f"cache-{core}"),
+                           PYTHONNOUSERSITE="1")
+            secs = run_probe([str(qemu), "-cpu", core, "-L", str(env_dir / "root"), str(py), probe, bundle, profile,
+                              str(arm_p)], arm_env)
+            ref, got = json.loads(ref_p.read_text()), json.loads(arm_p.read_text())
+            if got["machine"] != "aarch64":
+                raise SystemExit(f"the emulated probe reports machine {got['machine']!r}, not aarch64")
+            res["arm_python"], res["arm_onnxruntime"] = got["python"], got["onnxruntime"]
+            res["n_recs"] = len(next(iter(ref["variants"].values()))["recs"])
+            res["cores"][core] = {"profile": profile, "seconds": secs, "variants": compare(ref, got)}
+    res["ok"] = all(c["ok"] for r in res["cores"].values() for c in r["variants"].values())
+    name = a.name or f"arm64-parity-{Path(bundle).name}"
+    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{name}.json", res)
+    atomic_write_text(out / f"{name}.md", markdown(res))
+    print(markdown(res))
+    return 0 if res["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""Scale curve: request latency and memory as the catalog grows (1k -> 1M items) and as history grows.
+
+Synthetic item vectors (real catalog rows plus noise, re-normalised) are added to a real bundle's
+catalog in memory; every catalog size runs in a fresh process (one thread) so RSS is its own.
+Both catalog-scoring approaches are timed: numpy float32 (``catalog_scoring = "fp32"``) and the
+int8 index (pre-packed MatMulInteger, ``"int8"``), with the pieces of a request timed apart so
+the table says where time goes.
+
+    python benchmarks/scale_curve.py --bundle runs/full/bundle
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge.machine import machine, machine_markdown
+
+log = logging.getLogger("scale_curve")
+SIZES = (1_000, 10_000, 100_000, 1_000_000)
+HISTORIES = (10, 50, 100, 200, 500)
+TARGETS_MS = {100_000: 5.0, 1_000_000: 50.0}  # end-to-end p50, one thread (issue 6)
+
+
+def _p(ms):
+    a = np.asarray(ms)
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99))}
+
+
+def _time(fn, reps, warmup=5):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return _p(out)
+
+
+def _rss(key="VmRSS"):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def grow(rec, n: int, seed: int = 0) -> None:
+    """Replace ``rec``'s catalog with ``n`` items: the real ones first, then synthetic neighbours of them.
+
+    A catalog never shrinks below the bundle's (removed items are masked, and the CF tables index
+    them), so sizes below it run on the real catalog alone."""
+    from genre_edge.catalog import Catalog
+
+    c = rec.catalog
+    n = max(n, c.n_bundle)
+    real = c.n_bundle
+    extra = n - real
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, c.n_bundle, size=extra)
+    emb = np.empty((n, c.emb.shape[1]), np.float32)
+    emb[:real] = c.emb[:real]
+    for a in range(0, extra, 100_000):  # in blocks: a 1M x 384 noise matrix at once would double peak RSS
+        b = min(extra, a + 100_000)
+        e = c.emb[src[a:b]] + rng.standard_normal((b - a, emb.shape[1]), np.float32) * 0.03
+        emb[real + a: real + b] = e / np.linalg.norm(e, axis=1, keepdims=True)
+    pick = np.concatenate([np.arange(real), src]).astype(np.int64)
+    ids = c.ids[:real] + [f"syn{i}" for i in range(extra)]
+    rec.catalog = Catalog(ids, [c.titles[i] for i in pick], [c.categories[i] for i in pick], c.years[pick],
+                          c.first_seen[pick], emb, c.pop[pick] * 0.5)
+
+
+def child(args: dict) -> dict:
+    from genre_edge.catalog_index import CatalogScorer, top_n
+    from genre_edge.recommender import Recommender
+    from genre_edge.rerank import Filters, Rerank, rerank
+    from genre_edge.scorer import blend
+
+    n, reps = args["n"], args["reps"]
+    rec = Recommender.load(args["bundle"], args["profile"])
+    rss0 = _rss()
+    grow(rec, n)
+    cat = rec.catalog
+    n = len(cat.ids)
+    rss_catalog = _rss()
+    rng = np.random.default_rng(1)
+    real_ids = cat.ids[: cat.n_bundle]
+    hist = list(rng.choice(real_ids, size=min(50, len(real_ids)), replace=False))
+    out = {"n": n, "rss_bundle_mib": rss0, "rss_catalog_mib": rss_catalog}
+    for mode in ("fp32", "int8"):
+        rec.catalog_scorer = CatalogScorer(mode, 1)
+        t = time.perf_counter()
+        rec.rebuild_index()
+        build_s = time.perf_counter() - t
+        r = {"index_build_s": build_s, "rss_after_index_mib": _rss()}
+        r["recommend_ms"] = _time(lambda: rec.recommend(hist, k=10, mmr_lambda=0.7), reps)
+        r["recommend_query_ms"] = _time(lambda: rec.recommend(hist, query="a dark thriller", k=10, mmr_lambda=0.7),
+                                        reps)
+        # the pieces, timed apart (same order as a request)
+        hidx = np.array([cat.index[h] for h in hist], np.int64)
+        u, _ = rec.user_model(cat.emb[hidx])
+        preset = rec.presets["hybrid"]
+        r["content_ms"] = _time(lambda: rec.catalog_scorer.scores(cat, u), reps)
+        content = rec.catalog_scorer.scores(cat, u)
+        r["cf_ms"] = _time(lambda: rec.cf.scores(hidx, len(cat.ids)), reps)
+        cf = rec.cf.scores(hidx, len(cat.ids))
+        r["blend_mask_ms"] = _time(lambda: (blend(content, cf, cat.pop, preset), Filters().mask(cat)), reps)
+        scores, mask = blend(content, cf, cat.pop, preset), Filters().mask(cat)
+        r["topk_blocked_ms"] = _time(lambda: top_n(scores, mask, 200), reps)
+        kth = min(200, int(mask.sum())) - 1
+        r["topk_argpartition_ms"] = _time(lambda: np.argpartition(-scores[np.flatnonzero(mask)], kth)[: kth + 1], reps)
+        pool = top_n(scores, mask, 200)
+        pool = pool[np.argsort(-scores[pool])]
+        r["rerank_mmr_ms"] = _time(lambda: rerank(scores, pool, cat, Rerank(mmr_lambda=0.7), 10), reps)
+        if mode == "int8":
+            ref = cat.emb @ u
+            r["int8_vs_fp32"] = {"max_abs_diff": float(np.abs(content - ref).max()),
+                                 "top200_overlap": len(set(np.argsort(-content)[:200]) & set(np.argsort(-ref)[:200]))
+                                 / 200.0}
+        out[mode] = r
+    if args.get("histories"):
+        rec.catalog_scorer = CatalogScorer("auto", 1)
+        rec.rebuild_index()
+        hl = {}
+        for h in HISTORIES:
+            hh = list(rng.choice(real_ids, size=min(h, len(real_ids)), replace=False))
+            while len(hh) < h:  # longer than the real catalog: repeat (re-watches), as a long log would
+                hh += hh[: h - len(hh)]
+            stages = {s: [] for s in ("user_model", "score", "rerank", "total")}
+            for i in range(reps + 5):
+                resp = rec.recommend(hh, k=10, mmr_lambda=0.7)
+                if i >= 5:
+                    for s in stages:
+                        stages[s].append(resp.timings_ms[s])
+            hl[str(h)] = {s: _p(v) for s, v in stages.items()}
+        out["history"] = hl
+    out["rss_peak_mib"] = _rss("VmHWM")
+    return out
+
+
+def run_child(args: dict) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)], env=env, capture_output=True,
+                       text=True, timeout=3600)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        raise SystemExit(f"scale child failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def markdown(res: dict) -> str:
+    L = ["# Scale curve: catalog size and history length", "", machine_markdown(res["machine"]), "",
+         f"Command: `{res['command']}`", "",
+         f"Bundle `{res['bundle']}` ({res['n_real']} real items; the rest are synthetic neighbours of them), profile "
+         f"`{res['profile']}`, one thread, history 50, MMR top-10 over a 200-item pool; p50 ms of {res['reps']} "
+         "requests after warm-up, each size in a fresh process.", "",
+         "## End to end (p50 ms) and memory", "",
+         "| items | fp32 p50 | fp32 p99 | **int8 index p50** | int8 p99 | + query (int8) | target | index build s | "
+         "RSS catalog MiB | RSS with index MiB | int8 top-200 overlap |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        f, i = r["fp32"], r["int8"]
+        tgt = TARGETS_MS.get(r["n"])
+        met = "" if tgt is None else (f"< {tgt:g} ({'met' if i['recommend_ms']['p50'] < tgt else '**missed**'})")
+        L.append(f"| {r['n']:,} | {f['recommend_ms']['p50']:.3f} | {f['recommend_ms']['p99']:.3f} | "
+                 f"**{i['recommend_ms']['p50']:.3f}** | {i['recommend_ms']['p99']:.3f} | "
+                 f"{i['recommend_query_ms']['p50']:.3f} | {met} | {i['index_build_s']:.2f} | "
+                 f"{r['rss_catalog_mib']:.0f} | {i['rss_after_index_mib']:.0f} | "
+                 f"{i['int8_vs_fp32']['top200_overlap']:.3f} |")
+    L += ["", "## Where the time goes (p50 ms per piece)", "",
+          "| items | content fp32 | content int8 | CF | blend + filters | top-200 argpartition | top-200 blocked | "
+          "MMR re-rank |", "|---|---|---|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        f, i = r["fp32"], r["int8"]
+        L.append(f"| {r['n']:,} | {f['content_ms']['p50']:.3f} | {i['content_ms']['p50']:.3f} | "
+                 f"{i['cf_ms']['p50']:.3f} | {i['blend_mask_ms']['p50']:.3f} | {i['topk_argpartition_ms']['p50']:.3f} | "
+                 f"{i['topk_blocked_ms']['p50']:.3f} | {i['rerank_mmr_ms']['p50']:.3f} |")
+    for r in res["sizes"]:
+        if "history" in r:
+            L += ["", f"## History length ({r['n']:,} items, catalog scoring auto; p50 ms)", "",
+                  "| history | user model | score (content + CF + top-k) | re-rank | total | total p99 |",
+                  "|---|---|---|---|---|---|"]
+            for h, v in r["history"].items():
+                L.append(f"| {h} | {v['user_model']['p50']:.3f} | {v['score']['p50']:.3f} | {v['rerank']['p50']:.3f} | "
+                         f"{v['total']['p50']:.3f} | {v['total']['p99']:.3f} |")
+    return "\n".join(L + [""] + res.get("findings", []) + [""])
+
+
+def chart(res: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib missing: no PNG")
+        return
+    import io
+
+    from genre_edge.fsutil import atomic_write_bytes
+
+    ns = [r["n"] for r in res["sizes"]]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for mode, lab in (("fp32", "numpy float32"), ("int8", "int8 index (MatMulInteger)")):
+        a1.plot(ns, [r[mode]["recommend_ms"]["p50"] for r in res["sizes"]], "o-", label=f"{lab} p50")
+    for n, t in TARGETS_MS.items():
+        a1.plot([n], [t], "r_", markersize=18)
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel("catalog items")
+    a1.set_ylabel("ms per request (1 thread)")
+    a1.set_title("catalog size (red: target)")
+    a1.legend(fontsize=8)
+    hist = next((r for r in res["sizes"] if "history" in r), None)
+    if hist:
+        hs = [int(h) for h in hist["history"]]
+        for s in ("user_model", "score", "rerank", "total"):
+            a2.plot(hs, [hist["history"][str(h)][s]["p50"] for h in hs], "o-", label=s)
+        a2.set_xlabel("history length")
+        a2.set_title(f"history length ({hist['n']:,} items)")
+        a2.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--child":
+        print("RESULT " + json.dumps(child(json.loads(sys.argv[2]))))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--profile", default="x86-avx512-vnni")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    ap.add_argument("--history-at", type=int, default=100_000, help="catalog size of the history curve")
+    ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        sizes = [int(s) for s in a.sizes.split(",")]
+    except ValueError:
+        ap.error(f"--sizes must be comma-separated integers, got {a.sizes!r}")
+    if not sizes or min(sizes) < 10 or max(sizes) > 5_000_000 or a.reps < 5:
+        ap.error("--sizes must be in 10..5000000 and --reps >= 5")
+    if not (Path(a.bundle) / "manifest.json").is_file():
+        ap.error(f"--bundle {a.bundle}: no manifest.json there")
+    rows = []
+    for n in sizes:
+        log.info("catalog %d items ...", n)
+        rows.append(run_child({"bundle": a.bundle, "profile": a.profile, "n": n, "reps": a.reps,
+                               "histories": n == a.history_at}))
+    from genre_edge.bundle import open_bundle
+
+    res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": a.profile, "reps": a.reps,
+           "n_real": len(open_bundle(a.bundle, verify=False).load_json(
+               open_bundle(a.bundle, verify=False).manifest["catalog"]["items"])["ids"]),
+           "sizes": rows, "command": "python benchmarks/scale_curve.py " + " ".join(
+               argv if argv is not None else sys.argv[1:])}
+    name = a.name or f"scale-{res['bundle']}-{a.profile}"
+    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{name}.json", res)
+    atomic_write_text(out / f"{name}.md", markdown(res))
+    chart(res, out / f"{name}.png")
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

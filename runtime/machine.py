@@ -1,0 +1,59 @@
+"""What machine and software produced a benchmark number (recorded with every result)."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+# The checkout this runtime was imported from (an editable install); elsewhere git says "unknown".
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp", "sve")
+
+
+def git_sha() -> str:
+    """HEAD of the checkout, with ``-dirty`` when tracked files differ (so numbers can be traced)."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown", []
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and model == "unknown":
+            model = val.strip()
+        elif key in ("flags", "features"):
+            flags.update(val.split())
+    return model, sorted(f for f in FLAGS_OF_INTEREST if f in flags)
+
+
+def machine() -> dict:
+    """CPU, flags, cores, library versions, git sha and time of the run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    model, flags = cpu_model_and_flags()
+    return {
+        "cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "arch": platform.machine(),
+        "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "onnxruntime": ort.__version__, "git": git_sha(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def machine_markdown(m: dict) -> str:
+    return (f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}); "
+            f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, Python {m['python']}; git {m['git']}; {m['date']}.")

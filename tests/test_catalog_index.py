@@ -1,0 +1,119 @@
+"""The int8 catalog index and the blocked top-k: parity with float32 numpy and brute force."""
+import numpy as np
+import pytest
+
+from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n
+
+
+def unit_rows(n, d=48, seed=0):
+    e = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def test_hand_written_onnx_model_is_valid_onnx():
+    onnx = pytest.importorskip("onnx")  # the runtime writes the protobuf itself; the onnx package checks it
+    q, s = quantize_rows(unit_rows(30))
+    m = onnx.load_from_string(int8_scoring_model(q, s))
+    onnx.checker.check_model(m, full_check=True)
+    assert [n.op_type for n in m.graph.node] == ["MatMulInteger", "Cast", "Mul", "Mul"]
+    got = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert np.array_equal(got["catalog_t"], q.T) and np.array_equal(got["scales"], s)
+
+
+@pytest.mark.parametrize("n", [1, 257, 5000])
+def test_int8_index_matches_float32_scores(n):
+    e = unit_rows(n, seed=n)
+    u = e[: min(n, 20)].mean(0)
+    got, ref = Int8Index(e).scores(u), e @ u
+    assert got.shape == (n,) and got.dtype == np.float32
+    assert np.abs(got - ref).max() < 0.01  # two int8 roundings of unit vectors
+    if n > 10:
+        assert len(set(np.argsort(-got)[:10]) & set(np.argsort(-ref)[:10])) >= 9
+
+
+def test_int8_index_handles_a_zero_query_and_zero_rows():
+    e = unit_rows(50)
+    e[3] = 0
+    ix = Int8Index(e)
+    assert np.all(ix.scores(np.zeros(48, np.float32)) == 0)
+    assert ix.scores(e[0])[3] == 0
+
+
+class FakeCatalog:
+    def __init__(self, emb):
+        self.emb = emb
+        self.changed_rows = set()
+
+
+def test_scorer_uses_float32_for_rows_changed_or_added_after_the_index():
+    cat = FakeCatalog(unit_rows(300))
+    sc = CatalogScorer("int8")
+    sc.build(cat)
+    assert sc.index is not None and sc.index.n == 300
+    cat.emb = np.vstack([cat.emb, unit_rows(5, seed=9)])  # added on device
+    cat.emb[7] = -cat.emb[7]  # updated in place
+    cat.changed_rows.add(7)
+    u = cat.emb[:10].mean(0)
+    got = sc.scores(cat, u)
+    ref = cat.emb @ u
+    assert got.shape == (305,)
+    assert np.allclose(got[300:], ref[300:], atol=1e-6) and abs(got[7] - ref[7]) < 1e-6
+    assert np.abs(got - ref).max() < 0.01
+
+
+def test_auto_mode_builds_an_index_only_for_large_catalogs():
+    small, big = FakeCatalog(unit_rows(100)), FakeCatalog(unit_rows(20000, d=8))
+    s1, s2 = CatalogScorer("auto"), CatalogScorer("auto")
+    s1.build(small)
+    s2.build(big)
+    assert s1.index is None and s2.index is not None
+    assert np.allclose(s1.scores(small, small.emb[0]), small.emb @ small.emb[0])
+    with pytest.raises(ValueError, match="auto, fp32, int8"):
+        CatalogScorer("fp16")
+
+
+@pytest.mark.parametrize("n,k,block", [(100000, 200, None), (5000, 200, None), (1000, 10, 16), (50, 200, None),
+                                       (20000, 1, None)])
+def test_top_n_equals_brute_force_under_a_mask(n, k, block):
+    rng = np.random.default_rng(n + k)
+    s = rng.standard_normal(n).astype(np.float32)
+    s[rng.integers(0, n, n // 10)] = 0.5  # ties
+    mask = rng.random(n) > 0.3
+    got = top_n(s, mask, k, block)
+    cand = np.flatnonzero(mask)
+    kk = min(k, len(cand))
+    assert len(got) == kk == len(set(got.tolist())) and mask[got].all()
+    kth = np.sort(s[cand])[::-1][kk - 1]
+    assert s[got].min() >= kth  # nothing better was left out (ties may pick either)
+    assert np.isclose(np.sort(s[got]).sum(), np.sort(s[cand])[::-1][:kk].sum())
+
+
+def test_top_n_with_nothing_allowed_or_infinite_scores():
+    s = np.arange(10, dtype=np.float32)
+    assert len(top_n(s, np.zeros(10, bool), 5)) == 0
+    s2 = np.full(100000, -np.inf, np.float32)
+    s2[[5, 99999]] = 1.0
+    m = np.ones(100000, bool)
+    assert set(top_n(s2, m, 2).tolist()) == {5, 99999}
+    assert len(top_n(s2, m, 300)) == 300  # -inf scores still count as candidates
+
+
+def test_recommender_int8_scoring_agrees_with_float32(tiny_bundle, tmp_path):
+    from genre_edge.recommender import Recommender
+
+    b = tiny_bundle / "bundle"
+    rec = Recommender.load(b, "x86-avx512-vnni", state_dir=tmp_path)
+    ids = rec.catalog.ids
+    ref = [rec.recommend(ids[i: i + 6], k=5).items for i in range(0, 30, 6)]
+    rec.catalog_scorer = CatalogScorer("int8")
+    rec.rebuild_index()
+    assert rec.catalog_scorer.index is not None
+    for i, want in zip(range(0, 30, 6), ref):
+        got = rec.recommend(ids[i: i + 6], k=5).items
+        assert len({r.id for r in got} & {r.id for r in want}) >= 4
+        assert abs(got[0].score - want[0].score) < 0.05
+    # an item updated in place is scored from its new embedding at once
+    rec.add_items([{"id": ids[0], "title": "Completely different", "categories": ["Comedy"], "year": 1999}])
+    assert 0 in rec.catalog.changed_rows
+    u = rec.catalog.emb[1]
+    assert abs(rec.catalog_scorer.scores(rec.catalog, u)[0] - float(rec.catalog.emb[0] @ u)) < 1e-6
