@@ -216,3 +216,58 @@ def recommend_torch(model_dir, user, history, k, as_json):
     del u
     emit(out, as_json, "\n".join(f"{n:>3}. {o['title']}  score {o['score']:.3f}  because: {'; '.join(o['because'])}"
                                  for n, o in enumerate(out, 1)))
+
+
+@click.command("ab")
+@click.option("--a", "arm_a", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Arm A: a bundle folder or a trained model folder.")
+@click.option("--b", "arm_b", required=True, type=click.Path(file_okay=False, exists=True), help="Arm B: likewise.")
+@click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
+              help="Training TOML or packaged name whose [data] and [split] define the held-out users.")
+@click.option("--data", default=None, help="Data set name or path (default: the config's [data] source).")
+@click.option("--which", type=click.Choice(["test", "valid", "cold", "cold_valid"]), default="test", show_default=True)
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100000), default=2000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write ab.json and ab.md here.")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, out_dir, data_dir, as_json):
+    """Offline A/B replay: metrics of A and B on the same users, B - A with a bootstrap CI,
+    a paired permutation test and per-user wins/losses."""
+    from .ab import markdown, replay
+
+    res = run_api(replay, arm_a, arm_b, config_path, data_dir, data, which, n_boot=n_boot, seed=seed)
+    md = markdown(res)
+    if out_dir:
+        from genre_edge.fsutil import atomic_write_json, atomic_write_text
+
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(d / "ab.json", res)
+        atomic_write_text(d / "ab.md", md)
+    emit(res, as_json, md)
+
+
+@click.group("augment")
+def augment():
+    """Enrich a data set (LLM item descriptions, user profiles, synthetic items)."""
+
+
+@augment.command("llm")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="Enrichment TOML: [data], [backend], [tasks] (see export/configs/enrich-*.toml).")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many per task (overrides).")
+@click.option("--json", "as_json", is_flag=True)
+def augment_llm(config_path, data_dir, limit, as_json):
+    """Generate LLM enrichment as versioned, resumable JSONL next to the data (cached, validated)."""
+    from genre_edge import config as cfgmod
+
+    from .llm import EnrichConfig, enrich
+
+    over = {"tasks": {"limit": limit}} if limit is not None else None
+    conf = run_api(cfgmod.load, EnrichConfig, config_path, over)
+    res = run_api(enrich, conf, data_dir, progress=not as_json)
+    emit(res, as_json, "\n".join([f"model {res['model']}, written to {res['out']}"] +
+                                 [f"{t}: {s}" for t, s in res["tasks"].items()]))

@@ -33,12 +33,36 @@ def default_encoder_path() -> Path:
 
 
 def encoder_path(conf: Config) -> Path:
+    if conf.train.init_from:  # transfer: the source model's (fine-tuned) encoder
+        src = Path(conf.train.init_from)
+        if not (src / "encoder" / "config.json").is_file() or not (src / "recommender.safetensors").is_file():
+            raise ConfigError(f"train.init_from: {src} is not a trained model folder (genre train output)")
+        return src / "encoder"
     p = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
     if not (p / "config.json").is_file():
         raise ConfigError(f"encoder.path: {p} is not a Hugging Face model folder (no config.json)")
     if not (p / "tokenizer.json").is_file():
         raise ConfigError(f"encoder.path: {p} has no tokenizer.json (a fast tokenizer file is required)")
     return p
+
+
+def domain(dataset, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()):
+    """Items with any category of ``include`` (empty: all) and none of ``exclude`` (a domain)."""
+    if not include and not exclude:
+        return dataset
+    cats = dataset.items.categories
+    known = sorted({c for cs in cats for c in cs})
+    bad = [c for c in (*include, *exclude) if c not in known]
+    if bad:
+        raise ConfigError(f"data.include_categories / exclude_categories: unknown categor{'ies' if len(bad) > 1 else 'y'} "
+                          f"{', '.join(map(repr, bad))}; this data set has: {', '.join(known)}")
+    keep = np.array([(not include or any(c in include for c in cs)) and not any(c in exclude for c in cs)
+                     for cs in cats])
+    if not keep.any():
+        raise ConfigError("data.include_categories / exclude_categories leave no items")
+    name = dataset.name + "[" + "+".join(include) + ("-" + "-".join(exclude) if exclude else "") + "]"
+    log.info("domain %s: %d of %d items", name, int(keep.sum()), len(keep))
+    return dataset.subset_items(keep, name)
 
 
 class Prepared:
@@ -54,11 +78,21 @@ class Prepared:
             src = conf.data.source
             path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
             dataset = load_dataset(path, conf.data.format, conf.data.threshold)
+        dataset = domain(dataset, conf.data.include_categories, conf.data.exclude_categories)
+        if conf.data.enrichment:
+            from .llm import load_item_enrichment
+
+            dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
         self.data = dataset
         self.split = make_split(dataset, conf.split)
         self.hist = self.split.train_histories()
         n = dataset.n_items
-        counts = np.bincount(self.split.train.item[self.split.train.label == 1], minlength=n).astype(np.float64)
+        pos = np.flatnonzero(self.split.train.label == 1)
+        cap = conf.train.max_train_positives
+        # few-shot: the training examples (and popularity) come from a fixed sample of the positives
+        self.learn_rows = np.sort(np.random.default_rng(conf.train.seed + 1).choice(pos, size=min(cap, len(pos)),
+                                                                                       replace=False)) if cap else pos
+        counts = np.bincount(self.split.train.item[self.learn_rows], minlength=n).astype(np.float64)
         self.pop = (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)).astype(np.float32)
         self.warm_pool = np.flatnonzero(counts > 0).astype(np.int64)
         self._impressions()
@@ -198,20 +232,57 @@ class Trainer:
         from .text import item_texts, tokenize
 
         self.texts = item_texts(self.prep.data.items, conf.encoder.template)
-        self.ids, self.mask = tokenize(self.enc_path / "tokenizer.json", self.texts, conf.encoder.max_tokens)
+        # augmented renderings (export/augment.py): rows N..N*(V+1) of the token and bottom-layer caches
+        from .augment import augmented_texts
+
+        self.aug_texts = augmented_texts(self.prep.data.items, conf.encoder.template, conf.augment)
+        n = len(self.texts)
+        ids, mask = tokenize(self.enc_path / "tokenizer.json", self.texts + [t for v in self.aug_texts for t in v],
+                             conf.encoder.max_tokens)
+        self.ids, self.mask = ids[:n], mask[:n]
+        self.ids_all, self.mask_all = ids, mask
+        if self.aug_texts:
+            log.info("augmentation: %d variants per item, shown for %.0f%% of training examples (e.g. %r)",
+                     len(self.aug_texts), 100 * conf.augment.prob, self.aug_texts[0][0])
         self.tower, self.rec = build(conf, self.prep, self.enc_path)
+        if conf.train.init_from:
+            self._init_from(Path(conf.train.init_from))
         from genre_edge.evaluate import category_features
 
         self.feats = category_features(self.prep.data.items.categories)
+
+    def _init_from(self, src: Path) -> None:
+        """Transfer: the source model's adapter, user model and head (its encoder is already loaded);
+        the CF part and popularity stay this data set's."""
+        from safetensors.torch import load_file
+
+        from .train_config import load_config
+
+        sc = load_config(src / "config.toml")
+        for part in ("user_model", "head"):
+            if getattr(sc, part).kind != getattr(self.conf, part).kind:
+                raise ConfigError(f"train.init_from: the source's {part} is {getattr(sc, part).kind!r}, this config's "
+                                  f"{getattr(self.conf, part).kind!r}; they must match to carry weights over")
+        st = load_file(str(src / "recommender.safetensors"))
+        tower = {k[len("tower."):]: v for k, v in st.items() if k.startswith("tower.adapter.")}
+        rec = {k[len("rec."):]: v for k, v in st.items() if k.startswith("rec.user_model.") or k.startswith("rec.head.")}
+        try:
+            self.tower.load_state_dict(tower, strict=False)
+            missing, unexpected = self.rec.load_state_dict(rec, strict=False)
+        except RuntimeError as exc:
+            raise ConfigError(f"train.init_from: {src} has weights of other shapes ({exc})") from None
+        if unexpected:
+            raise ConfigError(f"train.init_from: unexpected weights {unexpected[:3]}")
+        log.info("transfer: started from %s (%d tower and %d user-model/head tensors)", src, len(tower), len(rec))
 
     # --------------------------------------------------------------- item encoding
     def _bottom_cache(self):
         torch = self.torch
         self.tower.eval()
         hs = []
-        for a in range(0, len(self.ids), 256):
-            ids = torch.as_tensor(self.ids[a : a + 256])
-            m = torch.as_tensor(self.mask[a : a + 256])
+        for a in range(0, len(self.ids_all), 256):
+            ids = torch.as_tensor(self.ids_all[a : a + 256])
+            m = torch.as_tensor(self.mask_all[a : a + 256])
             if self.tower.n_top == 0:
                 from .models import pool
 
@@ -220,10 +291,16 @@ class Trainer:
             else:
                 hs.append(self.tower.bottom(ids, m))
         self.bottom = torch.cat(hs)
-        self.tmask = torch.as_tensor(self.mask)
+        self.tmask = torch.as_tensor(self.mask_all)
 
     def encode(self, idx, grad: bool):
+        """Item embeddings; while training (``grad``) a ``augment.prob`` share of items read one of
+        their augmented texts instead of the real one."""
         torch = self.torch
+        if grad and self.aug_texts:
+            idx = np.asarray(idx, np.int64)
+            v = self.rng.integers(1, len(self.aug_texts) + 1, len(idx))
+            idx = np.where(self.rng.random(len(idx)) < self.conf.augment.prob, idx + v * len(self.texts), idx)
         idx = torch.as_tensor(idx)
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
@@ -420,7 +497,7 @@ class Trainer:
     # --------------------------------------------------------------- training
     def _batches(self):
         tr = self.prep.split.train
-        pos = tr.label == 1
+        pos = self.prep.learn_rows
         users, items, times = tr.user[pos].astype(np.int64), tr.item[pos].astype(np.int64), tr.time[pos]
         order = self.rng.permutation(len(users))
         B = self.conf.train.batch_size
@@ -518,6 +595,9 @@ class Trainer:
                                                sp, w, item_features=self.feats)
                                    for w in ("valid", "test", "cold", "cold_valid")}}
             log.info("zero-shot valid ndcg@10 %.4f", state["zero_shot"]["valid"].get("ndcg@10", 0))
+            if conf.train.init_from:  # the transferred model as it is, before any target training
+                state["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
+        tower_params = [p for p in self.tower.parameters() if p.requires_grad]
         n = self.prep.data.n_items
         seen = np.zeros((self.prep.data.n_users, n), bool)
         for uu, h in enumerate(self.prep.hist):
@@ -526,6 +606,8 @@ class Trainer:
         while state["epoch"] < conf.train.epochs and not (patience and state["bad_epochs"] >= patience):
             ep = state["epoch"] + 1
             t_ep = time.perf_counter()
+            for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
+                p.requires_grad_(ep > conf.train.freeze_epochs)
             self.E = torch.as_tensor(self.all_embeddings())
             losses = []
             batches = list(self._batches())
@@ -558,6 +640,8 @@ class Trainer:
             with torch.no_grad():
                 for k, p in self._trainable().items():
                     p.copy_(best[k])
+        for p in tower_params:
+            p.requires_grad_(True)
         interpolation = self.interpolate(theta0) if conf.train.interpolate else None
         emb = self.all_embeddings()
         self.E = torch.as_tensor(emb)
@@ -568,6 +652,9 @@ class Trainer:
             "data": self.prep.data.name,
             "split": self.prep.split.summary(),
             "zero_shot": state["zero_shot"],
+            "transfer_initial": state.get("transfer_initial"),
+            "train_positives": {"used": int(len(self.prep.learn_rows)),
+                                "of": int((self.prep.split.train.label == 1).sum())},
             "teacher": {w: self.evaluate(w, emb) for w in ("valid", "test", "cold", "cold_valid")},
             "history": state["history"],
             "best_epoch": state["best_epoch"],

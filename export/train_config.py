@@ -9,6 +9,7 @@ from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
 from genre_edge.split import SplitConfig
 
+from .augment import AugmentConfig
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
 
 TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "tags", "abstract", "category", "subcategory",
@@ -20,6 +21,13 @@ class DataConfig:
     source: str = "ml-100k"  # a known name (fetched on demand) or a path
     format: str = "auto"
     threshold: float = cfg.bounded(4.0, 0.0, None, "ratings >= threshold are positives")
+    # A domain of the data set (cross-domain experiments): items with any of include_categories
+    # (empty = all) and none of exclude_categories.
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    # LLM item enrichment (genre augment llm): an items.v1.jsonl whose description / keywords become
+    # the template fields {description} and {keywords}
+    enrichment: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,13 +98,13 @@ class TrainConfig:
     # After training, mix the item tower's trained weights with the pretrained ones (WiSE-FT) and
     # choose the mix on warm validation + cold-validation nDCG@10 (needs split.cold_valid_quantile > 0).
     interpolate: bool = True
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    field_dropout: float = cfg.bounded(0.0, 0.0, 1.0, "drop each optional template field with this chance")
-    token_deletion: float = cfg.bounded(0.0, 0.0, 1.0)
-    token_swap: float = cfg.bounded(0.0, 0.0, 1.0)
+    # Few-shot: learn from a seeded sample of this many training positives (0 = all). Users' histories
+    # as model input stay whole; popularity is counted on the sample. Content models only (cf.kind = none).
+    max_train_positives: int = cfg.bounded(0, 0, None, "0 = all")
+    # Transfer: start from a trained model folder (its encoder, adapter, user model and head) instead of
+    # the pretrained encoder, and keep the item tower frozen for the first freeze_epochs epochs.
+    init_from: str = ""
+    freeze_epochs: int = cfg.bounded(0, 0, 1000)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,9 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self):
+        if self.train.max_train_positives and self.cf.kind != "none":
+            raise ConfigError("train.max_train_positives (few-shot) needs cf.kind = 'none': the CF part would "
+                              "still learn from every training interaction")
         if self.head.kind == "mlp" and self.head.rerank_top < 20:
             raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
 

@@ -23,6 +23,8 @@ LAZY_COMMANDS = {
     "distill": ("genre_edge_export.cli:distill", "Distill the teacher encoder into a smaller student."),
     "export": ("genre_edge_export.cli:export", "Export ONNX models (fp32/int8/fp16) into a verified bundle."),
     "quickstart": ("genre_edge_export.cli:quickstart", "Get data, train, distill, export, recommend and bench."),
+    "augment": ("genre_edge_export.cli:augment", "Enrich data with a generative LLM (items, user profiles, ...)."),
+    "ab": ("genre_edge_export.cli:ab", "Offline A/B replay of two bundles or models on the same held-out users."),
 }
 LAZY_EVAL = {
     "baselines": ("genre_edge_export.cli:baselines", "Popularity, item-kNN, EASE, ALS on the standard split."),
@@ -451,7 +453,7 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, out, a
 
     if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50:
         raise click.ClickException("--reps must be in 5..100000, --history-len in 0..10000, --starts in 1..50")
-    profiles = [detect().name if p == "auto" else p for p in profiles]
+    profiles = [run_api(detect).name if p == "auto" else p for p in profiles]
     if "all" in profiles:
         profiles = ["all"]
     plans = run_api(B.plan, bundle_path, profiles, all_variants)

@@ -43,12 +43,14 @@ def _truth(split: Split, which: str):
 
 def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), batch: int = 256,
              item_features: np.ndarray | None = None, n_neg: int = 100, seed: int = 0,
-             progress: Callable[[int], None] | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, per_user_out: dict | None = None) -> dict:
     """Full-ranking metrics over the users that have held-out positives in ``which``.
 
     Candidates are the warm items for ``valid``/``test`` (minus each user's seen items) and the
     cold items for ``cold``. Also reports sampled-negative AUC, catalog coverage@10 and
     intra-list diversity@10 (over ``item_features``, e.g. :func:`category_features`).
+    With ``per_user_out`` (a dict), also fills it with ``users`` and each metric's per-user values,
+    in the same user order (for paired comparisons, e.g. ``genre ab``).
     """
     users, per_user, seen, cand = _truth(split, which)
     if len(users) == 0 or len(cand) == 0:
@@ -77,6 +79,8 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
         ranks = M.truth_ranks(s, truth, tmask)
         for name, v in M.ranking_metrics(ranks, tmask, ks).items():
             sums[name] = sums.get(name, 0.0) + float(v.sum())
+            if per_user_out is not None:
+                per_user_out.setdefault(name, []).append(v)
         # sampled-negative AUC: first held-out positive vs n_neg unseen candidates
         finite = np.isfinite(s)
         for r in range(len(ub)):
@@ -89,6 +93,10 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
         if progress:
             progress(len(ub))
     n = len(users)
+    if per_user_out is not None:
+        for name in list(per_user_out):
+            per_user_out[name] = np.concatenate(per_user_out[name])
+        per_user_out["users"] = users
     out = {k: v / n for k, v in sums.items()}
     out["auc_sampled"] = float(np.mean(aucs)) if aucs else float("nan")
     top = np.concatenate(lists)

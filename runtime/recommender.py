@@ -304,6 +304,26 @@ class Recommender:
                     rec.reasons = self._explain(int(i), hw, att, hist, q, qw, preset, cf)
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr))
 
+    def score_all(self, history: np.ndarray, strategy: str = "hybrid") -> np.ndarray:
+        """Scores of every catalog row for a history of catalog row indices (oldest first), as
+        :meth:`recommend` ranks them before filters and re-ranking; for offline evaluation
+        (``genre ab``). With an MLP head, its top ``rerank_top`` items are re-scored and kept above
+        the rest, as served."""
+        if strategy not in STRATEGIES or strategy == "query":
+            raise RequestError(f"strategy must be one of content, cf, hybrid for score_all, not {strategy!r}")
+        preset, cat = self.presets[strategy], self.catalog
+        hist = np.asarray(history, np.int64)
+        hw = hist[-self.user_model.max_history:]
+        u = self.user_model(cat.emb[hw])[0] if len(hw) else np.zeros(cat.emb.shape[1], np.float32)
+        cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
+        s = blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset)
+        if self.head_session is not None:
+            pool = top_n(s, cat.active, self.rerank_top)
+            fine = self._head(u, pool, cf, cat.pop)
+            s = s - (s.max() - s.min() + 1e3)
+            s[pool] = fine - fine.min() + 1.0 + s.max()
+        return s
+
     # ------------------------------------------------------------------ internals
     def _head(self, u, pool, cf, pop):
         c = self.catalog.emb[pool][None].astype(np.float32)

@@ -107,6 +107,26 @@ class Dataset:
     def n_users(self) -> int:
         return len(self.users)
 
+    def subset_items(self, keep: np.ndarray, name: str | None = None) -> "Dataset":
+        """The data set restricted to the items where ``keep`` is true (a domain: e.g. some genres).
+
+        Items are re-indexed; users are kept (a user without events in the domain is simply absent
+        from its training and evaluation); impression logs are dropped (a shown list would lose items).
+        """
+        keep = np.asarray(keep, bool)
+        if keep.shape != (self.n_items,):
+            raise ValueError(f"keep mask has shape {keep.shape}, expected ({self.n_items},)")
+        new = np.full(self.n_items, -1, np.int64)
+        new[keep] = np.arange(int(keep.sum()))
+        idx = np.flatnonzero(keep)
+        it = self.items
+        items = Items([it.ids[i] for i in idx], [it.title[i] for i in idx], [it.categories[i] for i in idx],
+                      it.year[idx], {k: [col[i] for i in idx] for k, col in it.text.items()})
+        inter = self.interactions.take(keep[self.interactions.item])
+        inter.item = new[inter.item].astype(np.int32)
+        return Dataset(name or self.name, items, list(self.users), inter, None,
+                       dict(self.report, subset={"items": int(keep.sum()), "of": int(self.n_items)}))
+
     @property
     def n_items(self) -> int:
         return len(self.items)

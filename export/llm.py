@@ -1,0 +1,413 @@
+"""LLM enrichment (as in GENRE): item descriptions and keywords, user interest profiles, and
+synthetic items for users with very few interactions, from a generative LLM.
+
+Backends: any OpenAI-compatible chat-completions endpoint by base URL (llama.cpp's server, Ollama,
+vLLM, a hosted API; the key is read from an environment variable and never logged), or llama.cpp
+in process (``llama-cpp-python``, the ``llm`` extra) for a local GGUF file.
+
+Every answer must be one JSON object matching a bounded schema (lengths, counts); a bad, truncated
+or failing answer is recorded in ``rejects.jsonl`` and skipped, never fatal. Results are appended to
+versioned JSONL files next to the data (``<data>/<name>.enrich/<task>.v1.jsonl``): a run that stops
+resumes where it was, and a cache keyed by model id + prompt hash means nothing is generated twice.
+
+Small local models invent plots and casts (SmolLM2-135M, Gemma 3 270M were tried): no default
+here is one of them, and any gain must be measured (``genre ab``) before it is claimed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genre_edge import config as cfg
+from genre_edge.errors import ConfigError, GenreError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TASKS = ("items", "users", "synthetic")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    kind: str = cfg.choice("openai", ("openai", "llama_cpp"), "openai = any OpenAI-compatible chat endpoint")
+    base_url: str = "http://127.0.0.1:8080/v1"
+    model: str = ""  # the model id sent to the endpoint (and part of the cache key)
+    api_key_env: str = ""  # name of the environment variable holding the key ("" = no key)
+    model_path: str = ""  # llama_cpp: a local GGUF file
+    timeout_s: float = cfg.bounded(60.0, 0.1, 3600.0)
+    max_retries: int = cfg.bounded(3, 0, 20)
+    backoff_s: float = cfg.bounded(1.0, 0.0, 600.0, "first retry wait; doubles each retry (with jitter)")
+    concurrency: int = cfg.bounded(4, 1, 256)
+    temperature: float = cfg.bounded(0.2, 0.0, 2.0)
+    max_tokens: int = cfg.bounded(256, 16, 8192)
+    json_mode: str = cfg.choice("schema", ("schema", "object", "none"),
+                                "how the endpoint is asked for JSON: response_format json_schema / json_object / not")
+
+    def validate(self):
+        if not self.model and self.kind == "openai":
+            raise ConfigError("backend.model: the model id to request is required")
+        if self.kind == "llama_cpp" and not self.model_path:
+            raise ConfigError("backend.model_path: a GGUF file is required for kind = 'llama_cpp'")
+        if self.kind == "openai" and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"backend.base_url must start with http:// or https://, got {self.base_url!r}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    items: bool = True  # description + keywords per item
+    users: bool = False  # an interest profile per user, from their history
+    synthetic: bool = False  # synthetic items for users with few interactions
+    sparse_max: int = cfg.bounded(5, 1, 1000, "users with at most this many positives get synthetic items")
+    synthetic_per_user: int = cfg.bounded(3, 1, 10)
+    history_items: int = cfg.bounded(20, 1, 200, "most recent history items shown in a user prompt")
+    limit: int = cfg.bounded(0, 0, None, "process at most this many items / users per task (0 = all)")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    source: str = "ml-100k"
+    format: str = "auto"
+    threshold: float = cfg.bounded(4.0, 0.0, None)
+
+
+@dataclass(frozen=True)
+class EnrichConfig:
+    name: str = "enrich"
+    data: DataSource = field(default_factory=DataSource)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    out: str = ""  # "" = next to the data: <data folder>/<name>.enrich/
+
+
+# ------------------------------------------------------------------ schemas and validation
+def _s(max_len: int) -> dict:
+    return {"type": "string", "minLength": 1, "maxLength": max_len}
+
+
+SCHEMAS = {
+    "items": {"type": "object", "additionalProperties": False, "required": ["description", "keywords"],
+              "properties": {"description": _s(300),
+                             "keywords": {"type": "array", "minItems": 1, "maxItems": 8, "items": _s(30)}}},
+    "users": {"type": "object", "additionalProperties": False, "required": ["profile"],
+              "properties": {"profile": _s(400)}},
+    "synthetic": {"type": "object", "additionalProperties": False, "required": ["items"],
+                  "properties": {"items": {"type": "array", "minItems": 1, "maxItems": 10, "items": {
+                      "type": "object", "additionalProperties": False, "required": ["title", "genres"],
+                      "properties": {"title": _s(120), "genres": {"type": "array", "minItems": 1, "maxItems": 5,
+                                                                  "items": _s(30)},
+                                     "description": _s(300)}}}}},
+}
+
+
+def validate(value, schema: dict, where: str = "answer") -> None:
+    """The subset of JSON Schema used by :data:`SCHEMAS` (types, required, extra keys, lengths, counts)."""
+    t = schema["type"]
+    if t == "object":
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object")
+        missing = [k for k in schema.get("required", []) if k not in value]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
+        extra = [k for k in value if k not in schema["properties"]]
+        if extra and not schema.get("additionalProperties", True):
+            raise ValueError(f"{where}: unexpected {', '.join(extra)}")
+        for k, v in value.items():
+            if k in schema["properties"]:
+                validate(v, schema["properties"][k], f"{where}.{k}")
+    elif t == "array":
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected an array")
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", 10**9):
+            raise ValueError(f"{where}: {len(value)} entries, allowed {schema.get('minItems', 0)}.."
+                             f"{schema.get('maxItems')}")
+        for i, v in enumerate(value):
+            validate(v, schema["items"], f"{where}[{i}]")
+    elif t == "string":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{where}: expected a non-empty string")
+        if len(value) > schema.get("maxLength", 10**9):
+            raise ValueError(f"{where}: {len(value)} characters, at most {schema['maxLength']}")
+
+
+# ------------------------------------------------------------------ prompts
+SYSTEM = ("You write short, factual metadata for a recommender system. Answer with one JSON object only. "
+          "If you do not know a fact, leave it out rather than invent it.")
+
+
+def item_prompt(title: str, year: str, genres: str) -> str:
+    return (f"Item: {title}" + (f" ({year})" if year else "") + (f". Genres: {genres}" if genres else "") + ".\n"
+            'Return {"description": one or two sentences (at most 300 characters) on what it is about and its '
+            'tone, "keywords": 3 to 8 short keywords}.')
+
+
+def user_prompt(history: list[str]) -> str:
+    return ("A user liked, most recent last:\n" + "\n".join(f"- {h}" for h in history) +
+            '\nReturn {"profile": two or three sentences (at most 400 characters) on their tastes}.')
+
+
+def synthetic_prompt(history: list[str], n: int) -> str:
+    return ("A user liked:\n" + "\n".join(f"- {h}" for h in history) +
+            f'\nSuggest {n} other items they may like. Return {{"items": [{{"title", "genres": [..], '
+            '"description"}]}}.')
+
+
+# ------------------------------------------------------------------ backends
+class AnswerError(Exception):
+    """An answer that is not usable (malformed, truncated, off-schema): recorded and skipped."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying (timeout, connection, 429, 5xx)."""
+
+
+class OpenAIBackend:
+    """OpenAI-compatible ``POST {base_url}/chat/completions`` with the standard library only."""
+
+    def __init__(self, conf: BackendConfig):
+        self.conf = conf
+        self.url = conf.base_url.rstrip("/") + "/chat/completions"
+        self._key = os.environ.get(conf.api_key_env, "") if conf.api_key_env else ""
+        if conf.api_key_env and not self._key:
+            raise ConfigError(f"backend.api_key_env: environment variable {conf.api_key_env} is not set")
+        self.model_id = conf.model
+
+    def __repr__(self):  # never show the key
+        return f"OpenAIBackend({self.url}, model={self.conf.model!r})"
+
+    def complete(self, prompt: str, task: str) -> tuple[str, dict]:
+        c = self.conf
+        body = {"model": c.model, "temperature": c.temperature, "max_tokens": c.max_tokens,
+                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]}
+        if c.json_mode == "schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": task, "schema": SCHEMAS[task], "strict": True}}
+        elif c.json_mode == "object":
+            body["response_format"] = {"type": "json_object"}
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        req = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=c.timeout_s) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise TransientError(f"HTTP {exc.code}") from None
+            raise AnswerError(f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        try:
+            resp = json.loads(raw)
+            choice = resp["choices"][0]
+            text = choice["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise AnswerError(f"not a chat-completions response: {raw[:200]!r}") from None
+        if choice.get("finish_reason") == "length":
+            raise AnswerError("truncated (finish_reason = length): raise backend.max_tokens")
+        if not isinstance(text, str):
+            raise AnswerError("message content is not text")
+        return text, resp.get("usage") or {}
+
+
+class LlamaCppBackend:
+    """In-process llama.cpp for a local GGUF file (``pip install 'genre-edge[llm]'``)."""
+
+    def __init__(self, conf: BackendConfig):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            from genre_edge.errors import MissingExtraError
+
+            raise MissingExtraError("llm", "backend.kind = 'llama_cpp'") from None
+        if not Path(conf.model_path).is_file():
+            raise ConfigError(f"backend.model_path: {conf.model_path} is not a file")
+        self.conf = conf
+        self.llm = Llama(model_path=conf.model_path, n_ctx=2048, verbose=False)
+        self.model_id = "gguf:" + hashlib.sha256(Path(conf.model_path).read_bytes()[: 1 << 20]).hexdigest()[:16]
+        self.lock = threading.Lock()  # one llama context: one request at a time
+
+    def complete(self, prompt: str, task: str) -> tuple[str, dict]:
+        kw = {}
+        if self.conf.json_mode != "none":
+            kw["response_format"] = {"type": "json_object", "schema": SCHEMAS[task]}
+        with self.lock:
+            out = self.llm.create_chat_completion(
+                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
+                temperature=self.conf.temperature, max_tokens=self.conf.max_tokens, **kw)
+        ch = out["choices"][0]
+        if ch.get("finish_reason") == "length":
+            raise AnswerError("truncated (finish_reason = length): raise backend.max_tokens")
+        return ch["message"]["content"], out.get("usage") or {}
+
+
+BACKENDS = {"openai": OpenAIBackend, "llama_cpp": LlamaCppBackend}
+
+
+# ------------------------------------------------------------------ the run
+def parse_answer(text: str, task: str) -> dict:
+    t = text.strip()
+    if t.startswith("```"):  # some models fence their JSON
+        t = t.strip("`")
+        t = t[t.find("{"):] if "{" in t else t
+    try:
+        obj = json.loads(t)
+    except ValueError as exc:
+        raise AnswerError(f"not JSON ({exc.msg} at {exc.pos}): {text[:120]!r}") from None
+    try:
+        validate(obj, SCHEMAS[task])
+    except ValueError as exc:
+        raise AnswerError(f"off schema: {exc}") from None
+    return obj
+
+
+class JsonlStore:
+    """Append-only JSONL with a lock; a torn last line (a crash mid-write) is ignored on reading."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                log.warning("%s: skipping a torn or corrupt line", self.path)
+        return out
+
+    def append(self, rec: dict) -> None:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        with self.lock, open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _jobs(task: str, ds, conf: EnrichConfig) -> list[tuple[str, str]]:
+    """(key, prompt) per item or user of ``task``."""
+    it, t = ds.items, conf.tasks
+    if task == "items":
+        jobs = [(it.ids[i], item_prompt(it.title[i], str(int(it.year[i])) if it.year[i] else "",
+                                        ", ".join(it.categories[i]))) for i in range(len(it))]
+    else:
+        inter = ds.interactions.sorted()
+        pos = inter.take(inter.label == 1)
+        hist: dict[int, list[int]] = {}
+        for u, i in zip(pos.user, pos.item):
+            hist.setdefault(int(u), []).append(int(i))
+        jobs = []
+        for u, h in sorted(hist.items()):
+            if task == "synthetic" and len(h) > t.sparse_max:
+                continue
+            names = [it.title[i] + (f" ({int(it.year[i])})" if it.year[i] else "") for i in h[-t.history_items:]]
+            p = user_prompt(names) if task == "users" else synthetic_prompt(names, t.synthetic_per_user)
+            jobs.append((ds.users[u], p))
+    return jobs[: t.limit] if t.limit else jobs
+
+
+def output_dir(conf: EnrichConfig, data_path: Path) -> Path:
+    if conf.out:
+        return Path(conf.out)
+    base = data_path if data_path.is_dir() else data_path.parent
+    return base / f"{conf.name}.enrich"
+
+
+def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = True, backend=None) -> dict:
+    """Run the enabled tasks; returns counts per task (done before, generated, cached, rejected)."""
+    from genre_edge.data import load_dataset
+    from genre_edge.data.fetch import DATASETS
+
+    src = conf.data.source
+    data_path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
+    ds = load_dataset(data_path, conf.data.format, conf.data.threshold)
+    be = backend or BACKENDS[conf.backend.kind](conf.backend)
+    out = output_dir(conf, data_path)
+    out.mkdir(parents=True, exist_ok=True)
+    cache, rejects = JsonlStore(out / "cache.jsonl"), JsonlStore(out / "rejects.jsonl")
+    cached = {r["key"]: r["answer"] for r in cache.read() if "key" in r and "answer" in r}
+    summary = {"out": str(out), "model": be.model_id, "tasks": {}}
+    for task in TASKS:
+        if not getattr(conf.tasks, task):
+            continue
+        store = JsonlStore(out / f"{task}.v{FORMAT_VERSION}.jsonl")
+        done = {r["id"] for r in store.read() if r.get("model") == be.model_id}
+        todo = [(k, p) for k, p in _jobs(task, ds, conf) if k not in done]
+        stats = {"done_before": len(done), "generated": 0, "from_cache": 0, "rejected": 0, "tokens": 0}
+
+        def one(key: str, prompt: str, task=task, store=store, stats=stats):
+            ck = hashlib.sha256(f"{be.model_id}\n{task}\n{SYSTEM}\n{prompt}".encode()).hexdigest()
+            if ck in cached:
+                store.append({"id": key, "model": be.model_id, "v": FORMAT_VERSION, **cached[ck]})
+                return "cache", 0
+            last = None
+            for attempt in range(conf.backend.max_retries + 1):
+                try:
+                    text, usage = be.complete(prompt, task)
+                    obj = parse_answer(text, task)
+                    cache.append({"key": ck, "answer": obj})
+                    cached[ck] = obj
+                    store.append({"id": key, "model": be.model_id, "v": FORMAT_VERSION, **obj})
+                    return "ok", int(usage.get("total_tokens", 0))
+                except TransientError as exc:
+                    last = str(exc)
+                    if attempt < conf.backend.max_retries:
+                        time.sleep(conf.backend.backoff_s * 2 ** attempt * (0.5 + random.random()))
+                except AnswerError as exc:
+                    last = str(exc)
+                    break
+            rejects.append({"task": task, "id": key, "model": be.model_id, "reason": last,
+                            "time": int(time.time())})
+            return "rejected", 0
+
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"enrich {task}", unit=task[:-1] if task != "synthetic" else "user")
+        with ThreadPoolExecutor(max_workers=conf.backend.concurrency) as pool:
+            futs = [pool.submit(one, k, p) for k, p in todo]
+            for f in as_completed(futs):
+                what, tok = f.result()
+                key = {"ok": "generated", "cache": "from_cache", "rejected": "rejected"}[what]
+                stats[key] += 1
+                stats["tokens"] += tok
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(tokens=stats["tokens"], rejected=stats["rejected"])
+        if bar is not None:
+            bar.close()
+        summary["tasks"][task] = stats
+        log.info("enrich %s: %s", task, stats)
+    return summary
+
+
+def load_item_enrichment(path: str | Path, item_ids: list[str]) -> dict[str, list[str]]:
+    """Template fields ``description`` and ``keywords`` per item from an ``items.v1.jsonl`` (the last
+    answer per item wins; items without one get empty fields)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data.enrichment: {p} is not a file (run 'genre augment llm' first)")
+    by_id: dict[str, dict] = {}
+    for r in JsonlStore(p).read():
+        try:
+            validate({k: r[k] for k in ("description", "keywords")}, SCHEMAS["items"])
+        except (KeyError, ValueError) as exc:
+            raise GenreError(f"{p}: record for {r.get('id')!r} is not a valid item enrichment ({exc})") from None
+        by_id[str(r["id"])] = r
+    desc = [by_id[i]["description"] if i in by_id else "" for i in item_ids]
+    kw = [", ".join(by_id[i]["keywords"]) if i in by_id else "" for i in item_ids]
+    log.info("enrichment: %d of %d items have an LLM description", sum(1 for d in desc if d), len(item_ids))
+    return {"description": desc, "keywords": kw}

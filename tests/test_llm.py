@@ -1,0 +1,178 @@
+"""LLM enrichment against a real HTTP server on loopback that speaks the OpenAI chat-completions
+protocol, including slow, failing, malformed, truncated and off-schema answers."""
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import have_export
+
+pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed")
+
+
+class FakeLLM:
+    """Answers item prompts by the item they name: 'story 3 ' slow, 'story 5 ' HTTP 500 once, 'story 7 ' not JSON,
+    'story 9 ' truncated, 'story 11 ' off schema; everything else a valid answer."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+        self.auth: set[str] = set()
+        self.bodies: list[dict] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                with fake.lock:
+                    fake.calls[prompt] = fake.calls.get(prompt, 0) + 1
+                    n = fake.calls[prompt]
+                    fake.auth.add(self.headers.get("Authorization", ""))
+                    fake.bodies.append(body)
+                if self.path != "/v1/chat/completions":
+                    return self._send(404, {"error": "no such path"})
+                finish, content = "stop", None
+                special = prompt.startswith("Item:")  # user prompts list many titles: always answer them
+                if not special:
+                    pass
+                elif "story 3 " in prompt:
+                    time.sleep(1.0)
+                elif "story 5 " in prompt and n == 1:
+                    return self._send(500, {"error": "overloaded"})
+                elif "story 7 " in prompt:
+                    content = "Sure! Here is the JSON you asked for: {description: nice"
+                elif "story 9 " in prompt:
+                    content, finish = '{"description": "A long sto', "length"
+                elif "story 11 " in prompt:
+                    content = json.dumps({"description": "x", "keywords": [f"k{i}" for i in range(20)]})
+                if content is None:
+                    if "Return {\"profile\"" in prompt:
+                        content = json.dumps({"profile": "Likes things."})
+                    elif "Suggest" in prompt:
+                        content = json.dumps({"items": [{"title": "Made Up", "genres": ["Drama"]}]})
+                    else:
+                        content = "```json\n" + json.dumps({"description": "About " + prompt[6:30],
+                                                            "keywords": ["a", "b", "c"]}) + "\n```"
+                self._send(200, {"id": "x", "object": "chat.completion", "model": body["model"],
+                                 "choices": [{"index": 0, "finish_reason": finish,
+                                              "message": {"role": "assistant", "content": content}}],
+                                 "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}})
+
+            def _send(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def item_calls(self, tag):
+        return sum(n for p, n in self.calls.items() if tag in p and p.startswith("Item:"))
+
+
+@pytest.fixture
+def fake_llm():
+    f = FakeLLM()
+    yield f
+    f.server.shutdown()
+
+
+def write_conf(tmp_path, toy_data, url, **tasks):
+    t = {"items": True, "users": False, "synthetic": False, **tasks}
+    text = (f'name = "toy"\nout = "{tmp_path / "enrich"}"\n[data]\nsource = "{toy_data}"\n'
+            f'[backend]\nbase_url = "{url}"\nmodel = "fixture-model"\napi_key_env = "GENRE_TEST_KEY"\n'
+            'timeout_s = 0.4\nmax_retries = 2\nbackoff_s = 0.01\nconcurrency = 4\n[tasks]\n'
+            + "".join(f"{k} = {str(v).lower()}\n" for k, v in t.items()))
+    p = tmp_path / "enrich.toml"
+    p.write_text(text)
+    return p
+
+
+def test_enrichment_validates_retries_caches_and_resumes(toy_data, tmp_path, fake_llm, monkeypatch, caplog):
+    from genre_edge import config as cfgmod
+    from genre_edge.data import load_dataset
+    from genre_edge_export.llm import EnrichConfig, enrich
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("GENRE_TEST_KEY", "sekrit-123")
+    conf = cfgmod.load(EnrichConfig, write_conf(tmp_path, toy_data, fake_llm.url))
+    n = len(load_dataset(toy_data).items)
+    res = enrich(conf, progress=False)
+    st = res["tasks"]["items"]
+    assert st["rejected"] == 4 and st["generated"] == n - 4 and st["tokens"] == 30 * (n - 4)
+    out = tmp_path / "enrich"
+    rows = [json.loads(x) for x in (out / "items.v1.jsonl").read_text().splitlines()]
+    assert len(rows) == n - 4 and all(r["model"] == "fixture-model" and len(r["keywords"]) == 3 for r in rows)
+    reasons = {json.loads(x)["id"]: json.loads(x)["reason"] for x in (out / "rejects.jsonl").read_text().splitlines()}
+    assert set(reasons) == {"m3", "m7", "m9", "m11"}
+    assert "TimeoutError" in reasons["m3"] or "timed out" in reasons["m3"]
+    assert "not JSON" in reasons["m7"] and "truncated" in reasons["m9"] and "at most 8" not in reasons["m11"]
+    assert "entries, allowed 1..8" in reasons["m11"]
+    assert fake_llm.item_calls("story 3 ") == 3  # 1 try + 2 retries, then recorded and skipped
+    assert fake_llm.item_calls("story 5 ") == 2  # HTTP 500, then a good answer
+    assert fake_llm.item_calls("story 7 ") == 1  # a bad answer is not retried
+    assert fake_llm.auth == {"Bearer sekrit-123"} and "sekrit" not in caplog.text
+    body = fake_llm.bodies[0]
+    assert body["response_format"]["type"] == "json_schema" and body["model"] == "fixture-model"
+    # resume: finished items are not asked again; the rejected ones are retried
+    before = dict(fake_llm.calls)
+    res2 = enrich(conf, progress=False)
+    assert res2["tasks"]["items"]["done_before"] == n - 4 and res2["tasks"]["items"]["generated"] == 0
+    assert fake_llm.item_calls("story 1 ") == before[next(p for p in before if "story 1 " in p)]
+    # the output file is gone: the cache answers, nothing is generated twice
+    (out / "items.v1.jsonl").unlink()
+    calls = sum(fake_llm.calls.values())
+    with open(out / "cache.jsonl", "a") as fh:
+        fh.write('{"key": "torn')  # a crash mid-write
+    res3 = enrich(conf, progress=False)
+    assert res3["tasks"]["items"]["from_cache"] == n - 4 and res3["tasks"]["items"]["generated"] == 0
+    assert sum(fake_llm.calls.values()) - calls == 4 + 2  # only the rejected ones (m3 three times)
+
+
+def test_user_profiles_synthetic_items_and_training_input(toy_data, tmp_path, fake_llm, monkeypatch):
+    from genre_edge import config as cfgmod
+    from genre_edge_export.llm import EnrichConfig, enrich
+
+    monkeypatch.setenv("GENRE_TEST_KEY", "k")
+    conf = cfgmod.load(EnrichConfig, write_conf(tmp_path, toy_data, fake_llm.url, items=True, users=True,
+                                                synthetic=True, sparse_max=100, limit=5))
+    res = enrich(conf, progress=False)
+    assert res["tasks"]["users"]["generated"] == 5 and res["tasks"]["synthetic"]["generated"] == 5
+    out = tmp_path / "enrich"
+    prof = [json.loads(x) for x in (out / "users.v1.jsonl").read_text().splitlines()]
+    assert prof[0]["profile"] == "Likes things." and prof[0]["id"].startswith("u")
+    # training reads the item enrichment through the template
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export.train import Prepared
+
+    tc = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"),
+                     data={"enrichment": str(out / "items.v1.jsonl")},
+                     encoder={"template": "{title}. {description} Keywords: {keywords}."})
+    items = Prepared(tc).data.items
+    # the first 5 items were asked; m3's answer timed out, so it has no enrichment (empty fields)
+    assert [bool(d) for d in items.text["description"][:6]] == [True, True, True, False, True, False]
+    assert items.text["keywords"][0] == "a, b, c" and items.text["keywords"][3] == ""
+
+
+def test_bad_enrichment_configs_name_the_problem(toy_data, tmp_path, monkeypatch):
+    from genre_edge.cli import main
+    from click.testing import CliRunner
+
+    p = write_conf(tmp_path, toy_data, "ftp://nowhere")
+    r = CliRunner().invoke(main, ["augment", "llm", "--config", str(p)])
+    assert r.exit_code == 1 and "base_url must start with http" in r.output
+    monkeypatch.delenv("GENRE_TEST_KEY", raising=False)
+    p = write_conf(tmp_path, toy_data, "http://127.0.0.1:9")
+    r = CliRunner().invoke(main, ["augment", "llm", "--config", str(p)])
+    assert r.exit_code == 1 and "GENRE_TEST_KEY is not set" in r.output
