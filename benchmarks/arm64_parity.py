@@ -144,13 +144,9 @@ def main(argv=None) -> int:
             res["n_recs"] = len(next(iter(ref["variants"].values()))["recs"])
             res["cores"][core] = {"profile": profile, "seconds": secs, "variants": compare(ref, got)}
     res["ok"] = all(c["ok"] for r in res["cores"].values() for c in r["variants"].values())
-    name = a.name or f"arm64-parity-{Path(bundle).name}"
-    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+    from genre_edge.report import write_results
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{name}.json", res)
-    atomic_write_text(out / f"{name}.md", markdown(res))
+    write_results(a.out, a.name or f"arm64-parity-{Path(bundle).name}", res, markdown(res))
     print(markdown(res))
     return 0 if res["ok"] else 1
 

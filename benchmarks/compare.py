@@ -39,15 +39,9 @@ GOALS = {"speedup_vs_torch": 10.0, "speedup_vs_fastembed": 3.0, "ndcg_kept": 0.9
 
 
 def _time(fn, reps: int, warmup: int = 5) -> dict:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t) * 1e3)
-    a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99))}
+    from genre_edge.bench import time_calls
+
+    return time_calls(fn, reps, warmup)
 
 
 def timed_rounds(fns: list, reps: int, rounds: int = 10) -> list[dict]:
@@ -320,14 +314,9 @@ def main(argv=None) -> int:
         res["goals_met"] = {"speedup_vs_torch": s8["speedup_b1"] >= GOALS["speedup_vs_torch"],
                             "speedup_vs_fastembed": s8["vs_fastembed_b1"] >= GOALS["speedup_vs_fastembed"],
                             "ndcg_kept": s8["ndcg_kept"] >= GOALS["ndcg_kept"]}
-    name = a.name or f"compare-{Path(a.bundle[0]).resolve().name}"
-    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+    from genre_edge.report import write_results
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{name}.json", res)
-    atomic_write_text(out / f"{name}.md", markdown(res))
-    chart(res, out / f"{name}.png")
+    write_results(a.out, a.name or f"compare-{Path(a.bundle[0]).resolve().name}", res, markdown(res), chart)
     print(markdown(res))
     return 0
 
@@ -376,17 +365,11 @@ def markdown(res: dict) -> str:
 
 
 def chart(res: dict, path: Path) -> None:
-    try:
-        import matplotlib
+    from genre_edge.report import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib missing: no PNG")
+    plt = pyplot()
+    if plt is None:
         return
-    import io
-
-    from genre_edge.fsutil import atomic_write_bytes
 
     rows = res["rows"]
     names = [r["encoder"].replace(" (", "\n(") for r in rows]
@@ -403,10 +386,7 @@ def chart(res: dict, path: Path) -> None:
     a1.tick_params(axis="y", labelsize=7)
     fig.suptitle("Query encoding, one thread, 32 tokens, tokenization included")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 if __name__ == "__main__":

@@ -87,12 +87,9 @@ def main(argv=None) -> int:
            "command": "python benchmarks/cross_domain.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     res["target_split"] = json.loads((work / f"target-transfer-{rows[-1]['target_positives']}" / "report.json")
                                      .read_text())["split"] if any(r["target_positives"] != 0 for r in rows) else None
-    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+    from genre_edge.report import write_results
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{a.name}.json", res)
-    atomic_write_text(out / f"{a.name}.md", markdown(res))
+    write_results(a.out, a.name, res, markdown(res))
     print(markdown(res))
     return 0
 

@@ -127,13 +127,10 @@ def markdown(res: dict, name: str) -> str:
 
 
 def chart(res: dict, path: Path) -> bool:
-    try:
-        import matplotlib
+    from genre_edge.report import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed (pip install 'genre-edge[bench]'): no PNG chart")
+    plt = pyplot()
+    if plt is None:
         return False
     lat = res["latency_ms"]
     names = list(lat)
@@ -145,13 +142,7 @@ def chart(res: dict, path: Path) -> bool:
     ax.set_title(f"genre-edge runtime, {res['profile']} / {res['variant']}")
     ax.legend()
     fig.tight_layout()
-    from genre_edge.fsutil import atomic_write_bytes
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
     return True
 
 

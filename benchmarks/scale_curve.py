@@ -29,20 +29,16 @@ HISTORIES = (10, 50, 100, 200, 500)
 TARGETS_MS = {100_000: 5.0, 1_000_000: 50.0}  # end-to-end p50, one thread (issue 6)
 
 
-def _p(ms):
-    a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99))}
-
-
 def _time(fn, reps, warmup=5):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return _p(out)
+    from genre_edge.bench import time_calls
+
+    return time_calls(fn, reps, warmup)
+
+
+def _p(ms):
+    from genre_edge.bench import stats
+
+    return stats(ms)
 
 
 def _rss(key="VmRSS"):
@@ -194,17 +190,11 @@ def markdown(res: dict) -> str:
 
 
 def chart(res: dict, path: Path) -> None:
-    try:
-        import matplotlib
+    from genre_edge.report import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib missing: no PNG")
+    plt = pyplot()
+    if plt is None:
         return
-    import io
-
-    from genre_edge.fsutil import atomic_write_bytes
 
     ns = [r["n"] for r in res["sizes"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -227,10 +217,7 @@ def chart(res: dict, path: Path) -> None:
         a2.set_title(f"history length ({hist['n']:,} items)")
         a2.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def main(argv=None) -> int:
@@ -267,14 +254,9 @@ def main(argv=None) -> int:
                open_bundle(a.bundle, verify=False).manifest["catalog"]["items"])["ids"]),
            "sizes": rows, "command": "python benchmarks/scale_curve.py " + " ".join(
                argv if argv is not None else sys.argv[1:])}
-    name = a.name or f"scale-{res['bundle']}-{a.profile}"
-    from genre_edge.fsutil import atomic_write_json, atomic_write_text
+    from genre_edge.report import write_results
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{name}.json", res)
-    atomic_write_text(out / f"{name}.md", markdown(res))
-    chart(res, out / f"{name}.png")
+    write_results(a.out, a.name or f"scale-{res['bundle']}-{a.profile}", res, markdown(res), chart)
     print(markdown(res))
     return 0
 

@@ -254,20 +254,11 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
 
 def chart(rows: list[dict], path: Path) -> bool:
     """PNG: stacked per-stage p50 latency by profile/variant (needs matplotlib, the 'bench' extra)."""
-    try:
-        import matplotlib
+    from .report import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.warning("matplotlib not installed (pip install 'genre-edge[bench]'): no PNG chart")
-        return False
-    import io
-
-    from .fsutil import atomic_write_bytes
-
+    plt = pyplot()
     ran = [r for r in rows if not r.get("skipped")]
-    if not ran:
+    if plt is None or not ran:
         return False
     fig, ax = plt.subplots(figsize=(8, 0.6 * len(ran) + 1.6))
     labels = [f"{r['profile']} / {r['variant']}" for r in ran]
@@ -283,10 +274,7 @@ def chart(rows: list[dict], path: Path) -> bool:
     ax.legend(fontsize=7, ncol=3)
     ax.set_xlim(0, left.max() * 1.35)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
     return True
 
 

@@ -29,3 +29,43 @@ def write_report(out_dir: str | Path, stem: str, payload: dict, markdown: str) -
     atomic_write_json(j, payload)
     atomic_write_text(m, markdown)
     return j, m
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, or None with a warning when the 'bench' extra is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        import logging
+
+        logging.getLogger(__name__).warning("matplotlib not installed (pip install 'genre-edge[bench]'): no PNG chart")
+        return None
+    return plt
+
+
+def save_png(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG atomically (a chart is never half-written) and close it."""
+    import io
+
+    from .fsutil import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def write_results(out_dir: str | Path, stem: str, payload: dict, markdown: str, chart=None) -> Path:
+    """``<stem>.json`` + ``<stem>.md`` (+ ``<stem>.png`` from ``chart(payload, path)``) in ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out, stem, payload, markdown)
+    if chart is not None:
+        chart(payload, out / f"{stem}.png")
+    return out
