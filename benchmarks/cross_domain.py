@@ -28,13 +28,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from genre_edge.machine import machine, machine_markdown  # noqa: E402
 
 log = logging.getLogger("cross_domain")
-BUDGETS = (0, 100, 1000, 0)  # the last 0 means "all" (max_train_positives = 0)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="runs/domain", help="where the models are written")
     ap.add_argument("--budgets", default="0,100,1000,all")
+    ap.add_argument("--source-config", default="ml-100k-domain-source", help="packaged name or TOML path")
+    ap.add_argument("--target-config", default="ml-100k-domain-target", help="packaged name or TOML path")
     ap.add_argument("--dir", dest="data_dir", default=os.environ.get("GENRE_DATA_DIR"))
     ap.add_argument("--name", default="cross-domain-ml-100k")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -53,9 +54,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     src_dir = work / "source"
     log.info("source domain ...")
-    src = train(load_config(packaged_config("ml-100k-domain-source")), src_dir, a.data_dir, restart=True,
-                progress=False)
-    target_cfg = packaged_config("ml-100k-domain-target")
+    def conf_path(spec):
+        return spec if spec.endswith(".toml") else packaged_config(spec)
+
+    src = train(load_config(conf_path(a.source_config)), src_dir, a.data_dir, restart=True, progress=False)
+    target_cfg = conf_path(a.target_config)
     rows = []
     zero_shot = transfer0 = None
     for b in budgets:

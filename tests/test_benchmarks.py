@@ -153,3 +153,50 @@ def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_b
     assert not got["int8-avx512vnni"]["ok"] and got["int8-avx512vnni"]["emb_cos_min"] < 0.999
     del bad["variants"]["fp32"]
     assert arm64_parity.compare(ref, bad)["fp32"] == {"ok": False, "error": "variant missing under emulation"}
+
+
+def _tiny_toml(tmp_path, name, conf) -> str:
+    from genre_edge import config as cfgmod
+
+    p = tmp_path / f"{name}.toml"
+    p.write_text(cfgmod.dumps_toml(cfgmod.to_dict(conf)))
+    return str(p)
+
+
+def test_cross_domain_sweep_runs_on_tiny_domains(toy_data, tmp_path):
+    from conftest import GENRES, tiny_config, tiny_encoder
+
+    enc = tiny_encoder(tmp_path / "enc")
+    src = _tiny_toml(tmp_path, "src", tiny_config(toy_data, enc, cf={"kind": "none"},
+                                                  data={"include_categories": GENRES[:3]}))
+    tgt = _tiny_toml(tmp_path, "tgt", tiny_config(toy_data, enc, cf={"kind": "none"},
+                                                  data={"include_categories": GENRES[3:]}))
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cross_domain.py"), "--work", str(tmp_path / "w"),
+                        "--source-config", src, "--target-config", tgt, "--budgets", "0,10,all", "--name", "xd",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "xd.json").read_text())
+    assert [r["target_positives"] for r in res["rows"]] == [0, 10, "all"]
+    few = res["rows"][1]
+    assert few["target_alone"]["positives"]["used"] == few["transfer"]["positives"]["used"] == 10
+    assert res["rows"][2]["transfer"]["positives"]["used"] == res["rows"][2]["transfer"]["positives"]["of"] > 10
+    assert res["rows"][0]["transfer"]["note"] == "source model as is"
+    assert "| target positives |" in (tmp_path / "xd.md").read_text()
+
+
+def test_augment_ablation_runs_and_compares_with_ab(toy_data, tmp_path):
+    from conftest import tiny_config, tiny_encoder
+
+    base = _tiny_toml(tmp_path, "base", tiny_config(toy_data, tiny_encoder(tmp_path / "enc")))
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_ablation.py"), "--work",
+                        str(tmp_path / "w"), "--base", base, "--variants", "none,fields,tokens", "--bootstrap", "200",
+                        "--name", "aug", "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "aug.json").read_text())
+    assert [r["name"] for r in res["rows"]] == ["none", "fields", "tokens"]
+    for r in res["rows"][1:]:
+        c = r["ab_test"]
+        assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and c["wins_b"] + c["losses_b"] + c["ties"] == c["users"]
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_ablation.py"), "--variants", "fields"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "starting with none" in bad.stderr
