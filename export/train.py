@@ -597,6 +597,10 @@ class Trainer:
             log.info("zero-shot valid ndcg@10 %.4f", state["zero_shot"]["valid"].get("ndcg@10", 0))
             if conf.train.init_from:  # the transferred model as it is, before any target training
                 state["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
+                # ...is a candidate like every epoch: a few target examples must not make it worse
+                # (100 positives did, on ml-100k genre domains, before this)
+                state.update(best_ndcg=state["transfer_initial"]["valid"]["ndcg@10"], best_epoch=0)
+                best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
         n = self.prep.data.n_items
         seen = np.zeros((self.prep.data.n_users, n), bool)

@@ -55,6 +55,12 @@ def test_few_shot_learns_from_the_sample_and_transfer_starts_from_the_source(toy
     rep = t.fit()
     assert torch.equal(t.tower.adapter.weight, adapter0)  # frozen for the first (only) epoch
     assert rep["train_positives"]["used"] == 12 and rep["transfer_initial"]["test"]["users"] > 0
+    # the transferred model is a candidate: an epoch is kept only when it beats the start on validation
+    start = rep["transfer_initial"]["valid"]["ndcg@10"]
+    epochs = [h["valid_ndcg@10"] for h in rep["history"]]
+    assert rep["best_epoch"] == (0 if max(epochs) <= start else 1 + int(np.argmax(epochs)))
+    if rep["best_epoch"] == 0:
+        assert abs(rep["teacher"]["valid"]["ndcg@10"] - start) < 1e-9
     bad = tiny_config(toy_data, enc, cf={"kind": "none"}, user_model={"kind": "mean"},
                       train={"init_from": str(tmp_path / "src")})
     with pytest.raises(ConfigError, match="source's user_model is 'attention'"):
