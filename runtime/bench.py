@@ -60,8 +60,8 @@ def latency_bench(rec, history_len: int = 50, reps: int = 300, seed: int = 0) ->
     }
 
 
-def stage_bench(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -> dict:
-    """Per-stage latency (ms) of ``history + query, MMR top-10`` requests, from the response's timings."""
+def stage_samples(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -> dict[str, list[float]]:
+    """Per-stage milliseconds of ``history + query, MMR top-10`` requests, from the response's timings."""
     hists = _histories(rec, history_len)
     per: dict[str, list[float]] = {s: [] for s in STAGES}
     for r in range(warmup + reps):
@@ -69,7 +69,19 @@ def stage_bench(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -
         if r >= warmup:
             for s in STAGES:
                 per[s].append(resp.timings_ms[s])
-    return {s: stats(v) for s, v in per.items()}
+    return per
+
+
+def history_only_samples(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -> list[float]:
+    """Milliseconds of ``history, MMR top-10`` requests (no query: the encoder does not run)."""
+    hists = _histories(rec, history_len, seed=1)
+    out = []
+    for r in range(warmup + reps):
+        t = time.perf_counter()
+        rec.recommend(hists[r % 16], k=10, mmr_lambda=0.7)
+        if r >= warmup:
+            out.append((time.perf_counter() - t) * 1e3)
+    return out
 
 
 def throughput_bench(rec, batch_sizes: list[int], seconds: float = 1.0) -> dict:
@@ -118,11 +130,10 @@ def child_main(args: dict) -> dict:
            "threads": rec.profile.threads.intra_op, "first_items": [r.id for r in first.items]}
     if not args.get("cold_only"):
         reps, hl = args["reps"], args["history_len"]
-        out["stages_ms"] = stage_bench(rec, hl, reps)
-        out["latency_ms"] = latency_bench(rec, hl, reps)
+        out["stage_samples"] = stage_samples(rec, hl, reps)
+        out["history_only_samples"] = history_only_samples(rec, hl, reps)
         sizes = [b for b in (1, 8, 32, 64) if b <= rec.profile.max_batch] or [1]
-        out["throughput"] = {"requests_per_s": {k: 1000.0 / v["mean"] for k, v in out["latency_ms"].items()},
-                             "embed_texts_per_s": throughput_bench(rec, sizes, args.get("seconds", 1.0))}
+        out["embed_texts_per_s"] = throughput_bench(rec, sizes, args.get("seconds", 1.0))
         out["rss_after_bench_mib"] = _rss()
     out["rss_peak_mib"] = _rss("VmHWM")
     return out
@@ -181,26 +192,45 @@ def plan(bundle, profiles: list[str], all_variants: bool = False) -> list[BenchP
     return out
 
 
-def bench_one(bundle, p: BenchPlan, reps: int, history_len: int, starts: int, cache_dir: str) -> dict:
-    """Cold start over ``starts`` fresh processes (the first with an empty optimized-model cache), then
-    one process for latency, stages, throughput and memory."""
-    from .bundle import open_bundle
-
+def bench_round(bundle, p: BenchPlan, reps: int, history_len: int, starts: int, cache_dir: str) -> dict:
+    """One round for one profile/variant: ``starts`` cold-start processes, then one process that
+    measures ``reps`` requests (raw samples; :func:`aggregate` pools the rounds)."""
     args = {"bundle": str(bundle), "profile": p.profile, "variant": p.variant, "reps": reps,
             "history_len": history_len}
     colds = [run_child(dict(args, cold_only=True), cache_dir) for _ in range(starts)]
-    full = run_child(args, cache_dir)
-    b = open_bundle(bundle, verify=False)
-    enc = b.model("encoder", full["variant"])
+    return {"colds": colds, "full": run_child(args, cache_dir)}
+
+
+def aggregate(bundle, p: BenchPlan, rounds: list[dict]) -> dict:
+    """Pool the rounds of one profile/variant: latency percentiles over every request of every round,
+    cold start over every fresh process (the very first one = first boot, empty optimized-model cache)."""
+    from .bundle import open_bundle
+
+    fulls = [r["full"] for r in rounds]
+    colds = [c for r in rounds for c in r["colds"]]
+    out = {k: fulls[0][k] for k in ("variant", "profile", "n_items", "threads", "first_items")}
+    out["stages_ms"] = {s: stats([x for f in fulls for x in f["stage_samples"][s]]) for s in STAGES}
+    hist_only = stats([x for f in fulls for x in f["history_only_samples"]])
+    out["latency_ms"] = {"history, MMR top-10": hist_only, "history + query, MMR top-10": out["stages_ms"]["total"]}
+    out["throughput"] = {
+        "requests_per_s": {k: 1000.0 / v["mean"] for k, v in out["latency_ms"].items()},
+        "embed_texts_per_s": {b: {"texts_per_s": float(np.median([f["embed_texts_per_s"][b]["texts_per_s"]
+                                                                  for f in fulls]))}
+                              for b in fulls[0]["embed_texts_per_s"]}}
+    out["rss_peak_mib"] = max(f["rss_peak_mib"] for f in fulls)
+    out["rss_after_bench_mib"] = float(np.median([f["rss_after_bench_mib"] for f in fulls]))
     keys = ("process_start_to_first_answer_s", "import_s", "load_s", "first_request_s", "rss_after_load_mib")
-    full["cold_start"] = {"first_boot": {k: colds[0][k] for k in keys},
-                          "median": {k: float(np.median([c[k] for c in colds[1:] or colds])) for k in keys},
-                          "runs": len(colds)}
-    full["sizes_bytes"] = {"bundle": sum(int(f["bytes"]) for f in b.manifest["files"].values()),
-                           "encoder": int(b.manifest["files"][enc["file"]]["bytes"]), "encoder_file": enc["file"]}
-    full["bundle_sha256"] = _bundle_hash(b)
-    full["note"] = p.reason
-    return full
+    out["cold_start"] = {"first_boot": {k: colds[0][k] for k in keys},
+                         "median": {k: float(np.median([c[k] for c in colds[1:] or colds])) for k in keys},
+                         "runs": len(colds)}
+    b = open_bundle(bundle, verify=False)
+    enc = b.model("encoder", out["variant"])
+    out["sizes_bytes"] = {"bundle": sum(int(f["bytes"]) for f in b.manifest["files"].values()),
+                          "encoder": int(b.manifest["files"][enc["file"]]["bytes"]), "encoder_file": enc["file"]}
+    out["bundle_sha256"] = _bundle_hash(b)
+    out["rounds"] = len(rounds)
+    out["note"] = p.reason
+    return out
 
 
 def _bundle_hash(b) -> str:
@@ -214,7 +244,9 @@ def markdown(rows: list[dict], machine: dict, command: str) -> str:
 
     lines = ["# genre bench", "", machine_markdown(machine), "", f"Command: `{command}`", "",
              "Each row: fresh processes importing only the runtime; latency = `history 50 + query, MMR top-10` "
-             "requests over the whole catalog after warm-up (ms; p50 / p95 / p99).", "",
+             "requests over the whole catalog after warm-up (ms; p50 / p95 / p99), pooled over "
+             f"{max((r.get('rounds', 1) for r in rows if not r.get('skipped')), default=1)} interleaved rounds "
+             "(every row runs once per round, so drift on a busy machine lands on every row alike).", "",
              "## End to end and per stage (p50 ms)", "",
              "| profile | variant | threads | total p50 | p95 | p99 | " + " | ".join(STAGES[:-1]) + " |",
              "|---|---|---|---|---|---|" + "---|" * (len(STAGES) - 1)]

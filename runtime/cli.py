@@ -439,11 +439,15 @@ def _limit_malloc_arenas(n: int = 2) -> None:
 @click.option("--all-variants", is_flag=True, help="Bench every encoder variant in the bundle, not just the profile's.")
 @click.option("--history-len", type=int, default=50, show_default=True)
 @click.option("--reps", type=int, default=300, show_default=True, help="Requests per measurement after warm-up.")
-@click.option("--starts", type=int, default=3, show_default=True, help="Fresh processes for the cold-start median.")
+@click.option("--starts", type=int, default=3, show_default=True,
+              help="Fresh processes per round for the cold-start median.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved rounds: every profile/variant runs once per round, so drift on a busy machine "
+                   "lands on every row alike; percentiles pool all rounds.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write bench.jsonl, bench.md and bench.png here.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(bundle_path, profiles, all_variants, history_len, reps, starts, out, as_json):
+def bench(bundle_path, profiles, all_variants, history_len, reps, starts, rounds, out, as_json):
     """Latency per stage (p50/p95/p99), throughput, cold start, memory and sizes on this machine."""
     import tempfile
 
@@ -451,8 +455,9 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, out, a
     from .machine import machine
     from .profile import detect
 
-    if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50:
-        raise click.ClickException("--reps must be in 5..100000, --history-len in 0..10000, --starts in 1..50")
+    if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50 or not 1 <= rounds <= 20:
+        raise click.ClickException("--reps must be in 5..100000, --history-len in 0..10000, --starts in 1..50, "
+                                   "--rounds in 1..20")
     profiles = [run_api(detect).name if p == "auto" else p for p in profiles]
     if "all" in profiles:
         profiles = ["all"]
@@ -463,11 +468,17 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, out, a
         raise click.ClickException("no profile can run on this machine: " +
                                    "; ".join(f"{r['profile']}: {r['reason']}" for r in rows))
     mach = machine()
+    per_round = max(5, reps // rounds)
+    runs: dict[int, list] = {i: [] for i in range(len(todo))}
+    steps = [(r, i) for r in range(rounds) for i in range(len(todo))]
     with tempfile.TemporaryDirectory() as cache, \
-            click.progressbar(todo, label="benchmarking", file=sys.stderr, show_pos=True,
-                              item_show_func=lambda p: p and f"{p.profile}/{p.variant}") as bar:
-        for p in bar:
-            rows.append(dict(run_api(B.bench_one, bundle_path, p, reps, history_len, starts, cache), machine=mach))
+            click.progressbar(steps, label="benchmarking", file=sys.stderr, show_pos=True,
+                              item_show_func=lambda s: s and f"round {s[0] + 1}: {todo[s[1]].profile}/"
+                                                              f"{todo[s[1]].variant}") as bar:
+        for r, i in bar:
+            n_cold = len(range(r, starts, rounds))  # the cold starts are spread over the rounds too
+            runs[i].append(run_api(B.bench_round, bundle_path, todo[i], per_round, history_len, n_cold, cache))
+    rows += [dict(run_api(B.aggregate, bundle_path, p, runs[i]), machine=mach) for i, p in enumerate(todo)]
     command = "genre " + " ".join(sys.argv[1:])
     md = B.markdown(rows, mach, command)
     if out:

@@ -66,7 +66,8 @@ def test_teacher_table_joins_reports_and_refuses_another_split(tiny_bundle, tmp_
 def test_genre_bench_all_profiles_runs_what_fits_and_skips_the_rest(tiny_bundle, tmp_path):
     out = tmp_path / "b"
     p = subprocess.run([sys.executable, "-m", "genre_edge.cli", "bench", "--bundle", str(tiny_bundle / "bundle"),
-                        "--profile", "all", "--all-variants", "--reps", "5", "--starts", "1", "--history-len", "5",
+                        "--profile", "all", "--all-variants", "--reps", "10", "--rounds", "2", "--starts", "3",
+                        "--history-len", "5",
                         "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
@@ -80,7 +81,8 @@ def test_genre_bench_all_profiles_runs_what_fits_and_skips_the_rest(tiny_bundle,
     for r in ran:
         st = r["stages_ms"]
         assert set(st) == {"request", "tokenize", "encode", "user_model", "score", "rerank", "total"}
-        assert st["total"]["n"] == 5 and st["total"]["p50"] <= st["total"]["p99"]
+        assert st["total"]["n"] == 10 and st["total"]["p50"] <= st["total"]["p99"]  # 2 rounds x 5 pooled
+        assert r["rounds"] == 2 and r["cold_start"]["runs"] == 3
         assert st["encode"]["p50"] > 0 and st["total"]["p50"] >= st["encode"]["p50"]
         assert r["cold_start"]["median"]["process_start_to_first_answer_s"] > r["cold_start"]["median"]["load_s"] > 0
         assert r["rss_peak_mib"] >= r["cold_start"]["median"]["rss_after_load_mib"] > 0
