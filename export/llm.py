@@ -31,6 +31,8 @@ from pathlib import Path
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError, GenreError
 
+from .train_config import DataConfig
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -74,16 +76,9 @@ class TaskConfig:
 
 
 @dataclass(frozen=True)
-class DataSource:
-    source: str = "ml-100k"
-    format: str = "auto"
-    threshold: float = cfg.bounded(4.0, 0.0, None)
-
-
-@dataclass(frozen=True)
 class EnrichConfig:
     name: str = "enrich"
-    data: DataSource = field(default_factory=DataSource)
+    data: DataConfig = field(default_factory=DataConfig)  # the training config's [data] (a domain too)
     backend: BackendConfig = field(default_factory=BackendConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     out: str = ""  # "" = next to the data: <data folder>/<name>.enrich/
@@ -332,7 +327,10 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
 
     src = conf.data.source
     data_path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
-    ds = load_dataset(data_path, conf.data.format, conf.data.threshold)
+    from .train import domain
+
+    ds = domain(load_dataset(data_path, conf.data.format, conf.data.threshold), conf.data.include_categories,
+                conf.data.exclude_categories)
     be = backend or BACKENDS[conf.backend.kind](conf.backend)
     out = output_dir(conf, data_path)
     out.mkdir(parents=True, exist_ok=True)
