@@ -269,15 +269,10 @@ class Recommender:
                 t_tok = t_req
             t_enc = time.perf_counter()
             # --- user model
-            hw = hist[-self.user_model.max_history :]
-            u, att = self.user_model(cat.emb[hw]) if len(hw) else (np.zeros(cat.emb.shape[1], np.float32), np.zeros(0))
-            if q is not None:
-                u = q if len(hw) == 0 else (1 - qw) * u + qw * q
+            hw, u, att = self._user_vector(hist, q, qw)
             t_user = time.perf_counter()
             # --- scorer: content + CF + popularity over the whole catalog
-            content = self.catalog_scorer.scores(cat, u)
-            cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
-            scores = blend(content, cf, cat.pop, preset)
+            scores, cf = self._scores(u, hist, preset)
             mask = filters.mask(cat)
             if exclude_seen and len(hist):
                 mask[hist] = False
@@ -313,10 +308,8 @@ class Recommender:
             raise RequestError(f"strategy must be one of content, cf, hybrid for score_all, not {strategy!r}")
         preset, cat = self.presets[strategy], self.catalog
         hist = np.asarray(history, np.int64)
-        hw = hist[-self.user_model.max_history:]
-        u = self.user_model(cat.emb[hw])[0] if len(hw) else np.zeros(cat.emb.shape[1], np.float32)
-        cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
-        s = blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset)
+        _, u, _ = self._user_vector(hist, None, 0.0)
+        s, cf = self._scores(u, hist, preset)
         if self.head_session is not None:
             pool = top_n(s, cat.active, self.rerank_top)
             fine = self._head(u, pool, cf, cat.pop)
@@ -325,6 +318,21 @@ class Recommender:
         return s
 
     # ------------------------------------------------------------------ internals
+    def _user_vector(self, hist: np.ndarray, q: np.ndarray | None, qw: float):
+        """(history window, user vector, attention weights); a query blends in with weight ``qw``."""
+        hw = hist[-self.user_model.max_history :]
+        dim = self.catalog.emb.shape[1]
+        u, att = self.user_model(self.catalog.emb[hw]) if len(hw) else (np.zeros(dim, np.float32), np.zeros(0))
+        if q is not None:
+            u = q if len(hw) == 0 else (1 - qw) * u + qw * q
+        return hw, u, att
+
+    def _scores(self, u: np.ndarray, hist: np.ndarray, preset: dict):
+        """(blended scores of every catalog row, CF scores): content + CF + popularity."""
+        cat = self.catalog
+        cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
+        return blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset), cf
+
     def _head(self, u, pool, cf, pop):
         c = self.catalog.emb[pool][None].astype(np.float32)
         out = self.head_session.run(None, {"user": u[None].astype(np.float32), "candidates": c,
