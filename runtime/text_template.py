@@ -8,7 +8,7 @@ _EMPTY_PARENS = re.compile(r"\(\s*\)")
 _EMPTY_LABEL = re.compile(r"\b[A-Z][a-z]+:\s*\.")
 _SPACES = re.compile(r"\s+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
-_REPEATED_PUNCT = re.compile(r"([.,;:])(?:\s*[.,;:])+")
+_REPEATED_PUNCT = re.compile(r"([.,;:])(?:\s+[.,;:])+")  # "Title. ." (an empty field), never an ellipsis
 
 
 def template_fields(template: str) -> list[str]:
@@ -20,5 +20,5 @@ def render(template: str, fields: dict[str, str]) -> str:
     text = template.format(**{n: fields.get(n, "") for n in template_fields(template)})
     text = _EMPTY_PARENS.sub("", text)
     text = _EMPTY_LABEL.sub("", text)
-    text = _REPEATED_PUNCT.sub(r"\1", _SPACE_BEFORE_PUNCT.sub(r"\1", text))  # "Title (). Genres: ." -> "Title."
+    text = _SPACE_BEFORE_PUNCT.sub(r"\1", _REPEATED_PUNCT.sub(r"\1", text))  # "Title (). Genres: ." -> "Title."
     return _SPACES.sub(" ", text).strip()

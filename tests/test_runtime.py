@@ -276,3 +276,14 @@ def test_add_remove_churn_reuses_rows(rec, tmp_path):
     assert cat.categories[i] == ("Comedy",) and cat.first_seen[i] == 0
     r = rec.recommend([], query="A film that stays", k=len(cat), include_categories=["Comedy"])
     assert "keep" in [x.id for x in r.items] and not any(x.id.startswith("churn") for x in r.items)
+
+
+def test_item_text_template_drops_empty_fields_cleanly_and_keeps_real_punctuation():
+    from genre_edge.text_template import render
+
+    t = "{title} ({year}). Genres: {genres}."
+    assert render(t, {"title": "Toy Story", "year": "1995", "genres": "Comedy"}) == "Toy Story (1995). Genres: Comedy."
+    assert render(t, {"title": "Toy Story"}) == "Toy Story."
+    assert render(t, {"title": "A", "genres": "X, Y"}) == "A. Genres: X, Y."
+    assert render(t, {"title": "And Now... Ladies", "year": "1990"}) == "And Now... Ladies (1990)."
+    assert render("{title}. {description}.", {"title": "T"}) == "T."
