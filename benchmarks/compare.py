@@ -197,6 +197,9 @@ def main(argv=None) -> int:
         layers = json.loads((S.path / "distill.json").read_text()).get("layers") if (S.path / "distill.json").is_file() \
             else None
         students.append((S, S.modules()[1], bdir, f"layers {tuple(layers)}" if layers else S.path.name))
+    labels = [x[3] for x in students]
+    if len(set(labels)) < len(labels):  # the same layers twice (e.g. with and without augmentation): say which
+        students = [(S, r, b, f"{lab}, {S.path.name}") for S, r, b, lab in students]
     prep = Prepared(T.conf, a.data_dir)
     feats = category_features(prep.data.items.categories)
     item_texts = T.items["text"]
