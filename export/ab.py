@@ -58,13 +58,13 @@ def paired_stats(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, n_perm: int =
 class Arm:
     """One side of the comparison: a name, and scores over the data set's items for users."""
 
-    def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], conf):
+    def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str]):
         self.spec = spec
         p = Path(spec)
         if (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
-            self.kind, self.score = "model", self._model(p, item_ids, histories, conf)
+            self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids)
         else:
             raise ConfigError(f"{spec}: neither a bundle (manifest.json) nor a trained model folder "
                               "(config.toml + recommender.safetensors)")
@@ -90,7 +90,7 @@ class Arm:
         return score
 
     @staticmethod
-    def _model(path: Path, item_ids: list[str], histories: list[np.ndarray], conf):
+    def _model(path: Path, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str]):
         from .loading import ModelDir
         from .train import Scorer
 
@@ -98,8 +98,24 @@ class Arm:
         if list(M.items["ids"]) != list(item_ids):
             raise ConfigError(f"{path}: trained on other items than the data set given ({len(M.items['ids'])} vs "
                               f"{len(item_ids)}); compare models of the same data set")
-        _, rec = M.modules()
-        return Scorer(M.conf, rec, M.emb, histories)
+        tower, rec = M.modules()
+        profiles = None
+        if M.conf.user_model.profile_weight > 0:  # a model trained with interest profiles reads them here too
+            import torch
+
+            from .llm import load_user_profiles
+            from .text import tokenize
+
+            texts = load_user_profiles(M.conf.data.user_profiles, user_ids)
+            has = np.array([bool(t) for t in texts])
+            ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", [t for t in texts if t] or [""],
+                                 M.conf.encoder.max_tokens)
+            with torch.no_grad():
+                e = tower(torch.as_tensor(ids), torch.as_tensor(mask))
+            P = torch.zeros(len(user_ids), e.shape[1])
+            P[torch.as_tensor(np.flatnonzero(has))] = e[: int(has.sum())]
+            profiles = (P, has)
+        return Scorer(M.conf, rec, M.emb, histories, profiles)
 
 
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,
@@ -121,7 +137,7 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
     res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": prep.split.summary()}
     per = {}
     for name, spec in (("A", a), ("B", b)):
-        arm = Arm(spec, ids, hist, conf)
+        arm = Arm(spec, ids, hist, list(prep.data.users))
         pu: dict = {}
         summary = evaluate(arm.score, prep.split, which, item_features=feats, per_user_out=pu)
         res["arms"][name] = {"spec": spec, "kind": arm.kind, **summary}

@@ -409,3 +409,20 @@ def load_item_enrichment(path: str | Path, item_ids: list[str]) -> dict[str, lis
     kw = [", ".join(by_id[i]["keywords"]) if i in by_id else "" for i in item_ids]
     log.info("enrichment: %d of %d items have an LLM description", sum(1 for d in desc if d), len(item_ids))
     return {"description": desc, "keywords": kw}
+
+
+def load_user_profiles(path: str | Path, user_ids: list[str]) -> list[str]:
+    """Interest profile text per user from a ``users.v1.jsonl`` ("" for users without one)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"data.user_profiles: {p} is not a file (run 'genre augment llm' with tasks.users = true)")
+    by_id: dict[str, str] = {}
+    for r in JsonlStore(p).read():
+        try:
+            validate({"profile": r["profile"]}, SCHEMAS["users"])
+        except (KeyError, ValueError) as exc:
+            raise GenreError(f"{p}: record for {r.get('id')!r} is not a valid user profile ({exc})") from None
+        by_id[str(r["id"])] = r["profile"]
+    out = [by_id.get(u, "") for u in user_ids]
+    log.info("user profiles: %d of %d users have one", sum(1 for x in out if x), len(user_ids))
+    return out

@@ -83,6 +83,11 @@ class Prepared:
             from .llm import load_item_enrichment
 
             dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
+        self.profiles = None
+        if conf.data.user_profiles:
+            from .llm import load_user_profiles
+
+            self.profiles = load_user_profiles(conf.data.user_profiles, dataset.users)
         self.data = dataset
         self.split = make_split(dataset, conf.split)
         self.hist = self.split.train_histories()
@@ -171,18 +176,21 @@ def pad(seqs: list[np.ndarray], cap: int | None = None) -> tuple[np.ndarray, np.
 class Scorer:
     """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones."""
 
-    def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray]):
+    def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray], profiles=None):
         import torch
 
         self.torch = torch
         self.conf, self.rec, self.hist = conf, rec, hist
         self.E = torch.as_tensor(emb)
+        self.profiles = profiles  # (P [n_users, D], has [n_users] bool) from Trainer.profile_vectors, or None
 
     def user_vectors(self, users):
         torch = self.torch
         ids, m = pad([self.hist[u] for u in users], self.conf.user_model.max_history)
         with torch.no_grad():
             u, _ = self.rec.user(self.E[torch.as_tensor(ids)], torch.as_tensor(m))
+            if self.profiles is not None:
+                u = blend_profile(u, users, self.profiles, self.conf.user_model.profile_weight)
         return u
 
     def __call__(self, users: np.ndarray) -> np.ndarray:
@@ -202,6 +210,16 @@ class Scorer:
                 out.scatter_(1, top, fine - fine.min() + 1.0 + out.max())
                 s = out
         return s.numpy()
+
+
+def blend_profile(u, users, profiles, w: float):
+    """User vectors with the user's interest profile blended in (users without one are unchanged)."""
+    import torch
+
+    P, has = profiles
+    idx = torch.as_tensor(np.asarray(users, np.int64))
+    h = torch.as_tensor(has)[idx][:, None]
+    return torch.where(h, (1 - w) * u + w * P[idx], u)
 
 
 def zero_shot_scores(emb: np.ndarray, hist: list[np.ndarray], max_history: int):
@@ -236,9 +254,15 @@ class Trainer:
         from .augment import augmented_texts
 
         self.aug_texts = augmented_texts(self.prep.data.items, conf.encoder.template, conf.augment)
+        self.P = None  # profile vectors used by training steps, refreshed every epoch
         n = len(self.texts)
-        ids, mask = tokenize(self.enc_path / "tokenizer.json", self.texts + [t for v in self.aug_texts for t in v],
-                             conf.encoder.max_tokens)
+        # user interest profiles (user_model.profile_weight): embedded by the same tower, rows after those
+        profs = self.prep.profiles if conf.user_model.profile_weight > 0 else None
+        self.prof_users = np.array([u for u, t in enumerate(profs) if t], np.int64) if profs else None
+        prof_texts = [profs[u] for u in self.prof_users] if profs else []
+        self.prof_row0 = n * (1 + len(self.aug_texts))
+        ids, mask = tokenize(self.enc_path / "tokenizer.json",
+                             self.texts + [t for v in self.aug_texts for t in v] + prof_texts, conf.encoder.max_tokens)
         self.ids, self.mask = ids[:n], mask[:n]
         self.ids_all, self.mask_all = ids, mask
         if self.aug_texts:
@@ -313,19 +337,35 @@ class Trainer:
         out = [self.encode(np.arange(a, min(a + 512, len(self.ids))), False) for a in range(0, len(self.ids), 512)]
         return self.torch.cat(out).numpy()
 
+    def profile_vectors(self):
+        """(P [n_users, D], has [n_users]) of the users' interest profiles with the current tower, or None."""
+        if self.prof_users is None:
+            return None
+        self.tower.eval()
+        rows = self.prof_row0 + np.arange(len(self.prof_users))
+        e = self.torch.cat([self.encode(rows[a: a + 512], False) for a in range(0, len(rows), 512)])
+        P = self.torch.zeros(self.prep.data.n_users, e.shape[1])
+        P[self.torch.as_tensor(self.prof_users)] = e
+        has = np.zeros(self.prep.data.n_users, bool)
+        has[self.prof_users] = True
+        return P, has
+
+    def scorer(self, emb: np.ndarray, hist: list[np.ndarray]) -> Scorer:
+        return Scorer(self.conf, self.rec, emb, hist, self.profile_vectors())
+
     # --------------------------------------------------------------- evaluation
     def evaluate(self, which: str, emb: np.ndarray | None = None) -> dict:
         from genre_edge.evaluate import evaluate
 
         self.rec.eval()
         emb = self.all_embeddings() if emb is None else emb
-        return evaluate(Scorer(self.conf, self.rec, emb, self.prep.split.histories(which)), self.prep.split, which,
+        return evaluate(self.scorer(emb, self.prep.split.histories(which)), self.prep.split, which,
                         item_features=self.feats)
 
     def _blend_parts(self, emb: np.ndarray):
         """Content dot, CF and popularity scores of the validation users (computed once per embedding)."""
         torch = self.torch
-        scorer = Scorer(self.conf, self.rec, emb, self.prep.hist)
+        scorer = self.scorer(emb, self.prep.hist)
         users = np.flatnonzero([len(x) for x in self.prep.split.user_items(self.prep.split.valid)])
         with torch.no_grad():
             u = scorer.user_vectors(users)
@@ -416,7 +456,7 @@ class Trainer:
                     p.copy_(theta0[k] + alpha * (trained[k] - theta0[k]))
             emb = self.all_embeddings()
             warm = self._grid_blend(emb, fine=False)[0]
-            cold = evaluate(Scorer(self.conf, self.rec, emb, self.prep.hist), self.prep.split, "cold_valid",
+            cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid",
                             n_neg=1).get("ndcg@10", 0.0)
             rows.append({"alpha": alpha, "valid_ndcg@10": warm, "cold_valid_ndcg@10": cold})
             log.info("interpolation alpha %.2f: valid ndcg@10 %.4f, cold-valid ndcg@10 %.4f", alpha, warm, cold)
@@ -526,6 +566,8 @@ class Trainer:
         hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
         hids, hm = pad(hists, conf.user_model.max_history)
         u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
+        if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
+            u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
         cids, cm = pad(hists)
         cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
         cand_ids = torch.as_tensor(cand_ids_np)
@@ -558,6 +600,8 @@ class Trainer:
             E = self.E
             hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
             u, _ = self.rec.user(E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            if self.P is not None:
+                u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
             cids, cm = pad([self.prep.hist[x] for x in users])
             cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1))
             cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), cand)
@@ -613,6 +657,7 @@ class Trainer:
             for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
                 p.requires_grad_(ep > conf.train.freeze_epochs)
             self.E = torch.as_tensor(self.all_embeddings())
+            self.P = self.profile_vectors()
             losses = []
             batches = list(self._batches())
             bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
