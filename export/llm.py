@@ -258,6 +258,10 @@ def parse_answer(text: str, task: str) -> dict:
         obj = json.loads(t)
     except ValueError as exc:
         raise AnswerError(f"not JSON ({exc.msg} at {exc.pos}): {text[:120]!r}") from None
+    if task == "items" and isinstance(obj, dict) and isinstance(obj.get("keywords"), list):
+        seen: set = set()  # small models repeat themselves ("grind, grind, grind"): keep each keyword once
+        obj["keywords"] = [k for k in obj["keywords"] if not isinstance(k, str) or
+                           not (k.strip().lower() in seen or seen.add(k.strip().lower()))]
     try:
         validate(obj, SCHEMAS[task])
     except ValueError as exc:

@@ -214,3 +214,15 @@ def test_user_profiles_blend_into_training_and_evaluation(toy_data, tmp_path):
     ab = replay(str(tmp_path / "m"), str(tmp_path / "m"), str(tmp_path / "m" / "config.toml"), which="test",
                 n_boot=100)
     assert abs(ab["arms"]["A"]["ndcg@10"] - rep["teacher"]["test"]["ndcg@10"]) < 1e-6
+
+
+def test_answers_are_parsed_strictly_and_repeated_keywords_kept_once():
+    from genre_edge_export.llm import AnswerError, parse_answer
+
+    got = parse_answer('{"description": "A film.", "keywords": ["grind", "Grind ", "dark", "grind"]}', "items")
+    assert got["keywords"] == ["grind", "dark"]
+    assert parse_answer('```json\n{"profile": "Likes westerns."}\n```', "users") == {"profile": "Likes westerns."}
+    for bad in ('{"description": "x"}', '{"description": "", "keywords": ["a"]}', "[1, 2]", "no json",
+                '{"description": "x", "keywords": ["a"], "cast": ["made up"]}'):
+        with pytest.raises(AnswerError):
+            parse_answer(bad, "items")
