@@ -396,19 +396,26 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
     return summary
 
 
-def load_item_enrichment(path: str | Path, item_ids: list[str]) -> dict[str, list[str]]:
-    """Template fields ``description`` and ``keywords`` per item from an ``items.v1.jsonl`` (the last
-    answer per item wins; items without one get empty fields)."""
+def _load_answers(path: str | Path, task: str, key: str, run_hint: str) -> dict[str, dict]:
+    """The validated answers of ``task`` in a ``<task>.v1.jsonl``, by id (the last answer per id wins)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"data.enrichment: {p} is not a file (run 'genre augment llm' first)")
+        raise ConfigError(f"{key}: {p} is not a file (run 'genre augment llm' {run_hint})")
+    fields = SCHEMAS[task]["required"]
     by_id: dict[str, dict] = {}
     for r in JsonlStore(p).read():
         try:
-            validate({k: r[k] for k in ("description", "keywords")}, SCHEMAS["items"])
+            validate({k: r[k] for k in fields}, SCHEMAS[task])
         except (KeyError, ValueError) as exc:
-            raise GenreError(f"{p}: record for {r.get('id')!r} is not a valid item enrichment ({exc})") from None
+            raise GenreError(f"{p}: record for {r.get('id')!r} is not a valid '{task}' answer ({exc})") from None
         by_id[str(r["id"])] = r
+    return by_id
+
+
+def load_item_enrichment(path: str | Path, item_ids: list[str]) -> dict[str, list[str]]:
+    """Template fields ``description`` and ``keywords`` per item from an ``items.v1.jsonl`` (items without
+    an answer get empty fields)."""
+    by_id = _load_answers(path, "items", "data.enrichment", "first")
     desc = [by_id[i]["description"] if i in by_id else "" for i in item_ids]
     kw = [", ".join(by_id[i]["keywords"]) if i in by_id else "" for i in item_ids]
     log.info("enrichment: %d of %d items have an LLM description", sum(1 for d in desc if d), len(item_ids))
@@ -417,16 +424,7 @@ def load_item_enrichment(path: str | Path, item_ids: list[str]) -> dict[str, lis
 
 def load_user_profiles(path: str | Path, user_ids: list[str]) -> list[str]:
     """Interest profile text per user from a ``users.v1.jsonl`` ("" for users without one)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"data.user_profiles: {p} is not a file (run 'genre augment llm' with tasks.users = true)")
-    by_id: dict[str, str] = {}
-    for r in JsonlStore(p).read():
-        try:
-            validate({"profile": r["profile"]}, SCHEMAS["users"])
-        except (KeyError, ValueError) as exc:
-            raise GenreError(f"{p}: record for {r.get('id')!r} is not a valid user profile ({exc})") from None
-        by_id[str(r["id"])] = r["profile"]
-    out = [by_id.get(u, "") for u in user_ids]
+    by_id = _load_answers(path, "users", "data.user_profiles", "with tasks.users = true")
+    out = [by_id[u]["profile"] if u in by_id else "" for u in user_ids]
     log.info("user profiles: %d of %d users have one", sum(1 for x in out if x), len(user_ids))
     return out

@@ -226,3 +226,18 @@ def test_answers_are_parsed_strictly_and_repeated_keywords_kept_once():
                 '{"description": "x", "keywords": ["a"], "cast": ["made up"]}'):
         with pytest.raises(AnswerError):
             parse_answer(bad, "items")
+
+
+def test_enrichment_files_are_checked_when_training_reads_them(tmp_path):
+    from genre_edge.errors import ConfigError, GenreError
+    from genre_edge_export.llm import load_item_enrichment, load_user_profiles
+
+    f = tmp_path / "items.v1.jsonl"
+    f.write_text('{"id": "1", "description": "ok", "keywords": ["a"]}\n{"id": "2", "description": "x"}\n')
+    with pytest.raises(GenreError, match="record for '2' is not a valid 'items' answer"):
+        load_item_enrichment(f, ["1", "2"])
+    with pytest.raises(ConfigError, match="data.user_profiles: .* is not a file"):
+        load_user_profiles(tmp_path / "nope.jsonl", ["u"])
+    f.write_text('{"id": "1", "description": "old", "keywords": ["a"]}\n{"id": "1", "description": "new", '
+                 '"keywords": ["b", "c"]}\n')
+    assert load_item_enrichment(f, ["1", "9"]) == {"description": ["new", ""], "keywords": ["b, c", ""]}
