@@ -100,21 +100,22 @@ class Arm:
                               f"{len(item_ids)}); compare models of the same data set")
         tower, rec = M.modules()
         profiles = None
-        if M.conf.user_model.profile_weight > 0:  # a model trained with interest profiles reads them here too
+        if M.conf.user_model.profile_weight > 0:  # a model trained with users' LLM texts reads them here too
             import torch
 
-            from .llm import load_user_profiles
+            from .llm import user_side_texts
             from .text import tokenize
+            from .train import mean_by_owner
 
-            texts = load_user_profiles(M.conf.data.user_profiles, user_ids)
-            has = np.array([bool(t) for t in texts])
-            ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", [t for t in texts if t] or [""],
-                                 M.conf.encoder.max_tokens)
-            with torch.no_grad():
-                e = tower(torch.as_tensor(ids), torch.as_tensor(mask))
-            P = torch.zeros(len(user_ids), e.shape[1])
-            P[torch.as_tensor(np.flatnonzero(has))] = e[: int(has.sum())]
-            profiles = (P, has)
+            side = user_side_texts(M.conf.data, M.conf.encoder.template, user_ids) or [[] for _ in user_ids]
+            owner = np.array([u for u, ts in enumerate(side) for _ in ts], np.int64)
+            texts = [t for ts in side for t in ts]
+            e = torch.zeros(0, M.emb.shape[1])
+            if texts:
+                ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", texts, M.conf.encoder.max_tokens)
+                with torch.no_grad():
+                    e = tower(torch.as_tensor(ids), torch.as_tensor(mask))
+            profiles = mean_by_owner(e, owner, len(user_ids))
         return Scorer(M.conf, rec, M.emb, histories, profiles)
 
 

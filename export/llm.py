@@ -428,3 +428,33 @@ def load_user_profiles(path: str | Path, user_ids: list[str]) -> list[str]:
     out = [by_id[u]["profile"] if u in by_id else "" for u in user_ids]
     log.info("user profiles: %d of %d users have one", sum(1 for x in out if x), len(user_ids))
     return out
+
+
+def load_synthetic_items(path: str | Path, user_ids: list[str], template: str) -> list[list[str]]:
+    """Per user, the item texts (rendered with the item template) of their synthetic items ([] for none)."""
+    from genre_edge.text_template import render
+
+    by_id = _load_answers(path, "synthetic", "data.synthetic_items", "with tasks.synthetic = true")
+    out = []
+    for u in user_ids:
+        items = by_id[u]["items"] if u in by_id else []
+        out.append([render(template, {"title": it["title"], "genres": ", ".join(it["genres"]),
+                                      "categories": ", ".join(it["genres"]), "description": it.get("description", "")})
+                    for it in items])
+    log.info("synthetic items: %d for %d users", sum(map(len, out)), sum(1 for x in out if x))
+    return out
+
+
+def user_side_texts(data, template: str, user_ids: list[str]) -> list[list[str]] | None:
+    """Per user, the LLM texts about them that training can read (``data.user_profiles``: their interest
+    profile; ``data.synthetic_items``: their synthetic items); None when neither is configured."""
+    if not data.user_profiles and not data.synthetic_items:
+        return None
+    out: list[list[str]] = [[] for _ in user_ids]
+    if data.user_profiles:
+        for texts, t in zip(out, load_user_profiles(data.user_profiles, user_ids)):
+            texts += [t] if t else []
+    if data.synthetic_items:
+        for texts, ts in zip(out, load_synthetic_items(data.synthetic_items, user_ids, template)):
+            texts += ts
+    return out

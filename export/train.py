@@ -83,11 +83,9 @@ class Prepared:
             from .llm import load_item_enrichment
 
             dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
-        self.profiles = None
-        if conf.data.user_profiles:
-            from .llm import load_user_profiles
+        from .llm import user_side_texts
 
-            self.profiles = load_user_profiles(conf.data.user_profiles, dataset.users)
+        self.profiles = user_side_texts(conf.data, conf.encoder.template, dataset.users)  # LLM texts per user
         self.data = dataset
         self.split = make_split(dataset, conf.split)
         self.hist = self.split.train_histories()
@@ -212,6 +210,18 @@ class Scorer:
         return s.numpy()
 
 
+def mean_by_owner(e, owner: np.ndarray, n_users: int):
+    """(P [n_users, D] = mean of each user's rows of ``e``, has [n_users]) for per-user LLM text embeddings."""
+    import torch
+
+    P = torch.zeros(n_users, e.shape[1])
+    if len(owner):
+        P.index_add_(0, torch.as_tensor(owner), e)
+    counts = np.bincount(owner, minlength=n_users)
+    P = P / torch.as_tensor(np.maximum(counts, 1), dtype=P.dtype)[:, None]
+    return P, counts > 0
+
+
 def blend_profile(u, users, profiles, w: float):
     """User vectors with the user's interest profile blended in (users without one are unchanged)."""
     import torch
@@ -258,8 +268,8 @@ class Trainer:
         n = len(self.texts)
         # user interest profiles (user_model.profile_weight): embedded by the same tower, rows after those
         profs = self.prep.profiles if conf.user_model.profile_weight > 0 else None
-        self.prof_users = np.array([u for u, t in enumerate(profs) if t], np.int64) if profs else None
-        prof_texts = [profs[u] for u in self.prof_users] if profs else []
+        self.prof_owner = np.array([u for u, ts in enumerate(profs) for _ in ts], np.int64) if profs else None
+        prof_texts = [t for ts in profs for t in ts] if profs else []
         self.prof_row0 = n * (1 + len(self.aug_texts))
         ids, mask = tokenize(self.enc_path / "tokenizer.json",
                              self.texts + [t for v in self.aug_texts for t in v] + prof_texts, conf.encoder.max_tokens)
@@ -338,17 +348,13 @@ class Trainer:
         return self.torch.cat(out).numpy()
 
     def profile_vectors(self):
-        """(P [n_users, D], has [n_users]) of the users' interest profiles with the current tower, or None."""
-        if self.prof_users is None:
+        """(P [n_users, D], has [n_users]): the mean of each user's LLM texts with the current tower, or None."""
+        if self.prof_owner is None:
             return None
         self.tower.eval()
-        rows = self.prof_row0 + np.arange(len(self.prof_users))
+        rows = self.prof_row0 + np.arange(len(self.prof_owner))
         e = self.torch.cat([self.encode(rows[a: a + 512], False) for a in range(0, len(rows), 512)])
-        P = self.torch.zeros(self.prep.data.n_users, e.shape[1])
-        P[self.torch.as_tensor(self.prof_users)] = e
-        has = np.zeros(self.prep.data.n_users, bool)
-        has[self.prof_users] = True
-        return P, has
+        return mean_by_owner(e, self.prof_owner, self.prep.data.n_users)
 
     def scorer(self, emb: np.ndarray, hist: list[np.ndarray]) -> Scorer:
         return Scorer(self.conf, self.rec, emb, hist, self.profile_vectors())

@@ -28,9 +28,10 @@ class DataConfig:
     # LLM item enrichment (genre augment llm): an items.v1.jsonl whose description / keywords become
     # the template fields {description} and {keywords}
     enrichment: str = ""
-    # LLM user interest profiles (genre augment llm, task users): users.v1.jsonl, used with
-    # user_model.profile_weight
+    # LLM texts about users (genre augment llm), read with user_model.profile_weight: interest profiles
+    # (users.v1.jsonl) and synthetic items for users with few interactions (synthetic.v1.jsonl)
     user_profiles: str = ""
+    synthetic_items: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,10 @@ class UserModelConfig:
     max_history: int = cfg.bounded(50, 1, 1000)
     heads: int = cfg.bounded(4, 1, 32, "nrms: self-attention heads")
     hidden: int = cfg.bounded(128, 8, 4096, "attention: additive-attention hidden size")
-    # A user's interest profile text, embedded by the item tower, blended into the user vector with this
-    # weight (0 = off) - what serving does with a free-text query and query_weight = this weight.
-    profile_weight: float = cfg.bounded(0.0, 0.0, 1.0, "needs data.user_profiles")
+    # A user's LLM texts (interest profile, synthetic items), embedded by the item tower and averaged, blended
+    # into the user vector with this weight (0 = off) - what serving does with a free-text query and
+    # query_weight = this weight.
+    profile_weight: float = cfg.bounded(0.0, 0.0, 1.0, "needs data.user_profiles and/or data.synthetic_items")
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,9 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self):
-        if self.user_model.profile_weight > 0 and not self.data.user_profiles:
-            raise ConfigError("user_model.profile_weight > 0 needs data.user_profiles (a users.v1.jsonl from "
-                              "'genre augment llm' with tasks.users = true)")
+        if self.user_model.profile_weight > 0 and not (self.data.user_profiles or self.data.synthetic_items):
+            raise ConfigError("user_model.profile_weight > 0 needs data.user_profiles and/or data.synthetic_items "
+                              "(users.v1.jsonl / synthetic.v1.jsonl from 'genre augment llm')")
         if self.train.max_train_positives and self.cf.kind != "none":
             raise ConfigError("train.max_train_positives (few-shot) needs cf.kind = 'none': the CF part would "
                               "still learn from every training interaction")

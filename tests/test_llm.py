@@ -179,38 +179,48 @@ def test_bad_enrichment_configs_name_the_problem(toy_data, tmp_path, monkeypatch
     assert r.exit_code == 1 and "GENRE_TEST_KEY is not set" in r.output
 
 
-def test_user_profiles_blend_into_training_and_evaluation(toy_data, tmp_path):
+def test_user_profiles_and_synthetic_items_blend_into_training_and_evaluation(toy_data, tmp_path):
     from genre_edge.data import load_dataset
     from genre_edge.errors import ConfigError
 
     from conftest import tiny_config, tiny_encoder
     from genre_edge_export.ab import replay
-    from genre_edge_export.train import Trainer, train
+    from genre_edge_export.train import Scorer, Trainer, train
 
     ds = load_dataset(toy_data)
-    prof = tmp_path / "users.v1.jsonl"
+    prof, syn = tmp_path / "users.v1.jsonl", tmp_path / "synthetic.v1.jsonl"
     with open(prof, "w") as fh:  # every other user has a profile (as the LLM task writes them)
         for u in ds.users[::2]:
             fh.write(json.dumps({"id": u, "model": "m", "v": 1, "profile": f"{u} likes Comedy and Drama."}) + "\n")
+    with open(syn, "w") as fh:  # user 1 (no profile) and user 0 (a profile too) get synthetic items
+        for u in ds.users[:2]:
+            fh.write(json.dumps({"id": u, "model": "m", "v": 1, "items": [
+                {"title": "Made Up", "genres": ["Drama"]}, {"title": "Also Made Up", "genres": ["Comedy"],
+                                                            "description": "A comedy."}]}) + "\n")
     enc = tiny_encoder(tmp_path / "enc")
-    with pytest.raises(ConfigError, match="needs data.user_profiles"):
+    with pytest.raises(ConfigError, match="needs data.user_profiles and/or data.synthetic_items"):
         tiny_config(toy_data, enc, user_model={"profile_weight": 0.5})
-    conf = tiny_config(toy_data, enc, data={"user_profiles": str(prof)}, user_model={"profile_weight": 0.5})
+    conf = tiny_config(toy_data, enc, data={"user_profiles": str(prof), "synthetic_items": str(syn)},
+                       user_model={"profile_weight": 0.5})
     t = Trainer(conf, tmp_path / "t", progress=False)
+    assert t.prep.profiles[0] == [f"{ds.users[0]} likes Comedy and Drama.", "Made Up. Genres: Drama.",
+                                  "Also Made Up. Genres: Comedy."]
+    assert t.prep.profiles[1] == ["Made Up. Genres: Drama.", "Also Made Up. Genres: Comedy."]
+    assert t.prep.profiles[3] == []
     t._bottom_cache()
     P, has = t.profile_vectors()
-    assert has.sum() == len(ds.users[::2]) and has[0] and not has[1]
-    assert float(P[1].abs().sum()) == 0 and float(P[0].abs().sum()) > 0
-    sc, plain = t.scorer(t.all_embeddings(), t.prep.hist), None
-    from genre_edge_export.train import Scorer
-
+    assert has.sum() == len(ds.users[::2]) + 1 and has[0] and has[1] and not has[3]
+    assert float(P[3].abs().sum()) == 0 and float(P[1].abs().sum()) > 0
+    rows = t.prof_row0 + np.flatnonzero(t.prof_owner == 0)  # user 0: the mean of their three texts
+    assert np.allclose(P[0].numpy(), t.encode(rows, False).numpy().mean(0), atol=1e-6)
+    sc = t.scorer(t.all_embeddings(), t.prep.hist)
     plain = Scorer(conf, t.rec, t.all_embeddings(), t.prep.hist)
-    users = np.array([0, 1])
+    users = np.array([0, 1, 3])
     a, b = sc.user_vectors(users), plain.user_vectors(users)
-    assert not np.allclose(a[0], b[0]) and np.allclose(a[1], b[1])  # only users with a profile move
+    assert not np.allclose(a[0], b[0]) and not np.allclose(a[1], b[1]) and np.allclose(a[2], b[2])
     rep = train(conf, tmp_path / "m", progress=False)
     assert rep["teacher"]["test"]["users"] > 0
-    # the A/B replay scores the model with its profiles, as training evaluated it
+    # the A/B replay scores the model with the same texts, as training evaluated it
     ab = replay(str(tmp_path / "m"), str(tmp_path / "m"), str(tmp_path / "m" / "config.toml"), which="test",
                 n_boot=100)
     assert abs(ab["arms"]["A"]["ndcg@10"] - rep["teacher"]["test"]["ndcg@10"]) < 1e-6
