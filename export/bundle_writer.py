@@ -14,6 +14,8 @@ import numpy as np
 from genre_edge import __version__
 from genre_edge import config as cfg
 from genre_edge.bundle import FORMAT, sha256_file
+# symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
+from genre_edge.catalog_index import quantize_rows
 from genre_edge.errors import GenreError
 from genre_edge.fsutil import atomic_save_npy, atomic_write_json
 from genre_edge.profile import load_profile
@@ -58,15 +60,6 @@ def _latency_ms(fn, reps: int = 30, warmup: int = 5) -> float:
 
 
 CATALOG_DTYPES = ("int8", "fp16")
-
-
-def quantize_rows(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: q = round(e / s), s = max|e| / 127 (half the size of fp16; on
-    unit-norm embeddings the dot-product error is ~1e-3)."""
-    s = np.abs(emb).max(1).astype(np.float32) / 127.0
-    s[s == 0] = 1.0
-    q = np.clip(np.rint(emb / s[:, None]), -127, 127).astype(np.int8)
-    return q, s
 
 
 def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | None = None,

@@ -30,7 +30,8 @@ def stats(ms: list[float]) -> dict:
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "n": int(len(a))}
 
 
-def time_calls(fn, reps: int, warmup: int = 20) -> dict:
+def sample_calls(fn, reps: int, warmup: int = 20) -> list[float]:
+    """Milliseconds of each of ``reps`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     ms = []
@@ -38,7 +39,11 @@ def time_calls(fn, reps: int, warmup: int = 20) -> dict:
         t = time.perf_counter()
         fn()
         ms.append((time.perf_counter() - t) * 1e3)
-    return stats(ms)
+    return ms
+
+
+def time_calls(fn, reps: int, warmup: int = 20) -> dict:
+    return stats(sample_calls(fn, reps, warmup))
 
 
 def _histories(rec, history_len: int, n: int = 16, seed: int = 0) -> list[list[str]]:
@@ -75,13 +80,8 @@ def stage_samples(rec, history_len: int = 50, reps: int = 300, warmup: int = 20)
 def history_only_samples(rec, history_len: int = 50, reps: int = 300, warmup: int = 20) -> list[float]:
     """Milliseconds of ``history, MMR top-10`` requests (no query: the encoder does not run)."""
     hists = _histories(rec, history_len, seed=1)
-    out = []
-    for r in range(warmup + reps):
-        t = time.perf_counter()
-        rec.recommend(hists[r % 16], k=10, mmr_lambda=0.7)
-        if r >= warmup:
-            out.append((time.perf_counter() - t) * 1e3)
-    return out
+    it = iter(range(10**9))
+    return sample_calls(lambda: rec.recommend(hists[next(it) % 16], k=10, mmr_lambda=0.7), reps, warmup)
 
 
 def throughput_bench(rec, batch_sizes: list[int], seconds: float = 1.0) -> dict:

@@ -88,7 +88,8 @@ def int8_scoring_model(q_rows: np.ndarray, scales: np.ndarray) -> bytes:
 
 
 def quantize_rows(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row: emb ~= q * scale[:, None]."""
+    """Symmetric int8 per row: emb ~= q * scale[:, None] (also the bundle's int8 catalog storage: half
+    of fp16 on disk; on unit-norm embeddings the dot-product error is ~1e-3)."""
     amax = np.abs(emb).max(axis=1)
     scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
     q = np.clip(np.rint(emb / scale[:, None]), -127, 127).astype(np.int8)
