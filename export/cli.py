@@ -81,7 +81,12 @@ def train(config_path, out_dir, data_dir, restart, as_json):
     path = config_path if Path(config_path).suffix == ".toml" else run_api(packaged_config, config_path)
     conf = run_api(load_config, path)
     rep = run_api(run, conf, out_dir, data_dir, restart=restart, progress=not as_json)
-    emit(rep, as_json, teacher_summary(rep) + f"\nmodel written to {out_dir}")
+    if conf.domains:
+        from .multidomain import summary
+
+        emit(rep, as_json, summary(rep) + f"\nmodels written to {out_dir}/<domain>")
+    else:
+        emit(rep, as_json, teacher_summary(rep) + f"\nmodel written to {out_dir}")
 
 
 def teacher_summary(rep: dict) -> str:

@@ -145,13 +145,15 @@ class Prepared:
         return ids, ok
 
 
-def build(conf: Config, prep: Prepared, enc_path: Path):
-    """Instantiate tower + recommender modules for ``conf``."""
+def build(conf: Config, prep: Prepared, enc_path: Path, tower=None):
+    """Instantiate tower + recommender modules for ``conf`` (``tower``: a shared item tower to reuse,
+    as multi-domain training does)."""
     from .models import CFPart, ItemTower, Recommender, load_hf_encoder
     from .registry import HEADS, USER_MODELS, resolve
 
-    tower = ItemTower(load_hf_encoder(enc_path), conf.encoder.pooling, conf.encoder.trainable_layers,
-                      conf.encoder.adapter)
+    if tower is None:
+        tower = ItemTower(load_hf_encoder(enc_path), conf.encoder.pooling, conf.encoder.trainable_layers,
+                          conf.encoder.adapter)
     d = tower.dim
     um = resolve(USER_MODELS, conf.user_model.kind)(d, heads=conf.user_model.heads, hidden=conf.user_model.hidden)
     head = resolve(HEADS, conf.head.kind)(d, hidden=conf.head.hidden)
@@ -246,7 +248,7 @@ def zero_shot_scores(emb: np.ndarray, hist: list[np.ndarray], max_history: int):
 
 class Trainer:
     def __init__(self, conf: Config, out_dir: str | Path, data_dir: str | None = None, dataset=None,
-                 progress: bool = True):
+                 progress: bool = True, tower=None):
         self.torch = require("torch", "export", "training")
         self.conf = conf
         self.out = Path(out_dir)
@@ -278,7 +280,7 @@ class Trainer:
         if self.aug_texts:
             log.info("augmentation: %d variants per item, shown for %.0f%% of training examples (e.g. %r)",
                      len(self.aug_texts), 100 * conf.augment.prob, self.aug_texts[0][0])
-        self.tower, self.rec = build(conf, self.prep, self.enc_path)
+        self.tower, self.rec = build(conf, self.prep, self.enc_path, tower)
         if conf.train.init_from:
             self._init_from(Path(conf.train.init_from))
         from genre_edge.evaluate import category_features
@@ -449,30 +451,18 @@ class Trainer:
         validation nDCG@10 (hybrid, blend re-fitted) + nDCG@10 on the cold-validation items, which
         were held out of training entirely — the cold test set is never looked at.
         """
+        if not len(self.prep.split.cold_valid_items):
+            return None
+        return wise_ft(self._tower_trainable(), theta0, self.interpolation_scores, grid)
+
+    def interpolation_scores(self) -> dict:
+        """Warm validation nDCG@10 (blend re-fitted) and cold-validation nDCG@10 with the current tower."""
         from genre_edge.evaluate import evaluate
 
-        torch = self.torch
-        if not len(self.prep.split.cold_valid_items) or not theta0:
-            return None
-        trained = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
-        rows, best = [], None
-        for alpha in grid:
-            with torch.no_grad():
-                for k, p in self._tower_trainable().items():
-                    p.copy_(theta0[k] + alpha * (trained[k] - theta0[k]))
-            emb = self.all_embeddings()
-            warm = self._grid_blend(emb, fine=False)[0]
-            cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid",
-                            n_neg=1).get("ndcg@10", 0.0)
-            rows.append({"alpha": alpha, "valid_ndcg@10": warm, "cold_valid_ndcg@10": cold})
-            log.info("interpolation alpha %.2f: valid ndcg@10 %.4f, cold-valid ndcg@10 %.4f", alpha, warm, cold)
-            if best is None or warm + cold > best[0]:
-                best = (warm + cold, alpha)
-        alpha = best[1]
-        with torch.no_grad():
-            for k, p in self._tower_trainable().items():
-                p.copy_(theta0[k] + alpha * (trained[k] - theta0[k]))
-        return {"alpha": alpha, "grid": rows}
+        emb = self.all_embeddings()
+        warm = self._grid_blend(emb, fine=False)[0]
+        cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid", n_neg=1).get("ndcg@10", 0.0)
+        return {"valid_ndcg@10": warm, "cold_valid_ndcg@10": cold}
 
     # --------------------------------------------------------------- checkpoints
     def _trainable(self) -> dict:
@@ -484,61 +474,10 @@ class Trainer:
         return named
 
     def _save_ckpt(self, state: dict, opt, best: dict | None):
-        from safetensors.torch import save_file
-
-        ck = self.out / "checkpoint"
-        tmp = self.out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        params = {k: v.detach().contiguous() for k, v in self._trainable().items()}
-        save_file(params, str(tmp / "params.safetensors"))
-        if best is not None:
-            save_file(best, str(tmp / "best.safetensors"))
-        # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
-        names = {id(p): n for n, p in self._trainable().items()}
-        ost = {}
-        for group in opt.param_groups:
-            for p in group["params"]:
-                st = opt.state.get(p)
-                if st:
-                    n = names[id(p)]
-                    for k, v in st.items():
-                        ost[f"{n}::{k}"] = (v if self.torch.is_tensor(v) else self.torch.tensor(v)).detach().contiguous()
-        save_file(ost, str(tmp / "optim.safetensors"))
-        atomic_write_json(tmp / "progress.json", state)
-        # swap in one rename: an interrupted save leaves the previous checkpoint intact
-        old = self.out / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if ck.exists():
-            os.replace(ck, old)
-        os.replace(tmp, ck)
-        shutil.rmtree(old, ignore_errors=True)
+        save_checkpoint(self.out, self._trainable(), opt, state, best)
 
     def _load_ckpt(self, opt):
-        from safetensors.torch import load_file
-
-        ck = self.out / "checkpoint"
-        if not (ck / "progress.json").is_file():
-            return None, None
-        state = json.loads((ck / "progress.json").read_text())
-        params = load_file(str(ck / "params.safetensors"))
-        tr = self._trainable()
-        if set(params) != set(tr):
-            raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
-                              "use a new --out folder or --restart")
-        with self.torch.no_grad():
-            for n, p in tr.items():
-                p.copy_(params[n])
-        ost = load_file(str(ck / "optim.safetensors"))
-        for group in opt.param_groups:
-            for p in group["params"]:
-                n = {id(q): k for k, q in tr.items()}[id(p)]
-                st = {k.split("::", 1)[1]: v for k, v in ost.items() if k.split("::", 1)[0] == n}
-                if st:
-                    opt.state[p] = st
-        best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None
-        log.info("resumed from %s at epoch %d", ck, state["epoch"])
-        return state, best
+        return load_checkpoint(self.out, self._trainable(), opt)
 
     # --------------------------------------------------------------- training
     def _batches(self):
@@ -636,26 +575,15 @@ class Trainer:
         opt = torch.optim.AdamW(groups, weight_decay=conf.train.weight_decay)
         state, best = self._load_ckpt(opt)
         if state is None:
-            from genre_edge.evaluate import evaluate
-
-            sp = self.prep.split
             state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                     "history": [], "seconds": 0.0,
-                     "zero_shot": {w: evaluate(zero_shot_scores(emb0, sp.histories(w), conf.user_model.max_history),
-                                               sp, w, item_features=self.feats)
-                                   for w in ("valid", "test", "cold", "cold_valid")}}
-            log.info("zero-shot valid ndcg@10 %.4f", state["zero_shot"]["valid"].get("ndcg@10", 0))
-            if conf.train.init_from:  # the transferred model as it is, before any target training
-                state["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
-                # ...is a candidate like every epoch: a few target examples must not make it worse
-                # (100 positives did, on ml-100k genre domains, before this)
+                     "history": [], "seconds": 0.0, **self.start_metrics(emb0)}
+            if conf.train.init_from:
+                # the transferred model is a candidate like every epoch: a few target examples must
+                # not make it worse (100 positives did, on ml-100k genre domains, before this)
                 state.update(best_ndcg=state["transfer_initial"]["valid"]["ndcg@10"], best_epoch=0)
                 best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
-        n = self.prep.data.n_items
-        seen = np.zeros((self.prep.data.n_users, n), bool)
-        for uu, h in enumerate(self.prep.hist):
-            seen[uu, h] = True
+        seen = self.seen_matrix()
         patience = conf.train.patience
         while state["epoch"] < conf.train.epochs and not (patience and state["bad_epochs"] >= patience):
             ep = state["epoch"] + 1
@@ -671,11 +599,9 @@ class Trainer:
             for users, targets, times in bar:
                 losses.append(self._step(users, targets, times, opt, seen))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-            self.E = torch.as_tensor(self.all_embeddings())
-            vl = self._valid_loss()
-            val = self.evaluate("valid", self.E.numpy())
-            rec = {"epoch": ep, "train_loss": float(np.mean(losses)), "valid_loss": vl,
-                   "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
+            rec = self.epoch_record(ep, losses)
+            val = {"ndcg@10": rec["valid_ndcg@10"]}
+            vl = rec["valid_loss"]
             state["history"].append(rec)
             log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, val["ndcg@10"])
             if self.progress:
@@ -698,6 +624,40 @@ class Trainer:
         for p in tower_params:
             p.requires_grad_(True)
         interpolation = self.interpolate(theta0) if conf.train.interpolate else None
+        return self.finish(state, interpolation, t0)
+
+    def start_metrics(self, emb0: np.ndarray) -> dict:
+        """Zero-shot metrics (untrained encoder, mean of history) and, with ``init_from``, the
+        transferred model's metrics before any training."""
+        from genre_edge.evaluate import evaluate
+
+        sp, conf = self.prep.split, self.conf
+        out = {"zero_shot": {w: evaluate(zero_shot_scores(emb0, sp.histories(w), conf.user_model.max_history),
+                                         sp, w, item_features=self.feats)
+                             for w in ("valid", "test", "cold", "cold_valid")}}
+        log.info("%s zero-shot valid ndcg@10 %.4f", conf.name, out["zero_shot"]["valid"].get("ndcg@10", 0))
+        if conf.train.init_from:
+            out["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
+        return out
+
+    def seen_matrix(self) -> np.ndarray:
+        """[n_users, n_items] bool: what each user liked in training (sampled negatives that are hits are masked)."""
+        seen = np.zeros((self.prep.data.n_users, self.prep.data.n_items), bool)
+        for uu, h in enumerate(self.prep.hist):
+            seen[uu, h] = True
+        return seen
+
+    def epoch_record(self, ep: int, losses: list[float]) -> dict:
+        """Refresh the item table and measure an epoch: train loss, validation loss and nDCG@10."""
+        self.E = self.torch.as_tensor(self.all_embeddings())
+        vl = self._valid_loss()
+        val = self.evaluate("valid", self.E.numpy())
+        return {"epoch": ep, "train_loss": float(np.mean(losses)) if losses else float("nan"), "valid_loss": vl,
+                "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
+
+    def finish(self, state: dict, interpolation: dict | None, t0: float, extra: dict | None = None) -> dict:
+        """Calibrate the blend, measure the final model, write the model folder; returns the report."""
+        torch, conf = self.torch, self.conf
         emb = self.all_embeddings()
         self.E = torch.as_tensor(emb)
         calibration = self.calibrate(emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
@@ -720,6 +680,7 @@ class Trainer:
                                      "positives_with_impressions": self.prep.impression_coverage},
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
+            **(extra or {}),
         }
         self.save(emb, report)
         return report
@@ -763,6 +724,96 @@ class Trainer:
                                                  "n_items": int(len(items)), "encoder_source": str(self.enc_path)})
 
 
+def wise_ft(params: dict, theta0: dict, scores, grid=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict | None:
+    """Weight-space interpolation of ``params`` between ``theta0`` and their trained values: each
+    alpha of ``grid`` is scored by ``scores()`` (a dict of metrics, summed), the best is kept."""
+    import torch
+
+    if not theta0:
+        return None
+    trained = {k: v.detach().clone() for k, v in params.items()}
+
+    def put(alpha):
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(theta0[k] + alpha * (trained[k] - theta0[k]))
+
+    rows, best = [], None
+    for alpha in grid:
+        put(alpha)
+        sc = scores()
+        rows.append({"alpha": alpha, **sc})
+        log.info("interpolation alpha %.2f: %s", alpha, ", ".join(f"{k} {v:.4f}" for k, v in sc.items()))
+        total = sum(sc.values())
+        if best is None or total > best[0]:
+            best = (total, alpha)
+    put(best[1])
+    return {"alpha": best[1], "grid": rows}
+
+
+def save_checkpoint(out: Path, named: dict, opt, state: dict, best: dict | None) -> None:
+    """Write ``out/checkpoint`` (parameters, best parameters, optimizer state as plain tensors,
+    progress) so that an interrupted save leaves the previous checkpoint intact."""
+    import torch
+    from safetensors.torch import save_file
+
+    ck = out / "checkpoint"
+    tmp = out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in named.items()}, str(tmp / "params.safetensors"))
+    if best is not None:
+        save_file(best, str(tmp / "best.safetensors"))
+    # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
+    names = {id(p): n for n, p in named.items()}
+    ost = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                for k, v in st.items():
+                    ost[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
+    save_file(ost, str(tmp / "optim.safetensors"))
+    atomic_write_json(tmp / "progress.json", state)
+    # swap in one rename
+    old = out / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if ck.exists():
+        os.replace(ck, old)
+    os.replace(tmp, ck)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, named: dict, opt):
+    """(progress state, best parameters) from ``out/checkpoint`` into ``named`` and ``opt``; (None, None)
+    when there is none. A checkpoint of other parameters is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    ck = out / "checkpoint"
+    if not (ck / "progress.json").is_file():
+        return None, None
+    state = json.loads((ck / "progress.json").read_text())
+    params = load_file(str(ck / "params.safetensors"))
+    if set(params) != set(named):
+        raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
+                          "use a new --out folder or --restart")
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(params[n])
+    ost = load_file(str(ck / "optim.safetensors"))
+    names = {id(q): k for k, q in named.items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            n = names[id(p)]
+            st = {k.split("::", 1)[1]: v for k, v in ost.items() if k.split("::", 1)[0] == n}
+            if st:
+                opt.state[p] = st
+    best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None
+    log.info("resumed from %s at epoch %d", ck, state["epoch"])
+    return state, best
+
+
 def _first_seen(prep: Prepared) -> np.ndarray:
     inter = prep.data.interactions
     first = np.zeros(prep.data.n_items, np.int64)
@@ -774,5 +825,12 @@ def _first_seen(prep: Prepared) -> np.ndarray:
 
 def train(conf: Config, out_dir: str | Path, data_dir: str | None = None, restart: bool = False,
           progress: bool = True, dataset=None) -> dict:
-    """Train a teacher from ``conf`` into ``out_dir``; resumes from ``out_dir/checkpoint``."""
+    """Train a teacher from ``conf`` into ``out_dir``; resumes from ``out_dir/checkpoint``. A config with
+    ``[[domains]]`` trains them together (export/multidomain.py): one model folder per domain."""
+    if conf.domains:
+        if dataset is not None:
+            raise ConfigError("a multi-domain config reads its data sets from [[domains]]; dataset= is for one domain")
+        from .multidomain import train_multi
+
+        return train_multi(conf, out_dir, data_dir, restart=restart, progress=progress)
     return Trainer(conf, out_dir, data_dir, dataset, progress).fit(restart=restart)

@@ -1,6 +1,8 @@
 """The training config: one frozen dataclass per concept, loaded from TOML and validated."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    """One domain of a multi-domain run (``[[domains]]``): its own data, user model, head, CF part and
+    popularity; the item encoder is shared. Empty / unset fields inherit ``[data]``, ``[encoder]`` and
+    ``[train]``, so "several categories of one data set" needs only a name and categories, and "several
+    data sets" a ``source`` (and usually a ``template``) each."""
+
+    name: str = ""  # required: the model folder <out>/<name>
+    source: str = ""
+    format: str = ""
+    threshold: float | None = None
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    enrichment: str = ""
+    template: str = ""  # the item text template of this data set ("" = encoder.template)
+    max_train_positives: int | None = None  # few-shot domain (None = train.max_train_positives)
+    steps_per_epoch: int | None = None  # training steps per epoch (None = train.steps_per_epoch)
+
+    def validate(self):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
+            raise ConfigError(f"name: {self.name!r} is not a valid domain name (it names a folder): use 1-64 letters, "
+                              "digits, '_', '-' or '.', starting with a letter or digit")
+        for key in ("max_train_positives", "steps_per_epoch"):
+            v = getattr(self, key)
+            if v is not None and v < 0:
+                raise ConfigError(f"{key}: {v} is below the minimum 0")
+        if self.threshold is not None and self.threshold < 0:
+            raise ConfigError(f"threshold: {self.threshold} is below the minimum 0")
+        if self.template:
+            EncoderConfig(template=self.template).validate()
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "genre"
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,8 +160,13 @@ class Config:
     cf: CFConfig = field(default_factory=CFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Multi-domain (multi-task) training: one shared item encoder, per-domain user model / head / CF part.
+    domains: tuple[DomainConfig, ...] = ()
 
     def validate(self):
+        if self.domains:
+            self._validate_domains()
+            return
         if self.user_model.profile_weight > 0 and not (self.data.user_profiles or self.data.synthetic_items):
             raise ConfigError("user_model.profile_weight > 0 needs data.user_profiles and/or data.synthetic_items "
                               "(users.v1.jsonl / synthetic.v1.jsonl from 'genre augment llm')")
@@ -136,6 +175,42 @@ class Config:
                               "still learn from every training interaction")
         if self.head.kind == "mlp" and self.head.rerank_top < 20:
             raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
+
+
+    def _validate_domains(self):
+        names = [d.name for d in self.domains]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"domains: the name {dup[0]!r} is used twice; each domain needs its own name")
+        if len(self.domains) < 2:
+            raise ConfigError("domains: a multi-domain run needs at least 2 [[domains]] (for one, use [data])")
+        if self.data.include_categories or self.data.exclude_categories:
+            raise ConfigError("data.include_categories / exclude_categories: with [[domains]], set the categories "
+                              "in each domain")
+        for d in self.domains:
+            try:
+                self.for_domain(d.name).validate()
+            except ConfigError as exc:
+                raise ConfigError(f"domains ({d.name}): {exc}") from None
+
+    def for_domain(self, name: str) -> "Config":
+        """The single-domain config of domain ``name``: what its model folder records, so that distill,
+        export and init_from read it like any other trained model."""
+        d = {x.name: x for x in self.domains}.get(name)
+        if d is None:
+            raise ConfigError(f"no domain {name!r}; domains are: {', '.join(x.name for x in self.domains)}")
+        data = dataclasses.replace(
+            self.data, source=d.source or self.data.source, format=d.format or self.data.format,
+            threshold=self.data.threshold if d.threshold is None else d.threshold,
+            include_categories=d.include_categories, exclude_categories=d.exclude_categories,
+            enrichment=d.enrichment or self.data.enrichment)
+        train = dataclasses.replace(
+            self.train,
+            max_train_positives=self.train.max_train_positives if d.max_train_positives is None else d.max_train_positives,
+            steps_per_epoch=self.train.steps_per_epoch if d.steps_per_epoch is None else d.steps_per_epoch)
+        return dataclasses.replace(self, name=f"{self.name}.{d.name}", data=data, train=train, domains=(),
+                                   encoder=dataclasses.replace(self.encoder,
+                                                               template=d.template or self.encoder.template))
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:

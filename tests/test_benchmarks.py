@@ -173,9 +173,13 @@ def test_cross_domain_sweep_runs_on_tiny_domains(toy_data, tmp_path):
                                                   data={"include_categories": GENRES[:3]}))
     tgt = _tiny_toml(tmp_path, "tgt", tiny_config(toy_data, enc, cf={"kind": "none"},
                                                   data={"include_categories": GENRES[3:]}))
+    multi = _tiny_toml(tmp_path, "multi", tiny_config(
+        toy_data, enc, cf={"kind": "none"}, domains=[{"name": "s", "include_categories": GENRES[:3]},
+                                                     {"name": "t", "include_categories": GENRES[3:]}]))
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cross_domain.py"), "--work", str(tmp_path / "w"),
-                        "--source-config", src, "--target-config", tgt, "--budgets", "0,10,all", "--name", "xd",
-                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+                        "--source-config", src, "--target-config", tgt, "--multi-config", multi,
+                        "--budgets", "0,10,all", "--name", "xd", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "xd.json").read_text())
     assert [r["target_positives"] for r in res["rows"]] == [0, 10, "all"]
@@ -183,7 +187,10 @@ def test_cross_domain_sweep_runs_on_tiny_domains(toy_data, tmp_path):
     assert few["target_alone"]["positives"]["used"] == few["transfer"]["positives"]["used"] == 10
     assert res["rows"][2]["transfer"]["positives"]["used"] == res["rows"][2]["transfer"]["positives"]["of"] > 10
     assert res["rows"][0]["transfer"]["note"] == "source model as is"
-    assert "| target positives |" in (tmp_path / "xd.md").read_text()
+    assert "multi_task" not in res["rows"][0]
+    assert few["multi_task"]["positives"]["used"] == 10 and few["multi_task"]["source_test"]["users"] > 0
+    assert res["rows"][2]["multi_task"]["positives"]["used"] == res["rows"][2]["multi_task"]["positives"]["of"]
+    assert "| target positives |" in (tmp_path / "xd.md").read_text() and "multi-task" in (tmp_path / "xd.md").read_text()
 
 
 def test_augment_ablation_runs_and_compares_with_ab(toy_data, tmp_path):
