@@ -95,6 +95,7 @@ def main(argv=None) -> int:
             row["transfer"] = {"test": transfer0["test"], "valid": transfer0["valid"], "note": "source model as is"}
     res = {"machine": machine(), "source": {"data": src["data"], "test": src["teacher"]["test"],
                                            "split": src["split"]},
+           "trainable_layers": load_config(conf_path(a.source_config)).encoder.trainable_layers,
            "target_split": None, "rows": rows, "seconds": time.perf_counter() - t0,
            "command": "python benchmarks/cross_domain.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     res["target_split"] = json.loads((work / f"target-transfer-{rows[-1]['target_positives']}" / "report.json")
@@ -124,11 +125,16 @@ def multi_task(path, cap: int, out: Path, data_dir) -> dict:
             "source_test": src["test"], "seconds": rep["train_seconds"], "best_epoch": rep["best_epoch"]}
 
 
+def encoder_words(n: int) -> str:
+    return "frozen" if n == 0 else f"top {n} layer{'s' if n > 1 else ''} fine-tuned"
+
+
 def markdown(res: dict) -> str:
     L = ["# Cross-domain transfer: ml-100k genre groups", "", machine_markdown(res["machine"]), "",
          f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min)", "",
          "Source: Drama / Comedy / Romance items (none of the target genres); target: Sci-Fi / Action / Thriller / "
-         "Horror items. Content models (no CF part), frozen MiniLM + adapter + attention user model. "
+         "Horror items. Content models (no CF part), MiniLM "
+         f"({encoder_words(res.get('trainable_layers', 0))}) + adapter + attention user model. "
          f"Source model test nDCG@10 on its own domain: {res['source']['test'].get('ndcg@10', 0):.4f}.", "",
          "Target test users' full histories are the model input; the budget is how many target training "
          "positives the model learns from (a seeded sample).", "",

@@ -66,8 +66,10 @@ class Arm:
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
             self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids)
         else:
+            from .loading import domains_hint
+
             raise ConfigError(f"{spec}: neither a bundle (manifest.json) nor a trained model folder "
-                              "(config.toml + recommender.safetensors)")
+                              "(config.toml + recommender.safetensors)" + domains_hint(p))
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray]):

@@ -74,7 +74,11 @@ def _progress_echo(msg: str):
 @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")
 @click.option("--json", "as_json", is_flag=True)
 def train(config_path, out_dir, data_dir, restart, as_json):
-    """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint."""
+    """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint.
+
+    A config with [[domains]] trains them together (multi-task: one shared item encoder, a user model,
+    head and CF part per domain) and writes one model folder per domain, --out/<domain>.
+    """
     from .train import train as run
     from .train_config import load_config, packaged_config
 

@@ -11,6 +11,18 @@ from genre_edge.errors import ConfigError
 from .train_config import Config, load_config
 
 
+def domains_hint(path: str | Path) -> str:
+    """For a multi-domain run folder given where one model folder is expected: which folders to use."""
+    p = Path(path)
+    try:
+        rep = json.loads((p / "report.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(rep, dict) or not str(rep.get("format", "")).startswith("genre-multidomain/"):
+        return ""
+    return "; it is a multi-domain run: use one of its domain folders, " + ", ".join(
+        str(p / d) for d in rep.get("domains", {}))
+
 class ModelDir:
     """A ``genre train`` / ``genre distill`` output folder."""
 
@@ -18,7 +30,8 @@ class ModelDir:
         self.path = Path(path)
         for f in ("config.toml", "recommender.safetensors", "item_embeddings.npy", "items.json", "popularity.npy"):
             if not (self.path / f).is_file():
-                raise ConfigError(f"{self.path}: not a trained model folder (missing {f}); run 'genre train' first")
+                raise ConfigError(f"{self.path}: not a trained model folder (missing {f})"
+                                  + (domains_hint(self.path) or "; run 'genre train' first"))
         self.conf: Config = load_config(self.path / "config.toml")
         self.items = json.loads((self.path / "items.json").read_text())
         self.report = json.loads((self.path / "report.json").read_text()) if (self.path / "report.json").is_file() else {}

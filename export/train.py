@@ -36,7 +36,10 @@ def encoder_path(conf: Config) -> Path:
     if conf.train.init_from:  # transfer: the source model's (fine-tuned) encoder
         src = Path(conf.train.init_from)
         if not (src / "encoder" / "config.json").is_file() or not (src / "recommender.safetensors").is_file():
-            raise ConfigError(f"train.init_from: {src} is not a trained model folder (genre train output)")
+            from .loading import domains_hint
+
+            raise ConfigError(f"train.init_from: {src} is not a trained model folder (genre train output)"
+                              + domains_hint(src))
         return src / "encoder"
     p = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
     if not (p / "config.json").is_file():

@@ -124,6 +124,11 @@ def test_multi_domain_run_writes_a_model_folder_per_domain_and_resumes(toy_data,
     assert not np.allclose(ua[k].numpy(), ub[k].numpy())  # per-domain user models
     assert np.allclose(ua["tower.adapter.weight"].numpy(), ub["tower.adapter.weight"].numpy())  # shared
     assert load_config(out / "config.toml").domains[1].name == "dh"
+    # the run folder itself is not a model: the error says which folders are
+    from genre_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"multi-domain run: use one of its domain folders, .*md/ac, .*md/dh"):
+        distill(out, DistillConfig(layers=(0, 2), epochs=1, threads=1), tmp_path / "s0", progress=False)
     # the export side reads a domain folder like any other teacher
     drep = distill(out / "dh", DistillConfig(layers=(0, 2), epochs=1, threads=1), tmp_path / "student", progress=False)
     assert drep["layers"] == [0, 2]
