@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--multi-config", default="ml-100k-multidomain",
                     help="packaged name or TOML path of the multi-task run (its 2nd domain is the target); "
                          "'' = no multi-task arm")
+    ap.add_argument("--trainable-layers", type=int, default=None,
+                    help="override encoder.trainable_layers in all three configs (default: as they say)")
     ap.add_argument("--dir", dest="data_dir", default=os.environ.get("GENRE_DATA_DIR"))
     ap.add_argument("--name", default="cross-domain-ml-100k")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
@@ -53,6 +55,9 @@ def main(argv=None) -> int:
         ap.error(f"--budgets: comma-separated integers or 'all', got {a.budgets!r}")
     if any(b < -1 for b in budgets):
         ap.error("--budgets must be >= 0 (or 'all')")
+    if a.trainable_layers is not None and a.trainable_layers < 0:
+        ap.error("--trainable-layers must be >= 0")
+    enc_over = {} if a.trainable_layers is None else {"encoder": {"trainable_layers": a.trainable_layers}}
     from genre_edge_export.train import train
     from genre_edge_export.train_config import load_config, packaged_config
 
@@ -63,7 +68,8 @@ def main(argv=None) -> int:
     def conf_path(spec):
         return spec if spec.endswith(".toml") else packaged_config(spec)
 
-    src = train(load_config(conf_path(a.source_config)), src_dir, a.data_dir, restart=True, progress=False)
+    src_conf = load_config(conf_path(a.source_config), enc_over)
+    src = train(src_conf, src_dir, a.data_dir, restart=True, progress=False)
     target_cfg = conf_path(a.target_config)
     rows = []
     zero_shot = transfer0 = None
@@ -75,9 +81,9 @@ def main(argv=None) -> int:
             continue
         for arm, init in (("target_alone", ""), ("transfer", str(src_dir))):
             log.info("target, %s positives, %s ...", row["target_positives"], arm)
-            conf = load_config(target_cfg, {"train": {"max_train_positives": cap, "init_from": init,
-                                                      "freeze_epochs": 1 if init else 0},
-                                            "name": f"target-{arm}-{row['target_positives']}"})
+            conf = load_config(target_cfg, {**enc_over, "name": f"target-{arm}-{row['target_positives']}",
+                                            "train": {"max_train_positives": cap, "init_from": init,
+                                                      "freeze_epochs": 1 if init else 0}})
             rep = train(conf, work / f"target-{arm}-{row['target_positives']}", a.data_dir, restart=True,
                         progress=False)
             row[arm] = {"test": rep["teacher"]["test"], "valid": rep["teacher"]["valid"],
@@ -87,7 +93,7 @@ def main(argv=None) -> int:
             transfer0 = rep["transfer_initial"] if init else transfer0
         if a.multi_config:
             row["multi_task"] = multi_task(conf_path(a.multi_config), cap, work / f"multi-{row['target_positives']}",
-                                           a.data_dir)
+                                           enc_over, a.data_dir)
         rows.append(row)
     for row in rows:
         if row["target_positives"] == 0:
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
             row["transfer"] = {"test": transfer0["test"], "valid": transfer0["valid"], "note": "source model as is"}
     res = {"machine": machine(), "source": {"data": src["data"], "test": src["teacher"]["test"],
                                            "split": src["split"]},
-           "trainable_layers": load_config(conf_path(a.source_config)).encoder.trainable_layers,
+           "trainable_layers": src_conf.encoder.trainable_layers,
            "target_split": None, "rows": rows, "seconds": time.perf_counter() - t0,
            "command": "python benchmarks/cross_domain.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     res["target_split"] = json.loads((work / f"target-transfer-{rows[-1]['target_positives']}" / "report.json")
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def multi_task(path, cap: int, out: Path, data_dir) -> dict:
+def multi_task(path, cap: int, out: Path, enc_over: dict, data_dir) -> dict:
     """Source + target in one multi-domain run, the target learning from ``cap`` positives (0 = all)."""
     from genre_edge import config as cfgmod
     from genre_edge_export.train import train
@@ -117,6 +123,7 @@ def multi_task(path, cap: int, out: Path, data_dir) -> dict:
     if len(raw.get("domains", [])) != 2:
         raise SystemExit(f"{path}: the multi-task config needs exactly 2 [[domains]] (source, target)")
     raw["domains"][1]["max_train_positives"] = cap
+    raw = cfgmod.deep_merge(raw, enc_over)
     conf = cfgmod.from_dict(Config, raw, f"{path}:")
     log.info("multi-task, target %s positives ...", cap or "all")
     rep = train(conf, out, data_dir, restart=True, progress=False)

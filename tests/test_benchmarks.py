@@ -178,7 +178,7 @@ def test_cross_domain_sweep_runs_on_tiny_domains(toy_data, tmp_path):
                                                      {"name": "t", "include_categories": GENRES[3:]}]))
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cross_domain.py"), "--work", str(tmp_path / "w"),
                         "--source-config", src, "--target-config", tgt, "--multi-config", multi,
-                        "--budgets", "0,10,all", "--name", "xd", "--out", str(tmp_path)],
+                        "--budgets", "0,10,all", "--trainable-layers", "0", "--name", "xd", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "xd.json").read_text())
@@ -187,7 +187,7 @@ def test_cross_domain_sweep_runs_on_tiny_domains(toy_data, tmp_path):
     assert few["target_alone"]["positives"]["used"] == few["transfer"]["positives"]["used"] == 10
     assert res["rows"][2]["transfer"]["positives"]["used"] == res["rows"][2]["transfer"]["positives"]["of"] > 10
     assert res["rows"][0]["transfer"]["note"] == "source model as is"
-    assert "multi_task" not in res["rows"][0]
+    assert "multi_task" not in res["rows"][0] and res["trainable_layers"] == 0
     assert few["multi_task"]["positives"]["used"] == 10 and few["multi_task"]["source_test"]["users"] > 0
     assert res["rows"][2]["multi_task"]["positives"]["used"] == res["rows"][2]["multi_task"]["positives"]["of"]
     assert "| target positives |" in (tmp_path / "xd.md").read_text() and "multi-task" in (tmp_path / "xd.md").read_text()
