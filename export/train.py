@@ -603,15 +603,14 @@ class Trainer:
                 losses.append(self._step(users, targets, times, opt, seen))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             rec = self.epoch_record(ep, losses)
-            val = {"ndcg@10": rec["valid_ndcg@10"]}
-            vl = rec["valid_loss"]
+            nd, vl = rec["valid_ndcg@10"], rec["valid_loss"]
             state["history"].append(rec)
-            log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, val["ndcg@10"])
+            log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, nd)
             if self.progress:
-                print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  "
-                      f"valid nDCG@10 {val['ndcg@10']:.4f}", flush=True)
-            if val["ndcg@10"] > state["best_ndcg"]:
-                state.update(best_ndcg=val["ndcg@10"], best_epoch=ep, bad_epochs=0)
+                print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  valid nDCG@10 {nd:.4f}",
+                      flush=True)
+            if nd > state["best_ndcg"]:
+                state.update(best_ndcg=nd, best_epoch=ep, bad_epochs=0)
                 best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
             else:
                 state["bad_epochs"] += 1
@@ -644,7 +643,7 @@ class Trainer:
         return out
 
     def seen_matrix(self) -> np.ndarray:
-        """[n_users, n_items] bool: what each user liked in training (sampled negatives that are hits are masked)."""
+        """[n_users, n_items] bool: each user's training items (a sampled negative among them is masked)."""
         seen = np.zeros((self.prep.data.n_users, self.prep.data.n_items), bool)
         for uu, h in enumerate(self.prep.hist):
             seen[uu, h] = True

@@ -1,5 +1,6 @@
 """Multi-domain (multi-task) training: one shared item encoder, per-domain user model / head / CF part."""
 import hashlib
+import json
 import random
 
 import numpy as np
@@ -112,9 +113,9 @@ def test_multi_domain_run_writes_a_model_folder_per_domain_and_resumes(toy_data,
     assert sha(ea) == sha(eb) != sha(enc / "model.safetensors")
     ca = load_config(out / "ac" / "config.toml")
     assert ca.domains == () and ca.data.include_categories == tuple(A)
-    ra = __import__("json").loads((out / "ac" / "report.json").read_text())
+    ra = json.loads((out / "ac" / "report.json").read_text())
     assert ra["multi_domain"]["domains"] == ["ac", "dh"] and ra["teacher"]["test"] == rep["domains"]["ac"]["test"]
-    items = __import__("json").loads((out / "dh" / "items.json").read_text())
+    items = json.loads((out / "dh" / "items.json").read_text())
     assert all(any(g in c for g in B) for c in items["categories"])
     from safetensors.torch import load_file
 
@@ -150,9 +151,9 @@ def write_mind(d, n_news=40, n_users=30):
 
 
 def test_two_data_sets_of_different_formats_train_together(toy_data, enc, tmp_path):
-    from genre_edge.cli import main
     from click.testing import CliRunner
-    import json
+
+    from genre_edge.cli import main
 
     mind = write_mind(tmp_path / "mind")
     cfg = tmp_path / "movies-news.toml"
@@ -196,3 +197,24 @@ template = "{{title}}. {{abstract}} ({{category}})"
     assert texts[0].startswith("Headline 0. Abstract 0 (cat0)")
     rn = json.loads((tmp_path / "out" / "news" / "report.json").read_text())
     assert rn["impression_negatives"]["positives_with_impressions"] > 0.9  # MIND's own negatives in its domain
+
+
+def test_wise_ft_keeps_the_best_mix_of_every_score():
+    import torch
+
+    from genre_edge_export.train import wise_ft
+
+    p = torch.nn.Parameter(torch.ones(3))
+    theta0 = {"w": torch.zeros(3)}
+    seen = []
+
+    def scores():  # two domains' scores: one prefers alpha 0.25, the other 0.75; their sum peaks at 0.5
+        a = float(p.detach()[0])
+        seen.append(a)
+        return {"x": -abs(a - 0.25), "y": -abs(a - 0.75) - 0.1 * abs(a - 0.5)}
+
+    out = wise_ft({"w": p}, theta0, scores)
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert out["alpha"] == 0.5 and torch.allclose(p.detach(), torch.full((3,), 0.5))
+    assert [r["alpha"] for r in out["grid"]] == seen and set(out["grid"][0]) == {"alpha", "x", "y"}
+    assert wise_ft({"w": p}, {}, scores) is None  # nothing trainable in the tower: nothing to mix
