@@ -28,7 +28,7 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_write_json, atomic_write_text
 
 from . import require
-from .train import Trainer, load_checkpoint, save_checkpoint, wise_ft
+from .train import Trainer, load_checkpoint, optimizer, save_checkpoint, wise_ft
 from .train_config import Config
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,7 @@ class MultiTrainer:
             t._bottom_cache()
             emb0[name] = t.all_embeddings()
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
-        recs = [p for _, t in self.domains for p in t.rec.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and n.startswith("bert.")],
-             "lr": conf.train.encoder_lr},
-            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and not n.startswith("bert.")]
-             + recs, "lr": conf.train.lr},
-        ]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=conf.train.weight_decay)
+        opt = optimizer(conf, self.tower, [t.rec for _, t in self.domains])
         state, best = load_checkpoint(self.out, self._trainable(), opt)
         if state is None:
             state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,

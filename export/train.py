@@ -568,14 +568,7 @@ class Trainer:
         self._bottom_cache()
         emb0 = self.all_embeddings()  # adapter starts at zero: the pretrained space
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
-        groups = [
-            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and n.startswith("bert.")],
-             "lr": conf.train.encoder_lr},
-            {"params": [p for n, p in self.tower.named_parameters() if p.requires_grad and not n.startswith("bert.")]
-             + [p for p in self.rec.parameters() if p.requires_grad], "lr": conf.train.lr},
-        ]
-        groups = [g for g in groups if g["params"]]
-        opt = torch.optim.AdamW(groups, weight_decay=conf.train.weight_decay)
+        opt = optimizer(conf, self.tower, [self.rec])
         state, best = self._load_ckpt(opt)
         if state is None:
             state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,
@@ -724,6 +717,19 @@ class Trainer:
         atomic_write_json(out / "report.json", report)
         atomic_write_json(out / "teacher.json", {"format": FORMAT, "dim": self.tower.dim,
                                                  "n_items": int(len(items)), "encoder_source": str(self.enc_path)})
+
+
+def optimizer(conf: Config, tower, recs: list):
+    """AdamW over the tower's trainable weights (encoder layers at ``encoder_lr``, the adapter at ``lr``)
+    and every recommender module of ``recs`` (at ``lr``); each parameter once."""
+    import torch
+
+    enc = [p for n, p in tower.named_parameters() if p.requires_grad and n.startswith("bert.")]
+    rest = [p for n, p in tower.named_parameters() if p.requires_grad and not n.startswith("bert.")]
+    rest += [p for r in recs for p in r.parameters() if p.requires_grad]
+    groups = [g for g in ({"params": enc, "lr": conf.train.encoder_lr}, {"params": rest, "lr": conf.train.lr})
+              if g["params"]]
+    return torch.optim.AdamW(groups, weight_decay=conf.train.weight_decay)
 
 
 def wise_ft(params: dict, theta0: dict, scores, grid=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict | None:

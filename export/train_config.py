@@ -127,24 +127,18 @@ class DomainConfig:
     name: str = ""  # required: the model folder <out>/<name>
     source: str = ""
     format: str = ""
-    threshold: float | None = None
+    threshold: float | None = cfg.bounded(None, 0.0, None, "unset = data.threshold")
     include_categories: tuple[str, ...] = ()
     exclude_categories: tuple[str, ...] = ()
     enrichment: str = ""
     template: str = ""  # the item text template of this data set ("" = encoder.template)
-    max_train_positives: int | None = None  # few-shot domain (None = train.max_train_positives)
-    steps_per_epoch: int | None = None  # training steps per epoch (None = train.steps_per_epoch)
+    max_train_positives: int | None = cfg.bounded(None, 0, None, "few-shot domain; unset = train.max_train_positives")
+    steps_per_epoch: int | None = cfg.bounded(None, 0, None, "unset = train.steps_per_epoch")
 
     def validate(self):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name):
             raise ConfigError(f"name: {self.name!r} is not a valid domain name (it names a folder): use 1-64 letters, "
                               "digits, '_', '-' or '.', starting with a letter or digit")
-        for key in ("max_train_positives", "steps_per_epoch"):
-            v = getattr(self, key)
-            if v is not None and v < 0:
-                raise ConfigError(f"{key}: {v} is below the minimum 0")
-        if self.threshold is not None and self.threshold < 0:
-            raise ConfigError(f"threshold: {self.threshold} is below the minimum 0")
         if self.template:
             EncoderConfig(template=self.template).validate()
 
