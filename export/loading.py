@@ -23,6 +23,7 @@ def domains_hint(path: str | Path) -> str:
     return "; it is a multi-domain run: use one of its domain folders, " + ", ".join(
         str(p / d) for d in rep.get("domains", {}))
 
+
 class ModelDir:
     """A ``genre train`` / ``genre distill`` output folder."""
 

@@ -170,7 +170,6 @@ class Config:
         if self.head.kind == "mlp" and self.head.rerank_top < 20:
             raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
 
-
     def _validate_domains(self):
         names = [d.name for d in self.domains]
         dup = sorted({n for n in names if names.count(n) > 1})
