@@ -17,7 +17,6 @@ other; the encoders in them are identical. ``<out>/report.json`` compares the do
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_write_json, atomic_write_text
 
 from . import require
-from .train import Trainer, load_checkpoint, optimizer, save_checkpoint, wise_ft
+from .train import (Trainer, end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore,
+                    select, wise_ft)
 from .train_config import Config
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ class MultiTrainer:
                 out[f"{name}/cold_valid_ndcg@10"] = sc["cold_valid_ndcg@10"]
         return out
 
-    def _snapshot(self) -> dict:
-        return {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
-
     def fit(self, restart: bool = False) -> dict:
         """Train, select, interpolate, calibrate and write every domain's model folder; returns the report."""
         torch = self.torch
@@ -85,9 +82,7 @@ class MultiTrainer:
 
         conf = self.conf
         t0 = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        if restart:
-            shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
+        open_run(self.out, restart)
         emb0 = {}
         for name, t in self.domains:
             t._bottom_cache()
@@ -96,17 +91,14 @@ class MultiTrainer:
         opt = optimizer(conf, self.tower, [t.rec for _, t in self.domains])
         state, best = load_checkpoint(self.out, self._trainable(), opt)
         if state is None:
-            state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                     "history": [], "seconds": 0.0,
-                     "domains": {name: {"history": [], **t.start_metrics(emb0[name])} for name, t in self.domains}}
+            state = new_state(FORMAT, domains={name: {"history": [], **t.start_metrics(emb0[name])}
+                                               for name, t in self.domains})
             if conf.train.init_from:  # the transferred start is a candidate, as in single-domain training
-                state.update(best_ndcg=float(np.mean([d["transfer_initial"]["valid"]["ndcg@10"]
-                                                      for d in state["domains"].values()])), best_epoch=0)
-                best = self._snapshot()
+                start = float(np.mean([d["transfer_initial"]["valid"]["ndcg@10"] for d in state["domains"].values()]))
+                best = select(state, 0, start, self._trainable(), best)
         seen = {name: t.seen_matrix() for name, t in self.domains}
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
-        patience = conf.train.patience
-        while state["epoch"] < conf.train.epochs and not (patience and state["bad_epochs"] >= patience):
+        while more_epochs(state, conf.train):
             ep = state["epoch"] + 1
             t_ep = time.perf_counter()
             for p in tower_params:  # freeze/unfreeze schedule: user models and heads adapt first
@@ -136,18 +128,9 @@ class MultiTrainer:
                 print(f"epoch {ep}: mean valid nDCG@10 {score:.4f}  " +
                       "  ".join(f"{n}: loss {r['train_loss']:.3f} nDCG@10 {r['valid_ndcg@10']:.4f}"
                                 for n, r in per.items()), flush=True)
-            if score > state["best_ndcg"]:
-                state.update(best_ndcg=score, best_epoch=ep, bad_epochs=0)
-                best = self._snapshot()
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = ep
-            state["seconds"] += time.perf_counter() - t_ep
-            save_checkpoint(self.out, self._trainable(), opt, state, best)
-        if best is not None:
-            with torch.no_grad():
-                for k, p in self._trainable().items():
-                    p.copy_(best[k])
+            best = end_epoch(state, ep, score, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
+                             conf.train)
+        restore(self._trainable(), best)
         for p in tower_params:
             p.requires_grad_(True)
         interpolation = None

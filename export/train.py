@@ -476,12 +476,6 @@ class Trainer:
                     named[prefix + n] = p
         return named
 
-    def _save_ckpt(self, state: dict, opt, best: dict | None):
-        save_checkpoint(self.out, self._trainable(), opt, state, best)
-
-    def _load_ckpt(self, opt):
-        return load_checkpoint(self.out, self._trainable(), opt)
-
     # --------------------------------------------------------------- training
     def _batches(self):
         tr = self.prep.split.train
@@ -562,26 +556,21 @@ class Trainer:
 
         conf = self.conf
         t0 = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        if restart:
-            shutil.rmtree(self.out / "checkpoint", ignore_errors=True)
+        open_run(self.out, restart)
         self._bottom_cache()
         emb0 = self.all_embeddings()  # adapter starts at zero: the pretrained space
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
         opt = optimizer(conf, self.tower, [self.rec])
-        state, best = self._load_ckpt(opt)
+        state, best = load_checkpoint(self.out, self._trainable(), opt)
         if state is None:
-            state = {"format": FORMAT, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0,
-                     "history": [], "seconds": 0.0, **self.start_metrics(emb0)}
+            state = new_state(FORMAT, **self.start_metrics(emb0))
             if conf.train.init_from:
                 # the transferred model is a candidate like every epoch: a few target examples must
                 # not make it worse (100 positives did, on ml-100k genre domains, before this)
-                state.update(best_ndcg=state["transfer_initial"]["valid"]["ndcg@10"], best_epoch=0)
-                best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
+                best = select(state, 0, state["transfer_initial"]["valid"]["ndcg@10"], self._trainable(), best)
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
         seen = self.seen_matrix()
-        patience = conf.train.patience
-        while state["epoch"] < conf.train.epochs and not (patience and state["bad_epochs"] >= patience):
+        while more_epochs(state, conf.train):
             ep = state["epoch"] + 1
             t_ep = time.perf_counter()
             for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
@@ -602,20 +591,9 @@ class Trainer:
             if self.progress:
                 print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  valid nDCG@10 {nd:.4f}",
                       flush=True)
-            if nd > state["best_ndcg"]:
-                state.update(best_ndcg=nd, best_epoch=ep, bad_epochs=0)
-                best = {k: v.detach().clone().contiguous() for k, v in self._trainable().items()}
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = ep
-            state["seconds"] += time.perf_counter() - t_ep
-            self._save_ckpt(state, opt, best)
-            if patience and state["bad_epochs"] >= patience:
-                log.info("early stop: no validation gain for %d epochs", state["bad_epochs"])
-        if best is not None:
-            with torch.no_grad():
-                for k, p in self._trainable().items():
-                    p.copy_(best[k])
+            best = end_epoch(state, ep, nd, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
+                             conf.train)
+        restore(self._trainable(), best)
         for p in tower_params:
             p.requires_grad_(True)
         interpolation = self.interpolate(theta0) if conf.train.interpolate else None
@@ -717,6 +695,57 @@ class Trainer:
         atomic_write_json(out / "report.json", report)
         atomic_write_json(out / "teacher.json", {"format": FORMAT, "dim": self.tower.dim,
                                                  "n_items": int(len(items)), "encoder_source": str(self.enc_path)})
+
+
+def open_run(out: Path, restart: bool) -> None:
+    """Create the output folder; ``restart`` drops its checkpoint so training starts over."""
+    out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+
+
+def new_state(fmt: str, **extra) -> dict:
+    """Training progress as a checkpoint stores it (epoch, model selection, history)."""
+    return {"format": fmt, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
+            "seconds": 0.0, **extra}
+
+
+def more_epochs(state: dict, tc) -> bool:
+    """Whether training goes on: epochs left and patience (``tc``: the TrainConfig) not used up."""
+    return state["epoch"] < tc.epochs and not (tc.patience and state["bad_epochs"] >= tc.patience)
+
+
+def select(state: dict, ep: int, score: float, named: dict, best: dict | None) -> dict | None:
+    """Model selection on the validation ``score`` of epoch ``ep`` (0: the starting model): a better
+    epoch is snapshotted and resets patience, a worse one uses it up. Returns the best parameters so far."""
+    if score > state["best_ndcg"]:
+        state.update(best_ndcg=score, best_epoch=ep, bad_epochs=0)
+        return {k: v.detach().clone().contiguous() for k, v in named.items()}
+    if ep:
+        state["bad_epochs"] += 1
+    return best
+
+
+def end_epoch(state: dict, ep: int, score: float, seconds: float, named: dict, best: dict | None, out: Path,
+              opt, tc) -> dict | None:
+    """Close epoch ``ep``: select on ``score``, count it, save the checkpoint; returns the best parameters."""
+    best = select(state, ep, score, named, best)
+    state["epoch"] = ep
+    state["seconds"] += seconds
+    save_checkpoint(out, named, opt, state, best)
+    if tc.patience and state["bad_epochs"] >= tc.patience:
+        log.info("early stop: no validation gain for %d epochs", state["bad_epochs"])
+    return best
+
+
+def restore(named: dict, best: dict | None) -> None:
+    """Put the selected parameters back (nothing to do when no epoch was selected)."""
+    import torch
+
+    if best is not None:
+        with torch.no_grad():
+            for k, p in named.items():
+                p.copy_(best[k])
 
 
 def optimizer(conf: Config, tower, recs: list):
