@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_edge.machine import machine, machine_markdown
+from genre_edge.bench.machine import machine, machine_markdown
 
 log = logging.getLogger("arm64_parity")
 HERE = Path(__file__).resolve().parent
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
             res["n_recs"] = len(next(iter(ref["variants"].values()))["recs"])
             res["cores"][core] = {"profile": profile, "seconds": secs, "variants": compare(ref, got)}
     res["ok"] = all(c["ok"] for r in res["cores"].values() for c in r["variants"].values())
-    from genre_edge.report import write_results
+    from genre_edge.bench.report import write_results
 
     write_results(a.out, a.name or f"arm64-parity-{Path(bundle).name}", res, markdown(res))
     print(markdown(res))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from genre_edge.machine import machine, machine_markdown  # noqa: E402
+from genre_edge.bench.machine import machine, machine_markdown  # noqa: E402
 
 log = logging.getLogger("augment_ablation")
 BASE = "ml-100k-quick"
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         rows.append(row)
     res = {"machine": machine(), "base": a.base, "rows": rows,
            "command": "python benchmarks/augment_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    from genre_edge.report import write_results
+    from genre_edge.bench.report import write_results
 
     write_results(a.out, a.name, res, markdown(res))
     print(markdown(res))

@@ -31,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from genre_edge.machine import machine, machine_markdown  # noqa: E402
+from genre_edge.bench.machine import machine, machine_markdown  # noqa: E402
 
 log = logging.getLogger("compare")
 TOKENS = 32
@@ -39,7 +39,7 @@ GOALS = {"speedup_vs_torch": 10.0, "speedup_vs_fastembed": 3.0, "ndcg_kept": 0.9
 
 
 def _time(fn, reps: int, warmup: int = 5) -> dict:
-    from genre_edge.bench import time_calls
+    from genre_edge.bench.timing import time_calls
 
     return time_calls(fn, reps, warmup)
 
@@ -181,12 +181,13 @@ def main(argv=None) -> int:
         from fastembed import TextEmbedding  # noqa: F401
     except ImportError as exc:
         raise SystemExit(f"compare.py needs the export extra and fastembed: pip install -e '.[export,bench]' ({exc})")
-    from genre_edge.evaluate import category_features, evaluate
+    from genre_edge_export.evaluate import category_features, evaluate
     from genre_edge.recommender import Recommender
-    from genre_edge_export.loading import ModelDir
+    from genre_edge_export.model_folder import ModelDir
     from genre_edge_export.onnx_export import cosine_rows, export_encoder, ort_session
     from genre_edge_export.quantize import quantize
-    from genre_edge_export.train import Prepared, Scorer
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.scoring import Scorer
 
     torch.set_num_threads(1)
     T = ModelDir(a.teacher)
@@ -317,7 +318,7 @@ def main(argv=None) -> int:
         res["goals_met"] = {"speedup_vs_torch": s8["speedup_b1"] >= GOALS["speedup_vs_torch"],
                             "speedup_vs_fastembed": s8["vs_fastembed_b1"] >= GOALS["speedup_vs_fastembed"],
                             "ndcg_kept": s8["ndcg_kept"] >= GOALS["ndcg_kept"]}
-    from genre_edge.report import write_results
+    from genre_edge.bench.report import write_results
 
     write_results(a.out, a.name or f"compare-{Path(a.bundle[0]).resolve().name}", res, markdown(res), chart)
     print(markdown(res))
@@ -369,7 +370,7 @@ def markdown(res: dict) -> str:
 
 
 def chart(res: dict, path: Path) -> None:
-    from genre_edge.report import pyplot, save_png
+    from genre_edge.bench.report import pyplot, save_png
 
     plt = pyplot()
     if plt is None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from genre_edge.machine import machine, machine_markdown  # noqa: E402
+from genre_edge.bench.machine import machine, machine_markdown  # noqa: E402
 
 log = logging.getLogger("cross_domain")
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
            "command": "python benchmarks/cross_domain.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     res["target_split"] = json.loads((work / f"target-transfer-{rows[-1]['target_positives']}" / "report.json")
                                      .read_text())["split"] if any(r["target_positives"] != 0 for r in rows) else None
-    from genre_edge.report import write_results
+    from genre_edge.bench.report import write_results
 
     write_results(a.out, a.name, res, markdown(res))
     print(markdown(res))

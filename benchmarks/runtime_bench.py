@@ -56,7 +56,7 @@ out = {"import_s": t_import - t0, "load_s": t_load - t_import, "first_request_s"
        "variant": rec.variant, "profile": rec.profile.name, "n_items": int(rec.catalog.active.sum()),
        "first_items": [r.id for r in first.items]}
 if reps:
-    from genre_edge.bench import latency_bench
+    from genre_edge.bench.harness import latency_bench
     out["latency"] = latency_bench(rec, hist_len, reps)
     out["rss_after_bench_mib"] = rss()
 out["rss_peak_mib"] = rss("VmHWM")
@@ -127,7 +127,7 @@ def markdown(res: dict, name: str) -> str:
 
 
 def chart(res: dict, path: Path) -> bool:
-    from genre_edge.report import pyplot, save_png
+    from genre_edge.bench.report import pyplot, save_png
 
     plt = pyplot()
     if plt is None:

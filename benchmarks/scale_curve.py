@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_edge.machine import machine, machine_markdown
+from genre_edge.bench.machine import machine, machine_markdown
 
 log = logging.getLogger("scale_curve")
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -30,13 +30,13 @@ TARGETS_MS = {100_000: 5.0, 1_000_000: 50.0}  # end-to-end p50, one thread (issu
 
 
 def _time(fn, reps, warmup=5):
-    from genre_edge.bench import time_calls
+    from genre_edge.bench.timing import time_calls
 
     return time_calls(fn, reps, warmup)
 
 
 def _p(ms):
-    from genre_edge.bench import stats
+    from genre_edge.bench.timing import stats
 
     return stats(ms)
 
@@ -76,7 +76,8 @@ def grow(rec, n: int, seed: int = 0) -> None:
 def child(args: dict) -> dict:
     from genre_edge.catalog_index import CatalogScorer, top_n
     from genre_edge.recommender import Recommender
-    from genre_edge.rerank import Filters, Rerank, rerank
+    from genre_edge.catalog import Filters
+    from genre_edge.rerank import Rerank, rerank
     from genre_edge.scorer import blend
 
     n, reps = args["n"], args["reps"]
@@ -107,8 +108,8 @@ def child(args: dict) -> dict:
         content = rec.catalog_scorer.scores(cat, u)
         r["cf_ms"] = _time(lambda: rec.cf.scores(hidx, len(cat.ids)), reps)
         cf = rec.cf.scores(hidx, len(cat.ids))
-        r["blend_mask_ms"] = _time(lambda: (blend(content, cf, cat.pop, preset), Filters().mask(cat)), reps)
-        scores, mask = blend(content, cf, cat.pop, preset), Filters().mask(cat)
+        r["blend_mask_ms"] = _time(lambda: (blend(content, cf, cat.pop, preset), cat.mask(Filters())), reps)
+        scores, mask = blend(content, cf, cat.pop, preset), cat.mask(Filters())
         r["topk_blocked_ms"] = _time(lambda: top_n(scores, mask, 200), reps)
         kth = min(200, int(mask.sum())) - 1
         r["topk_argpartition_ms"] = _time(lambda: np.argpartition(-scores[np.flatnonzero(mask)], kth)[: kth + 1], reps)
@@ -190,7 +191,7 @@ def markdown(res: dict) -> str:
 
 
 def chart(res: dict, path: Path) -> None:
-    from genre_edge.report import pyplot, save_png
+    from genre_edge.bench.report import pyplot, save_png
 
     plt = pyplot()
     if plt is None:
@@ -251,10 +252,10 @@ def main(argv=None) -> int:
 
     res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": a.profile, "reps": a.reps,
            "n_real": len(open_bundle(a.bundle, verify=False).load_json(
-               open_bundle(a.bundle, verify=False).manifest["catalog"]["items"])["ids"]),
+               open_bundle(a.bundle, verify=False).manifest.catalog.items)["ids"]),
            "sizes": rows, "command": "python benchmarks/scale_curve.py " + " ".join(
                argv if argv is not None else sys.argv[1:])}
-    from genre_edge.report import write_results
+    from genre_edge.bench.report import write_results
 
     write_results(a.out, a.name or f"scale-{res['bundle']}-{a.profile}", res, markdown(res), chart)
     print(markdown(res))

@@ -34,8 +34,8 @@ def _json(path: Path, what: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from genre_edge.report import markdown_table, write_report
-    from genre_edge_export.cli import comparison_markdown
+    from genre_edge.bench.report import markdown_table, write_report
+    from genre_edge_export.reports import comparison_markdown
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--baselines", required=True, help="JSON written by 'genre eval baselines'")

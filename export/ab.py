@@ -16,6 +16,14 @@ import numpy as np
 
 from genre_edge.errors import ConfigError
 
+from .evaluate import category_features, evaluate
+from .llm import user_side_texts
+from .model_folder import ModelDir, domains_hint
+from .prepare import Prepared
+from .scoring import Scorer, mean_by_owner
+from .text import tokenize
+from .train_config import load_config, packaged_config
+
 log = logging.getLogger(__name__)
 
 METRICS = ("ndcg@10", "recall@20", "ndcg@20", "recall@10", "mrr", "hit@10")
@@ -66,8 +74,6 @@ class Arm:
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
             self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids)
         else:
-            from .loading import domains_hint
-
             raise ConfigError(f"{spec}: neither a bundle (manifest.json) nor a trained model folder "
                               "(config.toml + recommender.safetensors)" + domains_hint(p))
 
@@ -93,9 +99,6 @@ class Arm:
 
     @staticmethod
     def _model(path: Path, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str]):
-        from .loading import ModelDir
-        from .train import Scorer
-
         M = ModelDir(path)
         if list(M.items["ids"]) != list(item_ids):
             raise ConfigError(f"{path}: trained on other items than the data set given ({len(M.items['ids'])} vs "
@@ -104,10 +107,6 @@ class Arm:
         profiles = None
         if M.conf.user_model.profile_weight > 0:  # a model trained with users' LLM texts reads them here too
             import torch
-
-            from .llm import user_side_texts
-            from .text import tokenize
-            from .train import mean_by_owner
 
             side = user_side_texts(M.conf.data, M.conf.encoder.template, user_ids) or [[] for _ in user_ids]
             owner = np.array([u for u, ts in enumerate(side) for _ in ts], np.int64)
@@ -124,11 +123,6 @@ class Arm:
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,
            which: str = "test", metrics=METRICS, n_boot: int = 2000, seed: int = 0) -> dict:
     """Score arms ``a`` and ``b`` on the held-out users of ``which`` and compare them per user."""
-    from genre_edge.evaluate import category_features, evaluate
-
-    from .train import Prepared
-    from .train_config import load_config, packaged_config
-
     if which not in WHICH:
         raise ConfigError(f"which must be one of {', '.join(WHICH)}, not {which!r}")
     path = config_path if Path(config_path).suffix == ".toml" else packaged_config(config_path)

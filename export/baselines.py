@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from genre_edge.split import Split
+from .split import Split
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class BaselineResult:
 
 def run_baselines(split: Split, names=("popularity", "item-knn", "ease", "als"), item_features=None,
                   ks=(10, 20)) -> list[BaselineResult]:
-    from genre_edge.evaluate import evaluate
+    from .evaluate import evaluate
 
     X = interaction_matrix(split)
     X_test = interaction_matrix(split, split.histories("test"))  # + validation events, no refit

@@ -1,4 +1,10 @@
-"""Write a self-describing, quality-gated bundle: ONNX models per variant, catalog, manifest."""
+"""Write a self-describing, quality-gated bundle: ONNX models per variant, catalog, manifest.
+
+:func:`export_bundle` runs five stages over one :class:`BundleBuild`:
+export + parity (PyTorch vs ONNX) -> quantize (one file per variant) -> measure + gate (quality and
+latency of every variant against the teacher) -> catalog (embeddings, popularity, CF tables) ->
+manifest + publish (typed :class:`~genre_edge.bundle.Manifest`, sha256 of every file, one rename).
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -7,31 +13,69 @@ import os
 import platform
 import shutil
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from genre_edge import __version__
 from genre_edge import config as cfg
-from genre_edge.bundle import FORMAT, sha256_file
+from genre_edge.bench.timing import time_calls
+from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, FileEntry, Gate, Manifest, ModelEntry,
+                               Models, Preset, Quality, Scoring, ScoringDefaults, manifest_json, sha256_file)
 # symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
 from genre_edge.catalog_index import quantize_rows
 from genre_edge.errors import GenreError
 from genre_edge.fsutil import atomic_save_npy, atomic_write_json
 from genre_edge.profile import load_profile
+from genre_edge.tokenize import load_tokenizer
+from genre_edge.variants import SAME_FILE
 
-from .loading import ModelDir
+from .evaluate import category_features, evaluate
+from .model_folder import ModelDir
 from .onnx_export import OPSET, cosine_rows, encoder_parity, export_encoder, export_head, export_user_model, ort_session
-from .quantize import QUANT_PRESETS, SAME_FILE, quantize
+from .prepare import Prepared
+from .quantize import QUANT_PRESETS, quantize
+from .scoring import Scorer
+from .text import tokenize
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 DEFAULT_PROFILES = ("x86-avx512-vnni", "rpi4", "rpi5")
+CATALOG_DTYPES = ("int8", "fp16")
 
 
 class QualityGateError(GenreError):
     """The int8 student keeps too little of the teacher's quality."""
+
+
+@dataclass
+class BundleBuild:
+    """What the stages pass along: inputs, the work folder, and what each stage produced."""
+    M: ModelDir  # the model to export
+    T: ModelDir  # the teacher it is measured against
+    work: Path  # <out>.tmp: renamed to <out> only when everything passed
+    variants: dict[str, list[str]]  # variant -> profiles that asked for it
+    catalog_dtype: str
+    data_dir: str | None
+    progress: Callable[[str], Any]
+    ids: np.ndarray = None  # tokenized item texts (the catalog, quality and latency all read them)
+    mask: np.ndarray = None
+    tower: Any = None
+    rec: Any = None
+    parity: dict = field(default_factory=dict)
+    enc_files: dict[str, Path] = field(default_factory=dict)
+    head_files: dict[str, Path] = field(default_factory=dict)
+    embs: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: dict[str, dict] = field(default_factory=dict)
+    default_variant: str = "fp32"
+    catalog_rows: tuple | None = None  # (int8 rows, per-row scales) of the default variant, as stored
+    gate: Gate | None = None
+    catalog: CatalogSpec | None = None
+
+    def rel(self, p: Path) -> str:
+        return str(p.relative_to(self.work)).replace(os.sep, "/")
 
 
 def _variants_for(profiles: list[str]) -> dict[str, list[str]]:
@@ -54,12 +98,7 @@ def _encode_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, batch: int = 64)
 
 def _latency_ms(fn, reps: int = 30, warmup: int = 5) -> float:
     """Median milliseconds per call (warm-up first)."""
-    from genre_edge.bench import time_calls
-
     return time_calls(fn, reps, warmup)["p50"]
-
-
-CATALOG_DTYPES = ("int8", "fp16")
 
 
 def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | None = None,
@@ -77,6 +116,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     ``cf_neighbors`` keeps only the strongest N neighbours per item in the shipped CF table (the
     table is sorted by |weight|), measured the same way; default: the table as trained.
     ``extra_variants`` adds encoder variants no listed profile asks for (e.g. ``int8-qdq`` to compare).
+    Returns ``{"bundle", "bytes", "manifest"}`` (+ ``"tar"``), the manifest typed.
     """
     bad = [v for v in extra_variants if v not in QUANT_PRESETS]
     if bad:
@@ -84,11 +124,6 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     if catalog_dtype not in CATALOG_DTYPES:
         raise ValueError(f"catalog_dtype must be one of {', '.join(CATALOG_DTYPES)}, not {catalog_dtype!r}")
     import torch
-
-    from genre_edge.evaluate import category_features, evaluate
-
-    from .text import tokenize
-    from .train import Prepared, Scorer
 
     torch.set_num_threads(os.cpu_count() or 1)
     M = ModelDir(model_dir)
@@ -99,8 +134,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         if M.cf_table is None:
             raise ValueError("cf_neighbors: this model has no neighbour table (cf.kind is not cooccurrence/ease)")
         M.cf_table = (M.cf_table[0][:, :cf_neighbors], M.cf_table[1][:, :cf_neighbors])
-    profiles = list(profiles or DEFAULT_PROFILES)
-    variants = _variants_for(profiles)
+    variants = _variants_for(list(profiles or DEFAULT_PROFILES))
     for v in extra_variants:
         variants.setdefault(SAME_FILE.get(v, v), [])
     out = Path(out)
@@ -108,62 +142,84 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     shutil.rmtree(work, ignore_errors=True)
     (work / "models").mkdir(parents=True)
     (work / "catalog").mkdir()
-    tower, rec = M.modules()
-    d = tower.dim
-    c = M.conf
-    texts = M.items["text"]
-    ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", texts, c.encoder.max_tokens)
-    # --- ONNX export + parity against PyTorch
-    fp32 = work / "models" / "encoder.fp32.onnx"
-    progress("exporting encoder to ONNX (fp32)...")
-    export_encoder(tower, fp32, c.encoder.max_tokens)
-    parity = {"encoder_fp32_vs_torch": encoder_parity(tower, fp32, ids[:64], mask[:64])}
-    user_fp32 = export_user_model(rec, d, work / "models" / "user.fp32.onnx")
+    b = BundleBuild(M, T, work, variants, catalog_dtype, data_dir, progress)
+    export_models(b)
+    quantize_variants(b)
+    measure(b, min_kept)
+    write_catalog(b)
+    manifest = write_manifest(b, keep_fp32)
+    return publish(b, manifest, out, tar)
+
+
+# ------------------------------------------------------------------ stage 1: ONNX export + parity
+def export_models(b: BundleBuild) -> None:
+    """The fp32 encoder, user model (and MLP head) as ONNX, each checked against PyTorch."""
+    import torch
+
+    b.tower, b.rec = b.M.modules()
+    d, c = b.tower.dim, b.M.conf
+    b.ids, b.mask = tokenize(b.M.path / "encoder" / "tokenizer.json", b.M.items["text"], c.encoder.max_tokens)
+    fp32 = b.work / "models" / "encoder.fp32.onnx"
+    b.progress("exporting encoder to ONNX (fp32)...")
+    export_encoder(b.tower, fp32, c.encoder.max_tokens)
+    b.parity = {"encoder_fp32_vs_torch": encoder_parity(b.tower, fp32, b.ids[:64], b.mask[:64])}
+    user_fp32 = export_user_model(b.rec, d, b.work / "models" / "user.fp32.onnx")
     h = torch.nn.functional.normalize(torch.randn(3, 9, d), dim=-1)
     hm = torch.ones(3, 9)
     hm[2, 5:] = 0
     with torch.no_grad():
-        ref_u = rec.user_model(h, hm)[0].numpy()
+        ref_u = b.rec.user_model(h, hm)[0].numpy()
     got_u = ort_session(user_fp32).run(None, {"history": h.numpy(), "history_mask": hm.numpy()})[0]
-    parity["user_fp32_vs_torch"] = {"max_abs_diff": float(np.abs(ref_u - got_u).max())}
-    head_files = {}
+    b.parity["user_fp32_vs_torch"] = {"max_abs_diff": float(np.abs(ref_u - got_u).max())}
     if c.head.kind == "mlp":
-        head_files["fp32"] = export_head(rec, d, work / "models" / "head.fp32.onnx")
-    # --- quantized variants
-    enc_files = {"fp32": fp32}
-    for v in variants:
+        b.head_files["fp32"] = export_head(b.rec, d, b.work / "models" / "head.fp32.onnx")
+    b.enc_files["fp32"] = fp32
+
+
+# ------------------------------------------------------------------ stage 2: quantized variants
+def quantize_variants(b: BundleBuild) -> None:
+    """One encoder file per variant (and an int8 MLP head for every int8 variant)."""
+    ids, mask, fp32 = b.ids, b.mask, b.enc_files["fp32"]
+    for v in b.variants:
         if v == "fp32":
             continue
         preset = QUANT_PRESETS[v]
-        dst = work / "models" / f"encoder.{v}.onnx"
-        progress(f"quantizing encoder: {v} ({preset.doc})...")
+        dst = b.work / "models" / f"encoder.{v}.onnx"
+        b.progress(f"quantizing encoder: {v} ({preset.doc})...")
         calib = None
         if v == "int8-qdq":  # one item text per feed, every 4th item: covers the catalog's text lengths
             calib = [{"input_ids": ids[i : i + 1, : max(1, int(mask[i].sum()))],
                       "attention_mask": mask[i : i + 1, : max(1, int(mask[i].sum()))]} for i in range(0, len(ids), 4)]
         quantize(fp32, dst, v, calib)
-        enc_files[v] = dst
-        if c.head.kind == "mlp" and preset.dtype == "int8":
+        b.enc_files[v] = dst
+        if b.M.conf.head.kind == "mlp" and preset.dtype == "int8":
             # the small MLP head is quantized dynamically for every int8 variant (nothing to calibrate)
-            head_files[v] = quantize(head_files["fp32"], work / "models" / f"head.{v}.onnx",
-                                     "int8-avx512vnni" if v == "int8-qdq" else v)
-    # --- quality: teacher fp32 vs model fp32 vs each variant on the validation split
-    progress("measuring quality of each variant against the teacher...")
-    prep = Prepared(c, data_dir)
+            b.head_files[v] = quantize(b.head_files["fp32"], b.work / "models" / f"head.{v}.onnx",
+                                       "int8-avx512vnni" if v == "int8-qdq" else v)
+
+
+# ------------------------------------------------------------------ stage 3: measure + gate
+def measure(b: BundleBuild, min_kept: float) -> None:
+    """Validation quality and batch-1 latency of the teacher, the model fp32 and every variant; the
+    gate judges what ships (the default variant with the stored catalog)."""
+    import torch
+
+    b.progress("measuring quality of each variant against the teacher...")
+    c, ids, mask = b.M.conf, b.ids, b.mask
+    prep = Prepared(c, b.data_dir)
     feats = category_features(prep.data.items.categories)
-    t_tower, t_rec = T.modules()
+    t_tower, t_rec = b.T.modules()
 
     def metrics(rec_, emb):
         r = evaluate(Scorer(c, rec_, emb, prep.hist), prep.split, "valid", item_features=feats)
         return {k: r[k] for k in ("ndcg@10", "recall@20", "auc_sampled")}
 
-    rows = {"teacher-torch-fp32": {**metrics(t_rec, T.emb), "cos_min": 1.0, "cos_mean": 1.0}}
-    embs = {}
-    for v, f in enc_files.items():
+    rows = {"teacher-torch-fp32": {**metrics(t_rec, b.T.emb), "cos_min": 1.0, "cos_mean": 1.0}}
+    for v, f in b.enc_files.items():
         e = _encode_onnx(f, ids, mask)
-        embs[v] = e
-        cos = cosine_rows(e, T.emb)
-        rows[f"model-onnx-{v}"] = {**metrics(rec, e), "cos_min": float(cos.min()), "cos_mean": float(cos.mean())}
+        b.embs[v] = e
+        cos = cosine_rows(e, b.T.emb)
+        rows[f"model-onnx-{v}"] = {**metrics(b.rec, e), "cos_min": float(cos.min()), "cos_mean": float(cos.mean())}
     # latency per query (batch 1, 1 thread, real item texts as queries)
     q_ids = [ids[i : i + 1, : max(1, int(mask[i].sum()))] for i in range(0, len(ids), max(1, len(ids) // 50))]
     torch.set_num_threads(1)
@@ -174,7 +230,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         with torch.no_grad():
             t_tower(x, torch.ones_like(x))
     rows["teacher-torch-fp32"]["latency_ms"] = _latency_ms(run_teacher)
-    for v, f in enc_files.items():
+    for v, f in b.enc_files.items():
         s = ort_session(f, threads=1)
         it2 = iter(range(10**9))
 
@@ -188,108 +244,112 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     for r in rows.values():
         r["ndcg_kept"] = r["ndcg@10"] / t_nd if t_nd else float("nan")
         r["speedup"] = t_lat / r["latency_ms"] if r.get("latency_ms") else float("nan")
-    default_v = next((v for v in variants if v != "fp32"), "fp32")
-    q_emb, scales = quantize_rows(embs[default_v]) if catalog_dtype == "int8" else (None, None)
-    if q_emb is not None:  # the gate judges what ships: int8 encoder *and* int8 catalog
-        deq = q_emb.astype(np.float32) * scales[:, None]
-        row = rows[f"model-onnx-{default_v}"]
-        row.update(metrics(rec, deq))
+    b.default_variant = next((v for v in b.variants if v != "fp32"), "fp32")
+    row = rows[f"model-onnx-{b.default_variant}"]
+    if b.catalog_dtype == "int8":  # the gate judges what ships: int8 encoder *and* int8 catalog
+        q_emb, scales = b.catalog_rows = quantize_rows(b.embs[b.default_variant])
+        row.update(metrics(b.rec, q_emb.astype(np.float32) * scales[:, None]))
         row["ndcg_kept"] = row["ndcg@10"] / t_nd if t_nd else float("nan")
         row["catalog"] = "int8"
-    kept = rows[f"model-onnx-{default_v}"]["ndcg_kept"]
-    gate = {"variant": default_v, "min_kept": min_kept, "kept": kept, "passed": bool(kept >= min_kept)}
-    # --- catalog: embeddings from the default variant (what on-device updates will produce too)
-    cat_meta = {}
-    if q_emb is not None:
-        atomic_save_npy(work / "catalog" / "embeddings.int8.npy", q_emb)
-        atomic_save_npy(work / "catalog" / "embedding_scales.npy", scales)
-        cat_meta = {"embeddings": "catalog/embeddings.int8.npy", "embedding_scales": "catalog/embedding_scales.npy"}
+    kept = row["ndcg_kept"]
+    b.rows = rows
+    b.gate = Gate(variant=b.default_variant, min_kept=min_kept, kept=kept, passed=bool(kept >= min_kept))
+
+
+# ------------------------------------------------------------------ stage 4: catalog
+def write_catalog(b: BundleBuild) -> None:
+    """Item embeddings from the default variant (what on-device updates will produce too), popularity,
+    item metadata, CF tables and the tokenizer."""
+    M, c, cat = b.M, b.M.conf, b.work / "catalog"
+    if b.catalog_rows is not None:
+        q_emb, scales = b.catalog_rows
+        atomic_save_npy(cat / "embeddings.int8.npy", q_emb)
+        atomic_save_npy(cat / "embedding_scales.npy", scales)
+        files = {"embeddings": "catalog/embeddings.int8.npy", "embedding_scales": "catalog/embedding_scales.npy"}
     else:
-        atomic_save_npy(work / "catalog" / "embeddings.fp16.npy", embs[default_v].astype(np.float16))
-        cat_meta = {"embeddings": "catalog/embeddings.fp16.npy"}
-    atomic_save_npy(work / "catalog" / "popularity.npy", M.pop.astype(np.float32))
-    atomic_write_json(work / "catalog" / "items.json", {k: M.items[k] for k in ("ids", "title", "categories", "year", "first_seen")})
-    cf_meta = {"kind": c.cf.kind}
+        atomic_save_npy(cat / "embeddings.fp16.npy", b.embs[b.default_variant].astype(np.float16))
+        files = {"embeddings": "catalog/embeddings.fp16.npy"}
+    atomic_save_npy(cat / "popularity.npy", M.pop.astype(np.float32))
+    atomic_write_json(cat / "items.json", {k: M.items[k] for k in ("ids", "title", "categories", "year", "first_seen")})
+    cf = {"kind": c.cf.kind}
     if c.cf.kind != "none":  # the recency weighting calibrated on validation, applied on the device too
-        cf_meta.update(recency_half_life=float(rec.cf.recency[0]), recency_floor=float(rec.cf.recency[1]))
+        cf.update(recency_half_life=float(b.rec.cf.recency[0]), recency_floor=float(b.rec.cf.recency[1]))
     if c.cf.kind in ("cooccurrence", "ease"):
         # int16 item ids when the catalog allows (the runtime widens them at load): -0.7 MB on ml-100k
         idx_t = "int16" if len(M.items["ids"]) <= np.iinfo(np.int16).max else "int32"
-        atomic_save_npy(work / "catalog" / f"cf_idx.{idx_t}.npy", M.cf_table[0].astype(idx_t))
-        atomic_save_npy(work / "catalog" / "cf_w.fp16.npy", M.cf_table[1].astype(np.float16))
-        cf_meta.update(idx=f"catalog/cf_idx.{idx_t}.npy", w="catalog/cf_w.fp16.npy")
+        atomic_save_npy(cat / f"cf_idx.{idx_t}.npy", M.cf_table[0].astype(idx_t))
+        atomic_save_npy(cat / "cf_w.fp16.npy", M.cf_table[1].astype(np.float16))
+        cf.update(idx=f"catalog/cf_idx.{idx_t}.npy", w="catalog/cf_w.fp16.npy")
     elif c.cf.kind == "mf":
-        atomic_save_npy(work / "catalog" / "mf_P.npy", rec.cf.P.weight.detach().numpy())
-        atomic_save_npy(work / "catalog" / "mf_Q.npy", rec.cf.Q.weight.detach().numpy())
-        cf_meta.update(P="catalog/mf_P.npy", Q="catalog/mf_Q.npy")
+        atomic_save_npy(cat / "mf_P.npy", b.rec.cf.P.weight.detach().numpy())
+        atomic_save_npy(cat / "mf_Q.npy", b.rec.cf.Q.weight.detach().numpy())
+        cf.update(P="catalog/mf_P.npy", Q="catalog/mf_Q.npy")
+    b.catalog = CatalogSpec(items="catalog/items.json", **files, popularity="catalog/popularity.npy", cf=CFSpec(**cf),
+                            n_items=len(M.items["ids"]))
     # compact JSON (no indentation): the same tokenizer, ~0.3 MB smaller
-    from genre_edge.tokenize import load_tokenizer
-
-    load_tokenizer(M.path / "encoder" / "tokenizer.json", c.encoder.max_tokens).save(str(work / "tokenizer.json"),
+    load_tokenizer(M.path / "encoder" / "tokenizer.json", c.encoder.max_tokens).save(str(b.work / "tokenizer.json"),
                                                                                        pretty=False)
-    if not keep_fp32 and "fp32" not in variants:
-        os.remove(fp32)
-        enc_files.pop("fp32")
-    bw = rec.head.blend_weights()
-    cf_w = bw["cf"] if c.cf.kind != "none" else 0.0
-    presets = {
-        "hybrid": {"content": bw["content"], "cf": cf_w, "pop": bw["pop"]},
-        "content": {"content": max(bw["content"], 1.0), "cf": 0.0, "pop": 0.0},
-        "cf": {"content": 0.0, "cf": cf_w, "pop": bw["pop"] if c.cf.kind != "none" else 1.0},
-        "query": {"content": 10.0, "cf": cf_w, "pop": bw["pop"], "query_weight": 0.7},
-    }
-    rel = lambda p: str(p.relative_to(work)).replace(os.sep, "/")  # noqa: E731
-    models = {"encoder": {}, "user": {"fp32": {"file": "models/user.fp32.onnx", "opset": OPSET, "preset": "fp32"}}}
-    for v, f in enc_files.items():
-        models["encoder"][v] = {"file": rel(f), "opset": OPSET, "preset": v, "dtype": QUANT_PRESETS[v].dtype,
-                                "profiles": variants.get(v, [])}
-    if head_files:
-        models["head"] = {v: {"file": rel(f), "opset": OPSET, "preset": v} for v, f in head_files.items()}
+
+
+# ------------------------------------------------------------------ stage 5: manifest + publish
+def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
+    """The typed manifest over every file in the work folder (sha256 + size), written as JSON."""
     import onnxruntime
     import tokenizers
+    import torch
     import transformers
 
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "genre_edge": __version__,
-        "source_config": cfg.to_dict(c),
-        "packages": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
-                     "python": platform.python_version()},
-        "dim": d,
-        "max_tokens": c.encoder.max_tokens,
-        "pooling": c.encoder.pooling,
-        "tokenizer": "tokenizer.json",
-        "models": models,
-        "catalog": {"items": "catalog/items.json", **cat_meta,
-                    "popularity": "catalog/popularity.npy", "cf": cf_meta, "n_items": len(M.items["ids"])},
-        "scoring": {"template": c.encoder.template, "user_model": c.user_model.kind, "max_history": c.user_model.max_history,
-                    "head": c.head.kind, "rerank_top": c.head.rerank_top, "presets": presets,
-                    "defaults": {"strategy": "hybrid", "mmr_lambda": 1.0, "freshness_half_life_days": 0.0,
-                                 "popularity_penalty": 0.0, "exploration": 0.0}},
-        "quality": {"split": "valid", "rows": rows, "gate": gate, "parity": parity,
-                    "summary": {"variant": default_v, "ndcg_kept": kept,
-                                "speedup_vs_torch_teacher": rows[f"model-onnx-{default_v}"]["speedup"]}},
+    c = b.M.conf
+    if not keep_fp32 and "fp32" not in b.variants:
+        os.remove(b.enc_files.pop("fp32"))
+    bw = b.rec.head.blend_weights()
+    cf_w = bw["cf"] if c.cf.kind != "none" else 0.0
+    presets = {
+        "hybrid": Preset(content=bw["content"], cf=cf_w, pop=bw["pop"]),
+        "content": Preset(content=max(bw["content"], 1.0), cf=0.0, pop=0.0),
+        "cf": Preset(content=0.0, cf=cf_w, pop=bw["pop"] if c.cf.kind != "none" else 1.0),
+        "query": Preset(content=10.0, cf=cf_w, pop=bw["pop"], query_weight=0.7),
     }
-    files = {}
-    for p in sorted(work.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            files[rel(p)] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-    manifest["files"] = files
-    atomic_write_json(work / "manifest.json", manifest)
-    if not gate["passed"]:
+    models = Models(
+        encoder={v: ModelEntry(b.rel(f), OPSET, v, QUANT_PRESETS[v].dtype, tuple(b.variants.get(v, [])))
+                 for v, f in b.enc_files.items()},
+        user={"fp32": ModelEntry("models/user.fp32.onnx", OPSET, "fp32")},
+        head={v: ModelEntry(b.rel(f), OPSET, v) for v, f in b.head_files.items()} or None)
+    files = {b.rel(p): FileEntry(sha256_file(p), p.stat().st_size)
+             for p in sorted(b.work.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    dv = b.default_variant
+    manifest = Manifest(
+        format=FORMAT, format_version=FORMAT_VERSION,
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        genre_edge=__version__, source_config=cfg.to_dict(c),
+        packages={"torch": torch.__version__, "transformers": transformers.__version__,
+                  "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
+                  "python": platform.python_version()},
+        dim=b.tower.dim, max_tokens=c.encoder.max_tokens, pooling=c.encoder.pooling, tokenizer="tokenizer.json",
+        models=models, catalog=b.catalog,
+        scoring=Scoring(template=c.encoder.template, user_model=c.user_model.kind, max_history=c.user_model.max_history,
+                        head=c.head.kind, rerank_top=c.head.rerank_top, presets=presets, defaults=ScoringDefaults()),
+        quality=Quality(split="valid", rows=b.rows, gate=b.gate, parity=b.parity,
+                        summary={"variant": dv, "ndcg_kept": b.gate.kept,
+                                 "speedup_vs_torch_teacher": b.rows[f"model-onnx-{dv}"]["speedup"]}),
+        files=files)
+    atomic_write_json(b.work / "manifest.json", manifest_json(manifest))
+    return manifest
+
+
+def publish(b: BundleBuild, manifest: Manifest, out: Path, tar: bool) -> dict:
+    """Rename the work folder into place when the gate passed (else to ``<out>.rejected``), optionally tar it."""
+    g = b.gate
+    if not g.passed:
         fail = Path(str(out) + ".rejected")
         shutil.rmtree(fail, ignore_errors=True)
-        os.replace(work, fail)
+        os.replace(b.work, fail)
         raise QualityGateError(
-            f"quality gate failed: {default_v} keeps {kept:.3f} of the teacher's validation nDCG@10, "
-            f"below the required {min_kept:.3f}; the rejected bundle is in {fail} for inspection")
+            f"quality gate failed: {g.variant} keeps {g.kept:.3f} of the teacher's validation nDCG@10, "
+            f"below the required {g.min_kept:.3f}; the rejected bundle is in {fail} for inspection")
     shutil.rmtree(out, ignore_errors=True)
-    os.replace(work, out)
-    size = sum(f["bytes"] for f in files.values())
-    result = {"bundle": str(out), "bytes": size, "manifest": manifest}
+    os.replace(b.work, out)
+    result = {"bundle": str(out), "bytes": sum(f.bytes for f in manifest.files.values()), "manifest": manifest}
     if tar:
         tgz = Path(str(out) + ".tar.gz")
         tmp = Path(str(tgz) + ".tmp")

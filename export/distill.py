@@ -3,9 +3,9 @@ teacher's item embeddings (cosine + MSE on catalog texts and augmented views) an
 (KL between teacher and student score distributions for real users over candidate items)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +14,13 @@ import numpy as np
 
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
-from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text
 
 from . import require
 from .augment import AugmentConfig, augmented_texts
-from .loading import ModelDir
+from .model_folder import ModelDir, save_student
+from .prepare import Prepared
+from .scoring import Scorer
+from .text import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +91,13 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     from tqdm.auto import tqdm
 
     from .models import ItemTower, load_hf_encoder
-    from .text import tokenize
-    from .train import Prepared, Scorer
 
     t0 = time.perf_counter()
     torch.set_num_threads(conf.threads or os.cpu_count() or 1)
     torch.manual_seed(conf.seed)
     rng = np.random.default_rng(conf.seed)
     T = ModelDir(teacher_dir)
-    import json as _json
-
-    n_layers = int(_json.loads((T.path / "encoder" / "config.json").read_text())["num_hidden_layers"])
+    n_layers = int(json.loads((T.path / "encoder" / "config.json").read_text())["num_hidden_layers"])
     if max(conf.layers) >= n_layers:
         raise ConfigError(f"layers: teacher has {n_layers} layers (0..{n_layers - 1}); got {list(conf.layers)}")
     t_tower, t_rec = T.modules()
@@ -177,26 +175,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             print(f"distill epoch {ep}: loss {history[-1]['loss']:.4f}  cosine to teacher mean {history[-1]['cos_mean']:.4f} "
                   f"min {history[-1]['cos_min']:.4f}", flush=True)
     # write the student model folder: teacher's folder with the encoder replaced
-    out = Path(out_dir)
-    tmp = Path(str(out) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(T.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder"))
-    student.bert.save_pretrained(str(tmp / "encoder"), safe_serialization=True)
-    for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        if (T.path / "encoder" / f).is_file():
-            shutil.copy(T.path / "encoder" / f, tmp / "encoder" / f)
-    from safetensors.torch import load_file, save_file
-
-    st = load_file(str(T.path / "recommender.safetensors"))
-    st["tower.adapter.weight"] = student.adapter.weight.detach().contiguous()
-    st["tower.adapter.bias"] = student.adapter.bias.detach().contiguous()
-    save_file(st, str(tmp / "recommender.safetensors"))
-    emb = full.numpy()
-    atomic_save_npy(tmp / "item_embeddings.npy", emb)
     report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
-    atomic_write_json(tmp / "distill.json", report)
-    atomic_write_text(tmp / "distill.toml", cfg.dumps_toml(cfg.to_dict(conf)))
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    save_student(T, Path(out_dir), student.bert, student.adapter, full.numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
     return report

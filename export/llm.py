@@ -326,12 +326,12 @@ def output_dir(conf: EnrichConfig, data_path: Path) -> Path:
 
 def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = True, backend=None) -> dict:
     """Run the enabled tasks; returns counts per task (done before, generated, cached, rejected)."""
-    from genre_edge.data import load_dataset
-    from genre_edge.data.fetch import DATASETS
+    from .data import load_dataset
+    from .data.fetch import DATASETS
 
     src = conf.data.source
     data_path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
-    from .train import domain
+    from .data.domain import domain
 
     ds = domain(load_dataset(data_path, conf.data.format, conf.data.threshold), conf.data.include_categories,
                 conf.data.exclude_categories)

@@ -1,7 +1,7 @@
 """Multi-domain (multi-task) training: one shared item encoder, per-domain user model, head and CF part.
 
 A domain is a data set, or some categories of one (``[[domains]]`` in the training config). Each
-domain is a :class:`~genre_edge_export.train.Trainer` with its own data, split, histories, CF table,
+domain is a :class:`~genre_edge_export.trainer.Trainer` with its own data, split, histories, CF table,
 popularity, user model and scoring head, all built around the *same* item tower object; one
 optimizer holds the tower once and every domain's parts. An epoch interleaves all domains' training
 steps in a seeded random order, so the shared encoder (its trained top layers and adapter) learns
@@ -27,8 +27,8 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_write_json, atomic_write_text
 
 from . import require
-from .train import (Trainer, end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore,
-                    select, wise_ft)
+from .runloop import end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore, select, wise_ft
+from .trainer import Trainer
 from .train_config import Config
 
 log = logging.getLogger(__name__)

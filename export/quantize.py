@@ -11,37 +11,39 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from genre_edge.variants import SAME_FILE, VARIANTS  # noqa: F401 (SAME_FILE re-exported)
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class QuantPreset:
     name: str
-    dtype: str  # fp32, int8, fp16
     per_channel: bool = True
     reduce_range: bool = False
-    doc: str = ""
+
+    @property
+    def dtype(self) -> str:  # fp32, int8, fp16: from the one variant registry
+        return VARIANTS[self.name].dtype
+
+    @property
+    def doc(self) -> str:
+        return VARIANTS[self.name].doc
 
 
+# One preset per variant of the registry (a test checks the keys match).
 QUANT_PRESETS: dict[str, QuantPreset] = {
-    "fp32": QuantPreset("fp32", "fp32", doc="reference; largest and slowest"),
+    "fp32": QuantPreset("fp32"),
     # avx512_vnni / arm64 (dot-product) have no u8*s8 saturation problem: full 8-bit range
-    "int8-avx512vnni": QuantPreset("int8-avx512vnni", "int8", True, False,
-                                   "dynamic int8, per-channel QInt8 weights (x86 VNNI, also arm64)"),
-    "int8-arm64": QuantPreset("int8-arm64", "int8", True, False,
-                              "dynamic int8, per-channel QInt8 weights (Cortex-A72/A76 NEON)"),
+    "int8-avx512vnni": QuantPreset("int8-avx512vnni", True, False),
+    "int8-arm64": QuantPreset("int8-arm64", True, False),
     # AVX2 without VNNI: vpmaddubsw can saturate with full-range u8*s8, so reduce to 7 bits
-    "int8-avx2": QuantPreset("int8-avx2", "int8", True, True,
-                             "dynamic int8, per-channel, 7-bit weights (AVX2 without VNNI)"),
-    "fp16": QuantPreset("fp16", "fp16", doc="GPU (CUDA / TensorRT) profiles"),
+    "int8-avx2": QuantPreset("int8-avx2", True, True),
+    "fp16": QuantPreset("fp16"),
     # Static: activation ranges fixed from a calibration set (the catalog's own texts), QDQ format
     # (what TensorRT and NPU delegates consume). Measured here: less accurate than dynamic, no faster.
-    "int8-qdq": QuantPreset("int8-qdq", "int8", True, False,
-                            "static int8 QDQ, per-channel weights, activations calibrated on item texts"),
+    "int8-qdq": QuantPreset("int8-qdq", True, False),
 }
-
-# Presets that produce byte-identical files share one file in a bundle.
-SAME_FILE = {"int8-arm64": "int8-avx512vnni"}
 
 
 def quantize(src: str | Path, dst: str | Path, preset: str, calibration=None) -> Path:

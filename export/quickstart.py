@@ -7,8 +7,15 @@ from pathlib import Path
 
 import click
 
-from genre_edge.data.fetch import get_ml100k
+from genre_edge.bench.harness import latency_bench
+from genre_edge.recommender import Recommender
 
+from .bundle_writer import export_bundle
+from .data import load_dataset
+from .data.fetch import get_ml100k
+from .distill import DistillConfig, distill
+from .reports import quality_table, teacher_summary
+from .train import train
 from .train_config import load_config, packaged_config
 
 
@@ -20,14 +27,6 @@ CF_NEIGHBORS = 150
 
 
 def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: int | None) -> dict:
-    from genre_edge.bench import latency_bench
-    from genre_edge.recommender import Recommender
-
-    from .bundle_writer import export_bundle
-    from .cli import quality_table, teacher_summary
-    from .distill import DistillConfig, distill
-    from .train import train
-
     t_all = time.perf_counter()
     work = Path(work_dir)
     path = Path(config_name) if config_name.endswith(".toml") else packaged_config(config_name)
@@ -60,13 +59,11 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
                         progress=lambda m: click.echo(f"  {m}", err=True),
                         cf_neighbors=CF_NEIGHBORS if conf.cf.kind in ("ease", "cooccurrence") else None)
     click.echo(quality_table(out["manifest"]))
-    g = out["manifest"]["quality"]["gate"]
-    click.echo(f"quality kept after compression: {g['kept']:.1%} of the teacher's nDCG@10 ({g['variant']}); "
+    g = out["manifest"].quality.gate
+    click.echo(f"quality kept after compression: {g.kept:.1%} of the teacher's nDCG@10 ({g.variant}); "
                f"bundle {out['bytes'] / 1e6:.1f} MB at {bundle}")
     _step("5/6 recommend on device (ONNX Runtime only)")
     rec = Recommender.load(bundle, "auto", state_dir=work / "state")
-    from genre_edge.data import load_dataset
-
     ds = load_dataset(res.path)
     inter = ds.interactions
     u0 = int(inter.user[0])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_edge.data.schema import Items
+from .data.schema import Items
 from genre_edge.text_template import render
 
 

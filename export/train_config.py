@@ -9,7 +9,7 @@ from pathlib import Path
 
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
-from genre_edge.split import SplitConfig
+from .split import SplitConfig
 
 from .augment import AugmentConfig
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS

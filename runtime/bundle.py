@@ -1,28 +1,200 @@
-"""Bundle reading and verification: manifest, format version, sha256 of every file, safe paths.
+"""The bundle contract between export and runtime: a typed manifest, verification, and file parsing.
+
+One module writes and reads the manifest: the exporter builds these frozen dataclasses and
+serializes them with :func:`manifest_json`; the runtime parses ``manifest.json`` back with the
+project's config validation (unknown keys, bad types, unknown variants and CF kinds are refused
+with the key named). :meth:`Bundle.load_catalog` and :meth:`Bundle.load_cf` own all parsing of the
+bundle's data files.
 
 Nothing in a bundle is executed: models are ONNX (no custom-op libraries are ever registered),
 arrays are .npy read with ``allow_pickle=False``, metadata is JSON.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import BundleError
-from .fsutil import sha256_file  # noqa: F401 (re-exported for the export side)
+from . import config as cfg
+from .errors import BundleError, ConfigError
+from .fsutil import sha256_file
+from .request import STRATEGIES
+from .variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
 FORMAT = "genre-bundle"
+FORMAT_VERSION = 1  # what the exporter writes
 SUPPORTED_VERSIONS = (1,)
 MANIFEST = "manifest.json"
+CF_KINDS = ("none", "cooccurrence", "ease", "mf")
+HEAD_KINDS = ("dot", "mlp")
 
 
+# ------------------------------------------------------------------ the manifest, typed
+@dataclass(frozen=True)
+class FileEntry:
+    """A listed file: its sha256 and size, checked before anything is loaded."""
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One ONNX model of a part (encoder, user, head) for one variant."""
+    file: str
+    opset: int | None = None
+    preset: str | None = None
+    dtype: str | None = None  # encoder only
+    profiles: tuple[str, ...] | None = None  # encoder only: the built-in profiles it was built for
+
+
+@dataclass(frozen=True, kw_only=True)
+class Models:
+    encoder: dict[str, ModelEntry]
+    user: dict[str, ModelEntry]
+    head: dict[str, ModelEntry] | None = None  # only with scoring.head = "mlp"
+
+    def validate(self):
+        unknown = [v for v in self.encoder if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"models.encoder: unknown variant {unknown[0]!r}; this runtime knows: {', '.join(VARIANTS)}")
+
+
+@dataclass(frozen=True)
+class CFSpec:
+    """The collaborative part: neighbour tables (``idx``/``w``) or factors (``P``/``Q``), with the
+    recency weighting calibrated on validation (absent: every history item counts the same)."""
+    kind: str = cfg.choice("none", CF_KINDS)
+    recency_half_life: float | None = None
+    recency_floor: float | None = None
+    idx: str | None = None
+    w: str | None = None
+    P: str | None = None
+    Q: str | None = None
+
+    def validate(self):
+        hl = 0.0 if self.recency_half_life is None else self.recency_half_life
+        floor = 1.0 if self.recency_floor is None else self.recency_floor
+        if hl < 0 or not 0 <= floor <= 1:
+            raise ConfigError(f"catalog.cf: recency_half_life must be >= 0 and recency_floor in [0, 1] "
+                              f"(got {hl!r}, {floor!r})")
+        need = {"cooccurrence": ("idx", "w"), "ease": ("idx", "w"), "mf": ("P", "Q")}.get(self.kind, ())
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ConfigError(f"catalog.cf: kind {self.kind!r} needs the file field(s) {', '.join(missing)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogSpec:
+    items: str
+    embeddings: str  # int8 (with embedding_scales), float16 or float32 rows
+    embedding_scales: str | None = None
+    popularity: str
+    cf: CFSpec = field(default_factory=CFSpec)
+    n_items: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    """Blend weights of one strategy: content, CF and popularity (+ the query's share for 'query')."""
+    content: float
+    cf: float
+    pop: float
+    query_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoringDefaults:
+    """What a request gets for the options it leaves out."""
+    strategy: str = cfg.choice("hybrid", STRATEGIES)
+    mmr_lambda: float = cfg.bounded(1.0, 0.0, 1.0)
+    freshness_half_life_days: float = cfg.bounded(0.0, 0.0, 1e6)
+    popularity_penalty: float = cfg.bounded(0.0, 0.0, 100.0)
+    exploration: float = cfg.bounded(0.0, 0.0, 10.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scoring:
+    template: str
+    user_model: str | None = None
+    max_history: int = cfg.bounded(50, 1, 100000)
+    head: str = cfg.choice("dot", HEAD_KINDS)
+    rerank_top: int = cfg.bounded(200, 1, 100000)
+    presets: dict[str, Preset]
+    defaults: ScoringDefaults = field(default_factory=ScoringDefaults)
+
+    def validate(self):
+        missing = [s for s in STRATEGIES if s not in self.presets]
+        if missing:
+            raise ConfigError(f"scoring.presets: missing the strateg{'ies' if len(missing) > 1 else 'y'} "
+                              f"{', '.join(missing)}")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The export's quality gate: the shipped variant keeps ``kept`` of the teacher's nDCG@10."""
+    variant: str
+    min_kept: float
+    kept: float
+    passed: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quality:
+    split: str = "valid"
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> metric -> value
+    gate: Gate | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    format: str = FORMAT
+    format_version: int
+    created_at: str | None = None
+    genre_edge: str | None = None
+    source_config: dict[str, Any] = field(default_factory=dict)
+    packages: dict[str, str] = field(default_factory=dict)
+    dim: int
+    max_tokens: int
+    pooling: str | None = None
+    tokenizer: str
+    models: Models
+    catalog: CatalogSpec
+    scoring: Scoring
+    quality: Quality | None = None
+    files: dict[str, FileEntry] = field(default_factory=dict)
+
+    def validate(self):
+        for part, entries in (("encoder", self.models.encoder), ("user", self.models.user),
+                              ("head", self.models.head or {})):
+            for v, meta in entries.items():
+                if meta.file not in self.files:
+                    raise ConfigError(f"models.{part}.{v}: file {meta.file!r} is not listed in files")
+
+
+def manifest_json(m: Manifest) -> dict:
+    """The manifest as JSON data: dataclass fields that are None are left out (optional parts)."""
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(m)
+
+
+# ------------------------------------------------------------------ reading and verification
 def safe_path(root: Path, rel: str) -> Path:
     """Resolve ``rel`` inside ``root``; refuse absolute paths, '..', and symlinks leading out."""
     if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or ":" in rel:
@@ -41,46 +213,6 @@ def safe_path(root: Path, rel: str) -> Path:
     return p
 
 
-@dataclass
-class Bundle:
-    root: Path
-    manifest: dict
-
-    def path(self, rel: str) -> Path:
-        if rel not in self.manifest["files"]:
-            raise BundleError(f"{rel}: not listed in the manifest's files; refused")
-        return safe_path(self.root, rel)
-
-    def load_npy(self, rel: str, dtype=None, ndim: int | None = None) -> np.ndarray:
-        p = self.path(rel)
-        try:
-            arr = np.load(p, allow_pickle=False)
-        # a malformed header reaches numpy's header parser: SyntaxError/TokenError besides ValueError
-        except Exception as exc:
-            raise BundleError(f"{rel}: not a valid .npy array ({exc})") from None
-        if dtype is not None and arr.dtype != np.dtype(dtype):
-            raise BundleError(f"{rel}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
-        if ndim is not None and arr.ndim != ndim:
-            raise BundleError(f"{rel}: {arr.ndim}-d array, expected {ndim}-d")
-        return arr
-
-    def load_json(self, rel: str):
-        p = self.path(rel)
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{rel}: not valid JSON ({exc})") from None
-
-    def model(self, part: str, variant: str) -> dict:
-        models = self.manifest["models"].get(part, {})
-        if variant not in models:
-            raise BundleError(f"bundle has no {part} model for variant {variant!r}; it has: {', '.join(models) or 'none'}")
-        return models[variant]
-
-    def variants(self, part: str = "encoder") -> list[str]:
-        return list(self.manifest["models"].get(part, {}))
-
-
 def _require(d: dict, key: str, typ, where: str = "manifest"):
     if key not in d:
         raise BundleError(f"{where}: missing field {key!r}")
@@ -89,7 +221,9 @@ def _require(d: dict, key: str, typ, where: str = "manifest"):
     return d[key]
 
 
-def read_manifest(root: Path) -> dict:
+def read_manifest(root: Path) -> Manifest:
+    """Parse and validate ``root/manifest.json``: the format envelope first (format, version, files),
+    then every field against the typed contract."""
     mp = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: not a bundle folder")
@@ -114,30 +248,16 @@ def read_manifest(root: Path) -> dict:
     for key, typ in (("dim", int), ("max_tokens", int), ("tokenizer", str), ("models", dict), ("catalog", dict),
                      ("scoring", dict)):
         _require(m, key, typ)
-    for part in ("encoder", "user"):
-        variants = _require(m["models"], part, dict, "manifest.models")
-        for v, meta in variants.items():
-            if not isinstance(meta, dict) or not isinstance(meta.get("file"), str):
-                raise BundleError(f"manifest.models.{part}.{v}: needs a 'file' string")
-            if meta["file"] not in files:
-                raise BundleError(f"manifest.models.{part}.{v}: file {meta['file']!r} is not listed in files")
-    return m
+    try:
+        return cfg.from_dict(Manifest, m, "manifest")
+    except ConfigError as exc:
+        raise BundleError(f"{mp}: {exc}") from None
 
 
-def open_bundle(path: str | Path, verify: bool = True) -> Bundle:
-    """Open a bundle folder; with ``verify`` check every listed file's size and sha256 first."""
-    root = Path(path)
-    m = read_manifest(root)
-    if verify:
-        problems = verify_files(root, m)
-        if problems:
-            raise BundleError(f"{root}: bundle verification failed:\n  " + "\n  ".join(problems[:10]))
-    return Bundle(root, m)
-
-
-def verify_files(root: Path, manifest: dict) -> list[str]:
+def verify_files(root: Path, manifest: Manifest) -> list[str]:
+    """Problems with the listed files (missing, symlinked, resized, altered); empty when all match."""
     problems = []
-    for rel, meta in manifest["files"].items():
+    for rel, meta in manifest.files.items():
         try:
             p = safe_path(root, rel)
         except BundleError as exc:
@@ -150,10 +270,141 @@ def verify_files(root: Path, manifest: dict) -> list[str]:
             problems.append(f"{rel}: missing")
             continue
         size = os.path.getsize(p)
-        if size != meta["bytes"]:
-            problems.append(f"{rel}: {size} bytes, manifest says {meta['bytes']} (truncated or replaced)")
+        if size != meta.bytes:
+            problems.append(f"{rel}: {size} bytes, manifest says {meta.bytes} (truncated or replaced)")
             continue
         got = sha256_file(p)
-        if got != meta["sha256"]:
-            problems.append(f"{rel}: sha256 {got[:16]}... does not match the manifest ({meta['sha256'][:16]}...)")
+        if got != meta.sha256:
+            problems.append(f"{rel}: sha256 {got[:16]}... does not match the manifest ({meta.sha256[:16]}...)")
     return problems
+
+
+def open_bundle(path: str | Path, verify: bool = True) -> "Bundle":
+    """Open a bundle folder; with ``verify`` check every listed file's size and sha256 first."""
+    root = Path(path)
+    m = read_manifest(root)
+    if verify:
+        problems = verify_files(root, m)
+        if problems:
+            raise BundleError(f"{root}: bundle verification failed:\n  " + "\n  ".join(problems[:10]))
+    return Bundle(root, m)
+
+
+@dataclass
+class Bundle:
+    """An opened bundle: its folder and typed manifest; every file access goes through here."""
+    root: Path
+    manifest: Manifest
+
+    def path(self, rel: str) -> Path:
+        if rel not in self.manifest.files:
+            raise BundleError(f"{rel}: not listed in the manifest's files; refused")
+        return safe_path(self.root, rel)
+
+    def sha256(self, rel: str) -> str:
+        return self.manifest.files[rel].sha256
+
+    def size(self) -> int:
+        """Bytes of every listed file together."""
+        return sum(f.bytes for f in self.manifest.files.values())
+
+    def load_npy(self, rel: str, dtype=None, ndim: int | None = None) -> np.ndarray:
+        p = self.path(rel)
+        try:
+            arr = np.load(p, allow_pickle=False)
+        # a malformed header reaches numpy's header parser: SyntaxError/TokenError besides ValueError
+        except Exception as exc:
+            raise BundleError(f"{rel}: not a valid .npy array ({exc})") from None
+        if dtype is not None and arr.dtype != np.dtype(dtype):
+            raise BundleError(f"{rel}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
+        if ndim is not None and arr.ndim != ndim:
+            raise BundleError(f"{rel}: {arr.ndim}-d array, expected {ndim}-d")
+        return arr
+
+    def load_json(self, rel: str):
+        p = self.path(rel)
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{rel}: not valid JSON ({exc})") from None
+
+    def model(self, part: str, variant: str) -> ModelEntry:
+        models = getattr(self.manifest.models, part, None) or {}
+        if variant not in models:
+            raise BundleError(f"bundle has no {part} model for variant {variant!r}; it has: {', '.join(models) or 'none'}")
+        return models[variant]
+
+    def variants(self, part: str = "encoder") -> list[str]:
+        return list(getattr(self.manifest.models, part, None) or {})
+
+    # -------------------------------------------------------------- data files
+    def load_catalog(self):
+        """The bundle's catalog (items, float32 embeddings, popularity), shapes and types checked."""
+        from .catalog import Catalog
+
+        cat, dim = self.manifest.catalog, self.manifest.dim
+        items = _check_items(self.load_json(cat.items), cat.items)
+        emb = self.load_npy(cat.embeddings, ndim=2)
+        if emb.dtype == np.int8:  # int8 with one scale per item (half of fp16 on disk)
+            if cat.embedding_scales is None:
+                raise BundleError(f"{cat.embeddings} is int8 but the manifest names no embedding_scales")
+            scales = self.load_npy(cat.embedding_scales, np.float32, 1)
+            if scales.shape != (emb.shape[0],):
+                raise BundleError(f"{cat.embedding_scales}: shape {scales.shape}, expected ({emb.shape[0]},)")
+            emb = emb.astype(np.float32) * scales[:, None]
+        elif emb.dtype not in (np.float16, np.float32):
+            raise BundleError(f"{cat.embeddings}: dtype {emb.dtype}, expected int8, float16 or float32")
+        pop = self.load_npy(cat.popularity, np.float32, 1)
+        n = len(items["ids"])
+        if emb.shape != (n, dim) or pop.shape != (n,):
+            raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {dim}")
+        return Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
+
+    def load_cf(self, n_items: int):
+        """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it)."""
+        from .scorer import CFScorer
+
+        cfm = self.manifest.catalog.cf
+        recency = {"half_life": 0.0 if cfm.recency_half_life is None else cfm.recency_half_life,
+                   "floor": 1.0 if cfm.recency_floor is None else cfm.recency_floor}
+        if cfm.kind in ("cooccurrence", "ease"):
+            idx = self.load_npy(cfm.idx, None, 2)
+            if idx.dtype not in (np.int16, np.int32):
+                raise BundleError(f"{cfm.idx}: dtype {idx.dtype}, expected int16 or int32")
+            # int16 on disk halves the table for catalogs under 32768 items; int32 in memory for fast gathers
+            idx, w = idx.astype(np.int32), self.load_npy(cfm.w, None, 2).astype(np.float32)
+            if idx.shape != w.shape or idx.shape[0] != n_items or (idx.size and (idx.min() < 0 or idx.max() >= n_items)):
+                raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
+            return CFScorer(cfm.kind, idx=idx, w=w, **recency)
+        if cfm.kind == "mf":
+            P, Q = self.load_npy(cfm.P, np.float32, 2), self.load_npy(cfm.Q, np.float32, 2)
+            if P.shape != Q.shape or P.shape[0] != n_items:
+                raise BundleError("CF factor tables have bad shapes")
+            return CFScorer("mf", P=P, Q=Q, **recency)
+        return CFScorer("none")
+
+
+def _check_items(items, rel: str) -> dict:
+    """The catalog's item metadata must be parallel lists of the right types (a re-signed or
+    hand-edited bundle is refused here, not by a TypeError deep inside a request)."""
+    def bad(msg):
+        return BundleError(f"{rel}: items {msg}")
+
+    if not isinstance(items, dict):
+        raise bad("must be a JSON object of parallel lists")
+    need = {"ids": str, "title": str, "categories": list, "year": int, "first_seen": int}
+    missing = [k for k in need if not isinstance(items.get(k), list)]
+    if missing:
+        raise bad(f"field(s) {', '.join(missing)} missing or not lists")
+    n = len(items["ids"])
+    for k, tp in need.items():
+        col = items[k]
+        if len(col) != n:
+            raise bad(f"field {k} has {len(col)} entries, ids has {n}")
+        if not all(isinstance(v, tp) and not isinstance(v, bool) for v in col):
+            raise bad(f"field {k} must hold only {tp.__name__} values")
+    if not all(isinstance(c, str) for cats in items["categories"] for c in cats):
+        raise bad("categories must be lists of strings")
+    if len(set(items["ids"])) != n or not all(items["ids"]):
+        raise bad("ids must be unique, non-empty strings")
+    return items

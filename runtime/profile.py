@@ -15,11 +15,11 @@ from pathlib import Path
 
 from . import config as cfg
 from .errors import ConfigError
+from .variants import VARIANTS
 
 log = logging.getLogger(__name__)
 
 PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-VARIANTS = ("fp32", "int8-avx512vnni", "int8-arm64", "int8-avx2", "fp16", "int8-qdq")
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import Bundle, open_bundle
-from .catalog import Catalog, ItemInput, item_text
+from .bundle import Bundle, Preset, open_bundle
+from .catalog import Catalog, Filters, ItemInput, item_text
 from .catalog_index import CatalogScorer, top_n
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
-from .rerank import Filters, Rerank, rerank
+# the limits are the request's; re-exported here for callers of earlier versions
+from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request  # noqa: F401
+from .rerank import Rerank, rerank
 from .scorer import CFScorer, blend
 from .session import make_session
 from .user_model import UserModel
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("content", "cf", "hybrid", "query")
-MAX_K = 1000
-MAX_HISTORY = 10000
-MAX_QUERY_CHARS = 2000
 MAX_SESSIONS = 1024
 # Per session: the last clicks and skips kept (bounds memory: 1024 sessions x 400 ids of <= 200 chars).
 MAX_SESSION_EVENTS = 200
@@ -64,12 +62,12 @@ class Recommender:
         self.bundle, self.profile, self.variant = bundle, profile, variant
         self.catalog, self.encoder, self.user_model, self.cf = catalog, encoder, user_model, cf
         self.head_session = head_session
-        sc = bundle.manifest["scoring"]
-        self.presets: dict = sc["presets"]
-        self.defaults: dict = sc["defaults"]
-        self.template: str = sc["template"]
-        self.head_kind: str = sc.get("head", "dot")
-        self.rerank_top: int = int(sc.get("rerank_top", 200))
+        sc = bundle.manifest.scoring
+        self.presets: dict[str, Preset] = sc.presets
+        self.defaults = sc.defaults
+        self.template: str = sc.template
+        self.head_kind: str = sc.head
+        self.rerank_top: int = sc.rerank_top
         self.sessions: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op))
@@ -91,52 +89,18 @@ class Recommender:
                               f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
         if chosen != prof.variant:
             log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
-        enc_meta = b.model("encoder", chosen)
-        enc_sess = make_session(b.path(enc_meta["file"]), prof, m["files"][enc_meta["file"]]["sha256"], chosen)
-        user_variant = chosen if chosen in b.variants("user") else "fp32"
-        um_meta = b.model("user", user_variant)
-        um_sess = make_session(b.path(um_meta["file"]), prof, m["files"][um_meta["file"]]["sha256"])
+        enc_file = b.model("encoder", chosen).file
+        enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen)
+        um_file = b.model("user", chosen if chosen in b.variants("user") else "fp32").file
+        um_sess = make_session(b.path(um_file), prof, b.sha256(um_file))
         head_sess = None
-        if m["scoring"].get("head") == "mlp":
-            hv = chosen if chosen in b.variants("head") else "fp32"
-            hm = b.model("head", hv)
-            head_sess = make_session(b.path(hm["file"]), prof, m["files"][hm["file"]]["sha256"])
-        cat = m["catalog"]
-        items = _check_items(b.load_json(cat["items"]), cat["items"])
-        emb = b.load_npy(cat["embeddings"], ndim=2)
-        if emb.dtype == np.int8:  # int8 with one scale per item (half of fp16 on disk)
-            if "embedding_scales" not in cat:
-                raise BundleError(f"{cat['embeddings']} is int8 but the manifest names no embedding_scales")
-            scales = b.load_npy(cat["embedding_scales"], np.float32, 1)
-            if scales.shape != (emb.shape[0],):
-                raise BundleError(f"{cat['embedding_scales']}: shape {scales.shape}, expected ({emb.shape[0]},)")
-            emb = emb.astype(np.float32) * scales[:, None]
-        elif emb.dtype not in (np.float16, np.float32):
-            raise BundleError(f"{cat['embeddings']}: dtype {emb.dtype}, expected int8, float16 or float32")
-        pop = b.load_npy(cat["popularity"], np.float32, 1)
-        n = len(items.get("ids", []))
-        if emb.shape != (n, m["dim"]) or pop.shape != (n,):
-            raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {m['dim']}")
-        catalog = Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
-        cfm = cat.get("cf", {"kind": "none"})
-        if cfm["kind"] in ("cooccurrence", "ease"):
-            idx = b.load_npy(cfm["idx"], None, 2)
-            if idx.dtype not in (np.int16, np.int32):
-                raise BundleError(f"{cfm['idx']}: dtype {idx.dtype}, expected int16 or int32")
-            # int16 on disk halves the table for catalogs under 32768 items; int32 in memory for fast gathers
-            idx, w = idx.astype(np.int32), b.load_npy(cfm["w"], None, 2).astype(np.float32)
-            if idx.shape != w.shape or idx.shape[0] != n or (idx.size and (idx.min() < 0 or idx.max() >= n)):
-                raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
-            cf = CFScorer(cfm["kind"], idx=idx, w=w, **_recency(cfm))
-        elif cfm["kind"] == "mf":
-            P, Q = b.load_npy(cfm["P"], np.float32, 2), b.load_npy(cfm["Q"], np.float32, 2)
-            if P.shape != Q.shape or P.shape[0] != n:
-                raise BundleError("CF factor tables have bad shapes")
-            cf = CFScorer("mf", P=P, Q=Q, **_recency(cfm))
-        else:
-            cf = CFScorer("none")
-        encoder = Encoder(enc_sess, b.path(m["tokenizer"]), min(m["max_tokens"], prof.max_tokens), prof.max_batch)
-        rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m["scoring"]["max_history"]), cf, head_sess)
+        if m.scoring.head == "mlp":
+            head_file = b.model("head", chosen if chosen in b.variants("head") else "fp32").file
+            head_sess = make_session(b.path(head_file), prof, b.sha256(head_file))
+        catalog = b.load_catalog()
+        cf = b.load_cf(len(catalog.ids))
+        encoder = Encoder(enc_sess, b.path(m.tokenizer), min(m.max_tokens, prof.max_tokens), prof.max_batch)
+        rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
         state = Path(state_dir) if state_dir else Path(str(Path(bundle).resolve()) + ".state")
         applied = catalog.load_updates(state / "catalog-updates.json")
         if applied["added"] or applied["removed"]:
@@ -195,15 +159,10 @@ class Recommender:
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
 
-    def recommend(self, history: list[str] | None = None, query: str | None = None, k: int = 10,
-                  strategy: str | None = None, query_weight: float | None = None,
-                  include_categories=(), exclude_categories=(), year_min: int | None = None,
-                  year_max: int | None = None, since: int | None = None, until: int | None = None,
-                  exclude_seen: bool = True, mmr_lambda: float | None = None,
-                  freshness_half_life_days: float | None = None, popularity_penalty: float | None = None,
-                  exploration: float | None = None, seed: int | None = None, explain: bool = False,
-                  session_id: str | None = None, now: int | None = None) -> Response:
-        """Recommend ``k`` items for a history of item ids and/or a free-text query.
+    def recommend(self, history: Request | list[str] | None = None, **options) -> Response:
+        """Recommend for a :class:`~genre_edge.request.Request`, or for a history of item ids and
+        keyword options (the request's fields: ``query``, ``k``, ``strategy``, filters, re-ranking
+        knobs, ``explain``, ``session_id``, ``now``).
 
         ``history`` is oldest first: the user model reads its last ``max_history`` items and the CF
         part weights recent items more when the bundle was calibrated that way. Unknown ids are
@@ -211,53 +170,38 @@ class Recommender:
         """
         t0 = time.perf_counter()
         # --- request -> validated options (presets from the bundle, overridden per request)
-        history = list(history or [])
-        if len(history) > MAX_HISTORY:
-            raise RequestError(f"history has {len(history)} items; at most {MAX_HISTORY}")
-        if not all(isinstance(h, str) for h in history):
-            raise RequestError("history must be a list of item id strings")
-        if query is not None and (not isinstance(query, str) or len(query) > MAX_QUERY_CHARS):
-            raise RequestError(f"query must be a string of at most {MAX_QUERY_CHARS} characters")
-        if query is not None and not query.strip():
-            query = None
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-            raise RequestError(f"k must be an integer in 1..{MAX_K}, got {k!r}")
-        strategy = strategy or ("query" if query else self.defaults.get("strategy", "hybrid"))
-        if strategy not in STRATEGIES:
-            raise RequestError(f"strategy {strategy!r} is not valid; choose one of: {', '.join(STRATEGIES)}")
+        req = history if isinstance(history, Request) else Request.create(history, **options)
+        if isinstance(history, Request) and options:
+            raise RequestError("give a Request or keyword options, not both")
+        query = req.query
+        strategy = req.strategy or ("query" if query else self.defaults.strategy)
         if strategy == "query" and not query:
             raise RequestError("strategy 'query' needs a query text")
-        preset = dict(self.presets[strategy])
-        qw = preset.get("query_weight", 0.5) if query_weight is None else query_weight
-        if not isinstance(qw, (int, float)) or isinstance(qw, bool) or not 0.0 <= qw <= 1.0:
-            raise RequestError(f"query_weight must be in [0, 1], got {qw!r}")
+        preset = self.presets[strategy]
+        qw = (0.5 if preset.query_weight is None else preset.query_weight) if req.query_weight is None \
+            else req.query_weight
         d = self.defaults
         opts = Rerank(
-            mmr_lambda=float(d.get("mmr_lambda", 1.0) if mmr_lambda is None else mmr_lambda),
-            freshness_half_life_days=float(d.get("freshness_half_life_days", 0.0) if freshness_half_life_days is None
-                                           else freshness_half_life_days),
-            popularity_penalty=float(d.get("popularity_penalty", 0.0) if popularity_penalty is None else popularity_penalty),
-            exploration=float(d.get("exploration", 0.0) if exploration is None else exploration),
-            seed=seed,
-        ).validate()
-        filters = Filters(tuple(_strs(include_categories, "include_categories")),
-                          tuple(_strs(exclude_categories, "exclude_categories")),
-                          _opt_int(year_min, "year_min"), _opt_int(year_max, "year_max"),
-                          _opt_int(since, "since"), _opt_int(until, "until"))
-        cat = self.catalog
-        with cat.lock:
-            skips: set = set()
-            if session_id is not None:
+            mmr_lambda=d.mmr_lambda if req.mmr_lambda is None else float(req.mmr_lambda),
+            freshness_half_life_days=(d.freshness_half_life_days if req.freshness_half_life_days is None
+                                      else float(req.freshness_half_life_days)),
+            popularity_penalty=d.popularity_penalty if req.popularity_penalty is None else float(req.popularity_penalty),
+            exploration=d.exploration if req.exploration is None else float(req.exploration),
+            seed=req.seed,
+        )
+        filters = Filters(req.include_categories, req.exclude_categories, req.year_min, req.year_max,
+                          req.since, req.until)
+        with self.catalog.locked() as cat:
+            history, skips = list(req.history), ()
+            if req.session_id is not None:
                 with self._lock:
-                    s = self.sessions.get(session_id)
+                    s = self.sessions.get(req.session_id)
                 if s:
                     history = history + s["clicks"]
-                    skips = set(s["skips"])
-            known = [cat.index.get(h) for h in history]
-            unknown = sorted({h for h, i in zip(history, known) if i is None or not cat.active[i]})
-            hist = np.array([i for i in known if i is not None and cat.active[i]], np.int64)
+                    skips = tuple(s["skips"])
+            hist, unknown = cat.rows(history)
             if len(hist) == 0 and not query and strategy != "cf":
-                strategy, preset = "cf", dict(self.presets["cf"])  # nothing to personalise on: popularity
+                strategy, preset = "cf", self.presets["cf"]  # nothing to personalise on: popularity
             t_req = time.perf_counter()
             # --- encoder (query text, on device): tokenizer, then the ONNX encoder
             q = None
@@ -273,28 +217,27 @@ class Recommender:
             t_user = time.perf_counter()
             # --- scorer: content + CF + popularity over the whole catalog
             scores, cf = self._scores(u, hist, preset)
-            mask = filters.mask(cat)
-            if exclude_seen and len(hist):
+            mask = cat.mask(filters)
+            if req.exclude_seen and len(hist):
                 mask[hist] = False
-            for sid in skips:
-                if sid in cat.index:
-                    mask[cat.index[sid]] = False
+            if skips:
+                mask[cat.rows(skips)[0]] = False
             if not mask.any():
                 return Response([], strategy, unknown,
                                 _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()))
-            pool = top_n(scores, mask, max(self.rerank_top, k))
+            pool = top_n(scores, mask, max(self.rerank_top, req.k))
             if self.head_session is not None:
                 scores = scores.copy()
                 scores[pool] = self._head(u, pool, cf, cat.pop)
             pool = pool[np.argsort(-scores[pool], kind="stable")]
             t_score = time.perf_counter()
             # --- re-ranker
-            picked, rel = rerank(scores, pool, cat, opts, k, now)
+            picked, rel = rerank(scores, pool, cat, opts, req.k, req.now)
             t_rr = time.perf_counter()
             # --- response
             items = [Recommendation(cat.ids[i], cat.titles[i], float(scores[i]), list(cat.categories[i]),
                                     int(cat.years[i])) for i in picked]
-            if explain:
+            if req.explain:
                 for rec, i in zip(items, picked):
                     rec.reasons = self._explain(int(i), hw, att, hist, q, qw, preset, cf)
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr))
@@ -311,7 +254,7 @@ class Recommender:
         _, u, _ = self._user_vector(hist, None, 0.0)
         s, cf = self._scores(u, hist, preset)
         if self.head_session is not None:
-            pool = top_n(s, cat.active, self.rerank_top)
+            pool = top_n(s, cat.mask(Filters()), self.rerank_top)
             fine = self._head(u, pool, cf, cat.pop)
             s = s - (s.max() - s.min() + 1e3)
             s[pool] = fine - fine.min() + 1.0 + s.max()
@@ -327,10 +270,10 @@ class Recommender:
             u = q if len(hw) == 0 else (1 - qw) * u + qw * q
         return hw, u, att
 
-    def _scores(self, u: np.ndarray, hist: np.ndarray, preset: dict):
+    def _scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset):
         """(blended scores of every catalog row, CF scores): content + CF + popularity."""
         cat = self.catalog
-        cf = self.cf.scores(hist, len(cat.ids)) if preset["cf"] else np.zeros(len(cat.ids), np.float32)
+        cf = self.cf.scores(hist, len(cat.ids)) if preset.cf else np.zeros(len(cat.ids), np.float32)
         return blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset), cf
 
     def _head(self, u, pool, cf, pop):
@@ -345,16 +288,16 @@ class Recommender:
         parts: dict[tuple, float] = {}
         if len(hw):
             sims = cat.emb[hw] @ cat.emb[item]
-            scale = preset["content"] * ((1 - qw) if q is not None else 1.0)
+            scale = preset.content * ((1 - qw) if q is not None else 1.0)
             for i, c in zip(hw, scale * att * sims):
                 parts[("history", int(i))] = parts.get(("history", int(i)), 0.0) + float(c)
-        if preset["cf"] and len(hist):
-            for i, c in zip(hist, preset["cf"] * self.cf.contributions(hist, item)):
+        if preset.cf and len(hist):
+            for i, c in zip(hist, preset.cf * self.cf.contributions(hist, item)):
                 parts[("history", int(i))] = parts.get(("history", int(i)), 0.0) + float(c)
         if q is not None:
-            parts[("query", -1)] = float(preset["content"] * (qw if len(hw) else 1.0) * (q @ cat.emb[item]))
-        if preset["pop"]:
-            parts[("popularity", -1)] = float(preset["pop"] * cat.pop[item])
+            parts[("query", -1)] = float(preset.content * (qw if len(hw) else 1.0) * (q @ cat.emb[item]))
+        if preset.pop:
+            parts[("popularity", -1)] = float(preset.pop * cat.pop[item])
         pos = {k: v for k, v in parts.items() if v > 0}
         total = sum(pos.values())
         out = []
@@ -367,45 +310,10 @@ class Recommender:
 
     def info(self) -> dict:
         m = self.bundle.manifest
-        return {"bundle": str(self.bundle.root), "format_version": m["format_version"], "profile": self.profile.name,
-                "variant": self.variant, "items": len(self.catalog), "dim": m["dim"],
-                "strategies": list(STRATEGIES), "created_at": m.get("created_at"),
-                "quality": m.get("quality", {}).get("summary")}
-
-
-def _check_items(items, rel: str) -> dict:
-    """The catalog's item metadata must be parallel lists of the right types (a re-signed or
-    hand-edited bundle is refused here, not by a TypeError deep inside a request)."""
-    def bad(msg):
-        return BundleError(f"{rel}: items {msg}")
-
-    if not isinstance(items, dict):
-        raise bad("must be a JSON object of parallel lists")
-    need = {"ids": str, "title": str, "categories": list, "year": int, "first_seen": int}
-    missing = [k for k in need if not isinstance(items.get(k), list)]
-    if missing:
-        raise bad(f"field(s) {', '.join(missing)} missing or not lists")
-    n = len(items["ids"])
-    for k, tp in need.items():
-        col = items[k]
-        if len(col) != n:
-            raise bad(f"field {k} has {len(col)} entries, ids has {n}")
-        if not all(isinstance(v, tp) and not isinstance(v, bool) for v in col):
-            raise bad(f"field {k} must hold only {tp.__name__} values")
-    if not all(isinstance(c, str) for cats in items["categories"] for c in cats):
-        raise bad("categories must be lists of strings")
-    if len(set(items["ids"])) != n or not all(items["ids"]):
-        raise bad("ids must be unique, non-empty strings")
-    return items
-
-
-def _recency(cfm: dict) -> dict:
-    """CF recency weighting from the manifest (absent in bundles without it: every item counts the same)."""
-    hl, floor = cfm.get("recency_half_life", 0.0), cfm.get("recency_floor", 1.0)
-    if not isinstance(hl, (int, float)) or not isinstance(floor, (int, float)) or hl < 0 or not 0 <= floor <= 1:
-        raise BundleError(f"catalog.cf: recency_half_life must be >= 0 and recency_floor in [0, 1] "
-                          f"(got {hl!r}, {floor!r})")
-    return {"half_life": float(hl), "floor": float(floor)}
+        return {"bundle": str(self.bundle.root), "format_version": m.format_version, "profile": self.profile.name,
+                "variant": self.variant, "items": len(self.catalog), "dim": m.dim,
+                "strategies": list(STRATEGIES), "created_at": m.created_at,
+                "quality": m.quality.summary if m.quality else None}
 
 
 def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:
@@ -414,21 +322,3 @@ def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:
             "user_model": (t_user - t_enc) * 1e3,
             "score": (t_score - t_user) * 1e3, "rerank": (t_rr - t_score) * 1e3,
             "total": (time.perf_counter() - t0) * 1e3}
-
-
-def _strs(v, name) -> list[str]:
-    if v is None:
-        return []
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v) or len(v) > 100:
-        raise RequestError(f"{name} must be a list of at most 100 strings")
-    return list(v)
-
-
-def _opt_int(v, name):
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise RequestError(f"{name} must be an integer, got {v!r}")
-    return v

@@ -1,5 +1,5 @@
-"""Filters and re-ranking: categories, years, time, seen items, MMR diversity, freshness,
-popularity penalty, seeded exploration."""
+"""Re-ranking of the scored pool: MMR diversity, freshness, popularity penalty, seeded exploration.
+(Filters are applied before, as catalog masks: :meth:`Catalog.mask`.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,56 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .catalog import Catalog
-from .errors import RequestError
 
 
-@dataclass
-class Filters:
-    include_categories: tuple[str, ...] = ()
-    exclude_categories: tuple[str, ...] = ()
-    year_min: int | None = None
-    year_max: int | None = None
-    since: int | None = None  # first_seen >= since (unix seconds)
-    until: int | None = None
-
-    def mask(self, cat: Catalog) -> np.ndarray:
-        m = cat.active.copy()
-        if self.include_categories:
-            cols = [cat.cat_names[c] for c in self.include_categories if c in cat.cat_names]
-            m &= cat.cat_bits[:, cols].any(1) if cols else False
-        if self.exclude_categories:
-            cols = [cat.cat_names[c] for c in self.exclude_categories if c in cat.cat_names]
-            if cols:
-                m &= ~cat.cat_bits[:, cols].any(1)
-        if self.year_min is not None:
-            m &= cat.years >= self.year_min
-        if self.year_max is not None:
-            m &= (cat.years <= self.year_max) & (cat.years > 0)
-        if self.since is not None:
-            m &= cat.first_seen >= self.since
-        if self.until is not None:
-            m &= cat.first_seen <= self.until
-        return m
-
-
-@dataclass
+@dataclass(frozen=True)
 class Rerank:
+    """Re-ranking knobs (validated as part of the request: :class:`~genre_edge.request.Request`)."""
     mmr_lambda: float = 1.0  # 1 = relevance only; lower trades relevance for diversity
     freshness_half_life_days: float = 0.0  # 0 = off
     popularity_penalty: float = 0.0
     exploration: float = 0.0  # Gumbel noise scale on normalised relevance; 0 = deterministic
     seed: int | None = None
-
-    def validate(self):
-        if not 0.0 <= self.mmr_lambda <= 1.0:
-            raise RequestError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
-        if not 0.0 <= self.freshness_half_life_days <= 1e6:
-            raise RequestError("freshness_half_life_days must be >= 0 (0 = off)")
-        if not 0.0 <= self.popularity_penalty <= 100.0:
-            raise RequestError("popularity_penalty must be in [0, 100]")
-        if not 0.0 <= self.exploration <= 10.0:
-            raise RequestError("exploration must be in [0, 10]")
-        return self
 
 
 def rerank(scores: np.ndarray, cand: np.ndarray, cat: Catalog, opts: Rerank, k: int, now: int | None = None):

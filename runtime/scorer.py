@@ -58,5 +58,6 @@ class CFScorer:
         return out
 
 
-def blend(content: np.ndarray, cf: np.ndarray, pop: np.ndarray, w: dict) -> np.ndarray:
-    return w["content"] * content + w["cf"] * cf + w["pop"] * pop
+def blend(content: np.ndarray, cf: np.ndarray, pop: np.ndarray, w) -> np.ndarray:
+    """``w`` (a bundle :class:`~genre_edge.bundle.Preset`) weighs content, CF and popularity."""
+    return w.content * content + w.cf * cf + w.pop * pop

@@ -5,10 +5,12 @@ Every bad request gets a 4xx JSON error ``{"error": ..., "detail": ...}``; the s
 # No "from __future__ import annotations" here: FastAPI must see the request models (defined
 # inside create_app) as real classes, not strings it cannot resolve.
 import logging
-from typing import Optional
+from typing import Literal, Optional
 
+from .catalog import MAX_ID_LEN, MAX_TEXT_LEN, MAX_TITLE_LEN
 from .errors import GenreError, RequestError
-from .recommender import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, Recommender
+from .recommender import Recommender
+from .request import Request, field_limits
 
 log = logging.getLogger(__name__)
 
@@ -16,44 +18,42 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_ITEMS_PER_REQUEST = 1000
 
 
-def create_app(rec: Recommender):
-    from typing import Literal
+_PY_TYPES = {"tuple[str, ...]": list[str], "str | None": Optional[str], "int": int, "int | None": Optional[int],
+             "float | None": Optional[float], "bool": bool}
 
-    from fastapi import FastAPI, Request
+
+def request_body_model():
+    """The POST /recommend body: a pydantic model derived from :class:`~genre_edge.request.Request`'s
+    fields and limits (one definition of the request; FastAPI publishes it in the OpenAPI schema)."""
+    from pydantic import ConfigDict, Field, create_model
+
+    fields = {}
+    for name, lim in field_limits().items():
+        tp = Optional[Literal[lim["choices"]]] if lim["choices"] else _PY_TYPES[lim["type"]]
+        kw = {k: lim[m] for k, m in (("ge", "lo"), ("le", "hi"), ("max_length", "max_len"), ("min_length", "min_len"),
+                                     ("description", "doc")) if lim[m] not in (None, "")}
+        default = lim["default"]
+        spec = Field(default_factory=list, **kw) if isinstance(default, tuple) else Field(default=default, **kw)
+        fields[name] = (tp, spec)
+    return create_model("RecommendBody", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+def create_app(rec: Recommender):
+    from fastapi import FastAPI, Request as HTTPRequest
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    class RecommendBody(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        history: list[str] = Field(default_factory=list, max_length=MAX_HISTORY)
-        query: Optional[str] = Field(default=None, max_length=MAX_QUERY_CHARS)
-        k: int = Field(default=10, ge=1, le=MAX_K)
-        strategy: Optional[Literal["content", "cf", "hybrid", "query"]] = None
-        query_weight: Optional[float] = Field(default=None, ge=0, le=1)
-        include_categories: list[str] = Field(default_factory=list, max_length=100)
-        exclude_categories: list[str] = Field(default_factory=list, max_length=100)
-        year_min: Optional[int] = Field(default=None, ge=0, le=10000)
-        year_max: Optional[int] = Field(default=None, ge=0, le=10000)
-        since: Optional[int] = Field(default=None, ge=0, le=2**62)
-        until: Optional[int] = Field(default=None, ge=0, le=2**62)
-        exclude_seen: bool = True
-        mmr_lambda: Optional[float] = Field(default=None, ge=0, le=1)
-        freshness_half_life_days: Optional[float] = Field(default=None, ge=0, le=1e6)
-        popularity_penalty: Optional[float] = Field(default=None, ge=0, le=100)
-        exploration: Optional[float] = Field(default=None, ge=0, le=10)
-        seed: Optional[int] = Field(default=None, ge=0, le=2**63 - 1)
-        explain: bool = False
-        session_id: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    RecommendBody = request_body_model()
 
     class Item(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        id: str = Field(min_length=1, max_length=200)
-        title: str = Field(min_length=1, max_length=500)
+        id: str = Field(min_length=1, max_length=MAX_ID_LEN)
+        title: str = Field(min_length=1, max_length=MAX_TITLE_LEN)
         categories: list[str] = Field(default_factory=list, max_length=50)
         year: int = Field(default=0, ge=0, le=10000)
-        text: str = Field(default="", max_length=4000)
+        text: str = Field(default="", max_length=MAX_TEXT_LEN)
         timestamp: int = Field(default=0, ge=0, le=2**62)
 
     class ItemsBody(BaseModel):
@@ -72,7 +72,7 @@ def create_app(rec: Recommender):
         return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
+    async def limit_body(request: HTTPRequest, call_next):
         cl = request.headers.get("content-length")
         if cl is not None:
             try:
@@ -111,7 +111,7 @@ def create_app(rec: Recommender):
 
     @app.post("/recommend")
     def recommend(body: RecommendBody):
-        return rec.recommend(**body.model_dump()).to_dict()
+        return rec.recommend(Request(**body.model_dump())).to_dict()
 
     @app.post("/items")
     def add_items(body: ItemsBody):

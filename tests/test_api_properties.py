@@ -74,7 +74,7 @@ def test_embed_any_text(rec, texts):
     except RequestError as exc:
         assert "at most" in str(exc)
         return
-    assert e.shape == (len(texts), rec.bundle.manifest["dim"]) and np.isfinite(e).all()
+    assert e.shape == (len(texts), rec.bundle.manifest.dim) and np.isfinite(e).all()
     np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-3)
 
 

@@ -69,7 +69,8 @@ def test_training_and_distillation_read_augmented_texts(toy_data, tmp_path, word
     from conftest import tiny_config, tiny_encoder
     from genre_edge_export.augment import AugmentConfig
     from genre_edge_export.distill import DistillConfig, distill
-    from genre_edge_export.train import Trainer, train
+    from genre_edge_export.train import train
+    from genre_edge_export.trainer import Trainer
 
     aug = AugmentConfig(field_dropout=0.5, token_deletion=0.2, synonyms=0.5, wordnet=str(wordnet), variants=2, prob=1.0)
     conf = dataclasses.replace(tiny_config(toy_data, tiny_encoder(tmp_path / "enc")), augment=aug)

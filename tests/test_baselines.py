@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from genre_edge.data import load_dataset
-from genre_edge.split import SplitConfig, make_split
+from genre_edge_export.data import load_dataset
+from genre_edge_export.split import SplitConfig, make_split
 
 
 def test_ease_closed_form_and_baselines_beat_random(toy_data):

@@ -36,10 +36,10 @@ def test_runtime_bench_rejects_a_folder_without_bundle(tmp_path):
 
 
 def test_teacher_table_joins_reports_and_refuses_another_split(tiny_bundle, tmp_path, toy_data):
-    from genre_edge.data import load_dataset
-    from genre_edge.split import make_split
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.split import make_split
     from genre_edge_export.baselines import run_baselines
-    from genre_edge_export.loading import ModelDir
+    from genre_edge_export.model_folder import ModelDir
 
     teacher = tiny_bundle / "teacher"
     split = make_split(load_dataset(toy_data), ModelDir(teacher).conf.split)
@@ -54,7 +54,7 @@ def test_teacher_table_joins_reports_and_refuses_another_split(tiny_bundle, tmp_
     out = json.loads((tmp_path / "t.json").read_text())
     assert [r["model"] for r in out["rows"]][-1] == "tiny" and out["bundles"][0]["bytes"] > 0
     assert "## Compression: tiny" in (tmp_path / "t.md").read_text()
-    from genre_edge.split import SplitConfig
+    from genre_edge_export.split import SplitConfig
 
     other = make_split(load_dataset(toy_data), SplitConfig(kind="user_holdout"))  # not the teacher's split
     base.write_text(json.dumps({"split": other.summary(), "results": rows}))

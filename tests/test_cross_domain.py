@@ -8,9 +8,9 @@ pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not inst
 
 
 def test_a_domain_keeps_its_items_and_their_events_only(toy_data):
-    from genre_edge.data import load_dataset
+    from genre_edge_export.data import load_dataset
     from genre_edge.errors import ConfigError
-    from genre_edge_export.train import domain
+    from genre_edge_export.data.domain import domain
 
     ds = load_dataset(toy_data)
     g0, g1 = GENRES[0], GENRES[1]
@@ -33,7 +33,8 @@ def test_few_shot_learns_from_the_sample_and_transfer_starts_from_the_source(toy
     from safetensors.torch import load_file
 
     from genre_edge.errors import ConfigError
-    from genre_edge_export.train import Trainer, train
+    from genre_edge_export.train import train
+    from genre_edge_export.trainer import Trainer
 
     enc = tiny_encoder(tmp_path / "enc")
     src_conf = tiny_config(toy_data, enc, data={"include_categories": [GENRES[0], GENRES[1]]}, cf={"kind": "none"})

@@ -11,8 +11,8 @@ def test_real_teacher_on_ml100k_slice(tmp_path):
     import torch
 
     from genre_edge import config as cfgmod
-    from genre_edge.data import load_dataset
-    from genre_edge.data.fetch import get_ml100k
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.data.fetch import get_ml100k
     from genre_edge_export.train import train
     from genre_edge_export.train_config import Config
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import have_export, write_generic
-from genre_edge.data import load_dataset
+from genre_edge_export.data import load_dataset
 from genre_edge.errors import ConfigError, DataError
 
 FUZZ = settings(max_examples=120, derandomize=True, deadline=None, database=None,

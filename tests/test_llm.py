@@ -102,7 +102,7 @@ def write_conf(tmp_path, toy_data, url, **tasks):
 
 def test_enrichment_validates_retries_caches_and_resumes(toy_data, tmp_path, fake_llm, monkeypatch, caplog):
     from genre_edge import config as cfgmod
-    from genre_edge.data import load_dataset
+    from genre_edge_export.data import load_dataset
     from genre_edge_export.llm import EnrichConfig, enrich
 
     caplog.set_level(logging.DEBUG)
@@ -155,7 +155,7 @@ def test_user_profiles_synthetic_items_and_training_input(toy_data, tmp_path, fa
     assert prof[0]["profile"] == "Likes things." and prof[0]["id"].startswith("u")
     # training reads the item enrichment through the template
     from conftest import tiny_config, tiny_encoder
-    from genre_edge_export.train import Prepared
+    from genre_edge_export.prepare import Prepared
 
     tc = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"),
                      data={"enrichment": str(out / "items.v1.jsonl")},
@@ -180,12 +180,14 @@ def test_bad_enrichment_configs_name_the_problem(toy_data, tmp_path, monkeypatch
 
 
 def test_user_profiles_and_synthetic_items_blend_into_training_and_evaluation(toy_data, tmp_path):
-    from genre_edge.data import load_dataset
+    from genre_edge_export.data import load_dataset
     from genre_edge.errors import ConfigError
 
     from conftest import tiny_config, tiny_encoder
     from genre_edge_export.ab import replay
-    from genre_edge_export.train import Scorer, Trainer, train
+    from genre_edge_export.scoring import Scorer
+    from genre_edge_export.train import train
+    from genre_edge_export.trainer import Trainer
 
     ds = load_dataset(toy_data)
     prof, syn = tmp_path / "users.v1.jsonl", tmp_path / "synthetic.v1.jsonl"

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from genre_edge.data import load_dataset
-from genre_edge.data.loaders import detect_format
+from genre_edge_export.data import load_dataset
+from genre_edge_export.data.loaders import detect_format
 from genre_edge.errors import DataError
 
 

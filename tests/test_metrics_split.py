@@ -3,9 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genre_edge import metrics as M
-from genre_edge.data import load_dataset
-from genre_edge.split import SplitConfig, make_split
+from genre_edge_export import metrics as M
+from genre_edge_export.data import load_dataset
+from genre_edge_export.split import SplitConfig, make_split
 
 
 def test_auc_matches_sklearn():

@@ -3,7 +3,7 @@ from click.testing import CliRunner
 
 from genre_edge.cli import main
 from genre_edge.errors import DataError
-from genre_edge.mind_score import score_files
+from genre_edge_export.mind_score import score_files
 
 
 def test_scores_like_the_leaderboard(tmp_path):

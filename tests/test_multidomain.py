@@ -204,7 +204,7 @@ template = "{{title}}. {{abstract}} ({{category}})"
 def test_wise_ft_keeps_the_best_mix_of_every_score():
     import torch
 
-    from genre_edge_export.train import wise_ft
+    from genre_edge_export.runloop import wise_ft
 
     p = torch.nn.Parameter(torch.ones(3))
     theta0 = {"w": torch.zeros(3)}

@@ -32,12 +32,12 @@ def test_bundle_verifies_and_describes_itself(bundle_copy):
     b = open_bundle(bundle_copy)
     m = b.manifest
     assert set(b.variants()) >= {"fp32", "int8-avx512vnni"}
-    assert m["models"]["encoder"]["int8-avx512vnni"]["file"] == "models/encoder.int8-avx512vnni.onnx"
-    assert set(m["models"]["encoder"]["int8-avx512vnni"]["profiles"]) == {"x86-avx512-vnni", "rpi4"}
-    q = m["quality"]
-    assert {"teacher-torch-fp32", "model-onnx-fp32", "model-onnx-int8-avx512vnni"} <= set(q["rows"])
-    assert q["parity"]["encoder_fp32_vs_torch"]["max_abs_diff"] < 1e-4
-    assert q["parity"]["user_fp32_vs_torch"]["max_abs_diff"] < 1e-5
+    assert m.models.encoder["int8-avx512vnni"].file == "models/encoder.int8-avx512vnni.onnx"
+    assert set(m.models.encoder["int8-avx512vnni"].profiles) == {"x86-avx512-vnni", "rpi4"}
+    q = m.quality
+    assert {"teacher-torch-fp32", "model-onnx-fp32", "model-onnx-int8-avx512vnni"} <= set(q.rows)
+    assert q.parity["encoder_fp32_vs_torch"]["max_abs_diff"] < 1e-4
+    assert q.parity["user_fp32_vs_torch"]["max_abs_diff"] < 1e-5
 
 
 def test_tampered_file_is_refused(bundle_copy, tmp_path):
@@ -168,13 +168,13 @@ def test_int8_vs_fp32_parity(bundle_copy, tmp_path):
     cos = (e8 * e32).sum(1)
     assert cos.min() > 0.95
     assert np.allclose(np.linalg.norm(e32, axis=1), 1, atol=1e-4)
-    q = open_bundle(bundle_copy).manifest["quality"]["rows"]["model-onnx-int8-avx512vnni"]
+    q = open_bundle(bundle_copy).manifest.quality.rows["model-onnx-int8-avx512vnni"]
     assert q["cos_min"] > 0.9
 
 
 def test_onnx_encoder_matches_torch_student(tiny_bundle):
     torch = pytest.importorskip("torch")
-    from genre_edge_export.loading import ModelDir
+    from genre_edge_export.model_folder import ModelDir
     from genre_edge_export.onnx_export import encoder_parity
     from genre_edge_export.text import tokenize
 

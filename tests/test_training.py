@@ -72,9 +72,9 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
     export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None,
                   catalog_dtype="fp16", extra_variants=("int8-qdq",))
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
-    assert r.bundle.manifest["catalog"]["embeddings"].endswith(".fp16.npy")
+    assert r.bundle.manifest.catalog.embeddings.endswith(".fp16.npy")
     # the static QDQ variant is built, measured against the teacher, and loadable on request
-    rows = r.bundle.manifest["quality"]["rows"]
+    rows = r.bundle.manifest.quality.rows
     assert rows["model-onnx-int8-qdq"]["cos_mean"] > 0.9 and rows["model-onnx-int8-qdq"]["latency_ms"] > 0
     q = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s2", variant="int8-qdq")
     e_dyn, e_qdq = r.embed(["a space adventure", "a quiet drama"]), q.embed(["a space adventure", "a quiet drama"])
@@ -120,7 +120,7 @@ def test_int8_catalog_matches_the_encoder(tiny_bundle):
     from genre_edge.recommender import Recommender
 
     r = Recommender.load(tiny_bundle / "bundle", "x86-avx512-vnni", state_dir=tiny_bundle / "int8-cat-state")
-    assert r.bundle.manifest["catalog"]["embeddings"].endswith(".int8.npy")
+    assert r.bundle.manifest.catalog.embeddings.endswith(".int8.npy")
     n = len(r.catalog.ids)
     texts = __import__("json").loads((tiny_bundle / "student" / "items.json").read_text())["text"]
     e = r.embed(texts[:n])
@@ -132,9 +132,10 @@ def test_impression_negatives_come_from_the_same_impression(tmp_path, toy_data, 
     """MIND-style data: items shown with a click but not clicked become that example's negatives."""
     import numpy as np
 
-    from genre_edge.data import load_dataset
-    from genre_edge.data.schema import Interactions
-    from genre_edge_export.train import Prepared, train
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.data.schema import Interactions
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.train import train
 
     ds = load_dataset(toy_data)
     it = ds.interactions
@@ -204,8 +205,8 @@ def test_mind_impressions_give_negatives_of_training_clicks_only(tmp_path, toy_d
 
     import numpy as np
 
-    from genre_edge.data import load_dataset
-    from genre_edge_export.train import Prepared
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.prepare import Prepared
 
     rng = random.Random(0)
     d = tmp_path / "mind"

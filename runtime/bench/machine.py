@@ -7,8 +7,8 @@ import platform
 import subprocess
 from pathlib import Path
 
-# The checkout this runtime was imported from (an editable install); elsewhere git says "unknown".
-ROOT = Path(__file__).resolve().parent.parent
+# The checkout this runtime was imported from (an editable install); elsewhere, or without git, "unknown".
+ROOT = Path(__file__).resolve().parents[2]
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp", "sve")
 
 
@@ -25,19 +25,11 @@ def git_sha() -> str:
 
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown", []
-    model, flags = "unknown", set()
-    for line in text.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model", "hardware") and model == "unknown":
-            model = val.strip()
-        elif key in ("flags", "features"):
-            flags.update(val.split())
-    return model, sorted(f for f in FLAGS_OF_INTEREST if f in flags)
+    """CPU model and the flags that matter for int8/fp16 kernels, from the profile module's /proc/cpuinfo reader."""
+    from ..profile import machine_info
+
+    info = machine_info()
+    return info.model or platform.processor() or "unknown", sorted(f for f in FLAGS_OF_INTEREST if f in info.cpu_flags)
 
 
 def machine() -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from genre_edge.errors import DataError
 from .metrics import impression_metrics
 
 

@@ -1,6 +1,6 @@
 """Loaders for MovieLens (ml-100k, RecBole atomic, ml-1m, ml-latest), MIND and generic CSV/JSONL.
 
-Every loader returns a :class:`~genre_edge.data.schema.Dataset`. Structural problems (a missing
+Every loader returns a :class:`~genre_edge_export.data.schema.Dataset`. Structural problems (a missing
 file, a row with the wrong number of fields, text in the wrong encoding) raise
 :class:`~genre_edge.errors.DataError` naming the file and line. Rows that reference items missing
 from the item file are skipped and counted in ``dataset.report``, because real logs have them
@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .. import config as cfg
-from ..errors import DataError
+from genre_edge import config as cfg
+from genre_edge.errors import DataError
 from .schema import Dataset, Impression, Interactions, Items
 
 log = logging.getLogger(__name__)

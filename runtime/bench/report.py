@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .fsutil import atomic_write_json, atomic_write_text
+from ..fsutil import atomic_write_json, atomic_write_text
 
 
 def fmt(v, digits=4) -> str:
@@ -50,7 +50,7 @@ def save_png(fig, path: str | Path) -> None:
     """Write ``fig`` as a PNG atomically (a chart is never half-written) and close it."""
     import io
 
-    from .fsutil import atomic_write_bytes
+    from ..fsutil import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

@@ -14,8 +14,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
-from ..fsutil import sha256_file
+from genre_edge.errors import DataError
+from genre_edge.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 

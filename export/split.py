@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import config as cfg
+from genre_edge import config as cfg
 from .data.schema import Dataset, Interactions
-from .errors import ConfigError
+from genre_edge.errors import ConfigError
 
 
 @dataclass(frozen=True)

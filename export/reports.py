@@ -1,0 +1,38 @@
+"""Human-readable summaries of training, evaluation and export results (the CLI and the quickstart print them)."""
+from __future__ import annotations
+
+from genre_edge.bench.report import markdown_table
+
+METRIC_COLS = ["ndcg@10", "recall@10", "recall@20", "hit@10", "mrr", "auc_sampled", "coverage@10", "diversity@10"]
+
+
+def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra: str = "") -> str:
+    md = [f"# {title}\n", extra,
+          f"Split: `{split_summary['kind']}` — train {split_summary['train']['events']} events, "
+          f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users, "
+          f"cold items {split_summary['cold_items']} ({split_summary['cold_test']['positives']} held-out positives). "
+          "Full ranking over warm items (each user's seen items excluded) for warm users; over cold items only "
+          "for the cold-item test. Ties are broken by a fixed pseudo-random order, so constant scores earn "
+          "random-level metrics.\n"]
+    for part in ("warm", "cold"):
+        md.append(f"\n## {'Warm users (per-user temporal holdout)' if part == 'warm' else 'Cold items (never seen in training)'}\n")
+        table_rows = [{"model": r["model"], **r[part]} for r in rows]
+        md.append(markdown_table(table_rows, ["model"] + METRIC_COLS + ["users"]))
+    return "\n".join(md)
+
+
+def teacher_summary(rep: dict) -> str:
+    lines = [f"trained {rep['name']} in {rep['train_seconds']:.0f} s (best epoch {rep['best_epoch']})",
+             f"{'':>12} {'warm nDCG@10':>13} {'warm R@20':>10} {'cold nDCG@10':>13}"]
+    for name, key in (("zero-shot", "zero_shot"), ("teacher", "teacher")):
+        r = rep[key]
+        lines.append(f"{name:>12} {r['test'].get('ndcg@10', 0):13.4f} {r['test'].get('recall@20', 0):10.4f} "
+                     f"{r['cold'].get('ndcg@10', 0):13.4f}")
+    return "\n".join(lines)
+
+
+def quality_table(manifest) -> str:
+    """The export's quality/speed table of a bundle manifest (teacher, fp32 and every variant)."""
+    rows = [{"model": k, **v} for k, v in manifest.quality.rows.items()]
+    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "cos_mean", "cos_min",
+                                 "latency_ms", "speedup"])

@@ -1,0 +1,174 @@
+"""The epoch loop's state and its checkpoints, shared by single- and multi-domain training.
+
+Progress (epoch, model selection, patience, history, metrics measured before training) is a plain
+JSON-able dict stored in ``checkpoint/progress.json``; parameters, the best parameters and the
+optimizer state are safetensors files (no pickle). A checkpoint is swapped in with one rename.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from genre_edge.errors import ConfigError
+from genre_edge.fsutil import atomic_write_json
+
+from .train_config import Config
+
+log = logging.getLogger(__name__)
+
+
+def open_run(out: Path, restart: bool) -> None:
+    """Create the output folder; ``restart`` drops its checkpoint so training starts over."""
+    out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+
+
+def new_state(fmt: str, **extra) -> dict:
+    """Training progress as a checkpoint stores it (epoch, model selection, history)."""
+    return {"format": fmt, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
+            "seconds": 0.0, **extra}
+
+
+def more_epochs(state: dict, tc) -> bool:
+    """Whether training goes on: epochs left and patience (``tc``: the TrainConfig) not used up."""
+    return state["epoch"] < tc.epochs and not (tc.patience and state["bad_epochs"] >= tc.patience)
+
+
+def select(state: dict, ep: int, score: float, named: dict, best: dict | None) -> dict | None:
+    """Model selection on the validation ``score`` of epoch ``ep`` (0: the starting model): a better
+    epoch is snapshotted and resets patience, a worse one uses it up. Returns the best parameters so far."""
+    if score > state["best_ndcg"]:
+        state.update(best_ndcg=score, best_epoch=ep, bad_epochs=0)
+        return {k: v.detach().clone().contiguous() for k, v in named.items()}
+    if ep:
+        state["bad_epochs"] += 1
+    return best
+
+
+def end_epoch(state: dict, ep: int, score: float, seconds: float, named: dict, best: dict | None, out: Path,
+              opt, tc) -> dict | None:
+    """Close epoch ``ep``: select on ``score``, count it, save the checkpoint; returns the best parameters."""
+    best = select(state, ep, score, named, best)
+    state["epoch"] = ep
+    state["seconds"] += seconds
+    save_checkpoint(out, named, opt, state, best)
+    if tc.patience and state["bad_epochs"] >= tc.patience:
+        log.info("early stop: no validation gain for %d epochs", state["bad_epochs"])
+    return best
+
+
+def restore(named: dict, best: dict | None) -> None:
+    """Put the selected parameters back (nothing to do when no epoch was selected)."""
+    import torch
+
+    if best is not None:
+        with torch.no_grad():
+            for k, p in named.items():
+                p.copy_(best[k])
+
+
+def optimizer(conf: Config, tower, recs: list):
+    """AdamW over the tower's trainable weights (encoder layers at ``encoder_lr``, the adapter at ``lr``)
+    and every recommender module of ``recs`` (at ``lr``); each parameter once."""
+    import torch
+
+    enc = [p for n, p in tower.named_parameters() if p.requires_grad and n.startswith("bert.")]
+    rest = [p for n, p in tower.named_parameters() if p.requires_grad and not n.startswith("bert.")]
+    rest += [p for r in recs for p in r.parameters() if p.requires_grad]
+    groups = [g for g in ({"params": enc, "lr": conf.train.encoder_lr}, {"params": rest, "lr": conf.train.lr})
+              if g["params"]]
+    return torch.optim.AdamW(groups, weight_decay=conf.train.weight_decay)
+
+
+def wise_ft(params: dict, theta0: dict, scores, grid=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict | None:
+    """Weight-space interpolation of ``params`` between ``theta0`` and their trained values: each
+    alpha of ``grid`` is scored by ``scores()`` (a dict of metrics, summed), the best is kept."""
+    import torch
+
+    if not theta0:
+        return None
+    trained = {k: v.detach().clone() for k, v in params.items()}
+
+    def put(alpha):
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(theta0[k] + alpha * (trained[k] - theta0[k]))
+
+    rows, best = [], None
+    for alpha in grid:
+        put(alpha)
+        sc = scores()
+        rows.append({"alpha": alpha, **sc})
+        log.info("interpolation alpha %.2f: %s", alpha, ", ".join(f"{k} {v:.4f}" for k, v in sc.items()))
+        total = sum(sc.values())
+        if best is None or total > best[0]:
+            best = (total, alpha)
+    put(best[1])
+    return {"alpha": best[1], "grid": rows}
+
+
+def save_checkpoint(out: Path, named: dict, opt, state: dict, best: dict | None) -> None:
+    """Write ``out/checkpoint`` (parameters, best parameters, optimizer state as plain tensors,
+    progress) so that an interrupted save leaves the previous checkpoint intact."""
+    import torch
+    from safetensors.torch import save_file
+
+    ck = out / "checkpoint"
+    tmp = out / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous() for k, v in named.items()}, str(tmp / "params.safetensors"))
+    if best is not None:
+        save_file(best, str(tmp / "best.safetensors"))
+    # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
+    names = {id(p): n for n, p in named.items()}
+    ost = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                for k, v in st.items():
+                    ost[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
+    save_file(ost, str(tmp / "optim.safetensors"))
+    atomic_write_json(tmp / "progress.json", state)
+    # swap in one rename
+    old = out / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if ck.exists():
+        os.replace(ck, old)
+    os.replace(tmp, ck)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, named: dict, opt):
+    """(progress state, best parameters) from ``out/checkpoint`` into ``named`` and ``opt``; (None, None)
+    when there is none. A checkpoint of other parameters is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    ck = out / "checkpoint"
+    if not (ck / "progress.json").is_file():
+        return None, None
+    state = json.loads((ck / "progress.json").read_text())
+    params = load_file(str(ck / "params.safetensors"))
+    if set(params) != set(named):
+        raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
+                          "use a new --out folder or --restart")
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(params[n])
+    ost = load_file(str(ck / "optim.safetensors"))
+    names = {id(q): k for k, q in named.items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            n = names[id(p)]
+            st = {k.split("::", 1)[1]: v for k, v in ost.items() if k.split("::", 1)[0] == n}
+            if st:
+                opt.state[p] = st
+    best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None
+    log.info("resumed from %s at epoch %d", ck, state["epoch"])
+    return state, best

@@ -1,0 +1,361 @@
+"""The teacher's Trainer: encoder + user model + scoring head + CF part, on 2 CPU cores.
+
+Practicality on a small CPU: the frozen lower layers run once for the whole catalog and are
+cached; each step encodes only the unique candidate items of the batch through the trainable top
+layers, while history items come from an item-embedding table refreshed every epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genre_edge.errors import ConfigError
+
+from . import require
+from .augment import augmented_texts
+from .calibrate import calibrate, grid_blend
+from .evaluate import category_features, evaluate
+from .model_folder import FORMAT, build_modules, save_model
+from .prepare import Prepared, encoder_path, first_seen
+from .runloop import end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore, select, wise_ft
+from .scoring import Scorer, blend_profile, mean_by_owner, pad, zero_shot_scores
+from .text import item_texts, tokenize
+from .train_config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(self, conf: Config, out_dir: str | Path, data_dir: str | None = None, dataset=None,
+                 progress: bool = True, tower=None):
+        self.torch = require("torch", "export", "training")
+        self.conf = conf
+        self.out = Path(out_dir)
+        self.progress = progress
+        threads = conf.train.threads or os.cpu_count() or 1
+        self.torch.set_num_threads(threads)
+        self.torch.manual_seed(conf.train.seed)
+        self.rng = np.random.default_rng(conf.train.seed)
+        self.enc_path = encoder_path(conf)
+        self.prep = Prepared(conf, data_dir, dataset)
+        self.texts = item_texts(self.prep.data.items, conf.encoder.template)
+        # augmented renderings (export/augment.py): rows N..N*(V+1) of the token and bottom-layer caches
+        self.aug_texts = augmented_texts(self.prep.data.items, conf.encoder.template, conf.augment)
+        self.P = None  # profile vectors used by training steps, refreshed every epoch
+        n = len(self.texts)
+        # user interest profiles (user_model.profile_weight): embedded by the same tower, rows after those
+        profs = self.prep.profiles if conf.user_model.profile_weight > 0 else None
+        self.prof_owner = np.array([u for u, ts in enumerate(profs) for _ in ts], np.int64) if profs else None
+        prof_texts = [t for ts in profs for t in ts] if profs else []
+        self.prof_row0 = n * (1 + len(self.aug_texts))
+        ids, mask = tokenize(self.enc_path / "tokenizer.json",
+                             self.texts + [t for v in self.aug_texts for t in v] + prof_texts, conf.encoder.max_tokens)
+        self.ids, self.mask = ids[:n], mask[:n]
+        self.ids_all, self.mask_all = ids, mask
+        if self.aug_texts:
+            log.info("augmentation: %d variants per item, shown for %.0f%% of training examples (e.g. %r)",
+                     len(self.aug_texts), 100 * conf.augment.prob, self.aug_texts[0][0])
+        self.tower, self.rec = build_modules(conf, self.prep.data.n_items, self.prep.cf_table, self.prep.pop,
+                                             tower=tower, enc_path=self.enc_path)
+        if conf.train.init_from:
+            self._init_from(Path(conf.train.init_from))
+        self.feats = category_features(self.prep.data.items.categories)
+
+    def _init_from(self, src: Path) -> None:
+        """Transfer: the source model's adapter, user model and head (its encoder is already loaded);
+        the CF part and popularity stay this data set's."""
+        from safetensors.torch import load_file
+
+        sc = load_config(src / "config.toml")
+        for part in ("user_model", "head"):
+            if getattr(sc, part).kind != getattr(self.conf, part).kind:
+                raise ConfigError(f"train.init_from: the source's {part} is {getattr(sc, part).kind!r}, this config's "
+                                  f"{getattr(self.conf, part).kind!r}; they must match to carry weights over")
+        st = load_file(str(src / "recommender.safetensors"))
+        tower = {k[len("tower."):]: v for k, v in st.items() if k.startswith("tower.adapter.")}
+        rec = {k[len("rec."):]: v for k, v in st.items() if k.startswith("rec.user_model.") or k.startswith("rec.head.")}
+        try:
+            self.tower.load_state_dict(tower, strict=False)
+            missing, unexpected = self.rec.load_state_dict(rec, strict=False)
+        except RuntimeError as exc:
+            raise ConfigError(f"train.init_from: {src} has weights of other shapes ({exc})") from None
+        if unexpected:
+            raise ConfigError(f"train.init_from: unexpected weights {unexpected[:3]}")
+        log.info("transfer: started from %s (%d tower and %d user-model/head tensors)", src, len(tower), len(rec))
+
+    # --------------------------------------------------------------- item encoding
+    def _bottom_cache(self):
+        torch = self.torch
+        self.tower.eval()
+        hs = []
+        for a in range(0, len(self.ids_all), 256):
+            ids = torch.as_tensor(self.ids_all[a : a + 256])
+            m = torch.as_tensor(self.mask_all[a : a + 256])
+            if self.tower.n_top == 0:
+                from .models import pool  # torch
+
+                with torch.no_grad():
+                    hs.append(pool(self.tower.bottom(ids, m), m, self.tower.pooling))
+            else:
+                hs.append(self.tower.bottom(ids, m))
+        self.bottom = torch.cat(hs)
+        self.tmask = torch.as_tensor(self.mask_all)
+
+    def encode(self, idx, grad: bool):
+        """Item embeddings; while training (``grad``) a ``augment.prob`` share of items read one of
+        their augmented texts instead of the real one."""
+        torch = self.torch
+        if grad and self.aug_texts:
+            idx = np.asarray(idx, np.int64)
+            v = self.rng.integers(1, len(self.aug_texts) + 1, len(idx))
+            idx = np.where(self.rng.random(len(idx)) < self.conf.augment.prob, idx + v * len(self.texts), idx)
+        idx = torch.as_tensor(idx)
+        ctx = torch.enable_grad() if grad else torch.no_grad()
+        with ctx:
+            if self.tower.n_top == 0:
+                return self.tower.head(self.bottom[idx])
+            return self.tower.top(self.bottom[idx], self.tmask[idx])
+
+    def all_embeddings(self) -> np.ndarray:
+        self.tower.eval()
+        out = [self.encode(np.arange(a, min(a + 512, len(self.ids))), False) for a in range(0, len(self.ids), 512)]
+        return self.torch.cat(out).numpy()
+
+    def profile_vectors(self):
+        """(P [n_users, D], has [n_users]): the mean of each user's LLM texts with the current tower, or None."""
+        if self.prof_owner is None:
+            return None
+        self.tower.eval()
+        rows = self.prof_row0 + np.arange(len(self.prof_owner))
+        e = self.torch.cat([self.encode(rows[a: a + 512], False) for a in range(0, len(rows), 512)])
+        return mean_by_owner(e, self.prof_owner, self.prep.data.n_users)
+
+    def scorer(self, emb: np.ndarray, hist: list[np.ndarray]) -> Scorer:
+        return Scorer(self.conf, self.rec, emb, hist, self.profile_vectors())
+
+    # --------------------------------------------------------------- evaluation
+    def evaluate(self, which: str, emb: np.ndarray | None = None) -> dict:
+        self.rec.eval()
+        emb = self.all_embeddings() if emb is None else emb
+        return evaluate(self.scorer(emb, self.prep.split.histories(which)), self.prep.split, which,
+                        item_features=self.feats)
+
+    def _tower_trainable(self) -> dict:
+        return {n: p for n, p in self.tower.named_parameters() if p.requires_grad}
+
+    def interpolate(self, theta0: dict, grid=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict | None:
+        """WiSE-FT: set the tower to theta0 + alpha * (trained - theta0), alpha chosen on validation.
+
+        Why: fine-tuning on warm items only pulls the embedding space toward what separates warm
+        items, and items never trained on (cold) rank worse than with the pretrained encoder
+        (ml-100k quick preset: cold nDCG@10 0.167 zero-shot vs 0.086 trained). Weight-space
+        interpolation keeps one encoder (the runtime still embeds new items with a single network)
+        and trades warm accuracy for robustness on unseen items; the trade is chosen on warm
+        validation nDCG@10 (hybrid, blend re-fitted) + nDCG@10 on the cold-validation items, which
+        were held out of training entirely — the cold test set is never looked at.
+        """
+        if not len(self.prep.split.cold_valid_items):
+            return None
+        return wise_ft(self._tower_trainable(), theta0, self.interpolation_scores, grid)
+
+    def interpolation_scores(self) -> dict:
+        """Warm validation nDCG@10 (blend re-fitted) and cold-validation nDCG@10 with the current tower."""
+        emb = self.all_embeddings()
+        warm = grid_blend(self, emb, fine=False)[0]
+        cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid", n_neg=1).get("ndcg@10", 0.0)
+        return {"valid_ndcg@10": warm, "cold_valid_ndcg@10": cold}
+
+    # --------------------------------------------------------------- checkpoints
+    def _trainable(self) -> dict:
+        named = {}
+        for prefix, mod in (("tower.", self.tower), ("rec.", self.rec)):
+            for n, p in mod.named_parameters():
+                if p.requires_grad:
+                    named[prefix + n] = p
+        return named
+
+    # --------------------------------------------------------------- training
+    def _batches(self):
+        tr = self.prep.split.train
+        pos = self.prep.learn_rows
+        users, items, times = tr.user[pos].astype(np.int64), tr.item[pos].astype(np.int64), tr.time[pos]
+        order = self.rng.permutation(len(users))
+        B = self.conf.train.batch_size
+        n_steps = len(order) // B if not self.conf.train.steps_per_epoch else self.conf.train.steps_per_epoch
+        for s in range(max(1, n_steps)):
+            sel = order[(s * B) % len(order) :][:B]
+            if len(sel) < B:
+                sel = np.concatenate([sel, order[: B - len(sel)]])
+            yield users[sel], items[sel], times[sel]
+
+    def _step(self, users, targets, times, opt, seen):
+        torch = self.torch
+        conf = self.conf
+        K = conf.train.negatives
+        B = len(targets)
+        negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
+        M = conf.train.impression_negatives if self.prep.impression_coverage > 0 else 0
+        imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng) if M else (None, None)
+        # candidates per example: [positive, K shared sampled negatives, M own impression negatives]
+        cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([imp] if M else []), 1)
+        cand, inv = np.unique(cand_ids_np, return_inverse=True)
+        self.tower.train()
+        self.rec.train()
+        e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
+        e_all = e[torch.as_tensor(inv.reshape(cand_ids_np.shape))]
+        hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
+        hids, hm = pad(hists, conf.user_model.max_history)
+        u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
+        if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
+            u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
+        cids, cm = pad(hists)
+        cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
+        cand_ids = torch.as_tensor(cand_ids_np)
+        cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
+        pop = self.rec.pop[cand_ids]
+        logits = self.rec.head(u, e_all, cf, pop)
+        # accidental hits: a sampled negative the user liked in training is not a negative
+        hit = torch.as_tensor(seen[users[:, None], negs[None, :]])
+        logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(hit, -1e9)
+        if M:  # missing impression slots (fewer shown items than M) are switched off
+            logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~imp_ok), -1e9)
+        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 5.0)
+        opt.step()
+        return loss.item()
+
+    def _valid_loss(self, n: int = 2048) -> float:
+        """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
+        torch = self.torch
+        va = self.prep.split.valid
+        va = va.take(va.label == 1)
+        rng = np.random.default_rng(12345)
+        sel = rng.permutation(len(va))[:n]
+        users, targets = va.user[sel].astype(np.int64), va.item[sel].astype(np.int64)
+        negs = self.prep.warm_pool[rng.integers(0, len(self.prep.warm_pool), 128)]
+        self.rec.eval()
+        with torch.no_grad():
+            E = self.E
+            hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
+            u, _ = self.rec.user(E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            if self.P is not None:
+                u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
+            cids, cm = pad([self.prep.hist[x] for x in users])
+            cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1))
+            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), cand)
+            logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
+            return float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long)))
+
+    def fit(self, restart: bool = False) -> dict:
+        torch = self.torch
+        from tqdm.auto import tqdm
+
+        conf = self.conf
+        t0 = time.perf_counter()
+        open_run(self.out, restart)
+        self._bottom_cache()
+        emb0 = self.all_embeddings()  # adapter starts at zero: the pretrained space
+        theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
+        opt = optimizer(conf, self.tower, [self.rec])
+        state, best = load_checkpoint(self.out, self._trainable(), opt)
+        if state is None:
+            state = new_state(FORMAT, **self.start_metrics(emb0))
+            if conf.train.init_from:
+                # the transferred model is a candidate like every epoch: a few target examples must
+                # not make it worse (100 positives did, on ml-100k genre domains, before this)
+                best = select(state, 0, state["transfer_initial"]["valid"]["ndcg@10"], self._trainable(), best)
+        tower_params = [p for p in self.tower.parameters() if p.requires_grad]
+        seen = self.seen_matrix()
+        while more_epochs(state, conf.train):
+            ep = state["epoch"] + 1
+            t_ep = time.perf_counter()
+            for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
+                p.requires_grad_(ep > conf.train.freeze_epochs)
+            self.E = torch.as_tensor(self.all_embeddings())
+            self.P = self.profile_vectors()
+            losses = []
+            batches = list(self._batches())
+            bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
+                       leave=False)
+            for users, targets, times in bar:
+                losses.append(self._step(users, targets, times, opt, seen))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            rec = self.epoch_record(ep, losses)
+            nd, vl = rec["valid_ndcg@10"], rec["valid_loss"]
+            state["history"].append(rec)
+            log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, nd)
+            if self.progress:
+                print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  valid nDCG@10 {nd:.4f}",
+                      flush=True)
+            best = end_epoch(state, ep, nd, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
+                             conf.train)
+        restore(self._trainable(), best)
+        for p in tower_params:
+            p.requires_grad_(True)
+        interpolation = self.interpolate(theta0) if conf.train.interpolate else None
+        return self.finish(state, interpolation, t0)
+
+    def start_metrics(self, emb0: np.ndarray) -> dict:
+        """Zero-shot metrics (untrained encoder, mean of history) and, with ``init_from``, the
+        transferred model's metrics before any training."""
+        sp, conf = self.prep.split, self.conf
+        out = {"zero_shot": {w: evaluate(zero_shot_scores(emb0, sp.histories(w), conf.user_model.max_history),
+                                         sp, w, item_features=self.feats)
+                             for w in ("valid", "test", "cold", "cold_valid")}}
+        log.info("%s zero-shot valid ndcg@10 %.4f", conf.name, out["zero_shot"]["valid"].get("ndcg@10", 0))
+        if conf.train.init_from:
+            out["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
+        return out
+
+    def seen_matrix(self) -> np.ndarray:
+        """[n_users, n_items] bool: each user's training items (a sampled negative among them is masked)."""
+        seen = np.zeros((self.prep.data.n_users, self.prep.data.n_items), bool)
+        for uu, h in enumerate(self.prep.hist):
+            seen[uu, h] = True
+        return seen
+
+    def epoch_record(self, ep: int, losses: list[float]) -> dict:
+        """Refresh the item table and measure an epoch: train loss, validation loss and nDCG@10."""
+        self.E = self.torch.as_tensor(self.all_embeddings())
+        vl = self._valid_loss()
+        val = self.evaluate("valid", self.E.numpy())
+        return {"epoch": ep, "train_loss": float(np.mean(losses)) if losses else float("nan"), "valid_loss": vl,
+                "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
+
+    def finish(self, state: dict, interpolation: dict | None, t0: float, extra: dict | None = None) -> dict:
+        """Calibrate the blend, measure the final model, write the model folder; returns the report."""
+        torch, conf = self.torch, self.conf
+        emb = self.all_embeddings()
+        self.E = torch.as_tensor(emb)
+        calibration = calibrate(self, emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
+        report = {
+            "format": FORMAT,
+            "name": conf.name,
+            "data": self.prep.data.name,
+            "split": self.prep.split.summary(),
+            "zero_shot": state["zero_shot"],
+            "transfer_initial": state.get("transfer_initial"),
+            "train_positives": {"used": int(len(self.prep.learn_rows)),
+                                "of": int((self.prep.split.train.label == 1).sum())},
+            "teacher": {w: self.evaluate(w, emb) for w in ("valid", "test", "cold", "cold_valid")},
+            "history": state["history"],
+            "best_epoch": state["best_epoch"],
+            "blend": self.rec.head.blend_weights(),
+            "calibration": calibration,
+            "interpolation": interpolation,
+            "impression_negatives": {"per_positive": conf.train.impression_negatives,
+                                     "positives_with_impressions": self.prep.impression_coverage},
+            "train_seconds": time.perf_counter() - t0,
+            "threads": torch.get_num_threads(),
+            **(extra or {}),
+        }
+        p = self.prep
+        save_model(self.out, conf, self.enc_path, self.tower, self.rec, emb, p.pop, p.cf_table, p.data.items, self.texts,
+                   first_seen(p), p.split.cold_items, report)
+        return report

@@ -1,0 +1,29 @@
+"""Small helpers every ``genre`` command shares, on the runtime and the export side alike."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .errors import GenreError, MissingExtraError
+
+
+def emit(obj, as_json: bool, text: str | None = None):
+    """Print ``obj`` as JSON with ``--json``, else the human-readable ``text``."""
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text if text is not None else json.dumps(obj, indent=2, default=str))
+
+
+def run_api(fn, *args, **kwargs):
+    """Call the Python API, turning user errors into ClickException (exit code 1)."""
+    try:
+        return fn(*args, **kwargs)
+    except (GenreError, MissingExtraError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def split_ids(text: str | None) -> list[str]:
+    """Comma-separated ids or names, blanks dropped."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
