@@ -27,7 +27,7 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_write_json, atomic_write_text
 
 from . import require
-from .runloop import end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore, select, wise_ft
+from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
 from .trainer import Trainer
 from .train_config import Config
 
@@ -91,15 +91,16 @@ class MultiTrainer:
         opt = optimizer(conf, self.tower, [t.rec for _, t in self.domains])
         state, best = load_checkpoint(self.out, self._trainable(), opt)
         if state is None:
-            state = new_state(FORMAT, domains={name: {"history": [], **t.start_metrics(emb0[name])}
-                                               for name, t in self.domains})
+            state = RunState(FORMAT, start={"domains": {name: {"history": [], **t.start_metrics(emb0[name])}
+                                                          for name, t in self.domains}})
             if conf.train.init_from:  # the transferred start is a candidate, as in single-domain training
-                start = float(np.mean([d["transfer_initial"]["valid"]["ndcg@10"] for d in state["domains"].values()]))
-                best = select(state, 0, start, self._trainable(), best)
+                start = float(np.mean([d["transfer_initial"]["valid"]["ndcg@10"]
+                                       for d in state.start["domains"].values()]))
+                best = state.select(0, start, self._trainable(), best)
         seen = {name: t.seen_matrix() for name, t in self.domains}
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
-        while more_epochs(state, conf.train):
-            ep = state["epoch"] + 1
+        while state.more_epochs(conf.train):
+            ep = state.epoch + 1
             t_ep = time.perf_counter()
             for p in tower_params:  # freeze/unfreeze schedule: user models and heads adapt first
                 p.requires_grad_(ep > conf.train.freeze_epochs)
@@ -118,9 +119,9 @@ class MultiTrainer:
             per = {}
             for name, t in self.domains:
                 per[name] = t.epoch_record(ep, losses[name])
-                state["domains"][name]["history"].append(per[name])
+                state.start["domains"][name]["history"].append(per[name])
             score = float(np.mean([r["valid_ndcg@10"] for r in per.values()]))
-            state["history"].append({"epoch": ep, "mean_valid_ndcg@10": score,
+            state.history.append({"epoch": ep, "mean_valid_ndcg@10": score,
                                      "steps": {name: len(v) for name, v in losses.items()}})
             log.info("epoch %d: mean valid ndcg@10 %.4f (%s)", ep, score,
                      ", ".join(f"{n} {r['valid_ndcg@10']:.4f}" for n, r in per.items()))
@@ -128,8 +129,8 @@ class MultiTrainer:
                 print(f"epoch {ep}: mean valid nDCG@10 {score:.4f}  " +
                       "  ".join(f"{n}: loss {r['train_loss']:.3f} nDCG@10 {r['valid_ndcg@10']:.4f}"
                                 for n, r in per.items()), flush=True)
-            best = end_epoch(state, ep, score, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
-                             conf.train)
+            best = state.end_epoch(ep, score, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
+                                   conf.train)
         restore(self._trainable(), best)
         for p in tower_params:
             p.requires_grad_(True)
@@ -139,10 +140,9 @@ class MultiTrainer:
         names = [n for n, _ in self.domains]
         reports = {}
         for name, t in self.domains:
-            d = state["domains"][name]
+            d = state.start["domains"][name]
             reports[name] = t.finish(
-                {"zero_shot": d["zero_shot"], "transfer_initial": d.get("transfer_initial"), "history": d["history"],
-                 "best_epoch": state["best_epoch"]}, interpolation, t0,
+                d, d["history"], state.best_epoch, interpolation, t0,
                 extra={"multi_domain": {"run": conf.name, "domains": names, "shared_encoder": True}})
         report = {
             "format": FORMAT,
@@ -151,8 +151,8 @@ class MultiTrainer:
                                "zero_shot": r["zero_shot"]["test"], "test": r["teacher"]["test"],
                                "cold": r["teacher"]["cold"], "valid": r["teacher"]["valid"]}
                         for name, r in reports.items()},
-            "history": state["history"],
-            "best_epoch": state["best_epoch"],
+            "history": state.history,
+            "best_epoch": state.best_epoch,
             "interpolation": interpolation,
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),

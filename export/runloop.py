@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from genre_edge.errors import ConfigError
@@ -27,38 +28,56 @@ def open_run(out: Path, restart: bool) -> None:
         shutil.rmtree(out / "checkpoint", ignore_errors=True)
 
 
-def new_state(fmt: str, **extra) -> dict:
-    """Training progress as a checkpoint stores it (epoch, model selection, history)."""
-    return {"format": fmt, "epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
-            "seconds": 0.0, **extra}
+@dataclass
+class RunState:
+    """Training progress as a checkpoint stores it: epochs done, model selection, patience, per-epoch
+    history, seconds spent, and what was measured before training (``start``: zero-shot metrics,
+    the transferred model's, per-domain records), which the final report carries."""
+    format: str
+    epoch: int = 0
+    best_ndcg: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+    start: dict = field(default_factory=dict)
 
+    def to_json(self) -> dict:
+        """``progress.json``: the fields, with ``start``'s keys at the top level (the layout since format 1)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "start"}
+        return {**d, **self.start}
 
-def more_epochs(state: dict, tc) -> bool:
-    """Whether training goes on: epochs left and patience (``tc``: the TrainConfig) not used up."""
-    return state["epoch"] < tc.epochs and not (tc.patience and state["bad_epochs"] >= tc.patience)
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "RunState":
+        names = {f.name for f in fields(cls)} - {"start"}
+        if not isinstance(d, dict) or not isinstance(d.get("format"), str) or not isinstance(d.get("epoch"), int):
+            raise ConfigError(f"{where}: not a training progress file (no format/epoch); use --restart")
+        return cls(**{k: v for k, v in d.items() if k in names}, start={k: v for k, v in d.items() if k not in names})
 
+    def more_epochs(self, tc) -> bool:
+        """Whether training goes on: epochs left and patience (``tc``: the TrainConfig) not used up."""
+        return self.epoch < tc.epochs and not (tc.patience and self.bad_epochs >= tc.patience)
 
-def select(state: dict, ep: int, score: float, named: dict, best: dict | None) -> dict | None:
-    """Model selection on the validation ``score`` of epoch ``ep`` (0: the starting model): a better
-    epoch is snapshotted and resets patience, a worse one uses it up. Returns the best parameters so far."""
-    if score > state["best_ndcg"]:
-        state.update(best_ndcg=score, best_epoch=ep, bad_epochs=0)
-        return {k: v.detach().clone().contiguous() for k, v in named.items()}
-    if ep:
-        state["bad_epochs"] += 1
-    return best
+    def select(self, ep: int, score: float, named: dict, best: dict | None) -> dict | None:
+        """Model selection on the validation ``score`` of epoch ``ep`` (0: the starting model): a better
+        epoch is snapshotted and resets patience, a worse one uses it up. Returns the best parameters so far."""
+        if score > self.best_ndcg:
+            self.best_ndcg, self.best_epoch, self.bad_epochs = score, ep, 0
+            return {k: v.detach().clone().contiguous() for k, v in named.items()}
+        if ep:
+            self.bad_epochs += 1
+        return best
 
-
-def end_epoch(state: dict, ep: int, score: float, seconds: float, named: dict, best: dict | None, out: Path,
-              opt, tc) -> dict | None:
-    """Close epoch ``ep``: select on ``score``, count it, save the checkpoint; returns the best parameters."""
-    best = select(state, ep, score, named, best)
-    state["epoch"] = ep
-    state["seconds"] += seconds
-    save_checkpoint(out, named, opt, state, best)
-    if tc.patience and state["bad_epochs"] >= tc.patience:
-        log.info("early stop: no validation gain for %d epochs", state["bad_epochs"])
-    return best
+    def end_epoch(self, ep: int, score: float, seconds: float, named: dict, best: dict | None, out: Path,
+                  opt, tc) -> dict | None:
+        """Close epoch ``ep``: select on ``score``, count it, save the checkpoint; returns the best parameters."""
+        best = self.select(ep, score, named, best)
+        self.epoch = ep
+        self.seconds += seconds
+        save_checkpoint(out, named, opt, self, best)
+        if tc.patience and self.bad_epochs >= tc.patience:
+            log.info("early stop: no validation gain for %d epochs", self.bad_epochs)
+        return best
 
 
 def restore(named: dict, best: dict | None) -> None:
@@ -111,7 +130,7 @@ def wise_ft(params: dict, theta0: dict, scores, grid=(0.0, 0.25, 0.5, 0.75, 1.0)
     return {"alpha": best[1], "grid": rows}
 
 
-def save_checkpoint(out: Path, named: dict, opt, state: dict, best: dict | None) -> None:
+def save_checkpoint(out: Path, named: dict, opt, state: RunState, best: dict | None) -> None:
     """Write ``out/checkpoint`` (parameters, best parameters, optimizer state as plain tensors,
     progress) so that an interrupted save leaves the previous checkpoint intact."""
     import torch
@@ -134,7 +153,7 @@ def save_checkpoint(out: Path, named: dict, opt, state: dict, best: dict | None)
                 for k, v in st.items():
                     ost[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
     save_file(ost, str(tmp / "optim.safetensors"))
-    atomic_write_json(tmp / "progress.json", state)
+    atomic_write_json(tmp / "progress.json", state.to_json())
     # swap in one rename
     old = out / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
@@ -153,7 +172,7 @@ def load_checkpoint(out: Path, named: dict, opt):
     ck = out / "checkpoint"
     if not (ck / "progress.json").is_file():
         return None, None
-    state = json.loads((ck / "progress.json").read_text())
+    state = RunState.from_json(json.loads((ck / "progress.json").read_text()), str(ck / "progress.json"))
     params = load_file(str(ck / "params.safetensors"))
     if set(params) != set(named):
         raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
@@ -170,5 +189,5 @@ def load_checkpoint(out: Path, named: dict, opt):
             if st:
                 opt.state[p] = st
     best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None
-    log.info("resumed from %s at epoch %d", ck, state["epoch"])
+    log.info("resumed from %s at epoch %d", ck, state.epoch)
     return state, best

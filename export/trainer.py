@@ -21,7 +21,7 @@ from .calibrate import calibrate, grid_blend
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
 from .prepare import Prepared, encoder_path, first_seen
-from .runloop import end_epoch, load_checkpoint, more_epochs, new_state, open_run, optimizer, restore, select, wise_ft
+from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
 from .scoring import Scorer, blend_profile, mean_by_owner, pad, zero_shot_scores
 from .text import item_texts, tokenize
 from .train_config import Config, load_config
@@ -265,15 +265,15 @@ class Trainer:
         opt = optimizer(conf, self.tower, [self.rec])
         state, best = load_checkpoint(self.out, self._trainable(), opt)
         if state is None:
-            state = new_state(FORMAT, **self.start_metrics(emb0))
+            state = RunState(FORMAT, start=self.start_metrics(emb0))
             if conf.train.init_from:
                 # the transferred model is a candidate like every epoch: a few target examples must
                 # not make it worse (100 positives did, on ml-100k genre domains, before this)
-                best = select(state, 0, state["transfer_initial"]["valid"]["ndcg@10"], self._trainable(), best)
+                best = state.select(0, state.start["transfer_initial"]["valid"]["ndcg@10"], self._trainable(), best)
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
         seen = self.seen_matrix()
-        while more_epochs(state, conf.train):
-            ep = state["epoch"] + 1
+        while state.more_epochs(conf.train):
+            ep = state.epoch + 1
             t_ep = time.perf_counter()
             for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
                 p.requires_grad_(ep > conf.train.freeze_epochs)
@@ -288,18 +288,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
             rec = self.epoch_record(ep, losses)
             nd, vl = rec["valid_ndcg@10"], rec["valid_loss"]
-            state["history"].append(rec)
+            state.history.append(rec)
             log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, nd)
             if self.progress:
                 print(f"epoch {ep}: train loss {rec['train_loss']:.4f}  valid loss {vl:.4f}  valid nDCG@10 {nd:.4f}",
                       flush=True)
-            best = end_epoch(state, ep, nd, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
-                             conf.train)
+            best = state.end_epoch(ep, nd, time.perf_counter() - t_ep, self._trainable(), best, self.out, opt,
+                                   conf.train)
         restore(self._trainable(), best)
         for p in tower_params:
             p.requires_grad_(True)
         interpolation = self.interpolate(theta0) if conf.train.interpolate else None
-        return self.finish(state, interpolation, t0)
+        return self.finish(state.start, state.history, state.best_epoch, interpolation, t0)
 
     def start_metrics(self, emb0: np.ndarray) -> dict:
         """Zero-shot metrics (untrained encoder, mean of history) and, with ``init_from``, the
@@ -328,8 +328,10 @@ class Trainer:
         return {"epoch": ep, "train_loss": float(np.mean(losses)) if losses else float("nan"), "valid_loss": vl,
                 "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
 
-    def finish(self, state: dict, interpolation: dict | None, t0: float, extra: dict | None = None) -> dict:
-        """Calibrate the blend, measure the final model, write the model folder; returns the report."""
+    def finish(self, start: dict, history: list, best_epoch: int, interpolation: dict | None, t0: float,
+               extra: dict | None = None) -> dict:
+        """Calibrate the blend, measure the final model, write the model folder; returns the report.
+        ``start``: what :meth:`start_metrics` measured; ``history``/``best_epoch``: the run's."""
         torch, conf = self.torch, self.conf
         emb = self.all_embeddings()
         self.E = torch.as_tensor(emb)
@@ -339,13 +341,13 @@ class Trainer:
             "name": conf.name,
             "data": self.prep.data.name,
             "split": self.prep.split.summary(),
-            "zero_shot": state["zero_shot"],
-            "transfer_initial": state.get("transfer_initial"),
+            "zero_shot": start["zero_shot"],
+            "transfer_initial": start.get("transfer_initial"),
             "train_positives": {"used": int(len(self.prep.learn_rows)),
                                 "of": int((self.prep.split.train.label == 1).sum())},
             "teacher": {w: self.evaluate(w, emb) for w in ("valid", "test", "cold", "cold_valid")},
-            "history": state["history"],
-            "best_epoch": state["best_epoch"],
+            "history": history,
+            "best_epoch": best_epoch,
             "blend": self.rec.head.blend_weights(),
             "calibration": calibration,
             "interpolation": interpolation,
