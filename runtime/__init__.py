@@ -6,8 +6,9 @@ Light dependencies only (numpy, onnxruntime, tokenizers, click). The export side
 __version__ = "0.1.0"
 
 from .errors import BundleError, ConfigError, DataError, GenreError, RequestError  # noqa: E402
+from .request import Request  # noqa: E402
 
-__all__ = ["__version__", "load", "GenreError", "ConfigError", "DataError", "BundleError", "RequestError"]
+__all__ = ["__version__", "load", "Request", "GenreError", "ConfigError", "DataError", "BundleError", "RequestError"]
 
 
 def load(bundle, profile="auto", **kwargs):

@@ -11,7 +11,6 @@ arrays are .npy read with ``allow_pickle=False``, metadata is JSON.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -181,17 +180,9 @@ class Manifest:
                     raise ConfigError(f"models.{part}.{v}: file {meta.file!r} is not listed in files")
 
 
-def manifest_json(m: Manifest) -> dict:
-    """The manifest as JSON data: dataclass fields that are None are left out (optional parts)."""
-    def plain(v):
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if getattr(v, f.name) is not None}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-    return plain(m)
+def manifest_json(m) -> dict:
+    """A manifest (or a part of one) as JSON data: fields that are None (optional parts) are left out."""
+    return cfg.to_dict(m, drop_none=True)
 
 
 # ------------------------------------------------------------------ reading and verification

@@ -169,11 +169,13 @@ def deep_merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
-def to_dict(obj) -> dict:
-    """Dataclass -> plain dict (tuples become lists) for JSON/TOML output."""
+def to_dict(obj, drop_none: bool = False) -> dict:
+    """Dataclass -> plain dict (tuples become lists) for JSON/TOML output; with ``drop_none``,
+    dataclass fields that are None (optional parts) are left out."""
     def conv(v):
         if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)
+                    if not (drop_none and getattr(v, f.name) is None)}
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
         if isinstance(v, dict):
