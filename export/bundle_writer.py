@@ -37,8 +37,10 @@ from .model_folder import ModelDir
 from .onnx_export import OPSET, cosine_rows, encoder_parity, export_encoder, export_head, export_user_model, ort_session
 from .prepare import Prepared
 from .quantize import QUANT_PRESETS, quantize
+from .requests import for_items
 from .scoring import Scorer
 from .text import tokenize
+from .vocabulary import vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
                   teacher_dir: str | Path | None = None, min_kept: float = 0.97, keep_fp32: bool = False,
                   tar: bool = False, data_dir: str | None = None, progress=print,
                   catalog_dtype: str = "int8", cf_neighbors: int | None = None,
-                  extra_variants: tuple[str, ...] = ()) -> dict:
+                  extra_variants: tuple[str, ...] = (), min_request_kept: float = 0.9) -> dict:
     """Export ``model_dir`` (a student or a teacher) to a bundle at ``out``.
 
     Quality is measured for the teacher (``teacher_dir``, default ``model_dir``), the model fp32
@@ -116,7 +118,9 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     ``cf_neighbors`` keeps only the strongest N neighbours per item in the shipped CF table (the
     table is sorted by |weight|), measured the same way; default: the table as trained.
     ``extra_variants`` adds encoder variants no listed profile asks for (e.g. ``int8-qdq`` to compare).
-    Returns ``{"bundle", "bytes", "manifest"}`` (+ ``"tar"``), the manifest typed.
+    Every shipped encoder variant must also keep ``min_request_kept`` of the teacher's precision@10 on
+    generated free-text requests (the ``valid`` part of export/requests.py), ranked against the shipped
+    catalog. Returns ``{"bundle", "bytes", "manifest"}`` (+ ``"tar"``), the manifest typed.
     """
     bad = [v for v in extra_variants if v not in QUANT_PRESETS]
     if bad:
@@ -145,7 +149,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     b = BundleBuild(M, T, work, variants, catalog_dtype, data_dir, progress)
     export_models(b)
     quantize_variants(b)
-    measure(b, min_kept)
+    measure(b, min_kept, min_request_kept)
     write_catalog(b)
     manifest = write_manifest(b, keep_fp32)
     return publish(b, manifest, out, tar)
@@ -199,9 +203,9 @@ def quantize_variants(b: BundleBuild) -> None:
 
 
 # ------------------------------------------------------------------ stage 3: measure + gate
-def measure(b: BundleBuild, min_kept: float) -> None:
+def measure(b: BundleBuild, min_kept: float, min_request_kept: float) -> None:
     """Validation quality and batch-1 latency of the teacher, the model fp32 and every variant; the
-    gate judges what ships (the default variant with the stored catalog)."""
+    gate judges what ships (the default variant with the stored catalog; requests for every variant)."""
     import torch
 
     b.progress("measuring quality of each variant against the teacher...")
@@ -252,8 +256,47 @@ def measure(b: BundleBuild, min_kept: float) -> None:
         row["ndcg_kept"] = row["ndcg@10"] / t_nd if t_nd else float("nan")
         row["catalog"] = "int8"
     kept = row["ndcg_kept"]
+    shipped = b.catalog_rows[0].astype(np.float32) * b.catalog_rows[1][:, None] if b.catalog_rows is not None \
+        else b.embs[b.default_variant].astype(np.float16).astype(np.float32)
+    request_kept = request_quality(b, rows, t_tower, shipped)
     b.rows = rows
-    b.gate = Gate(variant=b.default_variant, min_kept=min_kept, kept=kept, passed=bool(kept >= min_kept))
+    ok = kept >= min_kept and all(v >= min_request_kept for v in request_kept.values())
+    b.gate = Gate(variant=b.default_variant, min_kept=min_kept, kept=kept, passed=bool(ok),
+                  min_request_kept=min_request_kept, request_kept=request_kept)
+
+
+def request_quality(b: BundleBuild, rows: dict, t_tower, shipped: np.ndarray) -> dict[str, float]:
+    """Precision@10 on the ``valid`` generated requests (whole request embedded, no history, no parser):
+    the teacher against its catalog, each variant against the catalog the bundle ships. Adds
+    ``request_p@10`` to the rows; returns each shipped variant's share of the teacher's."""
+    import torch
+
+    reqs = for_items(b.M.items, "valid", 40)
+    if not reqs:
+        return {}
+    M, T = b.M, b.T
+    cats, years = M.items["categories"], np.asarray(M.items["year"])
+    rels = [r.relevant(cats, years) for r in reqs]
+    texts = [r.text for r in reqs]
+
+    def p_at_10(Q, E):
+        tops = np.argsort(-(Q @ E.T), axis=1, kind="stable")[:, :10]
+        return float(np.mean([rel[t].mean() for rel, t in zip(rels, tops)]))
+
+    ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
+    with torch.no_grad():
+        q_t = t_tower(torch.as_tensor(ids), torch.as_tensor(mask)).numpy()
+    t_p = p_at_10(q_t, T.emb)
+    rows["teacher-torch-fp32"]["request_p@10"] = t_p
+    ids, mask = tokenize(M.path / "encoder" / "tokenizer.json", texts, M.conf.encoder.max_tokens)
+    out = {}
+    for v, f in b.enc_files.items():
+        rp = p_at_10(_encode_onnx(f, ids, mask), shipped)
+        rows[f"model-onnx-{v}"]["request_p@10"] = rp
+        rows[f"model-onnx-{v}"]["request_kept"] = rp / t_p if t_p else float("nan")
+        if v in b.variants:  # shipped (fp32 only when a profile asks for it)
+            out[v] = rows[f"model-onnx-{v}"]["request_kept"]
+    return out
 
 
 # ------------------------------------------------------------------ stage 4: catalog
@@ -329,6 +372,7 @@ def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
         models=models, catalog=b.catalog,
         scoring=Scoring(template=c.encoder.template, user_model=c.user_model.kind, max_history=c.user_model.max_history,
                         head=c.head.kind, rerank_top=c.head.rerank_top, presets=presets, defaults=ScoringDefaults()),
+        query_parser=vocabulary([x for cs in b.M.items["categories"] for x in cs], c.query_parser),
         quality=Quality(split="valid", rows=b.rows, gate=b.gate, parity=b.parity,
                         summary={"variant": dv, "ndcg_kept": b.gate.kept,
                                  "speedup_vs_torch_teacher": b.rows[f"model-onnx-{dv}"]["speedup"]}),
@@ -344,9 +388,11 @@ def publish(b: BundleBuild, manifest: Manifest, out: Path, tar: bool) -> dict:
         fail = Path(str(out) + ".rejected")
         shutil.rmtree(fail, ignore_errors=True)
         os.replace(b.work, fail)
-        raise QualityGateError(
-            f"quality gate failed: {g.variant} keeps {g.kept:.3f} of the teacher's validation nDCG@10, "
-            f"below the required {g.min_kept:.3f}; the rejected bundle is in {fail} for inspection")
+        why = [] if g.kept >= g.min_kept else \
+            [f"{g.variant} keeps {g.kept:.3f} of the teacher's validation nDCG@10 (required {g.min_kept:.3f})"]
+        why += [f"{v} keeps {k:.3f} of the teacher's request precision@10 (required {g.min_request_kept:.3f})"
+                for v, k in (g.request_kept or {}).items() if not k >= g.min_request_kept]
+        raise QualityGateError(f"quality gate failed: {'; '.join(why)}; the rejected bundle is in {fail} for inspection")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(b.work, out)
     result = {"bundle": str(out), "bytes": sum(f.bytes for f in manifest.files.values()), "manifest": manifest}

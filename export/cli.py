@@ -187,6 +187,8 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--profile", "profiles", multiple=True, help="Device profiles to build variants for (repeatable).")
 @click.option("--min-kept", type=float, default=0.97, show_default=True, help="Quality gate on validation nDCG@10.")
+@click.option("--min-request-kept", type=click.FloatRange(0.0, 1.5), default=0.9, show_default=True,
+              help="Quality gate on free-text request precision@10 kept vs the teacher, for every shipped variant.")
 @click.option("--keep-fp32", is_flag=True, help="Also ship the fp32 encoder.")
 @click.option("--tar", is_flag=True, help="Also write BUNDLE.tar.gz.")
 @click.option("--catalog-dtype", type=click.Choice(["int8", "fp16"]), default="int8", show_default=True,
@@ -197,8 +199,8 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
               help="Ship only the strongest N CF neighbours per item (default: as trained).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
 @click.option("--json", "as_json", is_flag=True)
-def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, catalog_dtype, extra_variants,
-           cf_neighbors, data_dir, as_json):
+def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_request_kept, keep_fp32, tar, catalog_dtype,
+           extra_variants, cf_neighbors, data_dir, as_json):
     """Export ONNX models (fp32/int8/fp16 per profile) into a verified, quality-gated bundle."""
     from .bundle_writer import export_bundle
 
@@ -206,7 +208,7 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, keep_fp32, tar, 
         raise click.ClickException("--min-kept must be between 0 and 1.5")
     res = run_api(export_bundle, model_dir, out_dir, list(profiles) or None, teacher_dir, min_kept, keep_fp32, tar,
                   data_dir, progress=(lambda m: None) if as_json else _progress_echo, catalog_dtype=catalog_dtype,
-                  cf_neighbors=cf_neighbors, extra_variants=tuple(extra_variants))
+                  cf_neighbors=cf_neighbors, extra_variants=tuple(extra_variants), min_request_kept=min_request_kept)
     m = res["manifest"]
     quality = manifest_json(m.quality)
     emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": quality}, as_json,

@@ -19,6 +19,7 @@ from . import require
 from .augment import AugmentConfig, augmented_texts
 from .model_folder import ModelDir, save_student
 from .prepare import Prepared
+from .requests import encoder_texts
 from .scoring import Scorer
 from .text import tokenize
 
@@ -50,6 +51,11 @@ class DistillConfig:
     threads: int = cfg.bounded(0, 0, 256)
     # extra views: augmented renderings of each item (field dropout, token noise, WordNet synonyms)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Free-text requests (export/requests.py, the "train" part: no template or mood phrase of the
+    # benchmark's "test" part), up to this many per kind, and what the parser leaves of them to embed:
+    # without them the student matches the teacher on item texts only and retrieves 39% of its top-10
+    # for requests. 0 = off.
+    requests_per_kind: int = cfg.bounded(400, 0, 100000)
 
     def validate(self):
         if not self.layers or len(set(self.layers)) != len(self.layers) or min(self.layers) < 0:
@@ -69,6 +75,15 @@ class _ItemFields:
         it, cats = self.it, ", ".join(self.it["categories"][i])
         return {"id": it["ids"][i], "title": it["title"][i], "year": str(it["year"][i]) if it["year"][i] else "",
                 "genres": cats, "categories": cats}
+
+
+def _encode(tower, T, texts: list[str]):
+    import torch
+
+    ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
+    with torch.no_grad():
+        return torch.cat([tower(torch.as_tensor(ids[a: a + 256]), torch.as_tensor(mask[a: a + 256]))
+                          for a in range(0, len(ids), 256)])
 
 
 def _view_text(view: str, it: dict, i: int, full: str) -> str:
@@ -120,6 +135,14 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         for variant in augmented_texts(_ItemFields(it), T.conf.encoder.template, conf.augment):
             texts += variant
             item_of += list(range(len(variant)))
+    n_req = 0
+    if conf.requests_per_kind:
+        req_texts = encoder_texts(it, "train", conf.requests_per_kind, T.conf.query_parser)
+        texts += req_texts
+        item_of += [-1] * len(req_texts)  # no item: the embedding is matched, the ranking (KL) loss skips them
+        n_req = len(req_texts)
+        log.info("distillation reads %d request texts besides %d item texts", n_req, len(texts) - n_req)
+    valid_req = encoder_texts(it, "valid", 40, T.conf.query_parser) if conf.requests_per_kind else []
     item_of = np.array(item_of)
     ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
     fids, fmask = tokenize(T.path / "encoder" / "tokenizer.json", list(it["text"]), T.conf.encoder.max_tokens)
@@ -151,11 +174,12 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
             t = target[sel]
             loss = (1 - (e * t).sum(-1)).mean() + conf.mse_weight * ((e - t) ** 2).sum(-1).mean()
-            if conf.kl_weight:
+            keep = item_of[sel] >= 0
+            if conf.kl_weight and keep.any():
                 ub = U[torch.as_tensor(rng.choice(len(U), size=min(64, len(U)), replace=False))]
-                items = torch.as_tensor(item_of[sel])
+                items = torch.as_tensor(item_of[sel][keep])
                 st = torch.log_softmax(a * ub @ E_t[items].T, -1)
-                ss = torch.log_softmax(a * ub @ e.T, -1)
+                ss = torch.log_softmax(a * ub @ e[torch.as_tensor(keep)].T, -1)
                 loss = loss + conf.kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True, reduction="batchmean")
             opt.zero_grad()
             loss.backward()
@@ -169,6 +193,9 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
                               for a0 in range(0, len(fids), 256)])
         cos = (full * E_t).sum(-1)
         history.append({"epoch": ep, "loss": float(np.mean(losses)), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())})
+        if valid_req:  # held-out request texts (the "valid" part): how close the student stays on requests
+            rc = (_encode(student, T, valid_req) * _encode(t_tower, T, valid_req)).sum(-1)
+            history[-1].update(request_cos_mean=float(rc.mean()), request_cos_min=float(rc.min()))
         h = history[-1]
         log.info("distill epoch %d: loss %.4f, cosine to teacher mean %.4f min %.4f", ep, h["loss"], h["cos_mean"], h["cos_min"])
         if progress:
@@ -176,6 +203,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
                   f"min {history[-1]['cos_min']:.4f}", flush=True)
     # write the student model folder: teacher's folder with the encoder replaced
     report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
+              "request_texts": n_req,
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
     save_student(T, Path(out_dir), student.bert, student.adapter, full.numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
     return report

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
-from .split import SplitConfig
+
 
 from .augment import AugmentConfig
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
+from .split import SplitConfig
+from .vocabulary import QueryParserConfig
 
 TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "tags", "abstract", "category", "subcategory",
                    "description", "keywords")
@@ -154,6 +156,7 @@ class Config:
     cf: CFConfig = field(default_factory=CFConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    query_parser: QueryParserConfig = field(default_factory=QueryParserConfig)
     # Multi-domain (multi-task) training: one shared item encoder, per-domain user model / head / CF part.
     domains: tuple[DomainConfig, ...] = ()
 

@@ -137,12 +137,22 @@ class Scoring:
 
 
 @dataclass(frozen=True)
+class QueryParserSpec:
+    """The request parser's vocabulary: category -> the phrases a request may name it by."""
+    vocabulary: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Gate:
-    """The export's quality gate: the shipped variant keeps ``kept`` of the teacher's nDCG@10."""
+    """The export's quality gate: the default variant keeps ``kept`` of the teacher's validation nDCG@10,
+    and every shipped encoder variant keeps ``request_kept[variant]`` of its free-text request
+    precision@10 (queries against the shipped catalog)."""
     variant: str
     min_kept: float
     kept: float
     passed: bool
+    min_request_kept: float | None = None
+    request_kept: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +179,7 @@ class Manifest:
     models: Models
     catalog: CatalogSpec
     scoring: Scoring
+    query_parser: QueryParserSpec | None = None  # absent in older bundles: the catalog's category names
     quality: Quality | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
 

@@ -61,12 +61,15 @@ class ItemInput:
 @dataclass(frozen=True)
 class Filters:
     """Which catalog rows a request may get: categories, years, first-seen time."""
-    include_categories: tuple[str, ...] = ()
+    include_categories: tuple[str, ...] = ()  # any of these
     exclude_categories: tuple[str, ...] = ()
     year_min: int | None = None
     year_max: int | None = None
     since: int | None = None  # first_seen >= since (unix seconds)
     until: int | None = None
+    require_categories: tuple[str, ...] = ()  # all of these (a parsed "romantic comedy")
+    any_categories: tuple[str, ...] = ()  # any of these, a second group (a parsed "comedy or drama")
+    exclude_years: tuple[tuple[int, int], ...] = ()  # (first, last) ranges left out ("not from the 90s")
 
 
 def item_text(template: str, item: ItemInput) -> str:
@@ -146,9 +149,12 @@ class Catalog:
     def mask(self, f: Filters) -> np.ndarray:
         """Rows that are active and pass the filters ``f`` (unknown category names match nothing)."""
         m = self.active.copy()
-        if f.include_categories:
-            cols = [self.cat_names[c] for c in f.include_categories if c in self.cat_names]
-            m &= self.cat_bits[:, cols].any(1) if cols else False
+        for group in (f.include_categories, f.any_categories):
+            if group:
+                cols = [self.cat_names[c] for c in group if c in self.cat_names]
+                m &= self.cat_bits[:, cols].any(1) if cols else False
+        for c in f.require_categories:
+            m &= self.cat_bits[:, self.cat_names[c]] if c in self.cat_names else False
         if f.exclude_categories:
             cols = [self.cat_names[c] for c in f.exclude_categories if c in self.cat_names]
             if cols:
@@ -161,6 +167,8 @@ class Catalog:
             m &= self.first_seen >= f.since
         if f.until is not None:
             m &= self.first_seen <= f.until
+        for a, b in f.exclude_years:
+            m &= ~((self.years >= a) & (self.years <= b))
         return m
 
     # ------------------------------------------------------------- updates

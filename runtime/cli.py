@@ -90,6 +90,8 @@ def _load(bundle_path, profile, state_dir=None):
 @click.option("--history", default="", help="Comma-separated item ids, oldest first.")
 @click.option("--user", default=None, help="With --model: a user id of the training data.")
 @click.option("--query", default=None, help="Free-text instruction, e.g. 'something light and funny from the 90s'.")
+@click.option("--parse/--no-parse", "parse_query", default=True, show_default=True,
+              help="Turn the query's years, decades, categories and negations into filters (the rest is embedded).")
 @click.option("-k", "k", type=int, default=10, show_default=True)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None)
 @click.option("--include", "include", default="", help="Only these categories (comma-separated).")
@@ -103,8 +105,9 @@ def _load(bundle_path, profile, state_dir=None):
 @click.option("--seed", type=int, default=None)
 @click.option("--explain/--no-explain", default=True, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, k, strategy, include, exclude,
-              year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, explain, as_json):
+def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, parse_query, k, strategy, include,
+              exclude, year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, explain,
+              as_json):
     """Recommend items for a history and/or a free-text query."""
     if bool(bundle_path) == bool(model_dir):
         raise click.ClickException("give exactly one of --bundle (on-device path) or --model (PyTorch path)")
@@ -113,13 +116,15 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
         if ep is None:
             raise click.ClickException(str(MissingExtraError("export", "'genre recommend --model'")))
         return ep.load()(model_dir, user, split_ids(history), k, as_json)
-    req = run_api(Request.create, split_ids(history), query=query, k=k, strategy=strategy,
+    req = run_api(Request.create, split_ids(history), query=query, parse_query=parse_query, k=k, strategy=strategy,
                   include_categories=split_ids(include), exclude_categories=split_ids(exclude), year_min=year_min,
                   year_max=year_max, mmr_lambda=mmr_lambda, freshness_half_life_days=freshness,
                   popularity_penalty=popularity_penalty, exploration=exploration, seed=seed, explain=explain)
     rec = _load(bundle_path, profile, state_dir)
     r = run_api(rec.recommend, req)
     lines = [f"profile {rec.profile.name} ({rec.variant}), strategy {r.strategy}, {r.timings_ms['total']:.2f} ms"]
+    if r.parsed is not None:
+        lines.append(f"understood: {r.parsed['summary']}")
     if r.unknown_ids:
         lines.append(f"unknown ids (ignored): {', '.join(r.unknown_ids)}")
     for n, it in enumerate(r.items, 1):

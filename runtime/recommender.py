@@ -18,6 +18,7 @@ from .catalog_index import CatalogScorer, top_n
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
+from .query_parser import QueryParser
 # the limits are the request's; re-exported here for callers of earlier versions
 from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request  # noqa: F401
 from .rerank import Rerank, rerank
@@ -48,6 +49,7 @@ class Response:
     strategy: str
     unknown_ids: list[str]
     timings_ms: dict
+    parsed: dict | None = None  # what the request parser understood in the query (None: not parsed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +72,11 @@ class Recommender:
         self.rerank_top: int = sc.rerank_top
         self.sessions: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
+        years = catalog.years[catalog.years > 0]
+        span = (int(years.min()), int(years.max())) if len(years) else None
+        qp = bundle.manifest.query_parser
+        self.parser = (QueryParser(qp.vocabulary, span) if qp is not None
+                       else QueryParser.for_categories(sorted(catalog.cat_names), years=span))
         self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op))
 
     # ------------------------------------------------------------------ loading
@@ -173,10 +180,12 @@ class Recommender:
         req = history if isinstance(history, Request) else Request.create(history, **options)
         if isinstance(history, Request) and options:
             raise RequestError("give a Request or keyword options, not both")
-        query = req.query
+        # --- parser: explicit constraints in the query become filters, the rest is embedded
+        query, parsed = req.query, None
+        if query and req.parse_query:
+            parsed = self.parser.parse(query)
+            query = parsed.text or (query if req.strategy == "query" else None)
         strategy = req.strategy or ("query" if query else self.defaults.strategy)
-        if strategy == "query" and not query:
-            raise RequestError("strategy 'query' needs a query text")
         preset = self.presets[strategy]
         qw = (0.5 if preset.query_weight is None else preset.query_weight) if req.query_weight is None \
             else req.query_weight
@@ -189,8 +198,7 @@ class Recommender:
             exploration=d.exploration if req.exploration is None else float(req.exploration),
             seed=req.seed,
         )
-        filters = Filters(req.include_categories, req.exclude_categories, req.year_min, req.year_max,
-                          req.since, req.until)
+        filters = _filters(req, parsed)
         with self.catalog.locked() as cat:
             history, skips = list(req.history), ()
             if req.session_id is not None:
@@ -224,7 +232,8 @@ class Recommender:
                 mask[cat.rows(skips)[0]] = False
             if not mask.any():
                 return Response([], strategy, unknown,
-                                _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()))
+                                _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()),
+                                parsed.to_dict() if parsed else None)
             pool = top_n(scores, mask, max(self.rerank_top, req.k))
             if self.head_session is not None:
                 scores = scores.copy()
@@ -240,7 +249,8 @@ class Recommender:
             if req.explain:
                 for rec, i in zip(items, picked):
                     rec.reasons = self._explain(int(i), hw, att, hist, q, qw, preset, cf)
-        return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr))
+        return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
+                        parsed.to_dict() if parsed else None)
 
     def score_all(self, history: np.ndarray, strategy: str = "hybrid") -> np.ndarray:
         """Scores of every catalog row for a history of catalog row indices (oldest first), as
@@ -314,6 +324,18 @@ class Recommender:
                 "variant": self.variant, "items": len(self.catalog), "dim": m.dim,
                 "strategies": list(STRATEGIES), "created_at": m.created_at,
                 "quality": m.quality.summary if m.quality else None}
+
+
+def _filters(req: Request, parsed) -> Filters:
+    """The request's filters, narrowed by what the parser found in its query (both must hold)."""
+    if parsed is None:
+        return Filters(req.include_categories, req.exclude_categories, req.year_min, req.year_max, req.since,
+                       req.until)
+    lo = [y for y in (req.year_min, parsed.year_min) if y is not None]
+    hi = [y for y in (req.year_max, parsed.year_max) if y is not None]
+    return Filters(req.include_categories, tuple(dict.fromkeys(req.exclude_categories + parsed.exclude_categories)),
+                   max(lo) if lo else None, min(hi) if hi else None, req.since, req.until,
+                   parsed.require_categories, parsed.include_categories, parsed.exclude_years)
 
 
 def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:

@@ -38,6 +38,8 @@ class Request:
 
     history: tuple[str, ...] = _opt((), max_len=MAX_HISTORY, doc="item ids, oldest first")
     query: str | None = _opt(None, max_len=MAX_QUERY_CHARS, doc="free-text instruction")
+    parse_query: bool = _opt(True, doc="turn the query's explicit constraints (years, decades, categories, "
+                                        "negations) into filters and embed the rest")
     k: int = _opt(10, lo=1, hi=MAX_K, doc="how many items")
     strategy: str | None = _opt(None, choices=STRATEGIES, doc="default: query with a query, else the bundle's")
     query_weight: float | None = _opt(None, lo=0.0, hi=1.0, doc="share of the query in the user vector")
@@ -108,7 +110,7 @@ class Request:
                 raise RequestError(f"{f.name} must be a number in [{lo}, {hi}], got {v!r}")
             if not lo <= v <= hi:
                 raise RequestError(f"{f.name} must be in [{lo}, {hi}], got {v!r}")
-        for name in ("exclude_seen", "explain"):
+        for name in ("exclude_seen", "explain", "parse_query"):
             if not isinstance(getattr(self, name), bool):
                 raise RequestError(f"{name} must be true or false")
         sid = self.session_id

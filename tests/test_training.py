@@ -69,7 +69,8 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
 
     conf = tiny_config(toy_data, enc, head={"kind": "mlp"}, cf={"kind": "mf"})
     train(conf, tmp_path / "m", progress=False)
-    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, progress=lambda m: None,
+    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0,
+                  progress=lambda m: None,
                   catalog_dtype="fp16", extra_variants=("int8-qdq",))
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
     assert r.bundle.manifest.catalog.embeddings.endswith(".fp16.npy")

@@ -1,0 +1,312 @@
+"""A deterministic parser for free-text requests: explicit constraints become filters, the rest is embedded.
+
+"a comedy from the 90s, no romance" -> categories all of {Comedy}, none of {Romance}, years 1990-1999,
+nothing left to embed. "something light and funny from the 80s" -> years 1980-1989, "something light
+and funny" embedded. What it understands:
+
+- decades ("90s", "1990s", "'90s", "the nineties", "early/mid/late 80s"), years ("in 1995", "from 1995"),
+  ranges ("1985-1990", "between 1985 and 1990", "from 1985 to 1990"), bounds ("before 1980", "after the
+  80s", "since 1990", "pre-1970", "older than 1960", "newer than 1995");
+- the catalog's category names and their synonyms (the bundle's vocabulary: ``Comedy`` <- "comedy",
+  "comedies", "comedic"); categories joined by "or" are any-of, otherwise all-of ("a romantic comedy"
+  is Romance and Comedy);
+- negations ("no horror", "not a comedy", "without romance", "anything but westerns", "non-fiction"
+  style prefixes are not categories) of categories and of decades ("not from the 90s").
+
+Why a parser and not only the embedding: a sentence embedding blurs "from the 80s" into a film's overall
+similarity (measured: "a romantic comedy from the 80s" returned films from 1977, 1990 and 1994), while a
+filter is exact, costs microseconds, and says what it understood. Mood words ("light and funny",
+"scary") stay with the embedding, which is what it is good at.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import RequestError
+
+NEGATIONS = ("no", "not", "without", "except", "excluding", "exclude", "but not", "anything but", "nothing",
+             "never", "avoid", "skip", "other than", "none of", "minus", "non")
+WORD_DECADES = {"twenties": 20, "thirties": 30, "forties": 40, "fifties": 50, "sixties": 60, "seventies": 70,
+                "eighties": 80, "nineties": 90}
+# words that carry no meaning of their own once the constraints are taken out of a request
+FILLER = frozenset("""a an the some any something anything one ones film films movie movies show shows
+picture pictures flick flicks title titles from in of made released during or and but with to me please
+i i'd id want would like watch see give recommend find get let us good great nice new old year years era
+decade decades kind sort type genre genres category categories maybe perhaps tonight today now for that
+is are was be which who set style feel vibe time times vintage classic classics era's also just only
+really very pretty quite bit little more most best top""".split())
+
+# Well-known category names (MovieLens genres, MIND news categories) and what else users call them.
+# Where a name form would catch other words (War: "wars" is in "Star Wars"), the phrases are listed in full.
+KNOWN_PHRASES: dict[str, tuple[str, ...]] = {
+    "Sci-Fi": ("sci-fi", "sci fi", "scifi", "science fiction", "science-fiction"),
+    "Romance": ("romance", "romances", "romantic"),
+    "Animation": ("animation", "animated", "cartoon", "cartoons"),
+    "Children's": ("children's", "childrens", "children", "kids", "kid's"),
+    "Film-Noir": ("film-noir", "film noir", "noir"),
+    "Documentary": ("documentary", "documentaries"),
+    "War": ("war", "war film", "war films", "war movie", "war movies"),
+    "Comedy": ("comedy", "comedies", "comedic"),
+    "autos": ("autos", "cars", "car news"),
+    "foodanddrink": ("food and drink", "food", "recipes", "cooking"),
+    "tv": ("tv", "television", "tv shows"),
+    "finance": ("finance", "money", "markets"),
+    "lifestyle": ("lifestyle",),
+    "middleeast": ("middle east",),
+    "northamerica": ("north america",),
+}
+
+
+_YEAR = r"(1[89]\d\d|20\d\d)"
+_DECADE = (r"(?:the\s+)?(?:(early|mid|late)[\s-]+)?(?:(1[89]|20)(\d)0'?s|'?(\d)0'?s|("
+           + "|".join(WORD_DECADES) + r"))")
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """What a request's text asked for: constraints (filters) and the text left to embed."""
+    text: str  # the rest, to embed ("" when nothing meaningful is left)
+    require_categories: tuple[str, ...] = ()  # all of these
+    include_categories: tuple[str, ...] = ()  # any of these ("comedy or drama")
+    exclude_categories: tuple[str, ...] = ()
+    year_min: int | None = None
+    year_max: int | None = None
+    exclude_years: tuple[tuple[int, int], ...] = ()  # "not from the 90s"
+    matched: tuple[str, ...] = field(default=(), compare=False)  # the phrases taken as constraints
+
+    @property
+    def has_constraints(self) -> bool:
+        return bool(self.require_categories or self.include_categories or self.exclude_categories
+                    or self.year_min is not None or self.year_max is not None or self.exclude_years)
+
+    def summary(self) -> str:
+        """Human-readable: "year 1990-1999, category Comedy, not Horror"."""
+        parts = []
+        if self.year_min is not None or self.year_max is not None:
+            lo, hi = self.year_min, self.year_max
+            parts.append(f"year {lo}-{hi}" if lo is not None and hi is not None
+                         else f"year >= {lo}" if lo is not None else f"year <= {hi}")
+        parts += [f"not years {a}-{b}" for a, b in self.exclude_years]
+        if self.require_categories:
+            parts.append(("categories " if len(self.require_categories) > 1 else "category ")
+                         + " and ".join(self.require_categories))
+        if self.include_categories:
+            parts.append("category " + " or ".join(self.include_categories))
+        if self.exclude_categories:
+            parts.append("not " + ", ".join(self.exclude_categories))
+        if self.text:
+            parts.append(f"text {self.text!r}")
+        return ", ".join(parts) or "nothing to filter on"
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "require_categories": list(self.require_categories),
+                "include_categories": list(self.include_categories),
+                "exclude_categories": list(self.exclude_categories), "year_min": self.year_min,
+                "year_max": self.year_max, "exclude_years": [list(r) for r in self.exclude_years],
+                "summary": self.summary()}
+
+
+def default_phrases(category: str) -> tuple[str, ...]:
+    """Forms of a category name a request may use: "Sci-Fi" -> "sci-fi", "sci fi", "scifi";
+    "Comedy" -> "comedy", "comedies"; "Children's" -> "children's", "childrens", "children"."""
+    base = category.lower().strip()
+    forms = {base, base.replace("-", " "), base.replace("-", ""), base.replace("'", ""), base.replace("'s", "")}
+    words = base.replace("-", " ").split()
+    if words and words[-1].isalpha() and len(words[-1]) > 2 and not words[-1].endswith("s"):
+        last = words[-1]
+        plural = last[:-1] + "ies" if last.endswith("y") and last[-2] not in "aeiou" else last + "s"
+        forms.add(" ".join(words[:-1] + [plural]))
+    return tuple(sorted(f for f in forms if f))
+
+
+def category_phrases(category: str, known: bool = True) -> tuple[str, ...]:
+    """The phrases of :data:`KNOWN_PHRASES` for a well-known category (with ``known``), else its name forms."""
+    return KNOWN_PHRASES[category] if known and category in KNOWN_PHRASES else default_phrases(category)
+
+
+class QueryParser:
+    """Built once per bundle from its vocabulary (category -> phrases); :meth:`parse` is pure and fast."""
+
+    def __init__(self, vocabulary: dict[str, tuple[str, ...]], years: tuple[int, int] | None = None):
+        self.vocabulary = {c: tuple(sorted({p.lower().strip() for p in ps if p.strip()})) for c, ps in vocabulary.items()}
+        self.phrase_to_cat: dict[str, str] = {}
+        for cat, phrases in self.vocabulary.items():
+            for p in phrases:
+                self.phrase_to_cat.setdefault(p, cat)
+        # the catalog's years decide the century of a two-digit decade ("20s": 1920s or 2020s)
+        self.years = years
+        neg = "|".join(re.escape(n) for n in sorted(NEGATIONS, key=len, reverse=True))
+        cats = "|".join(re.escape(p) for p in sorted(self.phrase_to_cat, key=len, reverse=True)) or r"(?!x)x"
+        # a negation, then up to two words ("no more horror", "not a comedy"), then the thing negated
+        self._neg = re.compile(rf"\b(?:{neg})\b[\s-]+(?:(?:a|an|the|any|more|from|in|made|of)\s+){{0,2}}$")
+        self._cat = re.compile(rf"(?<![\w])({cats})(?![\w])")
+        self._range = re.compile(rf"\b(?:between\s+{_YEAR}\s+and\s+{_YEAR}|(?:from\s+)?{_YEAR}\s*(?:-|–|to|through|until)\s*{_YEAR})\b")
+        self._bound = re.compile(rf"\b(before|after|since|until|till|pre|post|older\s+than|newer\s+than|earlier\s+than|"
+                                 rf"later\s+than|up\s+to|prior\s+to)[\s-]+(?:{_YEAR}\b|{_DECADE}(?![\w']))")
+        self._decade = re.compile(rf"(?<![\w'-]){_DECADE}(?![\w'])")
+        self._year = re.compile(rf"\b(?:(?:in|from|of|during|year|circa|around|released\s+in|made\s+in|an?)\s+{_YEAR}\b"
+                                rf"|{_YEAR}(?=\s+(?:film|movie|picture|release|title)s?\b))")
+
+    @classmethod
+    def for_categories(cls, categories, synonyms: dict[str, tuple[str, ...]] | None = None,
+                       years: tuple[int, int] | None = None) -> "QueryParser":
+        """A parser for these category names: their :func:`category_phrases` plus ``synonyms``."""
+        vocab = {c: category_phrases(c) + tuple((synonyms or {}).get(c, ())) for c in categories if c and c != "unknown"}
+        return cls(vocab, years)
+
+    # ---------------------------------------------------------------- parsing
+    def _decade_range(self, m, g: int) -> tuple[int, int]:
+        """(first, last) year of the decade matched with groups starting at ``g``."""
+        part, century, d3, d2, word = m.group(g), m.group(g + 1), m.group(g + 2), m.group(g + 3), m.group(g + 4)
+        if century is not None:
+            start = int(century) * 100 + int(d3) * 10
+        else:
+            tens = WORD_DECADES[word.lower()] if word else int(d2) * 10
+            start = 1900 + tens
+            if self.years and not (self.years[0] <= start + 9 and start <= self.years[1]) \
+                    and self.years[0] <= 2000 + tens + 9 and 2000 + tens <= self.years[1]:
+                start = 2000 + tens  # "the 10s" of a catalog of recent items
+            elif not self.years and tens < 30:
+                start = 2000 + tens
+        lo, hi = start, start + 9
+        if part:
+            lo, hi = {"early": (start, start + 3), "mid": (start + 3, start + 6), "late": (start + 6, start + 9)}[part.lower()]
+        return lo, hi
+
+    def _negated(self, text: str, start: int) -> bool:
+        return bool(self._neg.search(text[max(0, start - 40):start]))
+
+    def parse(self, query: str) -> ParsedQuery:
+        """Constraints and remaining text of ``query``. Contradictory constraints raise a RequestError."""
+        text = " " + query.lower().replace("’", "'") + " "
+        taken: list[tuple[int, int]] = []  # spans consumed by constraints (and their negation words)
+        matched: list[str] = []
+        lo, hi = None, None
+        spans: list[tuple[int, int]] = []  # year ranges asked for (a union: "80s or 90s")
+        excl_years: list[tuple[int, int]] = []
+
+        def free(a, b):
+            return not any(a < y and x < b for x, y in taken)
+
+        def take(m, neg_start=None):
+            a = m.start() if neg_start is None else neg_start
+            taken.append((a, m.end()))
+            matched.append(text[a:m.end()].strip())
+
+        def neg_at(start):
+            m = self._neg.search(text[max(0, start - 40):start])
+            return None if m is None else max(0, start - 40) + m.start()
+
+        for m in self._range.finditer(text):
+            a, b = (int(m.group(1)), int(m.group(2))) if m.group(1) else (int(m.group(3)), int(m.group(4)))
+            spans.append((min(a, b), max(a, b)))
+            take(m)
+        for m in self._bound.finditer(text):
+            if not free(m.start(), m.end()):
+                continue
+            word = " ".join(m.group(1).split())
+            if m.group(2):
+                first = last = int(m.group(2))
+            else:
+                first, last = self._decade_range(m, 3)
+            if word in ("before", "pre", "older than", "earlier than", "prior to"):
+                hi = first - 1 if hi is None else min(hi, first - 1)
+            elif word in ("after", "post", "newer than", "later than"):
+                lo = last + 1 if lo is None else max(lo, last + 1)
+            elif word == "since":
+                lo = first if lo is None else max(lo, first)
+            else:  # until, till, up to: inclusive
+                hi = last if hi is None else min(hi, last)
+            take(m)
+        for m in self._decade.finditer(text):
+            if not free(m.start(), m.end()):
+                continue
+            r = self._decade_range(m, 1)
+            n = neg_at(m.start())
+            (excl_years if n is not None else spans).append(r)
+            take(m, n)
+        for m in self._year.finditer(text):
+            if free(m.start(), m.end()):
+                y = int(m.group(1) or m.group(2))
+                n = neg_at(m.start())
+                (excl_years if n is not None else spans).append((y, y))
+                take(m, n)
+        # categories: all-of, except runs joined by "or"; a negation covers the run it starts
+        req, anyof, excl = [], [], []
+        prev_end, prev_kind, group = -1, None, []
+        for m in self._cat.finditer(text):
+            if not free(m.start(), m.end()):
+                continue
+            cat = self.phrase_to_cat[m.group(1)]
+            between = text[prev_end:m.start()] if prev_end >= 0 else ""
+            n = neg_at(m.start())
+            chained = prev_end >= 0 and re.fullmatch(r"[\s,/]*(?:or|and|nor|,)?[\s,/]*(?:a\s+|an\s+)?", between)
+            if n is not None and not (chained and prev_kind == "neg" and n >= prev_end):
+                kind = "neg"
+            elif chained and prev_kind == "neg":
+                kind = "neg"
+            else:
+                kind = "pos"
+            is_or = bool(chained) and re.search(r"\bor\b|/", between) is not None
+            if kind == "neg":
+                excl.append(cat)
+            elif is_or and prev_kind == "pos":
+                group.append(cat)
+            else:
+                if len(group) > 1:
+                    anyof.extend(group)
+                else:
+                    req.extend(group)
+                group = [cat]
+            take(m, n if kind == "neg" and n is not None and n < m.start() else None)
+            prev_end, prev_kind = m.end(), kind
+        if len(group) > 1:
+            anyof.extend(group)
+        else:
+            req.extend(group)
+        req, anyof, excl = _unique(req), _unique(c for c in anyof if c not in req), _unique(excl)
+        both = [c for c in excl if c in req or c in anyof]
+        if both:
+            raise RequestError(f"the query both asks for and excludes {', '.join(both)}: "
+                               f"it understood {', '.join(matched)!s}; rephrase or drop one")
+        if anyof and len(anyof) == 1:
+            req, anyof = _unique(req + anyof), []
+        if spans:
+            lo = min(a for a, _ in spans) if lo is None else max(lo, min(a for a, _ in spans))
+            hi = max(b for _, b in spans) if hi is None else min(hi, max(b for _, b in spans))
+        if lo is not None and hi is not None and lo > hi:
+            raise RequestError(f"the query's year constraints contradict each other ({', '.join(matched)}): "
+                               "no year is in all of them")
+        rest = list(text)
+        for a, b in taken:
+            rest[a:b] = " " * (b - a)
+        words = re.findall(r"[\w']+", "".join(rest))
+        left = " ".join(w for w in "".join(rest).split() if w.strip(" ,.;:!?-"))
+        meaningful = [w for w in words if w not in FILLER and w not in NEGATIONS]
+        return ParsedQuery(text=_tidy(left) if meaningful else "", require_categories=tuple(req),
+                           include_categories=tuple(anyof), exclude_categories=tuple(excl), year_min=lo,
+                           year_max=hi, exclude_years=tuple(excl_years), matched=tuple(matched))
+
+
+def _unique(xs) -> list:
+    out = []
+    for x in xs:
+        if x not in out:
+            out.append(x)
+    return out
+
+
+# connectives left dangling at either end once a constraint is cut out ("funny from [the 90s]")
+_DANGLING = frozenset("a an the from in of and but or with to during made released set".split())
+
+
+def _tidy(s: str) -> str:
+    s = re.sub(r"\s+([,.;:!?])", r"\1", s)
+    s = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", s)
+    words = s.strip(" ,;:-").split()
+    while words and words[-1].strip(",.;:!?-") in _DANGLING:
+        words.pop()
+    while words and words[0].strip(",.;:!?-") in _DANGLING:
+        words.pop(0)
+    return " ".join(words).strip(" ,;:-")
