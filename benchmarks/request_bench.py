@@ -183,6 +183,22 @@ def main(argv=None):
             tops.append(np.array([rec.catalog.index[x.id] for x in resp.items], np.int64))
         served[("parsed", with_h)] = tops
     full[f"int8 bundle as served (Recommender, {rec.variant})"] = served
+    # latency: the parser alone, and a served request with and without it (interleaved, same requests)
+    from genre_edge.bench.timing import stats
+
+    h0 = [ds.items.ids[j] for j in hists[0]]
+    parse_ms, with_ms, without_ms = [], [], []
+    for _ in range(3):
+        for r in reqs:
+            t = time.perf_counter()
+            parser.parse(r.text)
+            parse_ms.append((time.perf_counter() - t) * 1e3)
+            for flag, acc in ((True, with_ms), (False, without_ms)):
+                t = time.perf_counter()
+                rec.recommend(h0, query=r.text, k=K, mmr_lambda=0.7, parse_query=flag)
+                acc.append((time.perf_counter() - t) * 1e3)
+    latency = {"parse_only": stats(parse_ms), "recommend_parsed": stats(with_ms),
+               "recommend_unparsed": stats(without_ms)}
     teacher = full["teacher (PyTorch)"]
     rows = []
     for name, out in full.items():
@@ -206,7 +222,7 @@ def main(argv=None):
     n_cls = {c: classes.count(c) for c in ("reducible", "free")}
     kinds = {k: sum(1 for r in reqs if r.kind == k) for k in dict.fromkeys(r.kind for r in reqs)}
     payload = {"rows": rows, "requests": [dict(r.to_dict(), cls=c) for r, c in zip(reqs, classes)],
-               "classes": n_cls, "kinds": kinds, "history_len": HISTORY_LEN, "query_weight": qw,
+               "classes": n_cls, "kinds": kinds, "history_len": HISTORY_LEN, "query_weight": qw, "latency_ms": latency,
                "machine": mach, "command": "python " + " ".join(sys.argv)}
     i8 = [r for r in rows if r["encoder"].startswith("int8 bundle as served")]
     goal = {f"{r['requests']}, history {r['history']}": r["p@10"] for r in i8 if r["requests"] != "all"}
@@ -219,6 +235,9 @@ def main(argv=None):
           f"(one per request), blended with the query at the bundle's query weight {qw}.\n",
           "## int8 bundle as served: precision@10\n",
           "\n".join(f"- {k}: **{v:.3f}**" for k, v in goal.items()) + "\n",
+          "## Latency (one thread, 50-item history + the request, MMR top-10)\n",
+          "\n".join(f"- {k}: p50 {v['p50']:.3f} ms, p99 {v['p99']:.3f} ms" for k, v in latency.items())
+          + "\n\n(A parsed request embeds only the text left after the constraints, or nothing.)\n",
           "## All rows\n",
           markdown_table(rows, ["encoder", "mode", "history", "requests", "n", "p@10", "ndcg@10", "p_kept",
                                 "overlap_teacher@10"])]

@@ -31,6 +31,7 @@ from pathlib import Path
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError, GenreError
 
+from .split import SplitConfig, make_split
 from .train_config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,9 @@ class EnrichConfig:
     data: DataConfig = field(default_factory=DataConfig)  # the training config's [data] (a domain too)
     backend: BackendConfig = field(default_factory=BackendConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
+    # The training config's [split]: user prompts read only the training events of this split, so no
+    # validation or test item ever reaches a prompt (and, through the answer, a model's input).
+    split: SplitConfig = field(default_factory=SplitConfig)
     out: str = ""  # "" = next to the data: <data folder>/<name>.enrich/
 
 
@@ -302,11 +306,8 @@ def _jobs(task: str, ds, conf: EnrichConfig) -> list[tuple[str, str]]:
         jobs = [(it.ids[i], item_prompt(it.title[i], str(int(it.year[i])) if it.year[i] else "",
                                         ", ".join(it.categories[i]))) for i in range(len(it))]
     else:
-        inter = ds.interactions.sorted()
-        pos = inter.take(inter.label == 1)
-        hist: dict[int, list[int]] = {}
-        for u, i in zip(pos.user, pos.item):
-            hist.setdefault(int(u), []).append(int(i))
+        # training events only: a user's held-out (validation, test, cold) items never reach a prompt
+        hist = {u: h.tolist() for u, h in enumerate(make_split(ds, conf.split).train_histories()) if len(h)}
         jobs = []
         for u, h in sorted(hist.items()):
             if task == "synthetic" and len(h) > t.sparse_max:

@@ -73,9 +73,10 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     click.echo(f"user {ds.users[u0]} liked: " + "; ".join(ds.items.title[ds.items.index(h)] for h in history[-5:]))
     r = rec.recommend(history, k=5, explain=True)
     _print(r)
-    q = "something light and funny from the 90s"
-    click.echo(f'\nsame user, with the instruction "{q}":')
-    _print(rec.recommend(history, query=q, k=5, explain=True))
+    for q in ("something light and funny from the 90s", "a romantic comedy from the 80s, no drama"):
+        r = rec.recommend(history, query=q, k=5, explain=True)
+        click.echo(f'\nsame user, with the instruction "{q}" (understood: {r.parsed["summary"]}):')
+        _print(r)
     _step("6/6 latency on this machine (one thread)")
     lat = latency_bench(rec, history_len=50, reps=300)
     for name, st in lat.items():

@@ -34,5 +34,5 @@ def teacher_summary(rep: dict) -> str:
 def quality_table(manifest) -> str:
     """The export's quality/speed table of a bundle manifest (teacher, fp32 and every variant)."""
     rows = [{"model": k, **v} for k, v in manifest.quality.rows.items()]
-    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "cos_mean", "cos_min",
-                                 "latency_ms", "speedup"])
+    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "request_p@10",
+                                 "request_kept", "cos_mean", "cos_min", "latency_ms", "speedup"])

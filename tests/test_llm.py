@@ -253,3 +253,32 @@ def test_enrichment_files_are_checked_when_training_reads_them(tmp_path):
     f.write_text('{"id": "1", "description": "old", "keywords": ["a"]}\n{"id": "1", "description": "new", '
                  '"keywords": ["b", "c"]}\n')
     assert load_item_enrichment(f, ["1", "9"]) == {"description": ["new", ""], "keywords": ["b, c", ""]}
+
+
+def test_user_prompts_read_training_events_only(toy_data):
+    """No validation, test or cold item of a user ever reaches that user's prompt (the LLM's answer
+    becomes model input)."""
+    from genre_edge import config as cfgmod
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.llm import EnrichConfig, _jobs
+    from genre_edge_export.split import make_split
+
+    conf = cfgmod.from_dict(EnrichConfig, {"data": {"source": str(toy_data)}, "backend": {"model": "m"},
+                                           "tasks": {"users": True, "history_items": 200},
+                                           "split": {"kind": "cold_item", "cold_quantile": 0.6}}, "t:")
+    ds = load_dataset(toy_data)
+    split = make_split(ds, conf.split)
+    prompts = dict(_jobs("users", ds, conf))
+    held = [split.user_items(x) for x in (split.valid, split.test, split.cold_test, split.cold_valid)]
+    train = split.train_histories()
+    checked = 0
+    for u, uid in enumerate(ds.users):
+        p = prompts.get(uid, "")
+        for per_user in held:
+            for i in per_user[u]:
+                if i not in set(train[u].tolist()):
+                    assert f"- {ds.items.title[i]} (" not in p, (uid, ds.items.title[i])
+                    checked += 1
+        for i in train[u]:
+            assert ds.items.title[i] in p  # the check is live: training items are there
+    assert checked > 50
