@@ -3,8 +3,12 @@
 Both arms are scored by the project's evaluation protocol on one split (from a training config),
 user by user. The report gives each arm's metrics, the paired difference with a bootstrap
 confidence interval, a paired sign-flip permutation test, and per-user wins / losses / ties.
-An arm is a bundle folder (scored by the on-device runtime, exactly as served) or a trained
-model folder (``genre train`` / ``genre distill`` output, scored with PyTorch).
+An arm is a bundle folder (scored by the on-device runtime, exactly as served), a trained
+model folder (``genre train`` / ``genre distill`` output, scored with PyTorch), or ``baseline:NAME``
+(a reference baseline, its grid searched on the split's validation users first). Several
+comma-separated folders make one arm of several training seeds: each user's metric is the mean over
+the seeds, and the report gives the seeds' mean +- sd. With several metrics, p-values are also
+given Holm-adjusted (family-wise error over the metrics compared).
 """
 from __future__ import annotations
 
@@ -66,16 +70,29 @@ def paired_stats(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, n_perm: int =
 class Arm:
     """One side of the comparison: a name, and scores over the data set's items for users."""
 
-    def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str]):
+    def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str],
+                 split=None):
         self.spec = spec
         p = Path(spec)
-        if (p / "manifest.json").is_file():
+        if spec.startswith("baseline:"):
+            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories)
+        elif (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
             self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids)
         else:
             raise ConfigError(f"{spec}: neither a bundle (manifest.json) nor a trained model folder "
                               "(config.toml + recommender.safetensors)" + domains_hint(p))
+
+    @staticmethod
+    def _baseline(name: str, split, histories: list[np.ndarray]):
+        from .baselines import BASELINES, interaction_matrix, tune
+
+        if name not in BASELINES:
+            raise ConfigError(f"baseline:{name}: unknown baseline; choose from {', '.join(BASELINES)}")
+        model, params, _ = tune(name, split, interaction_matrix(split))
+        log.info("arm baseline:%s tuned on validation: %s", name, params)
+        return lambda users: model.score(users, histories)
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray]):
@@ -134,16 +151,41 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
     res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": prep.split.summary()}
     per = {}
     for name, spec in (("A", a), ("B", b)):
-        arm = Arm(spec, ids, hist, list(prep.data.users))
-        pu: dict = {}
-        summary = evaluate(arm.score, prep.split, which, item_features=feats, per_user_out=pu)
-        res["arms"][name] = {"spec": spec, "kind": arm.kind, **summary}
+        specs = [x.strip() for x in spec.split(",") if x.strip()]
+        runs = []
+        for one in specs:  # several training seeds: per-user metrics averaged over them
+            arm = Arm(one, ids, hist, list(prep.data.users), prep.split)
+            pu: dict = {}
+            summary = evaluate(arm.score, prep.split, which, item_features=feats, per_user_out=pu)
+            runs.append((arm.kind, summary, pu))
+        pu = {k: np.mean([r[2][k] for r in runs], 0) for k in runs[0][2] if k != "users"}
+        pu["users"] = runs[0][2]["users"]
+        if any(not np.array_equal(r[2]["users"], pu["users"]) for r in runs):
+            raise RuntimeError("the seeds of an arm were evaluated on different users")
+        res["arms"][name] = {"spec": spec, "kind": runs[0][0], **{k: float(np.mean(v)) if k != "users" else len(v)
+                                                                  for k, v in pu.items()}}
+        if len(runs) > 1:
+            res["arms"][name]["seeds"] = {m: {"mean": float(np.mean([r[1][m] for r in runs])),
+                                              "sd": float(np.std([r[1][m] for r in runs], ddof=1)),
+                                              "runs": [r[1][m] for r in runs]} for m in metrics if m in runs[0][1]}
         per[name] = pu
     if not np.array_equal(per["A"]["users"], per["B"]["users"]):
         raise RuntimeError("the two arms were evaluated on different users")  # evaluate() is deterministic
     res["comparison"] = {m: paired_stats(per["A"][m], per["B"][m], n_boot=n_boot, seed=seed)
                          for m in metrics if m in per["A"]}
+    for m, adj in holm({m: c["p_permutation"] for m, c in res["comparison"].items()}).items():
+        res["comparison"][m]["p_holm"] = adj
     return res
+
+
+def holm(p: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error over the metrics compared)."""
+    order = sorted(p, key=p.get)
+    out, running = {}, 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (len(order) - i) * p[k]))
+        out[k] = running
+    return out
 
 
 def markdown(res: dict) -> str:
@@ -151,13 +193,19 @@ def markdown(res: dict) -> str:
     L = [f"# Offline A/B replay ({res['which']} split, {A['users']} users)", "",
          f"- A: `{A['spec']}` ({A['kind']})", f"- B: `{B['spec']}` ({B['kind']})",
          f"- data: {res['data']}, protocol from `{res['config']}`", "",
-         "| metric | A | B | B - A | 95% CI (paired bootstrap) | relative | p (sign-flip permutation) | "
-         "B wins / losses / ties |", "|---|---|---|---|---|---|---|---|"]
+         "| metric | A | B | B - A | 95% CI (paired bootstrap) | relative | p (sign-flip permutation) | p (Holm) | "
+         "B wins / losses / ties |", "|---|---|---|---|---|---|---|---|---|"]
     for m, s in res["comparison"].items():
-        sig = " *" if s["p_permutation"] < 0.05 and (s["ci95"][0] > 0 or s["ci95"][1] < 0) else ""
+        sig = " *" if s.get("p_holm", s["p_permutation"]) < 0.05 and (s["ci95"][0] > 0 or s["ci95"][1] < 0) else ""
         L.append(f"| {m} | {s['mean_a']:.4f} | {s['mean_b']:.4f} | {s['diff']:+.4f}{sig} | "
                  f"[{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}] | {100 * s['rel_diff']:+.1f}% | {s['p_permutation']:.4f} | "
-                 f"{s['wins_b']} / {s['losses_b']} / {s['ties']} |")
-    L += ["", "`*`: the 95% interval excludes 0 and p < 0.05. Per-user metrics over the same users for both arms; "
-          "ties are users where both arms score the same (often 0: no hit in either list).", ""]
+                 f"{s.get('p_holm', float('nan')):.4f} | {s['wins_b']} / {s['losses_b']} / {s['ties']} |")
+    for name in ("A", "B"):
+        seeds = res["arms"][name].get("seeds")
+        if seeds:
+            L += ["", f"{name} over {len(next(iter(seeds.values()))['runs'])} training seeds (mean +- sd of each seed's "
+                  "metric): " + ", ".join(f"{m} {v['mean']:.4f} +- {v['sd']:.4f}" for m, v in seeds.items())]
+    L += ["", f"`*`: the 95% interval excludes 0 and the Holm-adjusted p < 0.05 ({len(res['comparison'])} metrics "
+          "compared, family-wise). Per-user metrics over the same users for both arms; ties are users where both arms "
+          "score the same (often 0: no hit in either list).", ""]
     return "\n".join(L)

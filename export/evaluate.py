@@ -44,7 +44,8 @@ def _truth(split: Split, which: str):
 def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), batch: int = 256,
              item_features: np.ndarray | None = None, n_neg: int = 100, seed: int = 0,
              progress: Callable[[int], None] | None = None, per_user_out: dict | None = None) -> dict:
-    """Full-ranking metrics over the users that have held-out positives in ``which``.
+    """Full-ranking metrics over the users that have held-out positives in ``which`` (tied scores get
+    the exact expectation over random tie orders: constant scores earn the random level).
 
     Candidates are the warm items for ``valid``/``test`` (minus each user's seen items) and the
     cold items for ``cold``. Also reports sampled-negative AUC, catalog coverage@10 and
@@ -76,8 +77,7 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
             t = per_user[u]
             truth[r, : len(t)] = t
             tmask[r, : len(t)] = True
-        ranks = M.truth_ranks(s, truth, tmask)
-        for name, v in M.ranking_metrics(ranks, tmask, ks).items():
+        for name, v in M.expected_ranking_metrics(s, truth, tmask, ks).items():
             sums[name] = sums.get(name, 0.0) + float(v.sum())
             if per_user_out is not None:
                 per_user_out.setdefault(name, []).append(v)

@@ -1,16 +1,16 @@
 """Ranking metrics, vectorized with numpy.
 
-Full-ranking metrics are computed from the exact rank of each held-out item among the candidate
-items, with ties broken by item index (the same order a stable sort gives), so a model that
-scores everything equal is not rewarded. Impression metrics follow the MIND competition
-definitions (per impression, then averaged).
+Full-ranking metrics are the *expected* value over a uniformly random order of tied scores
+(:func:`expected_ranking_metrics`, exact): a model that scores everything equal earns exactly the
+random level, not one lucky draw, and a model without ties gets its plain metrics. Impression
+metrics follow the MIND competition definitions (per impression, then averaged).
 """
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = [
-    "truth_ranks", "ranking_metrics", "auc_score", "mrr_score", "dcg_score", "ndcg_score",
+    "truth_ranks", "ranking_metrics", "expected_ranking_metrics", "auc_score", "mrr_score", "dcg_score", "ndcg_score",
     "impression_metrics", "sampled_auc", "coverage", "intra_list_diversity", "top_k",
 ]
 
@@ -60,6 +60,64 @@ def ranking_metrics(ranks: np.ndarray, truth_mask: np.ndarray, ks=(10, 20)) -> d
         out[f"hit@{k}"] = hit.any(1).astype(float)
     best = np.where(truth_mask, ranks, np.iinfo(np.int64).max).min(1)
     out["mrr"] = np.where(valid, 1.0 / best.clip(1), 0.0)
+    return out
+
+
+def _p_first_after(g: np.ndarray, m: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """P(the first of ``m`` truth items among ``g`` randomly ordered tied items sits after position
+    ``t``) = C(g - t, m) / C(g, m); ``g``, ``m`` [B], ``t`` [B, T] (clipped to 0..g)."""
+    g, m = g[:, None].astype(np.float64), m[:, None]
+    t = np.clip(t, 0, g)
+    r = np.ones(np.broadcast(g, t).shape)
+    for i in range(int(m.max(initial=1))):
+        r = np.where(i < m, r * np.clip(g - t - i, 0, None) / np.maximum(g - i, 1), r)
+    return r
+
+
+def expected_ranking_metrics(scores: np.ndarray, truth: np.ndarray, truth_mask: np.ndarray,
+                             ks=(10, 20)) -> dict[str, np.ndarray]:
+    """Per-user Recall@k, nDCG@k, HitRate@k and MRR, each the exact expectation over a uniformly
+    random order of tied scores. ``scores`` [B, N] (non-candidates at -inf), ``truth`` [B, L] item
+    indices, ``truth_mask`` [B, L].
+
+    Recall and nDCG are sums over truth items, so each item's rank is uniform over the positions of
+    its tie group (``higher + 1 .. higher + tied``). Hit and MRR depend on the best-placed truth item:
+    in the highest tie group holding ``m`` of them among ``g`` items, the first one sits at position
+    ``j`` with P(first >= j) = C(g - j + 1, m) / C(g, m).
+    """
+    B, N = scores.shape
+    t_scores = np.take_along_axis(scores, truth, axis=1)
+    higher = np.zeros(truth.shape, np.int64)
+    tied = np.ones(truth.shape, np.int64)
+    for j in range(truth.shape[1]):
+        s = t_scores[:, j: j + 1]
+        higher[:, j] = (scores > s).sum(1)
+        tied[:, j] = (scores == s).sum(1)
+    n_truth = truth_mask.sum(1)
+    valid = n_truth > 0
+    kmax = max(ks)
+    disc = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, max(N, kmax) + 2)))])  # disc[r] = sum_{q<=r}
+    out: dict[str, np.ndarray] = {}
+    # the best truth level per row: the first truth item's position there
+    best = np.where(truth_mask, t_scores, -np.inf).max(1, keepdims=True)
+    at_best = truth_mask & (t_scores == best)
+    m = at_best.sum(1)
+    h0 = np.where(at_best, higher, 0).max(1)
+    g0 = np.where(at_best, tied, 1).max(1)
+
+    for k in ks:
+        lo, hi = np.minimum(higher, k), np.minimum(higher + tied, k)
+        in_k = np.where(truth_mask, (hi - lo) / tied, 0.0)  # expected share of the item's positions in the top k
+        dcg = np.where(truth_mask, (disc[hi] - disc[lo]) / tied, 0.0).sum(1)
+        idcg = disc[np.minimum(n_truth, k)]
+        out[f"recall@{k}"] = np.where(valid, in_k.sum(1) / np.maximum(n_truth, 1), 0.0)
+        out[f"ndcg@{k}"] = np.where(valid, dcg / np.where(idcg > 0, idcg, 1.0), 0.0)
+        out[f"hit@{k}"] = np.where(valid, 1.0 - _p_first_after(g0, m, (k - h0)[:, None])[:, 0], 0.0)
+    # MRR = sum over positions j of P(first = j) / (h0 + j)
+    j = np.arange(0, int(g0.max(initial=1)) + 1)[None, :]
+    surv = _p_first_after(g0, m, j)  # surv[:, t] = P(first > t)
+    p_at = surv[:, :-1] - surv[:, 1:]
+    out["mrr"] = np.where(valid, (p_at / (h0[:, None] + j[:, 1:])).sum(1), 0.0)
     return out
 
 

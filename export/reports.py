@@ -12,8 +12,8 @@ def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra
           f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users, "
           f"cold items {split_summary['cold_items']} ({split_summary['cold_test']['positives']} held-out positives). "
           "Full ranking over warm items (each user's seen items excluded) for warm users; over cold items only "
-          "for the cold-item test. Ties are broken by a fixed pseudo-random order, so constant scores earn "
-          "random-level metrics.\n"]
+          "for the cold-item test. Tied scores earn the exact expected metric over random tie orders, so constant "
+          "scores (CF on cold items) earn the random level, not one draw of it.\n"]
     for part in ("warm", "cold"):
         md.append(f"\n## {'Warm users (per-user temporal holdout)' if part == 'warm' else 'Cold items (never seen in training)'}\n")
         table_rows = [{"model": r["model"], **r[part]} for r in rows]
@@ -34,5 +34,5 @@ def teacher_summary(rep: dict) -> str:
 def quality_table(manifest) -> str:
     """The export's quality/speed table of a bundle manifest (teacher, fp32 and every variant)."""
     rows = [{"model": k, **v} for k, v in manifest.quality.rows.items()]
-    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "recall@20", "auc_sampled", "request_p@10",
-                                 "request_kept", "cos_mean", "cos_min", "latency_ms", "speedup"])
+    return markdown_table(rows, ["model", "ndcg@10", "ndcg_kept", "cold_ndcg@10", "cold_kept", "recall@20",
+                                 "request_p@10", "request_kept", "cos_mean", "cos_min", "latency_ms", "speedup"])

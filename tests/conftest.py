@@ -116,7 +116,7 @@ def tiny_bundle(tmp_path_factory, toy_data):
     train(conf, root / "teacher", progress=False)
     distill(root / "teacher", DistillConfig(layers=(0, 2), epochs=1, threads=1), root / "student", progress=False)
     export_bundle(root / "student", root / "bundle", ["x86-avx512-vnni", "rpi4"], root / "teacher", min_kept=0.0,
-                  min_request_kept=0.0,
+                  min_request_kept=0.0, min_cold_kept=0.0,
                   keep_fp32=True, progress=lambda m: None)
     return root
 

@@ -65,3 +65,27 @@ def test_genre_ab_names_bad_arms(tiny_bundle, tmp_path):
     conf = str(tiny_bundle / "teacher" / "config.toml")
     r = CliRunner().invoke(main, ["ab", "--a", str(tmp_path), "--b", str(tiny_bundle / "bundle"), "--config", conf])
     assert r.exit_code == 1 and "neither a bundle" in r.output
+
+
+def test_holm_adjustment():
+    from genre_edge_export.ab import holm
+
+    adj = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adj == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})  # 3 x 0.01, max(2 x 0.03, ...), monotone
+
+
+def test_genre_ab_takes_a_tuned_baseline_and_seeds(tiny_bundle, tmp_path):
+    from genre_edge.cli import main
+
+    conf = str(tiny_bundle / "teacher" / "config.toml")
+    teacher = str(tiny_bundle / "teacher")
+    r = CliRunner().invoke(main, ["ab", "--a", "baseline:ease-recency", "--b", f"{teacher},{teacher}",
+                                  "--config", conf, "--which", "valid", "--bootstrap", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["arms"]["A"]["kind"] == "baseline" and res["arms"]["B"]["kind"] == "model"
+    seeds = res["arms"]["B"]["seeds"]["ndcg@10"]
+    assert seeds["runs"][0] == seeds["runs"][1] and seeds["sd"] == 0.0  # the same folder twice
+    assert all("p_holm" in c and c["p_holm"] >= c["p_permutation"] for c in res["comparison"].values())
+    r = CliRunner().invoke(main, ["ab", "--a", "baseline:nope", "--b", teacher, "--config", conf])
+    assert r.exit_code == 1 and "unknown baseline" in r.output

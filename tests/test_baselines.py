@@ -31,3 +31,27 @@ def test_als_baseline_runs(toy_data):
     split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
     (r,) = run_baselines(split, ("als",))
     assert 0 <= r.warm["ndcg@10"] <= 1
+
+
+def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
+    from genre_edge_export.baselines import EASE, recency_weights, run_baselines, tune
+    from genre_edge_export.baselines import interaction_matrix
+
+    split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
+    X = interaction_matrix(split)
+    grid = [{"lam": 1.0}, {"lam": 30.0}, {"lam": 3000.0}]
+    model, params, rows = tune("ease", split, X, grid)
+    assert [r["lam"] for r in rows] == [1.0, 30.0, 3000.0]
+    assert params == grid[int(np.argmax([r["valid_ndcg@10"] for r in rows]))] and model.lam == params["lam"]
+    (r,) = run_baselines(split, ("ease-recency",))
+    assert {"lam", "half_life", "floor"} <= set(r.params) and len(r.grid) == 24
+    assert max(g["valid_ndcg@10"] for g in r.grid) == pytest.approx(r.valid["ndcg@10"])
+    # the hybrid's recency weighting: the last item counts 1, one half-life back floor + (1 - floor) / 2
+    w = recency_weights(10.0, 0.2)(11)
+    assert w[-1] == pytest.approx(1.0) and w[0] == pytest.approx(0.2 + 0.8 * 0.5)
+    # floor 1 = no weighting: the same scores as plain EASE
+    hist = split.histories("test")
+    us = np.arange(5)
+    plain = EASE(250.0).fit(X).score(us, hist)
+    assert np.allclose(EASE(250.0, half_life=10.0, floor=1.0).fit(X).score(us, hist), plain)
+    assert not np.allclose(EASE(250.0, half_life=2.0, floor=0.0).fit(X).score(us, hist), plain)

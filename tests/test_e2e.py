@@ -45,7 +45,7 @@ def test_real_teacher_on_ml100k_slice(tmp_path):
 
     from genre_edge_export.bundle_writer import export_bundle
 
-    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0,
+    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0, min_cold_kept=0.0,
                   progress=lambda m: None)
     genre = [sys.executable, "-m", "genre_edge.cli"]
     env = {**os.environ, "GENRE_STATE_DIR": str(tmp_path / "state"), "HF_HUB_OFFLINE": "1"}

@@ -126,3 +126,32 @@ def test_bad_split_config():
         cfgmod.from_dict(SplitConfig, {"kind": "global_time", "valid_quantile": 0.9, "test_quantile": 0.8})
     with pytest.raises(ConfigError, match="cold_valid_quantile"):
         cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_quantile": 0.5, "cold_valid_quantile": 0.5})
+
+
+def test_tied_scores_earn_the_exact_expectation_over_tie_orders():
+    """Brute force: the mean of the plain metrics over every order of the ties equals the expected
+    metrics; constant scores earn the random level exactly."""
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        n = 7
+        scores = rng.integers(0, 3, size=(1, n)).astype(float)
+        truth = rng.choice(n, size=(1, int(rng.integers(1, 4))), replace=False)
+        tm = np.ones(truth.shape, bool)
+        perms = list(itertools.permutations(range(n)))
+        mean = {}
+        for perm in perms:
+            for k, v in M.ranking_metrics(M.truth_ranks(scores, truth, tm, np.array(perm)), tm, (3, 5)).items():
+                mean[k] = mean.get(k, 0.0) + v[0] / len(perms)
+        got = M.expected_ranking_metrics(scores, truth, tm, (3, 5))
+        assert {k: round(v, 9) for k, v in mean.items()} == {k: round(float(got[k][0]), 9) for k in mean}
+    # constant scores over 100 items, 2 relevant: recall@10 = 10/100, hit@10 = 1 - C(98,2)/C(100,2)
+    got = M.expected_ranking_metrics(np.zeros((1, 100)), np.array([[3, 7]]), np.ones((1, 2), bool), (10,))
+    assert got["recall@10"][0] == pytest.approx(0.1) and got["hit@10"][0] == pytest.approx(1 - 90 * 89 / (100 * 99))
+    # no ties: the plain metrics
+    s = rng.random((4, 50))
+    t, tm = np.array([[1, 2], [3, 4], [5, 6], [7, 8]]), np.ones((4, 2), bool)
+    plain = M.ranking_metrics(M.truth_ranks(s, t, tm), tm, (10,))
+    exp = M.expected_ranking_metrics(s, t, tm, (10,))
+    assert all(np.allclose(plain[k], exp[k]) for k in plain)

@@ -69,7 +69,7 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
 
     conf = tiny_config(toy_data, enc, head={"kind": "mlp"}, cf={"kind": "mf"})
     train(conf, tmp_path / "m", progress=False)
-    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0,
+    export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0, min_cold_kept=0.0,
                   progress=lambda m: None,
                   catalog_dtype="fp16", extra_variants=("int8-qdq",))
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
@@ -94,6 +94,15 @@ def test_quality_gate_fails_clearly(tmp_path, toy_data, enc):
     with pytest.raises(QualityGateError, match="quality gate failed"):
         export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=1.5, progress=lambda m: None)
     assert not (tmp_path / "b").exists() and (tmp_path / "b.rejected" / "manifest.json").is_file()
+    # every shipped variant is held to each threshold, and the message names what failed
+    with pytest.raises(QualityGateError, match=r"int8-avx512vnni keeps .* request precision@10 \(required 50\.000\)"):
+        export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=50.0,
+                      min_cold_kept=0.0, progress=lambda m: None)
+    import json
+
+    gate = json.loads((tmp_path / "b.rejected" / "manifest.json").read_text())["quality"]["gate"]
+    # the toy split has no cold-validation items, so there is no cold figure to gate on
+    assert set(gate["variants"]["int8-avx512vnni"]) == {"warm", "request"} and not gate["passed"]
 
 
 def test_bundle_size_trims_keep_parity(tiny_bundle):
