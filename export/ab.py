@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from genre_edge.errors import ConfigError
+from genre_edge.recommender import Recommender
 
+from .baselines import BASELINES, interaction_matrix, tune
 from .evaluate import category_features, evaluate
 from .llm import user_side_texts
 from .model_folder import ModelDir, domains_hint
@@ -86,8 +88,6 @@ class Arm:
 
     @staticmethod
     def _baseline(name: str, split, histories: list[np.ndarray]):
-        from .baselines import BASELINES, interaction_matrix, tune
-
         if name not in BASELINES:
             raise ConfigError(f"baseline:{name}: unknown baseline; choose from {', '.join(BASELINES)}")
         model, params, _ = tune(name, split, interaction_matrix(split))
@@ -96,8 +96,6 @@ class Arm:
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray]):
-        from genre_edge.recommender import Recommender
-
         rec = Recommender.load(path, "auto", state_dir=Path(str(path.resolve()) + ".ab-state-unused"))
         cat = rec.catalog
         pos = np.array([cat.index.get(i, -1) for i in item_ids], np.int64)  # data item -> bundle row

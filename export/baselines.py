@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import require
+from .evaluate import evaluate
 from .split import Split
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,6 @@ class ALS:
                        random_state=seed)
 
     def fit(self, X: np.ndarray):
-        from . import require
-
         implicit_als = require("implicit.cpu.als", "baselines", "the ALS baseline")
         sp = require("scipy.sparse", "baselines", "the ALS baseline")
         from threadpoolctl import threadpool_limits
@@ -216,8 +216,6 @@ class BaselineResult:
 
 def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None):
     """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores)."""
-    from .evaluate import evaluate
-
     train_hist = split.histories("valid")  # validation reads the training events only
     rows, best = [], None
     for params in (GRIDS[name] if grid is None else grid):
@@ -234,8 +232,6 @@ def run_baselines(split: Split, names=("popularity", "item-knn", "ease", "ease-r
                   ks=(10, 20), tuned: bool = True) -> list[BaselineResult]:
     """Each baseline tuned on validation (``tuned``; else the classes' defaults), then scored once on
     the warm test users and the cold items."""
-    from .evaluate import evaluate
-
     X = interaction_matrix(split)
     valid_hist, test_hist = split.histories("valid"), split.histories("test")  # test: + validation events
     out = []

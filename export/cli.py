@@ -246,7 +246,8 @@ def recommend_torch(model_dir, user, history, k, as_json):
     import numpy as np
 
     from .model_folder import ModelDir
-    from .train import Prepared, Scorer
+    from .prepare import Prepared
+    from .scoring import Scorer
 
     M = run_api(ModelDir, model_dir)
     tower, rec = M.modules()

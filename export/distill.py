@@ -14,6 +14,7 @@ import numpy as np
 
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
+from genre_edge.text_template import render
 
 from . import require
 from .augment import AugmentConfig, augmented_texts
@@ -93,8 +94,6 @@ def _encode(tower, T, texts: list[str]):
 
 
 def _view_text(view: str, it: dict, i: int, full: str) -> str:
-    from genre_edge.text_template import render
-
     title, year = it["title"][i], it["year"][i]
     genres = ", ".join(it["categories"][i])
     if view == "full":

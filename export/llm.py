@@ -29,8 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genre_edge import config as cfg
-from genre_edge.errors import ConfigError, GenreError
+from genre_edge.errors import ConfigError, GenreError, MissingExtraError
+from genre_edge.text_template import render
 
+from .data import load_dataset
+from .data.domain import domain
+from .data.fetch import DATASETS
 from .split import SplitConfig, make_split
 from .train_config import DataConfig
 
@@ -225,8 +229,6 @@ class LlamaCppBackend:
         try:
             from llama_cpp import Llama
         except ImportError:
-            from genre_edge.errors import MissingExtraError
-
             raise MissingExtraError("llm", "backend.kind = 'llama_cpp'") from None
         if not Path(conf.model_path).is_file():
             raise ConfigError(f"backend.model_path: {conf.model_path} is not a file")
@@ -327,13 +329,8 @@ def output_dir(conf: EnrichConfig, data_path: Path) -> Path:
 
 def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = True, backend=None) -> dict:
     """Run the enabled tasks; returns counts per task (done before, generated, cached, rejected)."""
-    from .data import load_dataset
-    from .data.fetch import DATASETS
-
     src = conf.data.source
     data_path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
-    from .data.domain import domain
-
     ds = domain(load_dataset(data_path, conf.data.format, conf.data.threshold), conf.data.include_categories,
                 conf.data.exclude_categories)
     be = backend or BACKENDS[conf.backend.kind](conf.backend)
@@ -433,8 +430,6 @@ def load_user_profiles(path: str | Path, user_ids: list[str]) -> list[str]:
 
 def load_synthetic_items(path: str | Path, user_ids: list[str], template: str) -> list[list[str]]:
     """Per user, the item texts (rendered with the item template) of their synthetic items ([] for none)."""
-    from genre_edge.text_template import render
-
     by_id = _load_answers(path, "synthetic", "data.synthetic_items", "with tasks.synthetic = true")
     out = []
     for u in user_ids:

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genre_edge.query_parser import QueryParser
+
+from .vocabulary import vocabulary
+
 PARTS = ("train", "valid", "test")
 
 # Mood words per category: what people say instead of the category's name. None of these is a
@@ -176,10 +180,6 @@ def for_items(items: dict, part: str, per_kind: int, query_parser=None) -> list[
 def encoder_texts(items: dict, part: str, per_kind: int, query_parser=None) -> list[str]:
     """What the device's encoder reads for the requests of ``part``: each request's text and, where the
     request parser takes constraints out, the rest it embeds (``query_parser``: the training config's)."""
-    from genre_edge.query_parser import QueryParser
-
-    from .vocabulary import vocabulary
-
     reqs = for_items(items, part, per_kind)
     years = [y for y in items["year"] if y > 0]
     parser = QueryParser(vocabulary([c for cs in items["categories"] for c in cs], query_parser).vocabulary,

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.schema import Items
 from genre_edge.text_template import render
+from genre_edge.tokenize import encode_batch, load_tokenizer
+
+from .data.schema import Items
 
 
 def item_texts(items: Items, template: str) -> list[str]:
@@ -15,6 +17,4 @@ def item_texts(items: Items, template: str) -> list[str]:
 
 def tokenize(tokenizer_path: str | Path, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and mask [N, T], exactly as the runtime tokenizes."""
-    from genre_edge.tokenize import encode_batch, load_tokenizer
-
     return encode_batch(load_tokenizer(tokenizer_path, max_tokens), texts)

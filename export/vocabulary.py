@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from genre_edge.bundle import QueryParserSpec
+from genre_edge.errors import ConfigError
 from genre_edge.query_parser import category_phrases
 
 
@@ -25,8 +26,6 @@ def vocabulary(categories, conf: QueryParserConfig | None = None) -> QueryParser
     conf = conf or QueryParserConfig()
     unknown = sorted(set(conf.synonyms) - set(categories))
     if unknown:
-        from genre_edge.errors import ConfigError
-
         raise ConfigError(f"query_parser.synonyms: {unknown[0]!r} is not a category of this catalog; "
                           f"it has: {', '.join(sorted(c for c in set(categories) if c))}")
     vocab = {}

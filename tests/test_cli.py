@@ -44,3 +44,18 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["dim"] == 32
     r = CliRunner().invoke(main, ["bench", "--bundle", b, "--profile", "nope", "--reps", "5"])
     assert r.exit_code == 1 and "unknown profile 'nope'" in r.output
+
+
+def test_recommend_model_reaches_the_export_side_through_its_hook(tiny_bundle):
+    """`genre recommend --model` (PyTorch path) is provided by the export package as an entry-point hook."""
+    import pytest
+
+    from conftest import have_export
+
+    if not have_export():
+        pytest.skip("export extra not installed")
+    r = CliRunner().invoke(main, ["recommend", "--model", str(tiny_bundle / "teacher"), "--history", "m0,m6,m12",
+                                  "-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert len(out) == 3 and all(o["id"] not in ("m0", "m6", "m12") and o["because"] for o in out)
