@@ -73,11 +73,16 @@ def test_genre_bench_all_profiles_runs_what_fits_and_skips_the_rest(tiny_bundle,
     rows = json.loads(p.stdout)
     skipped = {r["profile"]: r["reason"] for r in rows if r.get("skipped")}
     ran = [r for r in rows if not r.get("skipped")]
-    import platform
+    from genre_edge.profile import detect, fits, load_profile, machine_info
 
-    if platform.machine() == "x86_64":
-        assert "needs aarch64" in skipped["rpi4"] and "jetson-orin-nano" in skipped
-        assert {r["variant"] for r in ran if r["profile"] == "x86-avx512-vnni"} == {"fp32", "int8-avx512vnni"}
+    # what runs depends on this machine (AVX2-only, AVX-512 VNNI or arm64 hosts all run this test):
+    # every profile that fits it ran, every other one is skipped with its reason
+    here = detect().name
+    info = machine_info()
+    for name in ("x86-avx512-vnni", "x86-avx2", "rpi4", "rpi5"):
+        ok, why = fits(load_profile(name), info)
+        assert (name in skipped) == (not ok) and (not skipped.get(name) or why in skipped[name])
+    assert {r["variant"] for r in ran if r["profile"] == here} == {"fp32", "int8-avx512vnni"}  # the bundle's two
     for r in ran:
         st = r["stages_ms"]
         assert set(st) == {"request", "tokenize", "encode", "user_model", "score", "rerank", "total"}
@@ -91,7 +96,7 @@ def test_genre_bench_all_profiles_runs_what_fits_and_skips_the_rest(tiny_bundle,
         assert r["machine"]["onnxruntime"] and len(r["bundle_sha256"]) == 16
     assert len((out / "bench.jsonl").read_text().splitlines()) == len(rows)
     md = (out / "bench.md").read_text()
-    assert "## Skipped here" in md and "| x86-avx512-vnni | int8-avx512vnni |" in md
+    assert "## Skipped here" in md and f"| {here} | int8-avx512vnni |" in md
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -20,15 +20,33 @@ def test_hand_written_onnx_model_is_valid_onnx():
     assert np.array_equal(got["catalog_t"], q.T) and np.array_equal(got["scales"], s)
 
 
+@pytest.mark.parametrize("reduce_range", [None, True, False])
 @pytest.mark.parametrize("n", [1, 257, 5000])
-def test_int8_index_matches_float32_scores(n):
+def test_int8_index_matches_float32_scores(n, reduce_range):
+    """None: what this CPU gets (7-bit query without VNNI on x86); True runs everywhere; full range only
+    where the u8 x s8 kernel cannot saturate."""
+    from genre_edge.catalog_index import saturates_u8s8
+
+    if reduce_range is False and saturates_u8s8():
+        pytest.skip("full-range u8 x s8 saturates int16 pair sums on x86 without VNNI (this CPU)")
     e = unit_rows(n, seed=n)
     u = e[: min(n, 20)].mean(0)
-    got, ref = Int8Index(e).scores(u), e @ u
+    got, ref = Int8Index(e, reduce_range=reduce_range).scores(u), e @ u
     assert got.shape == (n,) and got.dtype == np.float32
     assert np.abs(got - ref).max() < 0.01  # two int8 roundings of unit vectors
     if n > 10:
         assert len(set(np.argsort(-got)[:10]) & set(np.argsort(-ref)[:10])) >= 9
+
+
+def test_reduced_range_query_cannot_saturate_and_detection_follows_the_cpu():
+    from genre_edge.catalog_index import saturates_u8s8
+
+    ix = Int8Index(unit_rows(64), reduce_range=True)
+    uq, _ = ix.quantize_query(np.random.default_rng(0).normal(size=48).astype(np.float32) * 9)
+    assert uq.max() <= 127 and uq.min() >= 1
+    assert 2 * 127 * 127 <= 32767 < 2 * 255 * 127  # vpmaddubsw's int16 pair sums: safe at 7 bits, not at 8
+    assert saturates_u8s8({"avx2", "fma"}, "x86_64") and not saturates_u8s8({"avx2", "avx512_vnni"}, "x86_64")
+    assert not saturates_u8s8({"asimd", "asimddp"}, "aarch64") and not saturates_u8s8({"avx2", "avx_vnni"}, "x86_64")
 
 
 def test_int8_index_handles_a_zero_query_and_zero_rows():
