@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError, RequestError
+from .request import check_text
 from .fsutil import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,18 @@ class ItemInput:
     def validate(self) -> "ItemInput":
         if not isinstance(self.id, str) or not self.id.strip() or len(self.id) > MAX_ID_LEN:
             raise RequestError(f"item id must be a non-empty string of at most {MAX_ID_LEN} characters")
-        if any(ord(c) < 32 for c in self.id):
-            raise RequestError("item id must not contain control characters")
+        check_text(self.id, "item id")
         if not isinstance(self.title, str) or not self.title.strip() or len(self.title) > MAX_TITLE_LEN:
             raise RequestError(f"item {self.id!r}: title must be a non-empty string of at most {MAX_TITLE_LEN} characters")
         if not isinstance(self.text, str) or len(self.text) > MAX_TEXT_LEN:
             raise RequestError(f"item {self.id!r}: text must be a string of at most {MAX_TEXT_LEN} characters")
+        check_text(self.title, f"item {self.id!r}: title", allow_newlines=True)
+        check_text(self.text, f"item {self.id!r}: text", allow_newlines=True)
         cats = tuple(self.categories)
         if len(cats) > 50 or not all(isinstance(c, str) and 0 < len(c) <= 100 for c in cats):
             raise RequestError(f"item {self.id!r}: categories must be at most 50 strings of 1-100 characters")
+        for c in cats:
+            check_text(c, f"item {self.id!r}: categories")
         for name in ("year", "timestamp"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= 2**62):

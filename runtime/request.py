@@ -88,8 +88,12 @@ class Request:
             raise RequestError("history must be a list of item id strings")
         if len(self.history) > MAX_HISTORY:
             raise RequestError(f"history has {len(self.history)} items; at most {MAX_HISTORY}")
+        for h in self.history:
+            check_text(h, "history item ids")
         if self.query is not None and (not isinstance(self.query, str) or len(self.query) > MAX_QUERY_CHARS):
             raise RequestError(f"query must be a string of at most {MAX_QUERY_CHARS} characters")
+        if self.query is not None:
+            check_text(self.query, "query", allow_newlines=True)
         if _not_int(self.k) or not 1 <= self.k <= MAX_K:
             raise RequestError(f"k must be an integer in 1..{MAX_K}, got {self.k!r}")
         if self.strategy is not None and self.strategy not in STRATEGIES:
@@ -100,6 +104,8 @@ class Request:
             v = getattr(self, name)
             if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v) or len(v) > MAX_CATEGORIES:
                 raise RequestError(f"{name} must be a list of at most {MAX_CATEGORIES} strings")
+            for x in v:
+                check_text(x, name)
         for f in dataclasses.fields(self):
             v, lo, hi = getattr(self, f.name), f.metadata["lo"], f.metadata["hi"]
             if v is None or lo is None or f.name == "k":
@@ -116,6 +122,18 @@ class Request:
         sid = self.session_id
         if sid is not None and (not isinstance(sid, str) or not sid or len(sid) > MAX_SESSION_ID):
             raise RequestError(f"session_id must be a non-empty string of at most {MAX_SESSION_ID} characters")
+        if sid is not None:
+            check_text(sid, "session_id")
+
+
+def check_text(s: str, what: str, allow_newlines: bool = False) -> None:
+    """Refuse what cannot be stored or sent back as UTF-8 JSON (lone surrogates) and control characters."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{what} must be valid Unicode text (it holds a lone surrogate)") from None
+    if any(ord(c) < 32 and not (allow_newlines and c in "\t\n\r") for c in s):
+        raise RequestError(f"{what} must not contain control characters")
 
 
 def _not_int(v) -> bool:

@@ -7,6 +7,11 @@ Every bad request gets a 4xx JSON error ``{"error": ..., "detail": ...}``; the s
 import logging
 from typing import Literal, Optional
 
+try:  # the 'server' extra; the module stays importable without it
+    from pydantic import StrictBool, StrictInt
+except ImportError:  # pragma: no cover
+    StrictBool, StrictInt = bool, int
+
 from .catalog import MAX_ID_LEN, MAX_TEXT_LEN, MAX_TITLE_LEN
 from .errors import GenreError, RequestError
 from .recommender import Recommender
@@ -18,8 +23,9 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_ITEMS_PER_REQUEST = 1000
 
 
-_PY_TYPES = {"tuple[str, ...]": list[str], "str | None": Optional[str], "int": int, "int | None": Optional[int],
-             "float | None": Optional[float], "bool": bool}
+# strict ints and bools: JSON true is not k = 1, and "yes" is not a bool (the Python API agrees)
+_PY_TYPES = {"tuple[str, ...]": list[str], "str | None": Optional[str], "int": StrictInt,
+             "int | None": Optional[StrictInt], "float | None": Optional[float], "bool": StrictBool}
 
 
 def request_body_model():
@@ -117,7 +123,7 @@ def create_app(rec: Recommender):
     def add_items(body: ItemsBody):
         return {"added": rec.add_items([i.model_dump() for i in body.items])}
 
-    @app.delete("/items/{item_id}")
+    @app.delete("/items/{item_id:path}")  # ids may hold '/' (a%2Fb arrives decoded)
     def remove_item(item_id: str):
         unknown = rec.remove_items([item_id])
         if unknown:

@@ -78,3 +78,30 @@ def test_oversized_body_is_refused_by_its_declared_length(server):
     c.close()
     assert r.status == 413 and body["error"] == "body_too_large"
     assert call(server, "GET", "/health")[0] == 200
+
+
+@pytest.mark.parametrize("path, raw, code", [
+    # a lone surrogate in a list field used to pass validation and fail encoding the response (500)
+    ("/recommend", rb'{"history": ["\ud800"], "k": 3}', 400),
+    ("/recommend", rb'{"history": ["m0"], "include_categories": ["\udfff"]}', 400),
+    ("/recommend", rb'{"history": ["m0"], "query": "funny \ud800"}', 422),  # scalar fields: pydantic refuses
+    ("/items", rb'{"items": [{"id": "s1", "title": "x", "categories": ["\ud800"]}]}', 400),
+    ("/items", rb'{"items": [{"id": "s\u0001", "title": "x"}]}', 400),
+    # booleans are not numbers, strings are not booleans (as in the Python API)
+    ("/recommend", rb'{"history": ["m0"], "k": true}', 422),
+    ("/recommend", rb'{"history": ["m0"], "explain": "yes"}', 422),
+])
+def test_unencodable_text_and_bool_numbers_are_refused(server, path, raw, code):
+    st, resp = call(server, "POST", path, raw=raw)
+    assert st == code and "error" in resp
+    st, _ = call(server, "GET", "/health")
+    assert st == 200
+
+
+def test_ids_with_a_slash_can_be_deleted(server):
+    st, body = call(server, "POST", "/items", {"items": [{"id": "a/b", "title": "Slashed", "categories": ["Drama"]}]})
+    assert st == 200 and body["added"] == ["a/b"]
+    st, body = call(server, "DELETE", "/items/a%2Fb")
+    assert st == 200 and body["removed"] == ["a/b"]
+    st, body = call(server, "DELETE", "/items/a%2Fb")
+    assert st == 404
