@@ -108,7 +108,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
                   tar: bool = False, data_dir: str | None = None, progress=print,
                   catalog_dtype: str = "int8", cf_neighbors: int | None = None,
                   extra_variants: tuple[str, ...] = (), min_request_kept: float = 0.9,
-                  min_cold_kept: float = 0.75) -> dict:
+                  min_cold_kept: float = 0.8) -> dict:
     """Export ``model_dir`` (a student or a teacher) to a bundle at ``out``.
 
     Quality is measured for the teacher (``teacher_dir``, default ``model_dir``), the model fp32
