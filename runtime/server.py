@@ -44,8 +44,67 @@ def request_body_model():
     return create_model("RecommendBody", __config__=ConfigDict(extra="forbid"), **fields)
 
 
+class _TooBig(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: at most ``limit`` body bytes per request, counted as they arrive, whatever the
+    encoding (a chunked body has no Content-Length to check up front); the request gets a 413 and the
+    rest of the body is never read into memory."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        cl = dict(scope.get("headers") or []).get(b"content-length")
+        if cl is not None:
+            try:
+                n = int(cl)
+            except ValueError:
+                return await _send_json(send, 400, "bad_request", "invalid Content-Length header")
+            if n > self.limit:
+                return await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
+        state = {"seen": 0, "too_big": False, "started": False}
+
+        async def counted_receive():
+            msg = await receive()
+            if msg["type"] == "http.request":
+                state["seen"] += len(msg.get("body", b""))
+                if state["seen"] > self.limit:
+                    state["too_big"] = True
+                    raise _TooBig()
+            return msg
+
+        async def guarded_send(msg):
+            if state["too_big"]:
+                return  # whatever the app answers to the broken read, the client gets the 413 below
+            if msg["type"] == "http.response.start":
+                state["started"] = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except _TooBig:
+            pass
+        if state["too_big"] and not state["started"]:
+            await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
+
+
+async def _send_json(send, status: int, error: str, detail: str) -> None:
+    import json
+
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(rec: Recommender):
-    from fastapi import FastAPI, Request as HTTPRequest
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
@@ -77,17 +136,7 @@ def create_app(rec: Recommender):
     def err(status: int, error: str, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
-    @app.middleware("http")
-    async def limit_body(request: HTTPRequest, call_next):
-        cl = request.headers.get("content-length")
-        if cl is not None:
-            try:
-                too_big = int(cl) > MAX_BODY_BYTES
-            except ValueError:
-                return err(400, "bad_request", "invalid Content-Length header")
-            if too_big:
-                return err(413, "body_too_large", f"request body is over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_req, exc: RequestValidationError):

@@ -105,3 +105,30 @@ def test_ids_with_a_slash_can_be_deleted(server):
     assert st == 200 and body["removed"] == ["a/b"]
     st, body = call(server, "DELETE", "/items/a%2Fb")
     assert st == 404
+
+
+def test_chunked_bodies_are_limited_as_they_arrive(server):
+    """F1: a chunked body has no Content-Length; the limit must count the bytes that arrive, and the
+    server must not read the rest into memory."""
+    import http.client
+    from urllib.parse import urlparse
+
+    u = urlparse(server)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+    conn.putrequest("POST", "/recommend")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b"[" + b"{}," * 20000  # 60 kB a chunk, 200 chunks = 12 MB if all were read
+    try:
+        for _ in range(200):
+            conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed before the whole body was sent: that is the point
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    conn.close()
+    assert r.status == 413 and body["error"] == "body_too_large"  # before: read in full, then a 422
+    st, resp = call(server, "POST", "/recommend", {"history": ["m0"], "k": 2})
+    assert st == 200 and len(resp["items"]) == 2
