@@ -168,8 +168,10 @@ class Recommender:
 
     def recommend(self, history: Request | list[str] | None = None, **options) -> Response:
         """Recommend for a :class:`~genre_edge.request.Request`, or for a history of item ids and
-        keyword options (the request's fields: ``query``, ``k``, ``strategy``, filters, re-ranking
-        knobs, ``explain``, ``session_id``, ``now``).
+        keyword options (the request's fields: ``query``, ``parse_query``, ``k``, ``strategy``, filters,
+        re-ranking knobs, ``explain``, ``session_id``, ``now``). A query's explicit constraints (years,
+        categories, negations) become filters unless ``parse_query=False``; ``Response.parsed`` says what
+        was understood.
 
         ``history`` is oldest first: the user model reads its last ``max_history`` items and the CF
         part weights recent items more when the bundle was calibrated that way. Unknown ids are
@@ -177,9 +179,9 @@ class Recommender:
         """
         t0 = time.perf_counter()
         # --- request -> validated options (presets from the bundle, overridden per request)
-        req = history if isinstance(history, Request) else Request.create(history, **options)
         if isinstance(history, Request) and options:
             raise RequestError("give a Request or keyword options, not both")
+        req = history if isinstance(history, Request) else Request.create(history, **options)
         # --- parser: explicit constraints in the query become filters, the rest is embedded
         query, parsed = req.query, None
         if query and req.parse_query:
