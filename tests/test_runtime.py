@@ -287,3 +287,33 @@ def test_item_text_template_drops_empty_fields_cleanly_and_keeps_real_punctuatio
     assert render(t, {"title": "A", "genres": "X, Y"}) == "A. Genres: X, Y."
     assert render(t, {"title": "And Now... Ladies", "year": "1990"}) == "And Now... Ladies (1990)."
     assert render("{title}. {description}.", {"title": "T"}) == "T."
+
+
+def test_explanations_are_vectorized_exactly_and_bounded(rec):
+    """The vectorized explanations equal the per-item sums they replace, and only the last
+    EXPLAIN_HISTORY history items can be a reason (cost bounded whatever the history's length)."""
+    from genre_edge.recommender import EXPLAIN_HISTORY
+
+    cat = rec.catalog
+    rng = np.random.default_rng(0)
+    history = [cat.ids[i] for i in rng.choice(len(cat.ids), size=30)]  # repeats included
+    r = rec.recommend(history, query="funny", k=8, explain=True)
+    hist, _ = cat.rows(history)
+    preset, qw = rec.presets[r.strategy], rec.presets[r.strategy].query_weight
+    q = rec.embed(["funny"])[0]
+    hw, u, att = rec._user_vector(hist, q, qw)
+    for it in r.items:  # the reference: per item, per history position, summed by item
+        j = cat.index[it.id]
+        parts = {}
+        for i, c in zip(hw, preset.content * (1 - qw) * att * (cat.emb[hw] @ cat.emb[j])):
+            parts[cat.ids[i]] = parts.get(cat.ids[i], 0.0) + c
+        for i, c in zip(hist, preset.cf * rec.cf.contributions(hist, j)):
+            parts[cat.ids[i]] = parts.get(cat.ids[i], 0.0) + c
+        parts["query"] = preset.content * qw * float(q @ cat.emb[j])
+        pos = {k: v for k, v in parts.items() if v > 0}
+        want = sorted(pos, key=lambda k: -pos[k])[:3]
+        got = [x.get("id", x["source"]) for x in it.reasons]
+        assert got == want and sum(x["share"] for x in it.reasons) <= 1.0 + 1e-6
+    long = [cat.ids[0]] * 5 + [cat.ids[1]] * (EXPLAIN_HISTORY + 50)
+    r = rec.recommend(long, k=5, explain=True, strategy="cf")
+    assert all(x.get("id") != cat.ids[0] for it in r.items for x in it.reasons)  # beyond the window
