@@ -301,7 +301,13 @@ def profile_validate(paths):
 @state_opt
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="GENRE_HOST")
 @click.option("--port", default=8080, show_default=True, type=int, envvar="GENRE_PORT")
-def serve(bundle_path, profile, state_dir, host, port):
+@click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True), envvar="GENRE_API_KEY_FILE",
+              help="File holding the API key that writes (POST/DELETE /items) need in X-API-Key "
+                   "(env GENRE_API_KEY_FILE, or the key itself in GENRE_API_KEY).")
+@click.option("--protect-reads", is_flag=True, help="Require the API key for every endpoint but /health.")
+@click.option("--allow-host", "allow_hosts", multiple=True, envvar="GENRE_ALLOW_HOSTS",
+              help="Host header values to accept (repeatable; default: loopback names and --host; '*' = any).")
+def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_reads, allow_hosts):
     """Serve the HTTP API (FastAPI + uvicorn; the 'server' extra)."""
     try:
         import uvicorn
@@ -309,9 +315,24 @@ def serve(bundle_path, profile, state_dir, host, port):
         from .server import create_app
     except ImportError:
         raise click.ClickException(str(MissingExtraError("server", "'genre serve'"))) from None
+    import os
+
+    from .server import LOOPBACK_HOSTS
+
+    key = Path(api_key_file).read_text(encoding="utf-8").strip() if api_key_file else os.environ.get("GENRE_API_KEY")
+    if api_key_file and not key:
+        raise click.ClickException(f"--api-key-file {api_key_file}: the file is empty")
+    if protect_reads and not key:
+        raise click.ClickException("--protect-reads needs an API key (--api-key-file or GENRE_API_KEY)")
+    if not key and host not in LOOPBACK_HOSTS:
+        log.warning("serving on %s without an API key: anyone who reaches it can change the catalog", host)
+    hosts = tuple(allow_hosts) or (*LOOPBACK_HOSTS, *([host] if host not in ("0.0.0.0", "::") else []))
+    if not allow_hosts and host in ("0.0.0.0", "::"):
+        log.warning("serving on all interfaces, accepting only loopback Host headers: pass --allow-host with the "
+                    "names or addresses clients use (the allow-list stops DNS rebinding)")
     _limit_malloc_arenas()
     rec = _load(bundle_path, profile, state_dir)
-    uvicorn.run(create_app(rec), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(rec, key or None, protect_reads, hosts), host=host, port=port, log_level="warning")
 
 
 def _limit_malloc_arenas(n: int = 2) -> None:

@@ -334,7 +334,8 @@ class Recommender:
 
     def info(self) -> dict:
         m = self.bundle.manifest
-        return {"bundle": str(self.bundle.root), "format_version": m.format_version, "profile": self.profile.name,
+        # the bundle's folder name, not its absolute path (no layout of the device is given away)
+        return {"bundle": Path(self.bundle.root).name, "format_version": m.format_version, "profile": self.profile.name,
                 "variant": self.variant, "items": len(self.catalog), "dim": m.dim,
                 "strategies": list(STRATEGIES), "created_at": m.created_at,
                 "quality": m.quality.summary if m.quality else None}

@@ -93,6 +93,24 @@ class BodyLimit:
             await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
 
 
+class HostAllowList:
+    """ASGI middleware: answer only requests whose Host header names an allowed host (``*``: any). A web
+    page cannot then reach a loopback API through a DNS name it controls (DNS rebinding)."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app, self.any = app, "*" in hosts
+        self.hosts = {h.strip("[]").lower() for h in hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and not self.any:
+            raw = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+            name = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.rsplit(":", 1)[0]
+            if name not in self.hosts:
+                return await _send_json(send, 400, "bad_host", f"Host {raw!r} is not served here; the server's "
+                                        "--allow-host list names the accepted ones")
+        await self.app(scope, receive, send)
+
+
 async def _send_json(send, status: int, error: str, detail: str) -> None:
     import json
 
@@ -103,8 +121,19 @@ async def _send_json(send, status: int, error: str, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(rec: Recommender):
-    from fastapi import FastAPI
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool = False,
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS):
+    """The app. With ``api_key``, writes (POST/DELETE /items) need it in the ``X-API-Key`` header, and
+    with ``protect_reads`` every endpoint but /health does (compared in constant time; declared in
+    OpenAPI). ``allowed_hosts`` is the Host-header allow-list (default: loopback names, which stops a
+    web page from reaching the API through DNS rebinding; ``*`` allows any)."""
+    import hmac
+
+    from fastapi import Depends, FastAPI
+    from fastapi.security import APIKeyHeader
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
@@ -136,7 +165,24 @@ def create_app(rec: Recommender):
     def err(status: int, error: str, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(HostAllowList, hosts=tuple(allowed_hosts))
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # outermost: before anything reads the body
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
+
+    def check_key(given: Optional[str]):
+        if api_key is None:
+            return
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+            from fastapi import HTTPException
+
+            raise HTTPException(401, "missing or wrong X-API-Key")
+
+    def write_access(given: Optional[str] = Depends(key_header)):
+        check_key(given)
+
+    def read_access(given: Optional[str] = Depends(key_header)):
+        if protect_reads:
+            check_key(given)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(_req, exc: RequestValidationError):
@@ -160,26 +206,26 @@ def create_app(rec: Recommender):
     def health():
         return {"status": "ok", "items": len(rec.catalog)}
 
-    @app.get("/info")
+    @app.get("/info", dependencies=[Depends(read_access)])
     def info():
         return rec.info()
 
-    @app.post("/recommend")
+    @app.post("/recommend", dependencies=[Depends(read_access)])
     def recommend(body: RecommendBody):
         return rec.recommend(Request(**body.model_dump())).to_dict()
 
-    @app.post("/items")
+    @app.post("/items", dependencies=[Depends(write_access)])
     def add_items(body: ItemsBody):
         return {"added": rec.add_items([i.model_dump() for i in body.items])}
 
-    @app.delete("/items/{item_id:path}")  # ids may hold '/' (a%2Fb arrives decoded)
+    @app.delete("/items/{item_id:path}", dependencies=[Depends(write_access)])  # ids may hold '/' (a%2Fb)
     def remove_item(item_id: str):
         unknown = rec.remove_items([item_id])
         if unknown:
             return err(404, "not_found", f"item {item_id!r} is not in the catalog")
         return {"removed": [item_id]}
 
-    @app.post("/feedback")
+    @app.post("/feedback", dependencies=[Depends(read_access)])  # session state, not the catalog
     def feedback(body: FeedbackBody):
         rec.feedback(body.session_id, body.item_id, body.event)
         return {"ok": True}

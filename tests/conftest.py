@@ -122,7 +122,7 @@ def tiny_bundle(tmp_path_factory, toy_data):
 
 
 @contextlib.contextmanager
-def live_server(tiny_root: Path, work: Path):
+def live_server(tiny_root: Path, work: Path, **app_options):
     """uvicorn serving a private copy of the tiny bundle on a free loopback port; yields the base URL."""
     import shutil
     import socket
@@ -139,7 +139,8 @@ def live_server(tiny_root: Path, work: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(rec), host="127.0.0.1", port=port, log_level="error"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(rec, **app_options), host="127.0.0.1", port=port,
+                                        log_level="error"))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     for _ in range(200):

@@ -132,3 +132,37 @@ def test_chunked_bodies_are_limited_as_they_arrive(server):
     assert r.status == 413 and body["error"] == "body_too_large"  # before: read in full, then a 422
     st, resp = call(server, "POST", "/recommend", {"history": ["m0"], "k": 2})
     assert st == 200 and len(resp["items"]) == 2
+
+
+def _req(base, method, path, body=None, headers=None):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                 method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_api_key_protects_writes_and_optionally_reads(tiny_bundle, tmp_path):
+    """F5: writes need the key (constant-time compare), declared in OpenAPI; reads too with protect_reads;
+    the Host header is checked (DNS rebinding); /info names no absolute path."""
+    from conftest import live_server
+
+    item = {"items": [{"id": "k1", "title": "Keyed", "categories": ["Drama"]}]}
+    with live_server(tiny_bundle, tmp_path / "a", api_key="s3cret") as base:
+        assert _req(base, "POST", "/items", item)[0] == 401
+        assert _req(base, "POST", "/items", item, {"X-API-Key": "wrong"})[0] == 401
+        assert _req(base, "DELETE", "/items/m1")[0] == 401
+        assert _req(base, "POST", "/items", item, {"X-API-Key": "s3cret"}) == (200, {"added": ["k1"]})
+        assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2})[0] == 200  # reads stay open
+        st, spec = _req(base, "GET", "/openapi.json")
+        assert "X-API-Key" in json.dumps(spec["components"]["securitySchemes"])
+        st, info = _req(base, "GET", "/info")
+        assert st == 200 and "/" not in info["bundle"] and str(tmp_path) not in json.dumps(info)
+        st, body = _req(base, "GET", "/health", headers={"Host": "evil.example:80"})
+        assert st == 400
+    with live_server(tiny_bundle, tmp_path / "b", api_key="s3cret", protect_reads=True) as base:
+        assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2})[0] == 401
+        assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2}, {"X-API-Key": "s3cret"})[0] == 200
+        assert _req(base, "GET", "/health")[0] == 200  # liveness probes need no key
