@@ -93,6 +93,73 @@ class BodyLimit:
             await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
 
 
+ENDPOINTS = ("/recommend", "/items", "/feedback", "/health", "/info", "/metrics", "/openapi.json")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Prometheus counters and latency histograms per endpoint (a fixed label set: a client cannot grow
+    it with made-up paths), recorded by :meth:`middleware`, rendered by :meth:`render`."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.hist: dict[str, list] = {}  # endpoint -> [bucket counts..., sum, count]
+
+    @staticmethod
+    def endpoint(path: str) -> str:
+        return path if path in ENDPOINTS else "/items/{id}" if path.startswith("/items/") else "other"
+
+    def record(self, path: str, method: str, status: int, seconds: float) -> None:
+        ep = self.endpoint(path)
+        key = (ep, method, status)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        h = self.hist.setdefault(ep, [0] * len(BUCKETS) + [0.0, 0])
+        for i, b in enumerate(BUCKETS):
+            if seconds <= b:
+                h[i] += 1
+        h[-2] += seconds
+        h[-1] += 1
+
+    def middleware(self, app):
+        import time
+
+        async def wrapped(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            status = [500]
+            t0 = time.perf_counter()
+
+            async def send_status(msg):
+                if msg["type"] == "http.response.start":
+                    status[0] = msg["status"]
+                await send(msg)
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                self.record(scope.get("path", ""), scope.get("method", ""), status[0], time.perf_counter() - t0)
+        return wrapped
+
+    def render(self, gauges: dict[str, tuple[str, float]], info: dict[str, str]) -> str:
+        out = ["# HELP genre_requests_total HTTP requests by endpoint, method and status.",
+               "# TYPE genre_requests_total counter"]
+        for (ep, m, st), n in sorted(self.counts.items()):
+            out.append(f'genre_requests_total{{endpoint="{ep}",method="{m}",status="{st}"}} {n}')
+        out += ["# HELP genre_request_seconds Time from request to response, by endpoint.",
+                "# TYPE genre_request_seconds histogram"]
+        for ep, h in sorted(self.hist.items()):
+            for b, n in zip(BUCKETS, h):
+                out.append(f'genre_request_seconds_bucket{{endpoint="{ep}",le="{b}"}} {n}')
+            out += [f'genre_request_seconds_bucket{{endpoint="{ep}",le="+Inf"}} {h[-1]}',
+                    f'genre_request_seconds_sum{{endpoint="{ep}"}} {h[-2]:.6f}',
+                    f'genre_request_seconds_count{{endpoint="{ep}"}} {h[-1]}']
+        for name, (doc, v) in gauges.items():
+            out += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {v}"]
+        labels = ",".join(f'{k}="{v}"' for k, v in info.items())
+        out += ["# HELP genre_model_info The bundle being served.", "# TYPE genre_model_info gauge",
+                f"genre_model_info{{{labels}}} 1"]
+        return "\n".join(out) + "\n"
+
+
 class HostAllowList:
     """ASGI middleware: answer only requests whose Host header names an allowed host (``*``: any). A web
     page cannot then reach a loopback API through a DNS name it controls (DNS rebinding)."""
@@ -160,13 +227,17 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
         item_id: str = Field(min_length=1, max_length=200)
         event: Literal["click", "skip"] = "click"
 
-    app = FastAPI(title="genre-edge", version="1", description="Offline, on-device recommendation.")
+    # no Swagger UI / ReDoc: they load from a CDN, which an offline device cannot reach; /docs is local
+    app = FastAPI(title="genre-edge", version="1", description="Offline, on-device recommendation.",
+                  docs_url=None, redoc_url=None)
 
     def err(status: int, error: str, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": error, "detail": detail})
 
+    metrics = Metrics()
     app.add_middleware(HostAllowList, hosts=tuple(allowed_hosts))
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # outermost: before anything reads the body
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # before anything reads the body
+    app.add_middleware(metrics.middleware)  # outermost: every answer is counted, 413s and bad hosts too
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
 
     def check_key(given: Optional[str]):
@@ -205,6 +276,36 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     @app.get("/health")
     def health():
         return {"status": "ok", "items": len(rec.catalog)}
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        """API docs from the OpenAPI schema, as one self-contained page (no scripts, nothing fetched)."""
+        import html
+
+        from fastapi.responses import HTMLResponse
+
+        spec, rows = app.openapi(), []
+        for path, ops in spec["paths"].items():
+            for method, op in ops.items():
+                body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                ref = body.get("$ref", "").rsplit("/", 1)[-1]
+                fields = spec.get("components", {}).get("schemas", {}).get(ref, {}).get("properties", {})
+                args = ", ".join(f"{k}: {v.get('description', v.get('type', ''))}" for k, v in fields.items())
+                lock = " (API key)" if op.get("security") else ""
+                rows.append(f"<h3>{method.upper()} {html.escape(path)}{lock}</h3><p>{html.escape(op.get('summary', ''))}"
+                            f"</p><p><small>{html.escape(args)}</small></p>")
+        page = (f"<!doctype html><meta charset=utf-8><title>genre-edge API</title><h1>genre-edge API</h1>"
+                f"<p>Machine-readable: <a href='openapi.json'>openapi.json</a></p>{''.join(rows)}")
+        return HTMLResponse(page)
+
+    @app.get("/metrics", dependencies=[Depends(read_access)])
+    async def prometheus():  # on the event loop: the counters are only touched there
+        from fastapi.responses import PlainTextResponse
+
+        gauges = {"genre_catalog_items": ("Active items in the catalog (bundle + on-device).", len(rec.catalog))}
+        info = {"variant": rec.variant, "profile": rec.profile.name,
+                "format_version": str(rec.bundle.manifest.format_version)}
+        return PlainTextResponse(metrics.render(gauges, info), media_type="text/plain; version=0.0.4")
 
     @app.get("/info", dependencies=[Depends(read_access)])
     def info():

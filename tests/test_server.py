@@ -166,3 +166,30 @@ def test_api_key_protects_writes_and_optionally_reads(tiny_bundle, tmp_path):
         assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2})[0] == 401
         assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2}, {"X-API-Key": "s3cret"})[0] == 200
         assert _req(base, "GET", "/health")[0] == 200  # liveness probes need no key
+
+
+def test_prometheus_metrics_count_requests_by_endpoint_and_status(tiny_bundle, tmp_path):
+    from conftest import live_server
+
+    with live_server(tiny_bundle, tmp_path / "m") as base:
+        for _ in range(3):
+            assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 2})[0] == 200
+        assert _req(base, "POST", "/recommend", {"history": ["m0"], "k": 0})[0] == 422
+        assert _req(base, "GET", "/no/such/path/1")[0] == 404
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+            assert r.headers["content-type"].startswith("text/plain")
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert lines['genre_requests_total{endpoint="/recommend",method="POST",status="200"}'] == "3"
+    assert lines['genre_requests_total{endpoint="/recommend",method="POST",status="422"}'] == "1"
+    assert lines['genre_requests_total{endpoint="other",method="GET",status="404"}'] == "1"  # bounded labels
+    assert lines['genre_request_seconds_count{endpoint="/recommend"}'] == "4"
+    assert lines['genre_request_seconds_bucket{endpoint="/recommend",le="+Inf"}'] == "4"
+    assert float(lines["genre_catalog_items"]) > 0 and 'variant="int8-avx512vnni"' in text
+
+
+def test_api_docs_work_offline(server):
+    with urllib.request.urlopen(server + "/docs", timeout=10) as r:
+        page = r.read().decode()
+    assert "POST /recommend" in page and "openapi.json" in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # nothing from a CDN
