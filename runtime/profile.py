@@ -122,18 +122,39 @@ def _read(path: str) -> str:
         return ""
 
 
+# numpy's runtime CPU feature names -> /proc/cpuinfo flag names (what profiles list in cpu_features)
+_NUMPY_FLAGS = {"AVX2": "avx2", "FMA3": "fma", "AVX512F": "avx512f", "AVX512VNNI": "avx512_vnni",
+                "AVX512_VNNI": "avx512_vnni", "ASIMD": "asimd", "ASIMDDP": "asimddp", "ASIMDHP": "asimdhp",
+                "FPHP": "fphp", "SVE": "sve"}
+
+
+def numpy_cpu_flags(features: dict | None = None) -> set[str]:
+    """CPU flags from numpy's own runtime detection (macOS, Windows: no /proc/cpuinfo there)."""
+    if features is None:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as features
+        except ImportError:  # numpy < 2
+            try:
+                from numpy.core._multiarray_umath import __cpu_features__ as features
+            except ImportError:
+                features = {}
+    return {flag for name, flag in _NUMPY_FLAGS.items() if features.get(name)}
+
+
 def machine_info(cpuinfo: str | None = None, device_tree: str | None = None, tegra: str | None = None,
-                 arch: str | None = None) -> MachineInfo:
+                 arch: str | None = None, numpy_features: dict | None = None) -> MachineInfo:
+    """What this machine is: /proc/cpuinfo on Linux; elsewhere (macOS, Windows) numpy's CPU detection."""
     cpuinfo = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
     model = ""
     for line in cpuinfo.splitlines():
         k, _, v = line.partition(":")
         if k.strip() in ("model name", "Model", "Hardware") and not model:
             model = v.strip()
+    flags = read_cpuinfo_flags(cpuinfo) or numpy_cpu_flags(numpy_features)
     return MachineInfo(
         arch=arch or platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64"),
-        cpu_flags=read_cpuinfo_flags(cpuinfo),
-        model=model,
+        cpu_flags=flags,
+        model=model or platform.processor(),
         device_tree=_read("/proc/device-tree/model") if device_tree is None else device_tree,
         tegra_release=_read("/etc/nv_tegra_release") if tegra is None else tegra,
     )
@@ -170,7 +191,8 @@ def detect(info: MachineInfo | None = None, profiles: list[DeviceProfile] | None
     if not ok:
         raise ConfigError(f"no built-in profile fits this machine ({info.arch}, flags: {len(info.cpu_flags)}); "
                           "write your own profile TOML and pass its path")
-    return max(ok, key=lambda p: len(p.cpu_features))
+    # an unknown board (a Mac, a generic arm64 server) gets a CPU-only profile, never a GPU board's
+    return max(ok, key=lambda p: (all(x.name == "CPUExecutionProvider" for x in p.providers), len(p.cpu_features)))
 
 
 def expand(path: str) -> str:

@@ -25,6 +25,7 @@ from .rerank import Rerank, rerank
 from .scorer import CFScorer, blend
 from .session import make_session
 from .user_model import UserModel
+from .variants import SAME_FILE
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,21 @@ class Recommender:
         prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
         b = open_bundle(bundle, verify=True)
         m = b.manifest
+        need = memory_estimate(b, prof)
+        if need["total_mib"] > prof.memory_budget_mib:
+            raise BundleError(
+                f"this bundle needs about {need['total_mib']:.0f} MiB on profile {prof.name}, whose memory_budget_mib "
+                f"is {prof.memory_budget_mib} (" + ", ".join(f"{k} {v:.0f}" for k, v in need.items() if k != "total_mib")
+                + " MiB); use a profile with a larger budget (a .toml of your own), or export a smaller bundle "
+                "(--catalog-dtype int8, --cf-neighbors, fewer variants)")
         have = b.variants("encoder")
-        chosen = variant or next((v for v in (prof.variant, *prof.fallback_variants) if v in have), None)
+        # a variant whose file is another's (int8-arm64 = int8-avx512vnni) is served by that one, silently
+        wanted = [SAME_FILE.get(v, v) for v in (prof.variant, *prof.fallback_variants)]
+        chosen = variant or next((v for v in wanted if v in have), None)
         if chosen is None or chosen not in have:
             raise BundleError(f"bundle has no encoder variant for profile {prof.name} "
                               f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
-        if chosen != prof.variant:
+        if chosen != wanted[0]:
             log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
         enc_file = b.model("encoder", chosen).file
         enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen)
@@ -111,6 +121,7 @@ class Recommender:
         cf = b.load_cf(len(catalog.ids))
         encoder = Encoder(enc_sess, b.path(m.tokenizer), min(m.max_tokens, prof.max_tokens), prof.max_batch)
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
+        rec.memory = need
         state = Path(state_dir) if state_dir else Path(str(Path(bundle).resolve()) + ".state")
         applied = catalog.load_updates(state / "catalog-updates.json")
         if applied["added"] or applied["removed"]:
@@ -338,7 +349,36 @@ class Recommender:
         return {"bundle": Path(self.bundle.root).name, "format_version": m.format_version, "profile": self.profile.name,
                 "variant": self.variant, "items": len(self.catalog), "dim": m.dim,
                 "strategies": list(STRATEGIES), "created_at": m.created_at,
+                "memory_estimate_mib": round(self.memory["total_mib"], 1) if hasattr(self, "memory") else None,
+                "memory_budget_mib": self.profile.memory_budget_mib,
                 "quality": m.quality.summary if m.quality else None}
+
+
+# Python + numpy + onnxruntime + tokenizers before any model: measured 60-80 MiB RSS on x86-64 and arm64
+RUNTIME_BASE_MIB = 80.0
+
+
+def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
+    """MiB the loaded bundle will hold, from the manifest alone (checked against the profile's
+    ``memory_budget_mib`` before anything is loaded): ONNX sessions ~2x their files (weights + packed
+    copies), the catalog as float32 (+ its int8 index where the profile builds one), CF tables widened to
+    int32/float32, the tokenizer, and the runtime itself."""
+    from .catalog_index import AUTO_MIN_ITEMS
+
+    m, mib = b.manifest, 1 / (1 << 20)
+    f = {rel: e.bytes for rel, e in m.files.items()}
+    variants = b.variants("encoder")
+    enc = max((f[m.models.encoder[v].file] for v in variants if v in (prof.variant, *prof.fallback_variants)),
+              default=max(f[e.file] for e in m.models.encoder.values()))
+    small = sum(f[e.file] for part in (m.models.user, m.models.head or {}) for e in part.values())
+    n = m.catalog.n_items or 0
+    index = prof.catalog_scoring == "int8" or (prof.catalog_scoring == "auto" and n >= AUTO_MIN_ITEMS)
+    cf = sum(f.get(x, 0) for x in (m.catalog.cf.idx, m.catalog.cf.w, m.catalog.cf.P, m.catalog.cf.Q) if x)
+    out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
+           "catalog": (n * m.dim * (4 + (1 if index else 0)) + f.get(m.catalog.items, 0) * 3) * mib,
+           "cf": 2 * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
+    out["total_mib"] = sum(out.values())
+    return out
 
 
 def _filters(req: Request, parsed) -> Filters:

@@ -68,3 +68,16 @@ def test_profile_cli():
     assert 'variant = "int8-arm64"' in r.output
     r = CliRunner().invoke(main, ["profile", "show", "toaster"])
     assert r.exit_code == 1 and "unknown profile 'toaster'" in r.output
+
+
+@pytest.mark.parametrize("features, arch, expected", [
+    ({"AVX2": True, "FMA3": True, "AVX512F": True, "AVX512VNNI": True}, "x86_64", "x86-avx512-vnni"),  # Windows/Linux VNNI
+    ({"AVX2": True, "FMA3": True, "AVX512F": False}, "x86_64", "x86-avx2"),  # an Intel Mac or Windows laptop
+    ({"ASIMD": True, "ASIMDDP": True, "ASIMDHP": True, "FPHP": True}, "aarch64", "rpi5"),  # Apple silicon
+])
+def test_auto_profile_without_proc_cpuinfo(features, arch, expected):
+    """macOS and Windows have no /proc/cpuinfo: numpy's own CPU detection gives the flags."""
+    info = machine_info(cpuinfo="", device_tree="", tegra="", arch=arch, numpy_features=features)
+    assert detect(info).name == expected
+    assert machine_info(cpuinfo=X86_AVX2, device_tree="", tegra="", arch="x86_64",
+                        numpy_features={"AVX512VNNI": True}).cpu_flags == {"fpu", "sse", "avx", "avx2", "fma"}

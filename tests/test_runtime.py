@@ -317,3 +317,20 @@ def test_explanations_are_vectorized_exactly_and_bounded(rec):
     long = [cat.ids[0]] * 5 + [cat.ids[1]] * (EXPLAIN_HISTORY + 50)
     r = rec.recommend(long, k=5, explain=True, strategy="cf")
     assert all(x.get("id") != cat.ids[0] for it in r.items for x in it.reasons)  # beyond the window
+
+
+def test_memory_budget_is_checked_before_loading(bundle_copy, tmp_path):
+    """The profile's memory_budget_mib means something: an estimate from the manifest alone is checked
+    before any model is loaded, and info() reports it."""
+    from genre_edge import config as cfgmod
+    from genre_edge.profile import load_profile
+
+    small = dict(cfgmod.to_dict(load_profile("x86-avx512-vnni")), name="tiny-box", memory_budget_mib=16)
+    path = tmp_path / "tiny-box.toml"
+    path.write_text(cfgmod.dumps_toml(small))
+    with pytest.raises(BundleError, match=r"needs about \d+ MiB on profile tiny-box, whose memory_budget_mib is 16"):
+        Recommender.load(bundle_copy, str(path), state_dir=tmp_path / "s")
+    r = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
+    info = r.info()
+    assert 16 < info["memory_estimate_mib"] <= info["memory_budget_mib"]
+    assert r.memory["models"] > 0 and r.memory["catalog"] > 0
