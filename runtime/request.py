@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import RequestError
@@ -88,8 +89,7 @@ class Request:
             raise RequestError("history must be a list of item id strings")
         if len(self.history) > MAX_HISTORY:
             raise RequestError(f"history has {len(self.history)} items; at most {MAX_HISTORY}")
-        for h in self.history:
-            check_text(h, "history item ids")
+        check_text("\x7f".join(self.history), "history item ids")  # DEL joins: not a control character here
         if self.query is not None and (not isinstance(self.query, str) or len(self.query) > MAX_QUERY_CHARS):
             raise RequestError(f"query must be a string of at most {MAX_QUERY_CHARS} characters")
         if self.query is not None:
@@ -104,8 +104,7 @@ class Request:
             v = getattr(self, name)
             if not isinstance(v, tuple) or not all(isinstance(x, str) for x in v) or len(v) > MAX_CATEGORIES:
                 raise RequestError(f"{name} must be a list of at most {MAX_CATEGORIES} strings")
-            for x in v:
-                check_text(x, name)
+            check_text("\x7f".join(v), name)
         for f in dataclasses.fields(self):
             v, lo, hi = getattr(self, f.name), f.metadata["lo"], f.metadata["hi"]
             if v is None or lo is None or f.name == "k":
@@ -126,13 +125,18 @@ class Request:
             check_text(sid, "session_id")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def check_text(s: str, what: str, allow_newlines: bool = False) -> None:
-    """Refuse what cannot be stored or sent back as UTF-8 JSON (lone surrogates) and control characters."""
+    """Refuse what cannot be stored or sent back as UTF-8 JSON (lone surrogates) and control characters.
+    (A list is checked in one call on its items joined: C-speed for a 10,000-id history.)"""
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
         raise RequestError(f"{what} must be valid Unicode text (it holds a lone surrogate)") from None
-    if any(ord(c) < 32 and not (allow_newlines and c in "\t\n\r") for c in s):
+    if (_CONTROL_BUT_WHITESPACE if allow_newlines else _CONTROL).search(s):
         raise RequestError(f"{what} must not contain control characters")
 
 
