@@ -3,12 +3,18 @@
 Updates (add / update / remove) live in one JSON file next to the bundle, rewritten atomically
 (temp file, fsync, rename) on every change: after a crash the file is the old or the new state,
 never a mix, and an update is acknowledged only after its rename is durable.
+
+Several processes may share the file (`genre serve` and `genre items add`, several workers): a writer
+holds an exclusive lock on ``<file>.lock`` while it reads the file's current state, applies its change
+on top and renames the new file in, so no acknowledged write is dropped; every process notices another
+one's write by the file's (inode, size, mtime) signature, one ``stat`` per request, and applies it.
 """
 from __future__ import annotations
 
 import base64
 import json
 import logging
+import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +127,7 @@ class Catalog:
         self._free: list[int] = []
         # rows whose embedding changed in place since the int8 scoring index was built
         self.changed_rows: set[int] = set()
+        self._sig = None  # (inode, size, mtime) of the updates file as last read or written here
         self._category_index()
 
     def _category_index(self):
@@ -226,17 +233,15 @@ class Catalog:
         else:
             self._append(item, e)
 
-    def _state(self) -> dict:
-        return {"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
-                "added": list(self._added.values()), "removed": sorted(self._removed)}
-
     def _persist(self, state: dict):
         if self.updates_path is not None:
             atomic_write_json(self.updates_path, state)
+            self._sig = _signature(self.updates_path)
 
     def add(self, items: list[ItemInput], embeddings: np.ndarray) -> None:
         """Add or replace items (durable when this returns)."""
-        with self.lock:
+        with self.lock, _FileLock(self.updates_path):
+            self._sync()  # another process's writes first: they stay in the file we write
             added = dict(self._added)
             removed = set(self._removed)
             for it, e in zip(items, embeddings):
@@ -252,7 +257,8 @@ class Catalog:
 
     def remove(self, ids: list[str]) -> list[str]:
         """Remove items; returns the ids that were not in the catalog."""
-        with self.lock:
+        with self.lock, _FileLock(self.updates_path):
+            self._sync()
             unknown = [i for i in ids if i not in self.index or not self.active[self.index[i]]]
             known = [i for i in ids if i not in unknown]
             if not known:
@@ -263,11 +269,69 @@ class Catalog:
                            "added": list(added.values()), "removed": sorted(removed)})
             self._added, self._removed = added, removed
             for i in known:
-                row = self.index[i]
-                self.active[row] = False
-                if row >= self.n_bundle:
-                    self._free.append(row)
+                self._deactivate(i)
             return unknown
+
+    def _deactivate(self, iid: str) -> None:
+        row = self.index[iid]
+        self.active[row] = False
+        if row >= self.n_bundle and row not in self._free:
+            self._free.append(row)
+
+    def refresh(self) -> bool:
+        """Apply what another process wrote to the updates file since this one last read or wrote it
+        (one ``stat`` when nothing changed). Returns whether anything was applied."""
+        if self.updates_path is None or _signature(self.updates_path) == self._sig:
+            return False
+        with self.lock, _FileLock(self.updates_path, shared=True):
+            return self._sync()
+
+    def _sync(self) -> bool:
+        """Make memory match the updates file (call with the locks held)."""
+        path = self.updates_path
+        if path is None:
+            return False
+        sig = _signature(path)
+        if sig == self._sig:
+            return False
+        items, removed = self._read(path) if sig is not None else ([], [])
+        new_added = {it.id: rec for it, _, rec in items}
+        for iid in set(self._added) - set(new_added):  # removed by the other process
+            if iid in self.index and self.index[iid] >= self.n_bundle:
+                self._deactivate(iid)
+        for it, e, rec in items:
+            if self._added.get(it.id) != rec:
+                self._apply_add(it, e)
+        for rid in set(self._removed) - set(removed):  # bundle items added back
+            if rid in self.index:
+                self.active[self.index[rid]] = True
+        for rid in removed:
+            if rid in self.index:
+                self.active[self.index[rid]] = False
+        self._added, self._removed, self._sig = new_added, {r for r in removed if r in self.index}, sig
+        log.info("catalog updates from another process applied (%d added/updated, %d removed)", len(items), len(removed))
+        return True
+
+    def _read(self, path: Path) -> tuple[list, list[str]]:
+        """(items as (ItemInput, embedding, record), removed ids) of an updates file; refused when corrupt."""
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict) or state.get("format") != UPDATES_FORMAT:
+                raise ValueError(f"format {state.get('format') if isinstance(state, dict) else None!r}, "
+                                 f"expected {UPDATES_FORMAT!r}")
+            dim = int(state["dim"])
+            if dim != self.emb.shape[1]:
+                raise ValueError(f"embedding size {dim} does not match the bundle's {self.emb.shape[1]}")
+            items = []
+            for rec in state["added"]:
+                it = ItemInput(rec["id"], rec["title"], tuple(rec["categories"]), int(rec["year"]), rec.get("text", ""),
+                               int(rec.get("timestamp", 0))).validate()
+                items.append((it, _unb64(rec["embedding"], dim), rec))
+            removed = [str(r) for r in state["removed"]]
+        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError) as exc:
+            raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
+                              "bundle's catalog, or restore it from a backup") from None
+        return items, removed
 
     def load_updates(self, path: Path) -> dict:
         """Apply the updates file at ``path`` (if any) and persist there from now on.
@@ -281,27 +345,43 @@ class Catalog:
             tmp.unlink(missing_ok=True)
         if not path.is_file():
             return {"added": 0, "removed": 0}
+        with self.lock, _FileLock(path, shared=True):
+            self._sync()
+        return {"added": len(self._added), "removed": len(self._removed)}
+
+
+def _signature(path: Path):
+    """(inode, size, mtime) of ``path``, or None when it does not exist: a rename gives a new inode."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _FileLock:
+    """An advisory lock on ``<path>.lock`` shared by every process using the updates file (POSIX
+    ``flock``; where there is none, e.g. Windows, only this process's own lock protects it)."""
+
+    def __init__(self, path: Path | None, shared: bool = False):
+        self.path, self.shared, self.fd = path, shared, None
+
+    def __enter__(self):
+        if self.path is None:
+            return self
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-            if state.get("format") != UPDATES_FORMAT:
-                raise ValueError(f"format {state.get('format')!r}, expected {UPDATES_FORMAT!r}")
-            dim = int(state["dim"])
-            if dim != self.emb.shape[1]:
-                raise ValueError(f"embedding size {dim} does not match the bundle's {self.emb.shape[1]}")
-            items = []
-            for rec in state["added"]:
-                it = ItemInput(rec["id"], rec["title"], tuple(rec["categories"]), int(rec["year"]), rec.get("text", ""),
-                               int(rec.get("timestamp", 0))).validate()
-                items.append((it, _unb64(rec["embedding"], dim), rec))
-            removed = [str(r) for r in state["removed"]]
-        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
-                              "bundle's catalog, or restore it from a backup") from None
-        for it, e, rec in items:
-            self._added[it.id] = rec
-            self._apply_add(it, e)
-        for rid in removed:
-            if rid in self.index:
-                self._removed.add(rid)
-                self.active[self.index[rid]] = False
-        return {"added": len(items), "removed": len(removed)}
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None

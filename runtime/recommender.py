@@ -215,6 +215,7 @@ class Recommender:
             seed=req.seed,
         )
         filters = _filters(req, parsed)
+        self.catalog.refresh()  # another process's catalog writes (one stat when there are none)
         with self.catalog.locked() as cat:
             history, skips = list(req.history), ()
             if req.session_id is not None:

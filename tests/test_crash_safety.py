@@ -106,3 +106,25 @@ def test_sigkill_during_catalog_updates_never_loses_or_corrupts(tiny_bundle, tmp
         present -= maybe_gone  # its fate was decided by the kill; later rounds do not touch it
         start += 1000  # fresh ids per round, so every round's acks are checked on their own
     assert total >= 8, "the child never got to acknowledge anything: the test did not exercise updates"
+
+
+def test_concurrent_writers_in_two_processes_lose_nothing(tiny_bundle, tmp_path):
+    """Two processes adding items to one state at the same time: every acknowledged add survives."""
+    import shutil
+    import subprocess
+    import sys
+
+    from genre_edge.recommender import Recommender
+
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    code = ("import sys\nfrom genre_edge.recommender import Recommender\n"
+            f"r = Recommender.load(r'{tmp_path / 'b'}', 'x86-avx512-vnni', state_dir=r'{tmp_path / 'state'}')\n"
+            "for n in range(12):\n"
+            "    r.add_items([{'id': f'{sys.argv[1]}{n}', 'title': f'item {n}', 'categories': ['Drama']}])\n"
+            "    if n % 4 == 0: r.remove_items([f'{sys.argv[1]}{n}'])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, tag]) for tag in ("a", "b")]
+    assert all(p.wait(timeout=180) == 0 for p in procs)
+    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "state")
+    live = {rec.catalog.ids[i] for i in rec.catalog.active_rows()}
+    want = {f"{t}{n}" for t in "ab" for n in range(12) if n % 4}
+    assert want <= live and not {f"{t}{n}" for t in "ab" for n in (0, 4, 8)} & live

@@ -193,3 +193,33 @@ def test_api_docs_work_offline(server):
         page = r.read().decode()
     assert "POST /recommend" in page and "openapi.json" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page  # nothing from a CDN
+
+
+def test_cli_and_http_writes_share_one_catalog_state(tiny_bundle, tmp_path):
+    """F6: `genre items add` while the server runs used to be overwritten by the server's next write.
+    Writers now lock, read the other's state and write on top; readers notice the change."""
+    import subprocess
+    import sys
+
+    from conftest import live_server
+    from genre_edge.recommender import Recommender
+
+    work = tmp_path / "w"
+    with live_server(tiny_bundle, work) as base:
+        for n in range(3):  # interleaved: CLI, then HTTP, three times
+            p = subprocess.run([sys.executable, "-m", "genre_edge.cli", "items", "add", "--bundle", str(work / "b"),
+                                "--profile", "x86-avx512-vnni", "--state-dir", str(work / "state"), "--id", f"cli{n}",
+                                "--title", f"From the command line {n}", "--categories", "Western"],
+                               capture_output=True, text=True, timeout=120)
+            assert p.returncode == 0, p.stderr
+            st, body = call(base, "POST", "/items", {"items": [{"id": f"http{n}", "title": f"Over HTTP {n}",
+                                                                 "categories": ["Western"]}]})
+            assert st == 200
+        st, body = call(base, "DELETE", "/items/cli0")  # the server knows the CLI's items
+        assert st == 200
+        st, body = call(base, "POST", "/recommend", {"history": [], "include_categories": ["Western"], "k": 20})
+        got = {it["id"] for it in body["items"]}
+        assert {"cli1", "cli2", "http0", "http1", "http2"} <= got and "cli0" not in got
+    rec = Recommender.load(work / "b", "x86-avx512-vnni", state_dir=work / "state")  # a restart keeps every write
+    live = {rec.catalog.ids[i] for i in rec.catalog.active_rows()}
+    assert {"cli1", "cli2", "http0", "http1", "http2"} <= live and "cli0" not in live
