@@ -148,6 +148,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         n_req = len(req_texts)
         log.info("distillation reads %d request texts besides %d item texts", n_req, len(texts) - n_req)
     valid_req = encoder_texts(it, "valid", 40, T.conf.query_parser) if conf.requests_per_kind else []
+    valid_req_t = _encode(t_tower, T, valid_req) if valid_req else None  # the teacher's, once
     item_of = np.array(item_of)
     ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
     fids, fmask = tokenize(T.path / "encoder" / "tokenizer.json", list(it["text"]), T.conf.encoder.max_tokens)
@@ -206,7 +207,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         cos = (full * E_t).sum(-1)
         history.append({"epoch": ep, "loss": float(np.mean(losses)), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())})
         if valid_req:  # held-out request texts (the "valid" part): how close the student stays on requests
-            rc = (_encode(student, T, valid_req) * _encode(t_tower, T, valid_req)).sum(-1)
+            rc = (_encode(student, T, valid_req) * valid_req_t).sum(-1)
             history[-1].update(request_cos_mean=float(rc.mean()), request_cos_min=float(rc.min()))
         h = history[-1]
         log.info("distill epoch %d: loss %.4f, cosine to teacher mean %.4f min %.4f", ep, h["loss"], h["cos_mean"], h["cos_min"])

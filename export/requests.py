@@ -172,7 +172,7 @@ def generate(categories: list, years: np.ndarray, min_relevant: int = 10, per_ki
     return out
 
 
-def for_items(items: dict, part: str, per_kind: int, query_parser=None) -> list[GeneratedRequest]:
+def for_items(items: dict, part: str, per_kind: int) -> list[GeneratedRequest]:
     """The requests of ``part`` for a model folder's ``items.json`` (categories and years)."""
     return [r for r in generate(items["categories"], np.asarray(items["year"]), per_kind=per_kind) if r.part == part]
 

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from . import config as cfg
+from .catalog import Catalog
 from .errors import BundleError, ConfigError
 from .fsutil import sha256_file
 from .request import STRATEGIES
+from .scorer import CFScorer
 from .variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -344,8 +346,6 @@ class Bundle:
     # -------------------------------------------------------------- data files
     def load_catalog(self):
         """The bundle's catalog (items, float32 embeddings, popularity), shapes and types checked."""
-        from .catalog import Catalog
-
         cat, dim = self.manifest.catalog, self.manifest.dim
         items = _check_items(self.load_json(cat.items), cat.items)
         emb = self.load_npy(cat.embeddings, ndim=2)
@@ -366,8 +366,6 @@ class Bundle:
 
     def load_cf(self, n_items: int):
         """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it)."""
-        from .scorer import CFScorer
-
         cfm = self.manifest.catalog.cf
         recency = {"half_life": 0.0 if cfm.recency_half_life is None else cfm.recency_half_life,
                    "floor": 1.0 if cfm.recency_floor is None else cfm.recency_floor}

@@ -174,8 +174,10 @@ class QueryParser:
             lo, hi = {"early": (start, start + 3), "mid": (start + 3, start + 6), "late": (start + 6, start + 9)}[part.lower()]
         return lo, hi
 
-    def _negated(self, text: str, start: int) -> bool:
-        return bool(self._neg.search(text[max(0, start - 40):start]))
+    def _negation_at(self, text: str, start: int) -> int | None:
+        """Where a negation governing the phrase at ``start`` begins (within 40 characters), or None."""
+        m = self._neg.search(text[max(0, start - 40):start])
+        return None if m is None else max(0, start - 40) + m.start()
 
     def parse(self, query: str) -> ParsedQuery:
         """Constraints and remaining text of ``query``. Contradictory constraints raise a RequestError."""
@@ -193,10 +195,6 @@ class QueryParser:
             a = m.start() if neg_start is None else neg_start
             taken.append((a, m.end()))
             matched.append(text[a:m.end()].strip())
-
-        def neg_at(start):
-            m = self._neg.search(text[max(0, start - 40):start])
-            return None if m is None else max(0, start - 40) + m.start()
 
         for m in self._range.finditer(text):
             a, b = (int(m.group(1)), int(m.group(2))) if m.group(1) else (int(m.group(3)), int(m.group(4)))
@@ -223,13 +221,13 @@ class QueryParser:
             if not free(m.start(), m.end()):
                 continue
             r = self._decade_range(m, 1)
-            n = neg_at(m.start())
+            n = self._negation_at(text, m.start())
             (excl_years if n is not None else spans).append(r)
             take(m, n)
         for m in self._year.finditer(text):
             if free(m.start(), m.end()):
                 y = int(m.group(1) or m.group(2))
-                n = neg_at(m.start())
+                n = self._negation_at(text, m.start())
                 (excl_years if n is not None else spans).append((y, y))
                 take(m, n)
         # categories: all-of, except runs joined by "or"; a negation covers the run it starts
@@ -240,7 +238,7 @@ class QueryParser:
                 continue
             cat = self.phrase_to_cat[m.group(1)]
             between = text[prev_end:m.start()] if prev_end >= 0 else ""
-            n = neg_at(m.start())
+            n = self._negation_at(text, m.start())
             chained = prev_end >= 0 and re.fullmatch(r"[\s,/]*(?:or|and|nor|,)?[\s,/]*(?:a\s+|an\s+)?", between)
             if n is not None and not (chained and prev_kind == "neg" and n >= prev_end):
                 kind = "neg"

@@ -199,7 +199,7 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     web page from reaching the API through DNS rebinding; ``*`` allows any)."""
     import hmac
 
-    from fastapi import Depends, FastAPI
+    from fastapi import Depends, FastAPI, HTTPException
     from fastapi.security import APIKeyHeader
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -244,8 +244,6 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
         if api_key is None:
             return
         if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-            from fastapi import HTTPException
-
             raise HTTPException(401, "missing or wrong X-API-Key")
 
     def write_access(given: Optional[str] = Depends(key_header)):
