@@ -4,8 +4,9 @@ Both arms are scored by the project's evaluation protocol on one split (from a t
 user by user. The report gives each arm's metrics, the paired difference with a bootstrap
 confidence interval, a paired sign-flip permutation test, and per-user wins / losses / ties.
 An arm is a bundle folder (scored by the on-device runtime, exactly as served), a trained
-model folder (``genre train`` / ``genre distill`` output, scored with PyTorch), or ``baseline:NAME``
-(a reference baseline, its grid searched on the split's validation users first). Several
+model folder (``genre train`` / ``genre distill`` output, scored with PyTorch), ``baseline:NAME``
+(a reference baseline, its grid searched on the split's validation users first), or ``zero-shot`` (the
+config's pretrained encoder, untrained: cosine between an item and the mean of the user's history). Several
 comma-separated folders make one arm of several training seeds: each user's metric is the mean over
 the seeds, and the report gives the seeds' mean +- sd. With several metrics, p-values are also
 given Holm-adjusted (family-wise error over the metrics compared).
@@ -73,10 +74,14 @@ class Arm:
     """One side of the comparison: a name, and scores over the data set's items for users."""
 
     def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str],
-                 split=None):
+                 split=None, prep: Prepared | None = None):
         self.spec = spec
         p = Path(spec)
-        if spec.startswith("baseline:"):
+        if spec == "zero-shot":
+            if prep is None:
+                raise ConfigError("the zero-shot arm needs the prepared data set (its texts and encoder)")
+            self.kind, self.score = "zero-shot", self._zero_shot(prep, histories)
+        elif spec.startswith("baseline:"):
             self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories)
         elif (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories)
@@ -93,6 +98,27 @@ class Arm:
         model, params, _ = tune(name, split, interaction_matrix(split))
         log.info("arm baseline:%s tuned on validation: %s", name, params)
         return lambda users: model.score(users, histories)
+
+    @staticmethod
+    def _zero_shot(prep: Prepared, histories: list[np.ndarray]):
+        """The untrained reference: the config's pretrained encoder (never the transfer source's
+        fine-tuned one), its item texts, the mean of the last ``max_history`` history items."""
+        import torch
+
+        from .models import ItemTower, load_hf_encoder
+        from .prepare import default_encoder_path
+        from .scoring import zero_shot_scores
+        from .text import item_texts
+
+        conf = prep.conf
+        enc = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
+        tower = ItemTower(load_hf_encoder(enc), conf.encoder.pooling, 0, adapter=False)  # zero adapter: pretrained
+        ids, mask = tokenize(enc / "tokenizer.json", item_texts(prep.data.items, conf.encoder.template),
+                             conf.encoder.max_tokens)
+        with torch.no_grad():
+            emb = torch.cat([tower(torch.as_tensor(ids[a: a + 256]), torch.as_tensor(mask[a: a + 256]))
+                             for a in range(0, len(ids), 256)]).numpy()
+        return zero_shot_scores(emb, histories, conf.user_model.max_history)
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray]):
@@ -136,25 +162,39 @@ class Arm:
 
 
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,
-           which: str = "test", metrics=METRICS, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Score arms ``a`` and ``b`` on the held-out users of ``which`` and compare them per user."""
+           which: str = "test", metrics=METRICS, n_boot: int = 2000, seed: int = 0, drop_top_items: int = 0,
+           arms: dict | None = None) -> dict:
+    """Score arms ``a`` and ``b`` on the held-out users of ``which`` and compare them per user.
+
+    ``drop_top_items`` > 0 takes the held-out items with the most positives out of the candidates and
+    the truth (:meth:`~genre_edge_export.split.Split.without_top_items`): is the comparison decided by
+    a few items? ``arms`` (a dict) caches built arms by spec across calls on the same config.
+    """
     if which not in WHICH:
         raise ConfigError(f"which must be one of {', '.join(WHICH)}, not {which!r}")
+    if drop_top_items < 0:
+        raise ConfigError(f"drop_top_items must be >= 0, not {drop_top_items}")
     path = config_path if Path(config_path).suffix == ".toml" else packaged_config(config_path)
     conf = load_config(path, {"data": {"source": data}} if data else None)
     prep = Prepared(conf, data_dir)
     hist = prep.split.histories(which)
     ids = list(prep.data.items.ids)
     feats = category_features(prep.data.items.categories)
-    res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": prep.split.summary()}
+    split, dropped = prep.split.without_top_items(which, drop_top_items)
+    res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": split.summary(),
+           "dropped_items": [{"id": str(ids[i]), "title": prep.data.items.title[i]} for i in dropped]}
+    arms = {} if arms is None else arms
     per = {}
     for name, spec in (("A", a), ("B", b)):
         specs = [x.strip() for x in spec.split(",") if x.strip()]
         runs = []
         for one in specs:  # several training seeds: per-user metrics averaged over them
-            arm = Arm(one, ids, hist, list(prep.data.users), prep.split)
+            key = (one, str(config_path), data, which)
+            if key not in arms:  # tuned baselines and embedded catalogs are reused across drop levels
+                arms[key] = Arm(one, ids, hist, list(prep.data.users), prep.split, prep)
+            arm = arms[key]
             pu: dict = {}
-            summary = evaluate(arm.score, prep.split, which, item_features=feats, per_user_out=pu)
+            summary = evaluate(arm.score, split, which, item_features=feats, per_user_out=pu)
             runs.append((arm.kind, summary, pu))
         pu = {k: np.mean([r[2][k] for r in runs], 0) for k in runs[0][2] if k != "users"}
         pu["users"] = runs[0][2]["users"]
@@ -190,7 +230,9 @@ def markdown(res: dict) -> str:
     A, B = res["arms"]["A"], res["arms"]["B"]
     L = [f"# Offline A/B replay ({res['which']} split, {A['users']} users)", "",
          f"- A: `{A['spec']}` ({A['kind']})", f"- B: `{B['spec']}` ({B['kind']})",
-         f"- data: {res['data']}, protocol from `{res['config']}`", "",
+         f"- data: {res['data']}, protocol from `{res['config']}`", *(
+             [f"- without the {len(res['dropped_items'])} held-out item(s) with the most positives: "
+              + ", ".join(d["title"] for d in res["dropped_items"])] if res.get("dropped_items") else []), "",
          "| metric | A | B | B - A | 95% CI (paired bootstrap) | relative | p (sign-flip permutation) | p (Holm) | "
          "B wins / losses / ties |", "|---|---|---|---|---|---|---|---|---|"]
     for m, s in res["comparison"].items():

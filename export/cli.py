@@ -292,8 +292,8 @@ def recommend_torch(model_dir, user, history, k, as_json):
 
 @click.command("ab")
 @click.option("--a", "arm_a", required=True,
-              help="Arm A: a bundle folder, a trained model folder, baseline:NAME (tuned on validation), or "
-                   "comma-separated model folders of several training seeds.")
+              help="Arm A: a bundle folder, a trained model folder, baseline:NAME (tuned on validation), zero-shot "
+                   "(the untrained encoder), or comma-separated model folders of several training seeds.")
 @click.option("--b", "arm_b", required=True, help="Arm B: likewise.")
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML or packaged name whose [data] and [split] define the held-out users.")
@@ -303,17 +303,20 @@ def recommend_torch(model_dir, user, history, k, as_json):
 @click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100000), default=2000, show_default=True,
               help="Bootstrap resamples for the confidence intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
+@click.option("--drop-top-items", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Robustness: take the N held-out items with the most positives out of candidates and truth.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write ab.json and ab.md here.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, out_dir, data_dir, as_json):
+def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, drop_top_items, out_dir, data_dir, as_json):
     """Offline A/B replay: metrics of A and B on the same users, B - A with a bootstrap CI,
     a paired permutation test and per-user wins/losses."""
     from .ab import markdown, replay
 
-    res = run_api(replay, arm_a, arm_b, config_path, data_dir, data, which, n_boot=n_boot, seed=seed)
+    res = run_api(replay, arm_a, arm_b, config_path, data_dir, data, which, n_boot=n_boot, seed=seed,
+                  drop_top_items=drop_top_items)
     md = markdown(res)
     if out_dir:
         d = Path(out_dir)

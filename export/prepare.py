@@ -53,6 +53,7 @@ class Prepared:
         dataset = domain(dataset, conf.data.include_categories, conf.data.exclude_categories)
         if conf.data.enrichment:
             dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
+        self.conf = conf
         self.profiles = user_side_texts(conf.data, conf.encoder.template, dataset.users)  # LLM texts per user
         self.data = dataset
         self.split = make_split(dataset, conf.split)

@@ -6,7 +6,7 @@ loader (``label``); held-out truth is the positives only, while every training i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,6 +52,8 @@ class Split:
     cold_test: Interactions  # events on cold items (empty unless cold_item)
     cold_valid_items: np.ndarray  # int32: never trained on, for model selection on unseen items
     cold_valid: Interactions  # events on cold-validation items
+    # items taken out of every candidate set and truth list (robustness checks: without_top_items)
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
     def user_items(self, inter: Interactions, positives_only=True) -> list[np.ndarray]:
         """Per-user item arrays (time order) of ``inter``."""
@@ -91,7 +93,36 @@ class Split:
         m = np.ones(self.n_items, bool)
         m[self.cold_items] = False
         m[self.cold_valid_items] = False
+        m[self.excluded] = False
         return np.flatnonzero(m).astype(np.int32)
+
+    def without_top_items(self, which: str, n: int) -> tuple["Split", list[int]]:
+        """(a copy of this split without the ``n`` items that have the most held-out positives in
+        ``which``, those items): they leave the candidates and the truth of every user.
+
+        Why: a held-out set can be dominated by a few items (on ml-100k one cold film holds 15% of
+        the cold-test positives and most of the untrained encoder's hits), so a metric can be
+        decided by where a model happens to rank one item; how a comparison changes without them
+        says whether it is robust.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, not {n}")
+        inter = {"valid": self.valid, "test": self.test, "cold": self.cold_test, "cold_valid": self.cold_valid}.get(which)
+        if inter is None:
+            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        if n == 0:
+            return self, []
+        pos = inter.item[inter.label == 1]
+        counts = np.bincount(pos, minlength=self.n_items)
+        top = [int(i) for i in np.argsort(-counts, kind="stable")[:n] if counts[i] > 0]
+        drop = np.zeros(self.n_items, bool)
+        drop[top] = True
+        attr = {"valid": "valid", "test": "test", "cold": "cold_test", "cold_valid": "cold_valid"}[which]
+        # only the truth of ``which`` changes: histories (training + validation events) stay as they are
+        return replace(self, **{attr: inter.take(~drop[inter.item])},
+                       cold_items=self.cold_items[~drop[self.cold_items]],
+                       cold_valid_items=self.cold_valid_items[~drop[self.cold_valid_items]],
+                       excluded=np.union1d(self.excluded, top).astype(np.int32)), top
 
     def summary(self) -> dict:
         def s(x):

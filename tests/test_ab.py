@@ -89,3 +89,49 @@ def test_genre_ab_takes_a_tuned_baseline_and_seeds(tiny_bundle, tmp_path):
     assert all("p_holm" in c and c["p_holm"] >= c["p_permutation"] for c in res["comparison"].values())
     r = CliRunner().invoke(main, ["ab", "--a", "baseline:nope", "--b", teacher, "--config", conf])
     assert r.exit_code == 1 and "unknown baseline" in r.output
+
+
+def test_genre_ab_zero_shot_arm_matches_training_and_drops_top_items(tiny_bundle):
+    from genre_edge.cli import main
+
+    conf = str(tiny_bundle / "teacher" / "config.toml")
+    teacher = str(tiny_bundle / "teacher")
+    report = json.loads((tiny_bundle / "teacher" / "report.json").read_text())
+    r = CliRunner().invoke(main, ["ab", "--a", "zero-shot", "--b", teacher, "--config", conf, "--which", "valid",
+                                  "--bootstrap", "200", "--json"])
+    assert r.exit_code == 0, r.output
+    full = json.loads(r.output)
+    assert full["arms"]["A"]["kind"] == "zero-shot" and full["dropped_items"] == []
+    # the untrained encoder, as training measured it before its first step
+    assert full["arms"]["A"]["ndcg@10"] == pytest.approx(report["zero_shot"]["valid"]["ndcg@10"], abs=1e-6)
+    r = CliRunner().invoke(main, ["ab", "--a", "zero-shot", "--b", teacher, "--config", conf, "--which", "valid",
+                                  "--bootstrap", "200", "--drop-top-items", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    dropped = json.loads(r.output)
+    assert len(dropped["dropped_items"]) == 2
+    assert dropped["split"]["valid"]["positives"] < full["split"]["valid"]["positives"]
+    assert dropped["arms"]["A"]["ndcg@10"] != full["arms"]["A"]["ndcg@10"]
+    r = CliRunner().invoke(main, ["ab", "--a", "zero-shot", "--b", teacher, "--config", conf, "--drop-top-items", "-1"])
+    assert r.exit_code == 2 and "-1" in r.output
+
+
+def test_split_without_top_items_takes_them_out_of_candidates_and_truth(toy_data):
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.evaluate import _truth
+    from genre_edge_export.split import make_split
+
+    sp = make_split(load_dataset(toy_data))
+    for which, items in (("test", "warm_items"), ("cold", "cold_items")):
+        users, per_user, _, cand = _truth(sp, which)
+        counts = np.bincount(np.concatenate([per_user[u] for u in users]), minlength=sp.n_items)
+        sp2, top = sp.without_top_items(which, 1)
+        assert top == [int(np.argmax(counts))]
+        assert top[0] in getattr(sp, items) and top[0] not in getattr(sp2, items)
+        users2, per_user2, _, _ = _truth(sp2, which)
+        assert all(top[0] not in per_user2[u] for u in users2)
+        assert sum(len(per_user2[u]) for u in users2) == counts.sum() - counts[top[0]]
+        # what the models read is unchanged
+        assert all(np.array_equal(a, b) for a, b in zip(sp.histories(which), sp2.histories(which)))
+    assert sp.without_top_items("cold", 0) == (sp, [])
+    with pytest.raises(ValueError, match="which must be"):
+        sp.without_top_items("nope", 1)
