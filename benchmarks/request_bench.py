@@ -94,6 +94,8 @@ def main(argv=None):
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--student", required=True)
     ap.add_argument("--bundle", required=True)
+    ap.add_argument("--student-name", default="student",
+                    help="row label of --student (e.g. 'teacher 6-layer' when the bundle ships the teacher's encoder)")
     ap.add_argument("--part", default="test", choices=["train", "valid", "test"])
     ap.add_argument("--per-kind", type=int, default=60, help="requests per kind (6 kinds)")
     ap.add_argument("--name", default="requests-ml-100k")
@@ -144,8 +146,8 @@ def main(argv=None):
     encoders = {
         "zero-shot MiniLM (untrained)": (zs, zs(texts)),
         "teacher (PyTorch)": (torch_encoder(t_tower, mt, T.path / "encoder" / "tokenizer.json"), T.emb),
-        "student fp32 (PyTorch)": (torch_encoder(s_tower, mt, S.path / "encoder" / "tokenizer.json"), S.emb),
-        f"student {rec.variant} (bundle encoder + int8 catalog)":
+        f"{args.student_name} fp32 (PyTorch)": (torch_encoder(s_tower, mt, S.path / "encoder" / "tokenizer.json"), S.emb),
+        f"{args.student_name} {rec.variant} (bundle encoder + int8 catalog)":
             (rec.embed, rec.catalog.emb[: len(ds.items.ids)]),
     }
     full = {}

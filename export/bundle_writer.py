@@ -349,10 +349,13 @@ def write_catalog(b: BundleBuild) -> None:
 # ------------------------------------------------------------------ stage 5: manifest + publish
 def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
     """The typed manifest over every file in the work folder (sha256 + size), written as JSON."""
-    import onnxruntime
     import tokenizers
     import torch
     import transformers
+
+    from genre_edge.ortload import onnxruntime as _ort
+
+    onnxruntime = _ort()
 
     c = b.M.conf
     if not keep_fp32 and "fp32" not in b.variants:

@@ -243,12 +243,16 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_cold_kept, m
               help="Folder for the teacher, student, bundle and state.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
-@click.option("--distill-epochs", type=int, default=None, help="Distillation epochs (default 4 quick, 8 full).")
-def quickstart(config_name, work_dir, data_dir, distill_epochs):
+@click.option("--distill-epochs", type=click.IntRange(min=1), default=None,
+              help="Distillation epochs (default 4 quick, 8 full).")
+@click.option("--encoder", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
+              help="student: distil a 3-layer encoder (fastest); teacher: ship the teacher's 6-layer encoder, int8 "
+                   "(closest to the teacher on free-text requests, ~2x slower to encode, +6 MB).")
+def quickstart(config_name, work_dir, data_dir, distill_epochs, encoder):
     """The whole pipeline on the embedded default: data, train, distill, export, recommend, bench."""
     from .quickstart import run
 
-    run_api(run, config_name, work_dir, data_dir, distill_epochs)
+    run_api(run, config_name, work_dir, data_dir, distill_epochs, encoder)
 
 
 def recommend_torch(model_dir, user, history, k, as_json):

@@ -115,7 +115,9 @@ def export_head(rec, dim: int, path: str | Path) -> Path:
 
 
 def ort_session(path: str | Path, threads: int = 1):
-    import onnxruntime as ort
+    from genre_edge.ortload import onnxruntime
+
+    ort = onnxruntime()
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads

@@ -51,6 +51,9 @@ def quantize(src: str | Path, dst: str | Path, preset: str, calibration=None) ->
 
     ``calibration``: for static presets, an iterable of input feeds (dicts of name -> array).
     """
+    from genre_edge.ortload import onnxruntime
+
+    onnxruntime()  # loaded with telemetry off before onnxruntime.quantization imports it
     p = QUANT_PRESETS[preset]
     src, dst = Path(src), Path(dst)
     if preset == "int8-qdq":

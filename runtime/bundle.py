@@ -11,7 +11,6 @@ arrays are .npy read with ``allow_pickle=False``, metadata is JSON.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 from . import config as cfg
 from .catalog import Catalog
 from .errors import BundleError, ConfigError
-from .fsutil import sha256_file
+from .fsutil import loads_strict, sha256_file
 from .request import STRATEGIES
 from .scorer import CFScorer
 from .variants import VARIANTS
@@ -236,7 +235,7 @@ def read_manifest(root: Path) -> Manifest:
     if not mp.is_file():
         raise BundleError(f"{root}: no {MANIFEST}; not a genre-edge bundle")
     try:
-        m = json.loads(mp.read_text(encoding="utf-8"))
+        m = loads_strict(mp.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mp}: not valid JSON ({exc})") from None
     if not isinstance(m, dict):
@@ -330,7 +329,7 @@ class Bundle:
     def load_json(self, rel: str):
         p = self.path(rel)
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            return loads_strict(p.read_text(encoding="utf-8"))
         except (ValueError, OSError, UnicodeDecodeError) as exc:
             raise BundleError(f"{rel}: not valid JSON ({exc})") from None
 
@@ -359,6 +358,8 @@ class Bundle:
         elif emb.dtype not in (np.float16, np.float32):
             raise BundleError(f"{cat.embeddings}: dtype {emb.dtype}, expected int8, float16 or float32")
         pop = self.load_npy(cat.popularity, np.float32, 1)
+        _finite(emb, cat.embeddings)
+        _finite(pop, cat.popularity)
         n = len(items["ids"])
         if emb.shape != (n, dim) or pop.shape != (n,):
             raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {dim}")
@@ -374,16 +375,23 @@ class Bundle:
             if idx.dtype not in (np.int16, np.int32):
                 raise BundleError(f"{cfm.idx}: dtype {idx.dtype}, expected int16 or int32")
             # int16 on disk halves the table for catalogs under 32768 items; int32 in memory for fast gathers
-            idx, w = idx.astype(np.int32), self.load_npy(cfm.w, None, 2).astype(np.float32)
+            idx, w = idx.astype(np.int32), _finite(self.load_npy(cfm.w, None, 2).astype(np.float32), cfm.w)
             if idx.shape != w.shape or idx.shape[0] != n_items or (idx.size and (idx.min() < 0 or idx.max() >= n_items)):
                 raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
             return CFScorer(cfm.kind, idx=idx, w=w, **recency)
         if cfm.kind == "mf":
-            P, Q = self.load_npy(cfm.P, np.float32, 2), self.load_npy(cfm.Q, np.float32, 2)
+            P, Q = _finite(self.load_npy(cfm.P, np.float32, 2), cfm.P), _finite(self.load_npy(cfm.Q, np.float32, 2), cfm.Q)
             if P.shape != Q.shape or P.shape[0] != n_items:
                 raise BundleError("CF factor tables have bad shapes")
             return CFScorer("mf", P=P, Q=Q, **recency)
         return CFScorer("none")
+
+
+def _finite(arr: np.ndarray, rel: str) -> np.ndarray:
+    """``arr``, refused when it holds NaN or infinity (one would turn every score into NaN)."""
+    if not np.isfinite(arr).all():
+        raise BundleError(f"{rel}: holds NaN or infinite values; re-export the bundle")
+    return arr
 
 
 def _check_items(items, rel: str) -> dict:
@@ -405,6 +413,10 @@ def _check_items(items, rel: str) -> dict:
             raise bad(f"field {k} has {len(col)} entries, ids has {n}")
         if not all(isinstance(v, tp) and not isinstance(v, bool) for v in col):
             raise bad(f"field {k} must hold only {tp.__name__} values")
+    if not all(-9999 <= y <= 9999 for y in items["year"]):
+        raise bad("year must be within -9999..9999 (0: unknown)")
+    if not all(-2**63 <= t < 2**63 for t in items["first_seen"]):
+        raise bad("first_seen must be a 64-bit integer (seconds since the epoch)")
     if not all(isinstance(c, str) for cats in items["categories"] for c in cats):
         raise bad("categories must be lists of strings")
     if len(set(items["ids"])) != n or not all(items["ids"]):

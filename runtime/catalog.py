@@ -12,7 +12,6 @@ one's write by the file's (inode, size, mtime) signature, one ``stat`` per reque
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ import numpy as np
 
 from .errors import BundleError, RequestError
 from .request import check_text
-from .fsutil import atomic_write_json
+from .fsutil import atomic_write_json, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,8 @@ def _unb64(s: str, dim: int) -> np.ndarray:
     a = np.frombuffer(base64.b64decode(s, validate=True), dtype=np.float16)
     if a.shape != (dim,):
         raise ValueError(f"embedding has {a.size} values, expected {dim}")
+    if not np.isfinite(a).all():
+        raise ValueError("embedding holds NaN or infinite values")
     return a.astype(np.float32)
 
 
@@ -315,7 +316,7 @@ class Catalog:
     def _read(self, path: Path) -> tuple[list, list[str]]:
         """(items as (ItemInput, embedding, record), removed ids) of an updates file; refused when corrupt."""
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
+            state = loads_strict(path.read_text(encoding="utf-8"))
             if not isinstance(state, dict) or state.get("format") != UPDATES_FORMAT:
                 raise ValueError(f"format {state.get('format') if isinstance(state, dict) else None!r}, "
                                  f"expected {UPDATES_FORMAT!r}")
@@ -328,7 +329,7 @@ class Catalog:
                                int(rec.get("timestamp", 0))).validate()
                 items.append((it, _unb64(rec["embedding"], dim), rec))
             removed = [str(r) for r in state["removed"]]
-        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError, OverflowError) as exc:
             raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
                               "bundle's catalog, or restore it from a backup") from None
         return items, removed

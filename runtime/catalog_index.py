@@ -117,8 +117,9 @@ class Int8Index:
     ``reduce_range`` (default: :func:`saturates_u8s8` of this CPU) quantizes the query to 7 bits."""
 
     def __init__(self, emb: np.ndarray, threads: int = 1, reduce_range: bool | None = None):
-        import onnxruntime as ort
+        from .ortload import onnxruntime
 
+        ort = onnxruntime()
         self.reduce_range = saturates_u8s8() if reduce_range is None else bool(reduce_range)
         self.levels, self.zero = (63, 64) if self.reduce_range else (127, 128)
         q, scale = quantize_rows(np.asarray(emb, np.float32))

@@ -17,6 +17,7 @@ import click
 
 from .cliutil import emit, run_api, split_ids
 from .errors import MissingExtraError
+from .fsutil import loads_strict
 from .request import STRATEGIES, Request
 
 log = logging.getLogger(__name__)
@@ -177,9 +178,9 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.ClickException(f"{file.name}:{n}: not valid JSON ({exc.msg})") from None
+                obj = loads_strict(line)
+            except ValueError as exc:
+                raise click.ClickException(f"{file.name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
             if not isinstance(obj, dict) or not set(obj) <= {"id", "title", "categories", "year", "text", "timestamp"}:
                 raise click.ClickException(f"{file.name}:{n}: expected an object with id, title, categories, year, text, timestamp")
             recs.append(obj)

@@ -84,3 +84,24 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _finite(s: str) -> float:
+    v = float(s)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"number {s} is out of range (not a finite float)")
+    return v
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (NaN and Infinity are refused)")
+
+
+def loads_strict(text: str):
+    """``json.loads`` for files and bodies the runtime reads: NaN/Infinity and numbers that overflow
+    to infinity are refused, and nesting too deep for the parser is a ``ValueError`` instead of a
+    ``RecursionError`` (so every caller's ``except ValueError`` names the file)."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

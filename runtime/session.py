@@ -19,7 +19,9 @@ def cache_dir() -> Path:
 
 def providers_for(profile: DeviceProfile) -> list:
     """The profile's providers that this onnxruntime build has, in order; logs each fallback."""
-    import onnxruntime as ort
+    from .ortload import onnxruntime
+
+    ort = onnxruntime()
 
     have = set(ort.get_available_providers())
     out = []
@@ -38,7 +40,9 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
     With ``optimized_model_cache`` the graph optimized for this machine is saved once, keyed by
     the model's sha256 and the onnxruntime version, so later starts skip optimization.
     """
-    import onnxruntime as ort
+    from .ortload import onnxruntime
+
+    ort = onnxruntime()
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = profile.threads.intra_op

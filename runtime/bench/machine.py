@@ -35,7 +35,9 @@ def cpu_model_and_flags() -> tuple[str, list[str]]:
 def machine() -> dict:
     """CPU, flags, cores, library versions, git sha and time of the run."""
     import numpy as np
-    import onnxruntime as ort
+    from ..ortload import onnxruntime
+
+    ort = onnxruntime()
 
     model, flags = cpu_model_and_flags()
     return {
