@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Bundle, Preset, open_bundle
 from .catalog import Catalog, Filters, ItemInput, item_text
-from .catalog_index import CatalogScorer, top_n
+from .catalog_index import CatalogScorer, saturates_u8s8, top_n
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -109,6 +109,10 @@ class Recommender:
                               f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
         if chosen != wanted[0]:
             log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
+        if chosen == "int8-avx512vnni" and saturates_u8s8():
+            log.warning("variant %s has full-range int8 weights, which this CPU's AVX2 kernel can saturate "
+                        "(embeddings drift by up to ~2e-2); export with --profile x86-avx2 for the 7-bit int8-avx2 "
+                        "variant", chosen)
         enc_file = b.model("encoder", chosen).file
         enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen)
         um_file = b.model("user", chosen if chosen in b.variants("user") else "fp32").file

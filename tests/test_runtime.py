@@ -334,3 +334,19 @@ def test_memory_budget_is_checked_before_loading(bundle_copy, tmp_path):
     info = r.info()
     assert 16 < info["memory_estimate_mib"] <= info["memory_budget_mib"]
     assert r.memory["models"] > 0 and r.memory["catalog"] > 0
+
+
+def test_a_bundle_with_only_the_7bit_variant_serves_every_cpu_profile(tiny_bundle, tmp_path):
+    """Issue 17: the 7-bit int8-avx2 file cannot saturate on any CPU class, so VNNI and Pi profiles
+    take it when a bundle ships nothing else (before, x86-avx512-vnni refused such a bundle)."""
+    from genre_edge_export.bundle_writer import export_bundle
+
+    export_bundle(tiny_bundle / "student", tmp_path / "b", ["x86-avx2"], tiny_bundle / "teacher", min_kept=0.0,
+                  min_request_kept=0.0, min_cold_kept=0.0, progress=lambda m: None)
+    assert open_bundle(tmp_path / "b").variants("encoder") == ["int8-avx2"]
+    tops = []
+    for prof in ("x86-avx2", "x86-avx512-vnni", "rpi4", "rpi5"):
+        r = Recommender.load(tmp_path / "b", prof, state_dir=tmp_path / f"s-{prof}")
+        assert r.variant == "int8-avx2"
+        tops.append([x.id for x in r.recommend(["m0", "m6"], query="a funny film", k=5).items])
+    assert all(t == tops[0] for t in tops)
