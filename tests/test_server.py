@@ -134,8 +134,9 @@ def test_chunked_bodies_are_limited_as_they_arrive(server):
     assert st == 200 and len(resp["items"]) == 2
 
 
-def _req(base, method, path, body=None, headers=None):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+def _req(base, method, path, body=None, headers=None, raw_body=None):
+    data = raw_body if raw_body is not None else json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data,
                                  method=method, headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -223,3 +224,93 @@ def test_cli_and_http_writes_share_one_catalog_state(tiny_bundle, tmp_path):
     rec = Recommender.load(work / "b", "x86-avx512-vnni", state_dir=work / "state")  # a restart keeps every write
     live = {rec.catalog.ids[i] for i in rec.catalog.active_rows()}
     assert {"cli1", "cli2", "http0", "http1", "http2"} <= live and "cli0" not in live
+
+
+def test_fast_path_answers_valid_recommends_and_leaves_the_rest_to_fastapi(tiny_bundle, tmp_path):
+    """Issue 18 speed: valid POST /recommend bodies skip FastAPI (same answer as the Python API);
+    anything the fast path does not take gets FastAPI's own answer."""
+    import shutil
+    import socket
+    import threading
+    import time
+
+    from genre_edge.recommender import Recommender
+    from genre_edge.request import Request
+    from genre_edge.server import create_app
+
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "state")
+    app = create_app(rec)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for body in ({"history": ["m0", "m6"], "k": 4, "explain": True, "query": "funny", "mmr_lambda": 0.5},
+                     {"history": ["m1"], "k": 3, "include_categories": ["Drama"], "year_min": 1990},
+                     {"query": "something scary", "strategy": "query", "k": 2}):
+            before = app.fast.answered
+            st, got = _req(base, "POST", "/recommend", body)
+            assert st == 200 and app.fast.answered == before + 1
+            want = rec.recommend(Request.create(**body)).to_dict()
+            assert [(i["id"], i["reasons"]) for i in got["items"]] == [(i["id"], i["reasons"]) for i in want["items"]]
+            assert got["strategy"] == want["strategy"] and got["parsed"] == want["parsed"]
+        # not taken: pydantic's answers, exactly as before (422 with its field locations)
+        for body, status in (({"history": ["m0"], "k": "3"}, 422), ({"history": ["m0"], "k": True}, 422),
+                             ({"history": None, "k": 3}, 422), ({"history": ["m0"], "k": 0}, 422),
+                             ({"history": ["m0"], "bogus": 1}, 422), ({"history": ["m0"], "strategy": "query"}, 400)):
+            before = app.fast.answered
+            st, got = _req(base, "POST", "/recommend", body)
+            assert st == status and app.fast.answered == before, (body, st, got)
+            assert got["error"] in ("invalid_request", "bad_request")
+        assert _req(base, "POST", "/recommend", raw_body=b"[1, 2")[0] == 422  # not JSON: FastAPI says so
+    finally:
+        srv.should_exit = True
+        t.join(5)
+
+
+def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path):
+    """`genre serve --workers 2`: two processes on one port; an item added through one is recommended
+    by both; session feedback (kept per process) is refused with the reason; SIGTERM stops them."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tmp_path / "b"),
+                          "--profile", "x86-avx512-vnni", "--state-dir", str(tmp_path / "state"), "--port", str(port),
+                          "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if _req(base, "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        item = {"items": [{"id": "w1", "title": "Worker film", "categories": ["Zzworkers"], "year": 2020}]}
+        assert _req(base, "POST", "/items", item) == (200, {"added": ["w1"]})
+        for _ in range(40):  # new connections: the kernel spreads them over both workers
+            st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "include_categories": ["Zzworkers"]})
+            assert st == 200 and [i["id"] for i in got["items"]] == ["w1"]
+        st, got = _req(base, "POST", "/feedback", {"session_id": "s", "item_id": "m0"})
+        assert st == 400 and "--workers" in got["detail"]
+        st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "session_id": "s"})
+        assert st == 400 and "--workers" in got["detail"]
+        workers = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2, workers  # the uvicorn supervisor's children
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=30)[0]
+    assert p.returncode == 0, out
