@@ -90,23 +90,27 @@ class Client:
         data = json.dumps(body).encode() if body is not None else None
         self.c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
         r = self.c.getresponse()
-        r.read()
-        return r.status
+        text = r.read()
+        return r.status, (text.decode(errors="replace") if r.status >= 400 else "")
 
 
 def _worker(port, jobs, out, lock):
     cl = Client(port)
-    lat, errors = [], 0
+    lat, errors, seen = [], 0, []
     for method, path, body, ok in jobs:
         t = time.perf_counter()
+        detail = ""
         try:
-            status = cl.call(method, path, body)
-        except (OSError, http.client.HTTPException):
-            status, cl = 0, Client(port)
+            status, detail = cl.call(method, path, body)
+        except (OSError, http.client.HTTPException) as exc:
+            status, cl, detail = 0, Client(port), repr(exc)
         lat.append((time.perf_counter() - t) * 1e3)
-        errors += status not in ok
+        if status not in ok:
+            errors += 1
+            if len(seen) < 5:
+                seen.append(f"{method} {path} -> {status}: {detail[:200]}")
     with lock:
-        out.append((lat, errors))
+        out.append((lat, errors, seen))
 
 
 def run_parallel(port, jobs_per_conn: list[list]) -> dict:
@@ -120,6 +124,7 @@ def run_parallel(port, jobs_per_conn: list[list]) -> dict:
     wall = time.perf_counter() - t0
     lat = np.concatenate([np.array(x[0]) for x in out])
     return {"requests": int(len(lat)), "errors": int(sum(x[1] for x in out)), "seconds": wall,
+            "error_examples": [e for x in out for e in x[2]][:5],
             "rps": len(lat) / wall, "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)),
             "p99": float(np.percentile(lat, 99)), "lat": lat}
 
@@ -159,7 +164,7 @@ def main(argv=None) -> int:
         try:
             for _ in range(300):
                 try:
-                    if Client(port).call("GET", "/health") == 200:
+                    if Client(port).call("GET", "/health")[0] == 200:
                         break
                 except OSError:
                     time.sleep(0.1)

@@ -1,5 +1,6 @@
 """Runtime against a tiny real bundle: verification, requests, parity, catalog updates."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -350,3 +351,28 @@ def test_a_bundle_with_only_the_7bit_variant_serves_every_cpu_profile(tiny_bundl
         assert r.variant == "int8-avx2"
         tops.append([x.id for x in r.recommend(["m0", "m6"], query="a funny film", k=5).items])
     assert all(t == tops[0] for t in tops)
+
+
+def test_a_changed_updates_file_is_seen_even_with_the_same_inode_size_and_mtime(bundle_copy, tmp_path):
+    """Issue 18 soak: inode, size and mtime can all repeat between two states (inodes are reused, equal
+    sizes are common, mtime moves in ticks); a reader that missed the change lost writes. The file's
+    generation counter tells them apart."""
+    state = tmp_path / "state"
+    r1 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+    r1.add_items([{"id": "aa1", "title": "Same size", "categories": ["Drama"], "year": 2001}])
+    r2 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
+    assert "aa1" in r2.catalog.index
+    path = state / "catalog-updates.json"
+    text, st = path.read_text(), path.stat()
+    assert json.loads(text)["generation"] == 1
+    other = text.replace('"aa1"', '"aa2"').replace('"generation": 1', '"generation": 2')
+    assert len(other) == len(text)
+    with open(path, "r+") as fh:  # same inode, same size ...
+        fh.write(other)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... same mtime
+    assert r2.catalog.refresh()
+    assert "aa2" in r2.catalog.index and r2.catalog.active[r2.catalog.index["aa2"]]
+    assert "aa1" not in r2.catalog.index or not r2.catalog.active[r2.catalog.index["aa1"]]
+    r2.add_items([{"id": "bb1", "title": "Next", "categories": ["Drama"], "year": 2002}])  # writes on top
+    assert json.loads(path.read_text())["generation"] == 3
+    assert {a["id"] for a in json.loads(path.read_text())["added"]} == {"aa2", "bb1"}
