@@ -66,6 +66,8 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
         s = np.asarray(score_fn(ub), dtype=np.float64).copy()
         if s.shape != (len(ub), split.n_items):
             raise ValueError(f"scorer returned shape {s.shape}, expected {(len(ub), split.n_items)}")
+        if np.isnan(s).any():
+            raise ValueError("scorer returned NaN scores")
         s[:, ~cand_mask] = -np.inf
         if seen is not None:
             for r, u in enumerate(ub):

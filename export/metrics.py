@@ -74,6 +74,23 @@ def _p_first_after(g: np.ndarray, m: np.ndarray, t: np.ndarray) -> np.ndarray:
     return r
 
 
+def rank_counts(scores: np.ndarray, t_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(how many scores of the row are above each truth score, how many equal it), per row.
+
+    One sort per row, then a binary search per truth item: the cost grows with items x log(items),
+    not with items x truth length (comparing every truth item with the whole row was 130 such passes
+    per blend calibration, over 15 minutes on a 10k-item data set). Scores must not be NaN."""
+    srt = np.sort(scores, axis=1)
+    N = scores.shape[1]
+    higher = np.empty(t_scores.shape, np.int64)
+    tied = np.empty(t_scores.shape, np.int64)
+    for r in range(scores.shape[0]):
+        lo = np.searchsorted(srt[r], t_scores[r], "left")
+        hi = np.searchsorted(srt[r], t_scores[r], "right")
+        higher[r], tied[r] = N - hi, hi - lo
+    return higher, tied
+
+
 def expected_ranking_metrics(scores: np.ndarray, truth: np.ndarray, truth_mask: np.ndarray,
                              ks=(10, 20)) -> dict[str, np.ndarray]:
     """Per-user Recall@k, nDCG@k, HitRate@k and MRR, each the exact expectation over a uniformly
@@ -87,12 +104,7 @@ def expected_ranking_metrics(scores: np.ndarray, truth: np.ndarray, truth_mask: 
     """
     B, N = scores.shape
     t_scores = np.take_along_axis(scores, truth, axis=1)
-    higher = np.zeros(truth.shape, np.int64)
-    tied = np.ones(truth.shape, np.int64)
-    for j in range(truth.shape[1]):
-        s = t_scores[:, j: j + 1]
-        higher[:, j] = (scores > s).sum(1)
-        tied[:, j] = (scores == s).sum(1)
+    higher, tied = rank_counts(scores, t_scores)
     n_truth = truth_mask.sum(1)
     valid = n_truth > 0
     kmax = max(ks)
