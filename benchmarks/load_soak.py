@@ -158,9 +158,10 @@ def main(argv=None) -> int:
         shutil.copytree(a.bundle, b)
         port = _free_port()
         env = {**os.environ, "GENRE_STATE_DIR": str(Path(tmp) / "state")}
+        srv_log = open(Path(tmp) / "server.log", "w+")  # a file, not a pipe: a full pipe would stall the server
         srv = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(b), "--profile",
                                 a.profile, "--port", str(port), "--workers", str(a.workers)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=srv_log, stderr=subprocess.STDOUT)
         try:
             for _ in range(300):
                 try:
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
                 except OSError:
                     time.sleep(0.1)
             else:
-                raise SystemExit("genre serve did not come up: " + srv.stderr.read1().decode(errors="replace"))
+                raise SystemExit("genre serve did not come up: " + (Path(tmp) / "server.log").read_text()[-3000:])
             run_parallel(port, [[rec_job() for _ in range(300)]])  # warm-up
             load = {}
             for conc in (1, 4, 16):
@@ -215,6 +216,7 @@ def main(argv=None) -> int:
         finally:
             srv.terminate()
             srv.wait(30)
+        server_log = (Path(tmp) / "server.log").read_text(errors="replace")
         # every acknowledged write is there after the server stopped (HTTP adds not removed, CLI adds)
         from genre_edge.recommender import Recommender
 
@@ -227,7 +229,8 @@ def main(argv=None) -> int:
             "items_added": n_add, "rss_growth": windows[-1]["rss_mib"] / base_rss - 1,
             "fd_growth": windows[-1]["fds"] - base_fd, "windows": windows,
             "p99_first_last": [windows[0]["p99"], windows[-1]["p99"]], "cli_writes": len(cli_added),
-            "lost_acknowledged_writes": len(lost) + len(back), "worker_rss_mib": worker_rss}
+            "lost_acknowledged_writes": len(lost) + len(back), "worker_rss_mib": worker_rss,
+            "server_log_tail": server_log[-4000:]}
     res = {"name": name, "profile": a.profile, "workers": a.workers, "load": load, "soak": soak, "machine": machine(),
            "command": "python benchmarks/load_soak.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md = [f"# HTTP load and soak: {name}", "", f"`genre serve --workers {a.workers}` with profile `{a.profile}` "

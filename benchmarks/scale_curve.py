@@ -73,6 +73,38 @@ def grow(rec, n: int, seed: int = 0) -> None:
                           c.first_seen[pick], emb, c.pop[pick] * 0.5)
 
 
+def grow_lean(rec, n: int, folder: Path, seed: int = 0) -> None:
+    """As :func:`grow`, but the catalog is what a lean load of an n-item bundle holds: int8 rows in a
+    memory-mapped .npy file (written block by block: no float32 copy of the catalog ever exists) and
+    one scale per row (:class:`~genre_edge.catalog_rows.Int8Rows`)."""
+    from genre_edge.catalog import Catalog
+    from genre_edge.catalog_index import quantize_rows
+    from genre_edge.catalog_rows import Int8Rows
+
+    c = rec.catalog
+    n = max(n, c.n_bundle)
+    real, d = c.n_bundle, c.emb.shape[1]
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, real, size=n - real)
+    pick = np.concatenate([np.arange(real), src]).astype(np.int64)
+    path = folder / "rows.int8.npy"
+    q = np.lib.format.open_memmap(path, mode="w+", dtype=np.int8, shape=(n, d))
+    scale = np.empty(n, np.float32)
+    for a in range(0, n, 100_000):
+        b = min(n, a + 100_000)
+        e = np.asarray(c.emb[pick[a:b]], np.float32)
+        if b > real:
+            noisy = slice(max(0, real - a), b - a)
+            e[noisy] += rng.standard_normal((len(e[noisy]), d), np.float32) * 0.03
+            e[noisy] /= np.linalg.norm(e[noisy], axis=1, keepdims=True)
+        q[a:b], scale[a:b] = quantize_rows(e)
+    q.flush()
+    del q
+    ids = c.ids[:real] + [f"syn{i}" for i in range(n - real)]
+    rec.catalog = Catalog(ids, [c.titles[i] for i in pick], [c.categories[i] for i in pick], c.years[pick],
+                          c.first_seen[pick], Int8Rows(np.load(path, mmap_mode="r"), scale), c.pop[pick] * 0.5)
+
+
 def child(args: dict) -> dict:
     from genre_edge.catalog_index import CatalogScorer, top_n
     from genre_edge.recommender import Recommender
@@ -83,7 +115,18 @@ def child(args: dict) -> dict:
     n, reps = args["n"], args["reps"]
     rec = Recommender.load(args["bundle"], args["profile"])
     rss0 = _rss()
-    grow(rec, n)
+    tmp = None
+    if args.get("lean"):
+        import ctypes
+        import gc
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory()
+        grow_lean(rec, n, Path(tmp.name))
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # the block-wise build's freed buffers
+    else:
+        grow(rec, n)
     cat = rec.catalog
     n = len(cat.ids)
     rss_catalog = _rss()
@@ -91,7 +134,7 @@ def child(args: dict) -> dict:
     real_ids = cat.ids[: cat.n_bundle]
     hist = list(rng.choice(real_ids, size=min(50, len(real_ids)), replace=False))
     out = {"n": n, "rss_bundle_mib": rss0, "rss_catalog_mib": rss_catalog}
-    for mode in ("fp32", "int8"):
+    for mode in (("int8",) if args.get("lean") else ("fp32", "int8")):
         rec.catalog_scorer = CatalogScorer(mode, 1)
         t = time.perf_counter()
         rec.rebuild_index()
@@ -139,6 +182,8 @@ def child(args: dict) -> dict:
             hl[str(h)] = {s: _p(v) for s, v in stages.items()}
         out["history"] = hl
     out["rss_peak_mib"] = _rss("VmHWM")
+    out["rss_end_mib"] = _rss()
+    out["lean"] = bool(args.get("lean"))
     return out
 
 
@@ -153,7 +198,9 @@ def run_child(args: dict) -> dict:
 
 
 def markdown(res: dict) -> str:
-    L = ["# Scale curve: catalog size and history length", "", machine_markdown(res["machine"]), "",
+    lean = any(r.get("lean") for r in res["sizes"])
+    L = ["# Scale curve: catalog size and history length" + (" (lean catalog: int8 rows memory-mapped)" if lean else ""),
+         "", machine_markdown(res["machine"]), "",
          f"Command: `{res['command']}`", "",
          f"Bundle `{res['bundle']}` ({res['n_real']} real items; the rest are synthetic neighbours of them), profile "
          f"`{res['profile']}`, one thread, history 50, MMR top-10 over a 200-item pool; p50 ms of {res['reps']} "
@@ -162,8 +209,9 @@ def markdown(res: dict) -> str:
          "| items | fp32 p50 | fp32 p99 | **int8 index p50** | int8 p99 | + query (int8) | target | index build s | "
          "RSS catalog MiB | RSS with index MiB | int8 top-200 overlap |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    na = {"recommend_ms": {"p50": float("nan"), "p99": float("nan")}, "content_ms": {"p50": float("nan")}}
     for r in res["sizes"]:
-        f, i = r["fp32"], r["int8"]
+        f, i = r.get("fp32", na), r["int8"]  # a lean run has no float32 catalog to time
         tgt = TARGETS_MS.get(r["n"])
         met = "" if tgt is None else (f"< {tgt:g} ({'met' if i['recommend_ms']['p50'] < tgt else '**missed**'})")
         L.append(f"| {r['n']:,} | {f['recommend_ms']['p50']:.3f} | {f['recommend_ms']['p99']:.3f} | "
@@ -175,7 +223,7 @@ def markdown(res: dict) -> str:
           "| items | content fp32 | content int8 | CF | blend + filters | top-200 argpartition | top-200 blocked | "
           "MMR re-rank |", "|---|---|---|---|---|---|---|---|"]
     for r in res["sizes"]:
-        f, i = r["fp32"], r["int8"]
+        f, i = r.get("fp32", na), r["int8"]
         L.append(f"| {r['n']:,} | {f['content_ms']['p50']:.3f} | {i['content_ms']['p50']:.3f} | "
                  f"{i['cf_ms']['p50']:.3f} | {i['blend_mask_ms']['p50']:.3f} | {i['topk_argpartition_ms']['p50']:.3f} | "
                  f"{i['topk_blocked_ms']['p50']:.3f} | {i['rerank_mmr_ms']['p50']:.3f} |")
@@ -200,6 +248,8 @@ def chart(res: dict, path: Path) -> None:
     ns = [r["n"] for r in res["sizes"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for mode, lab in (("fp32", "numpy float32"), ("int8", "int8 index (MatMulInteger)")):
+        if any(mode not in r for r in res["sizes"]):
+            continue
         a1.plot(ns, [r[mode]["recommend_ms"]["p50"] for r in res["sizes"]], "o-", label=f"{lab} p50")
     for n, t in TARGETS_MS.items():
         a1.plot([n], [t], "r_", markersize=18)
@@ -232,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--history-at", type=int, default=100_000, help="catalog size of the history curve")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--lean", action="store_true",
+                    help="the catalog as a lean load holds it: int8 rows memory-mapped + scales, int8 index only")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -247,7 +299,7 @@ def main(argv=None) -> int:
     for n in sizes:
         log.info("catalog %d items ...", n)
         rows.append(run_child({"bundle": a.bundle, "profile": a.profile, "n": n, "reps": a.reps,
-                               "histories": n == a.history_at}))
+                               "histories": n == a.history_at, "lean": a.lean}))
     from genre_edge.bundle import open_bundle
 
     res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": a.profile, "reps": a.reps,

@@ -22,6 +22,7 @@ import numpy as np
 from . import config as cfg
 from .catalog import Catalog
 from .errors import BundleError, ConfigError
+from .catalog_rows import Int8Rows
 from .fsutil import loads_strict, sha256_file
 from .request import STRATEGIES
 from .scorer import CFScorer
@@ -313,10 +314,10 @@ class Bundle:
         """Bytes of every listed file together."""
         return sum(f.bytes for f in self.manifest.files.values())
 
-    def load_npy(self, rel: str, dtype=None, ndim: int | None = None) -> np.ndarray:
+    def load_npy(self, rel: str, dtype=None, ndim: int | None = None, mmap: bool = False) -> np.ndarray:
         p = self.path(rel)
         try:
-            arr = np.load(p, allow_pickle=False)
+            arr = np.load(p, allow_pickle=False, mmap_mode="r" if mmap else None)
         # a malformed header reaches numpy's header parser: SyntaxError/TokenError besides ValueError
         except Exception as exc:
             raise BundleError(f"{rel}: not a valid .npy array ({exc})") from None
@@ -343,22 +344,27 @@ class Bundle:
         return list(getattr(self.manifest.models, part, None) or {})
 
     # -------------------------------------------------------------- data files
-    def load_catalog(self):
-        """The bundle's catalog (items, float32 embeddings, popularity), shapes and types checked."""
+    def load_catalog(self, lean: bool = False):
+        """The bundle's catalog (items, embeddings, popularity), shapes and types checked. Embeddings are
+        float32, or with ``lean`` and an int8 catalog file, int8 rows memory-mapped from the bundle with
+        their scales (:class:`~genre_edge.catalog_rows.Int8Rows`: large catalogs, scored by the int8 index)."""
         cat, dim = self.manifest.catalog, self.manifest.dim
         items = _check_items(self.load_json(cat.items), cat.items)
-        emb = self.load_npy(cat.embeddings, ndim=2)
+        emb = self.load_npy(cat.embeddings, ndim=2, mmap=lean)
         if emb.dtype == np.int8:  # int8 with one scale per item (half of fp16 on disk)
             if cat.embedding_scales is None:
                 raise BundleError(f"{cat.embeddings} is int8 but the manifest names no embedding_scales")
-            scales = self.load_npy(cat.embedding_scales, np.float32, 1)
+            scales = _finite(self.load_npy(cat.embedding_scales, np.float32, 1), cat.embedding_scales)
             if scales.shape != (emb.shape[0],):
                 raise BundleError(f"{cat.embedding_scales}: shape {scales.shape}, expected ({emb.shape[0]},)")
-            emb = emb.astype(np.float32) * scales[:, None]
+            emb = Int8Rows(emb, scales) if lean else emb.astype(np.float32) * scales[:, None]
+        elif lean:
+            emb = np.array(emb)  # an fp16/fp32 catalog file: read it whole, as without lean
         elif emb.dtype not in (np.float16, np.float32):
             raise BundleError(f"{cat.embeddings}: dtype {emb.dtype}, expected int8, float16 or float32")
         pop = self.load_npy(cat.popularity, np.float32, 1)
-        _finite(emb, cat.embeddings)
+        if not isinstance(emb, Int8Rows):  # int8 rows are finite; their scales were checked
+            _finite(emb, cat.embeddings)
         _finite(pop, cat.popularity)
         n = len(items["ids"])
         if emb.shape != (n, dim) or pop.shape != (n,):

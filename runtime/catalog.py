@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import BundleError, RequestError
 from .request import check_text
+from .catalog_rows import Int8Rows
 from .fsutil import atomic_write_json, loads_strict
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class Catalog:
         self.categories = [tuple(c) for c in categories]
         self.years = np.asarray(years, np.int32)
         self.first_seen = np.asarray(first_seen, np.int64)
-        self.emb = np.ascontiguousarray(emb, dtype=np.float32)
+        # float32 rows, or int8 rows + scales (Int8Rows, memory-mapped from the bundle) for large catalogs
+        self.emb = emb if isinstance(emb, Int8Rows) else np.ascontiguousarray(emb, dtype=np.float32)
         self.pop = np.asarray(pop, np.float32)
         self.active = np.ones(len(self.ids), bool)
         self.n_bundle = len(self.ids)
@@ -192,7 +194,10 @@ class Catalog:
         self.categories.append(tuple(item.categories))
         self.years = np.append(self.years, np.int32(item.year))
         self.first_seen = np.append(self.first_seen, np.int64(item.timestamp))
-        self.emb = np.vstack([self.emb, e[None].astype(np.float32)])
+        if isinstance(self.emb, Int8Rows):
+            self.emb.append(e)
+        else:
+            self.emb = np.vstack([self.emb, e[None].astype(np.float32)])
         self.pop = np.append(self.pop, np.float32(0.0))
         self.active = np.append(self.active, True)
         self.index[item.id] = i
@@ -344,9 +349,15 @@ class Catalog:
         update was never acknowledged). A corrupt updates file is refused with a clear error.
         """
         self.updates_path = path
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-            log.warning("removing %s left by an interrupted catalog write (that update was not acknowledged)", tmp)
-            tmp.unlink(missing_ok=True)
+        if any(path.parent.glob(f".{path.name}.*.tmp")):
+            # under the exclusive lock: a writer in another process holds it while its temp file exists, so
+            # what is found then was left by a crash (deleting without the lock broke a running server's
+            # write: a soak with `genre items add` next to `genre serve` got 500s)
+            with _FileLock(path):
+                for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                    log.warning("removing %s left by an interrupted catalog write (that update was not "
+                                "acknowledged)", tmp)
+                    tmp.unlink(missing_ok=True)
         if not path.is_file():
             return {"added": 0, "removed": 0}
         with self.lock, _FileLock(path, shared=True):

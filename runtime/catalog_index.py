@@ -23,6 +23,8 @@ import logging
 
 import numpy as np
 
+from .catalog_rows import Int8Rows
+
 log = logging.getLogger(__name__)
 
 # Below this many items numpy's float32 product is as fast, and building an index is not worth it.
@@ -116,13 +118,16 @@ class Int8Index:
     """Scores the first ``n`` catalog rows with a pre-packed int8 product; see the module docstring.
     ``reduce_range`` (default: :func:`saturates_u8s8` of this CPU) quantizes the query to 7 bits."""
 
-    def __init__(self, emb: np.ndarray, threads: int = 1, reduce_range: bool | None = None):
+    def __init__(self, emb: np.ndarray | None, threads: int = 1, reduce_range: bool | None = None,
+                 rows: tuple[np.ndarray, np.ndarray] | None = None):
+        """``emb`` float32 rows to quantize, or ``rows`` = (int8 rows, scales) already quantized (a
+        lean catalog: nothing to convert at load)."""
         from .ortload import onnxruntime
 
         ort = onnxruntime()
         self.reduce_range = saturates_u8s8() if reduce_range is None else bool(reduce_range)
         self.levels, self.zero = (63, 64) if self.reduce_range else (127, 128)
-        q, scale = quantize_rows(np.asarray(emb, np.float32))
+        q, scale = rows if rows is not None else quantize_rows(np.asarray(emb, np.float32))
         self.n, self.dim = q.shape
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
@@ -155,12 +160,21 @@ class CatalogScorer:
     def build(self, catalog) -> None:
         """(Re)build the int8 index over the catalog's current rows (call with the catalog lock held)."""
         n = len(catalog.emb)
-        if self.mode == "int8" or (self.mode == "auto" and n >= AUTO_MIN_ITEMS):
-            self.index = Int8Index(catalog.emb, self.threads)
-            catalog.changed_rows.clear()
-            log.info("int8 catalog index over %d items", n)
+        if self.uses_index(n):
+            emb = catalog.emb
+            if isinstance(emb, Int8Rows):  # the stored int8 rows as they are; overwritten rows stay exact
+                self.index = Int8Index(None, self.threads, rows=(np.asarray(emb.q), emb.scale))
+                catalog.changed_rows = set(emb.overwritten)
+            else:
+                self.index = Int8Index(emb, self.threads)
+                catalog.changed_rows.clear()
+            log.info("int8 catalog index over %d items", self.index.n)
         else:
             self.index = None
+
+    def uses_index(self, n: int) -> bool:
+        """Whether a catalog of ``n`` rows is scored through the int8 index."""
+        return self.mode == "int8" or (self.mode == "auto" and n >= AUTO_MIN_ITEMS)
 
     def scores(self, catalog, u: np.ndarray) -> np.ndarray:
         idx = self.index

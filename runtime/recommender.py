@@ -121,7 +121,9 @@ class Recommender:
         if m.scoring.head == "mlp":
             head_file = b.model("head", chosen if chosen in b.variants("head") else "fp32").file
             head_sess = make_session(b.path(head_file), prof, b.sha256(head_file))
-        catalog = b.load_catalog()
+        # large catalogs scored by the int8 index keep only the int8 rows (memory-mapped), not float32
+        n_items = m.catalog.n_items or 0
+        catalog = b.load_catalog(lean=CatalogScorer(prof.catalog_scoring).uses_index(n_items))
         cf = b.load_cf(len(catalog.ids))
         encoder = Encoder(enc_sess, b.path(m.tokenizer), min(m.max_tokens, prof.max_tokens), prof.max_batch)
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
@@ -379,8 +381,11 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     n = m.catalog.n_items or 0
     index = prof.catalog_scoring == "int8" or (prof.catalog_scoring == "auto" and n >= AUTO_MIN_ITEMS)
     cf = sum(f.get(x, 0) for x in (m.catalog.cf.idx, m.catalog.cf.w, m.catalog.cf.P, m.catalog.cf.Q) if x)
+    # float32 rows (+ the int8 index), or with the index and an int8 catalog file only the index: the
+    # int8 rows stay memory-mapped (pages a request gathers) and the scales take 4 bytes a row
+    per_row = (m.dim + 4) if index and m.catalog.embedding_scales else m.dim * (4 + (1 if index else 0))
     out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
-           "catalog": (n * m.dim * (4 + (1 if index else 0)) + f.get(m.catalog.items, 0) * 3) * mib,
+           "catalog": (n * per_row + f.get(m.catalog.items, 0) * 3) * mib,
            "cf": 2 * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
     out["total_mib"] = sum(out.values())
     return out

@@ -135,3 +135,63 @@ def test_recommender_int8_scoring_agrees_with_float32(tiny_bundle, tmp_path):
     assert 0 in rec.catalog.changed_rows
     u = rec.catalog.emb[1]
     assert abs(rec.catalog_scorer.scores(rec.catalog, u)[0] - float(rec.catalog.emb[0] @ u)) < 1e-6
+
+
+def test_int8_rows_gather_append_overwrite_and_product_match_float32(tmp_path):
+    """Issue 20: the lean catalog matrix (int8 rows memory-mapped + scales, float32 rows beside them)
+    answers every access the runtime makes as the de-quantized float32 matrix would."""
+    from genre_edge.catalog_rows import Int8Rows
+
+    q, s = quantize_rows(unit_rows(500))
+    np.save(tmp_path / "q.npy", q)
+    rows = Int8Rows(np.load(tmp_path / "q.npy", mmap_mode="r"), s)
+    ref = q.astype(np.float32) * s[:, None]
+    extra = unit_rows(40, seed=5)
+    for e in extra:  # on-device additions: amortised appends, never a copy of the int8 rows
+        rows.append(e)
+        ref = np.vstack([ref, e[None]])
+    rows[3] = extra[0]  # an in-place update of a bundle row ...
+    ref[3] = extra[0]
+    rows[510] = -extra[1]  # ... and of an added row
+    ref[510] = -extra[1]
+    assert rows.shape == ref.shape == (540, 48) and len(rows) == 540 and rows.overwritten == [3]
+    for idx in (np.array([0, 3, 499, 500, 510, 539, 3]), slice(495, None), slice(None, 10), 3, 510, -1,
+                np.array([[1, 3], [510, 2]])):
+        assert np.array_equal(rows[idx], ref[idx]), idx
+    u = unit_rows(1, seed=7)[0]
+    assert np.allclose(rows @ u, ref @ u, atol=1e-6)
+    with pytest.raises(IndexError):
+        rows[np.array([540])]
+    assert isinstance(rows.q, np.memmap) and rows.q.dtype == np.int8
+
+
+def test_lean_catalog_serves_like_the_float32_one(tiny_bundle, tmp_path):
+    """A profile that scores through the int8 index loads only the int8 rows (memory-mapped) and
+    answers as the float32 catalog does; on-device adds and in-place updates are exact."""
+    from genre_edge.catalog_rows import Int8Rows
+    from genre_edge.profile import load_profile
+    from genre_edge.recommender import Recommender
+
+    import dataclasses
+
+    src = load_profile("x86-avx512-vnni")
+    lean_prof = dataclasses.replace(src, catalog_scoring="int8")
+    fp = Recommender.load(tiny_bundle / "bundle", src, state_dir=tmp_path / "a")
+    lean = Recommender.load(tiny_bundle / "bundle", lean_prof, state_dir=tmp_path / "b")
+    assert isinstance(lean.catalog.emb, Int8Rows) and not isinstance(fp.catalog.emb, Int8Rows)
+    assert lean.catalog_scorer.index is not None and lean.memory["catalog"] < fp.memory["catalog"] * 2
+    ids = fp.catalog.ids
+    for i in range(0, 30, 6):
+        a = fp.recommend(ids[i: i + 6], k=5, explain=True, mmr_lambda=0.5)
+        b = lean.recommend(ids[i: i + 6], k=5, explain=True, mmr_lambda=0.5)
+        assert len({x.id for x in a.items} & {x.id for x in b.items}) >= 4
+        assert abs(a.items[0].score - b.items[0].score) < 0.05
+    new = {"id": "lean1", "title": "Completely different", "categories": ["Comedy"], "year": 1999}
+    for r in (fp, lean):
+        r.add_items([new, {"id": ids[0], "title": "Renamed in place", "categories": ["Drama"], "year": 1990}])
+    for row in (lean.catalog.index["lean1"], 0):  # exact for what the device wrote
+        assert np.allclose(lean.catalog.emb[row], fp.catalog.emb[row], atol=1e-6)
+        u = fp.catalog.emb[1]
+        assert abs(lean.catalog_scorer.scores(lean.catalog, u)[row] - float(fp.catalog.emb[row] @ u)) < 1e-5
+    lean.rebuild_index()  # a rebuild keeps the updated row exact (the index holds the stored rows)
+    assert 0 in lean.catalog.changed_rows

@@ -376,3 +376,39 @@ def test_a_changed_updates_file_is_seen_even_with_the_same_inode_size_and_mtime(
     r2.add_items([{"id": "bb1", "title": "Next", "categories": ["Drama"], "year": 2002}])  # writes on top
     assert json.loads(path.read_text())["generation"] == 3
     assert {a["id"] for a in json.loads(path.read_text())["added"]} == {"aa2", "bb1"}
+
+
+def test_a_starting_process_never_deletes_a_running_writers_temp_file(bundle_copy, tmp_path):
+    """Soak finding: `genre items add` starting next to `genre serve` removed 'leftover' temp files
+    without the lock, i.e. the server's write in progress (its rename then failed: HTTP 500). The
+    cleanup now happens under the exclusive lock, which a writer holds while its temp file exists."""
+    import threading
+    import time
+
+    from genre_edge.catalog import _FileLock
+
+    state = tmp_path / "state"
+    Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state).add_items(
+        [{"id": "w0", "title": "First", "categories": ["Drama"], "year": 2001}])
+    path = state / "catalog-updates.json"
+    tmp = state / ".catalog-updates.json.inflight.tmp"
+    holding, outcome = threading.Event(), {}
+
+    def writer():  # what atomic_write_json does inside Catalog.add, slowed down
+        with _FileLock(path):
+            tmp.write_text(path.read_text())
+            holding.set()
+            time.sleep(0.5)
+            try:
+                os.replace(tmp, path)
+                outcome["ok"] = True
+            except FileNotFoundError as exc:
+                outcome["error"] = exc
+
+    t = threading.Thread(target=writer)
+    t.start()
+    holding.wait(5)
+    r = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)  # waits for the writer's lock
+    t.join()
+    assert outcome == {"ok": True}
+    assert "w0" in r.catalog.index
