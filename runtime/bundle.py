@@ -357,7 +357,8 @@ class Bundle:
             scales = _finite(self.load_npy(cat.embedding_scales, np.float32, 1), cat.embedding_scales)
             if scales.shape != (emb.shape[0],):
                 raise BundleError(f"{cat.embedding_scales}: shape {scales.shape}, expected ({emb.shape[0]},)")
-            emb = Int8Rows(emb, scales) if lean else emb.astype(np.float32) * scales[:, None]
+            key = (self.sha256(cat.embeddings) or "")[:16] + (self.sha256(cat.embedding_scales) or "")[:16]
+            emb = Int8Rows(emb, scales, key or None) if lean else emb.astype(np.float32) * scales[:, None]
         elif lean:
             emb = np.array(emb)  # an fp16/fp32 catalog file: read it whole, as without lean
         elif emb.dtype not in (np.float16, np.float32):

@@ -20,10 +20,11 @@ class Int8Rows:
     ``rows[i] = e``.
     """
 
-    def __init__(self, q: np.ndarray, scale: np.ndarray):
+    def __init__(self, q: np.ndarray, scale: np.ndarray, key: str | None = None):
+        """``key``: what identifies the stored rows (the bundle files' sha256), for the int8 index cache."""
         if q.dtype != np.int8 or q.ndim != 2 or scale.shape != (q.shape[0],):
             raise ValueError(f"Int8Rows needs int8 [N, D] rows and [N] scales, got {q.dtype} {q.shape} and {scale.shape}")
-        self.q, self.scale = q, np.asarray(scale, np.float32)
+        self.q, self.scale, self.key = q, np.asarray(scale, np.float32), key
         self.n0, self.dim = q.shape
         self._extra = np.zeros((0, self.dim), np.float32)  # rows n0.. (added on device), grown geometrically
         self._n_extra = 0
@@ -39,6 +40,18 @@ class Int8Rows:
 
     def __len__(self) -> int:
         return self.n0 + self._n_extra
+
+    def release_pages(self) -> None:
+        """Let the OS drop the memory-mapped rows' pages (after the index build read them all); they
+        come back from the file when a request gathers them. A no-op for rows in memory."""
+        import mmap
+
+        m = getattr(self.q, "_mmap", None)
+        if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                m.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):
+                pass
 
     @property
     def overwritten(self) -> list[int]:

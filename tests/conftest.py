@@ -152,3 +152,18 @@ def live_server(tiny_root: Path, work: Path, **app_options):
     finally:
         srv.should_exit = True
         t.join(5)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """The runtime's cache folder (optimized models, int8 index files) is the test session's own:
+    tests never write to ~/.cache/genre-edge."""
+    import os
+
+    old = os.environ.get("GENRE_CACHE_DIR")
+    os.environ["GENRE_CACHE_DIR"] = str(tmp_path_factory.mktemp("genre-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GENRE_CACHE_DIR", None)
+    else:
+        os.environ["GENRE_CACHE_DIR"] = old

@@ -195,3 +195,29 @@ def test_lean_catalog_serves_like_the_float32_one(tiny_bundle, tmp_path):
         assert abs(lean.catalog_scorer.scores(lean.catalog, u)[row] - float(fp.catalog.emb[row] @ u)) < 1e-5
     lean.rebuild_index()  # a rebuild keeps the updated row exact (the index holds the stored rows)
     assert 0 in lean.catalog.changed_rows
+
+
+def test_int8_index_from_a_cached_model_file_scores_like_the_in_memory_one(tmp_path, monkeypatch):
+    """The streamed model file is byte-identical to the in-memory model; a lean catalog's index is
+    kept in the cache folder by key and reopened from there."""
+    from genre_edge.catalog_index import write_int8_scoring_model
+    from genre_edge.catalog_rows import Int8Rows
+
+    q, s = quantize_rows(unit_rows(700))
+    write_int8_scoring_model(tmp_path / "m.onnx", q, s, 128)
+    assert (tmp_path / "m.onnx").read_bytes() == int8_scoring_model(q, s, 128)
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    cat = FakeCatalog(Int8Rows(q, s, key="abc"))
+    sc = CatalogScorer("int8")
+    sc.build(cat)
+    files = list((tmp_path / "cache" / "int8-index").glob("abc-z*.onnx"))
+    assert len(files) == 1
+    u = unit_rows(1, seed=3)[0]
+    ref = Int8Index(None, rows=(q, s)).scores(u)
+    assert np.array_equal(sc.scores(cat, u), ref)
+    mtime = files[0].stat().st_mtime_ns
+    sc.build(cat)  # reopened, not rewritten
+    assert files[0].stat().st_mtime_ns == mtime and np.array_equal(sc.scores(cat, u), ref)
+    files[0].write_bytes(b"damaged")  # a broken cache file is rebuilt, with a warning
+    sc.build(cat)
+    assert np.array_equal(sc.scores(cat, u), ref)
