@@ -135,3 +135,24 @@ def test_split_without_top_items_takes_them_out_of_candidates_and_truth(toy_data
     assert sp.without_top_items("cold", 0) == (sp, [])
     with pytest.raises(ValueError, match="which must be"):
         sp.without_top_items("nope", 1)
+
+
+def test_paired_stats_agree_with_scipy():
+    """Issue 19: the numpy bootstrap / sign-flip permutation / paired t in export/ab.py against SciPy's
+    own (`bootstrap(paired=True)`, `permutation_test(permutation_type='samples')`, `ttest_rel`)."""
+    stats = pytest.importorskip("scipy.stats")
+    from genre_edge_export.ab import paired_stats
+
+    rng = np.random.default_rng(11)
+    for effect in (0.0, 0.01, 0.03):
+        a = rng.random(400) * 0.3
+        b = np.clip(a + effect + rng.normal(0, 0.08, 400) * (rng.random(400) < 0.5), 0, None)
+        ours = paired_stats(a, b, n_boot=20000, n_perm=20000, seed=1)
+        ci = stats.bootstrap((b, a), lambda x, y: np.mean(x - y), paired=True, vectorized=False, n_resamples=20000,
+                             method="percentile", random_state=2).confidence_interval
+        assert abs(ours["ci95"][0] - ci.low) < 0.002 and abs(ours["ci95"][1] - ci.high) < 0.002
+        perm = stats.permutation_test((b, a), lambda x, y, axis: np.mean(x - y, axis=axis), vectorized=True,
+                                      permutation_type="samples", n_resamples=20000, random_state=3).pvalue
+        assert abs(ours["p_permutation"] - perm) < 0.02 + 0.1 * perm
+        t = stats.ttest_rel(b, a)
+        assert ours["t_paired"] == pytest.approx(t.statistic, rel=1e-9)
