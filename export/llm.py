@@ -22,8 +22,6 @@ import os
 import random
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,67 +167,115 @@ class AnswerError(Exception):
     """An answer that is not usable (malformed, truncated, off-schema): recorded and skipped."""
 
 
+MAX_RETRY_AFTER_S = 600.0  # a server asking for more is waited for this long, then asked again
+
+
 class TransientError(Exception):
-    """A failure worth retrying (timeout, connection, 429, 5xx)."""
+    """A failure worth retrying (timeout, connection, 429, 5xx); ``retry_after``: seconds the server asked for."""
+
+    def __init__(self, msg: str, retry_after: float | None = None):
+        super().__init__(msg)
+        self.retry_after = retry_after
+
+
+def strict_schema(schema: dict) -> dict:
+    """``schema`` as OpenAI's strict structured outputs accept it: every object lists all of its
+    properties as required, and the ones that were optional may be null (a hosted strict endpoint
+    refuses a schema with an optional property, e.g. a synthetic item's description)."""
+    if schema.get("type") == "object":
+        props = {}
+        for k, v in schema.get("properties", {}).items():
+            v = strict_schema(v)
+            if k not in schema.get("required", []):
+                v = {**v, "type": [v["type"], "null"]}
+            props[k] = v
+        return {**schema, "properties": props, "required": list(props)}
+    if schema.get("type") == "array":
+        return {**schema, "items": strict_schema(schema["items"])}
+    return schema
+
+
+def _drop_nulls(obj, schema: dict):
+    """Optional properties answered as null (what a strict schema allows) are left out."""
+    if isinstance(obj, dict) and schema.get("type") == "object":
+        req, props = set(schema.get("required", [])), schema.get("properties", {})
+        return {k: _drop_nulls(v, props.get(k, {})) for k, v in obj.items() if not (v is None and k not in req)}
+    if isinstance(obj, list) and schema.get("type") == "array":
+        return [_drop_nulls(v, schema.get("items", {})) for v in obj]
+    return obj
+
+
+def _retry_after(response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds; an HTTP date counts as unknown)."""
+    try:
+        v = response.headers.get("retry-after")
+        return max(0.0, float(v)) if v is not None else None
+    except (AttributeError, ValueError):
+        return None
 
 
 class OpenAIBackend:
-    """OpenAI-compatible ``POST {base_url}/chat/completions`` with the standard library only."""
+    """OpenAI-compatible chat completions through the ``openai`` SDK (the 'llm' extra): a hosted API
+    or a local server (llama.cpp server, vLLM, Ollama) at ``backend.base_url``. Retries are the run's
+    own (``max_retries``, ``backoff_s``, a server's ``Retry-After`` honoured), so the SDK's are off."""
 
     def __init__(self, conf: BackendConfig):
+        try:
+            from openai import OpenAI
+        except ImportError:
+            raise MissingExtraError("llm", "backend.kind = 'openai'") from None
         self.conf = conf
-        self.url = conf.base_url.rstrip("/") + "/chat/completions"
         self._key = os.environ.get(conf.api_key_env, "") if conf.api_key_env else ""
         if conf.api_key_env and not self._key:
             raise ConfigError(f"backend.api_key_env: environment variable {conf.api_key_env} is not set")
+        # a local server needs no key; the SDK wants a non-empty one and sends it as a bearer token
+        self.client = OpenAI(base_url=conf.base_url.rstrip("/"), api_key=self._key or "none", timeout=conf.timeout_s,
+                             max_retries=0)
         self.model_id = conf.model
 
     def __repr__(self):  # never show the key
-        return f"OpenAIBackend({self.url}, model={self.conf.model!r})"
+        return f"OpenAIBackend({self.conf.base_url}, model={self.conf.model!r})"
 
     def complete(self, prompt: str, task: str) -> tuple[str, dict]:
+        import openai
+
         c = self.conf
-        body = {"model": c.model, "temperature": c.temperature, "max_tokens": c.max_tokens,
-                "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]}
+        kw = {}
         if c.json_mode == "schema":
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": task, "schema": SCHEMAS[task], "strict": True}}
+            kw["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": task, "schema": strict_schema(SCHEMAS[task]), "strict": True}}
         elif c.json_mode == "object":
-            body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json"}
-        if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
-        req = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+            kw["response_format"] = {"type": "json_object"}
         try:
-            with urllib.request.urlopen(req, timeout=c.timeout_s) as r:
-                raw = r.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 429 or exc.code >= 500:
-                raise TransientError(f"HTTP {exc.code}") from None
-            raise AnswerError(f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+            resp = self.client.chat.completions.create(
+                model=c.model, temperature=c.temperature, max_tokens=c.max_tokens,
+                messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}], **kw)
+        except openai.APIStatusError as exc:
+            if exc.status_code == 429 or exc.status_code >= 500:
+                raise TransientError(f"HTTP {exc.status_code}", _retry_after(exc.response)) from None
+            raise AnswerError(f"HTTP {exc.status_code}: {str(exc)[:200]}") from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
         try:
-            resp = json.loads(raw)
-            choice = resp["choices"][0]
-            text = choice["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise AnswerError(f"not a chat-completions response: {raw[:200]!r}") from None
-        if choice.get("finish_reason") == "length":
+            choice = resp.choices[0]
+            text = choice.message.content
+        except (AttributeError, IndexError, TypeError):
+            raise AnswerError(f"not a chat-completions response: {str(resp)[:200]!r}") from None
+        if choice.finish_reason == "length":
             raise AnswerError("truncated (finish_reason = length): raise backend.max_tokens")
         if not isinstance(text, str):
             raise AnswerError("message content is not text")
-        return text, resp.get("usage") or {}
+        return text, (resp.usage.model_dump() if resp.usage else {})
 
 
 class LlamaCppBackend:
-    """In-process llama.cpp for a local GGUF file (``pip install 'genre-edge[llm]'``)."""
+    """In-process llama.cpp for a local GGUF file (``pip install 'genre-edge[llm-local]'``)."""
 
     def __init__(self, conf: BackendConfig):
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise MissingExtraError("llm", "backend.kind = 'llama_cpp'") from None
+            raise MissingExtraError("llm-local", "backend.kind = 'llama_cpp'") from None
         if not Path(conf.model_path).is_file():
             raise ConfigError(f"backend.model_path: {conf.model_path} is not a file")
         self.conf = conf
@@ -268,6 +314,7 @@ def parse_answer(text: str, task: str) -> dict:
         seen: set = set()  # small models repeat themselves ("grind, grind, grind"): keep each keyword once
         obj["keywords"] = [k for k in obj["keywords"] if not isinstance(k, str) or
                            not (k.strip().lower() in seen or seen.add(k.strip().lower()))]
+    obj = _drop_nulls(obj, SCHEMAS[task])
     try:
         validate(obj, SCHEMAS[task])
     except ValueError as exc:
@@ -364,7 +411,8 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                 except TransientError as exc:
                     last = str(exc)
                     if attempt < conf.backend.max_retries:
-                        time.sleep(conf.backend.backoff_s * 2 ** attempt * (0.5 + random.random()))
+                        wait = conf.backend.backoff_s * 2 ** attempt * (0.5 + random.random())
+                        time.sleep(max(wait, min(exc.retry_after or 0.0, MAX_RETRY_AFTER_S)))
                 except AnswerError as exc:
                     last = str(exc)
                     break

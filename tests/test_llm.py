@@ -22,6 +22,7 @@ class FakeLLM:
         self.calls: dict[str, int] = {}
         self.auth: set[str] = set()
         self.bodies: list[dict] = []
+        self.times: dict[str, list[float]] = {}
         self.lock = threading.Lock()
         fake = self
 
@@ -47,6 +48,13 @@ class FakeLLM:
                     time.sleep(1.0)
                 elif "story 5 " in prompt and n == 1:
                     return self._send(500, {"error": "overloaded"})
+                elif "story 13 " in prompt and n == 1:  # rate limited: come back in a second
+                    with fake.lock:
+                        fake.times.setdefault("story 13 ", []).append(time.monotonic())
+                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+                elif "story 13 " in prompt:
+                    with fake.lock:
+                        fake.times.setdefault("story 13 ", []).append(time.monotonic())
                 elif "story 7 " in prompt:
                     content = "Sure! Here is the JSON you asked for: {description: nice"
                 elif "story 9 " in prompt:
@@ -66,9 +74,11 @@ class FakeLLM:
                                               "message": {"role": "assistant", "content": content}}],
                                  "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}})
 
-            def _send(self, code, obj):
+            def _send(self, code, obj, headers=None):
                 data = json.dumps(obj).encode()
                 self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -123,6 +133,8 @@ def test_enrichment_validates_retries_caches_and_resumes(toy_data, tmp_path, fak
     assert fake_llm.item_calls("story 3 ") == 3  # 1 try + 2 retries, then recorded and skipped
     assert fake_llm.item_calls("story 5 ") == 2  # HTTP 500, then a good answer
     assert fake_llm.item_calls("story 7 ") == 1  # a bad answer is not retried
+    t13 = fake_llm.times["story 13 "]  # HTTP 429 with Retry-After: 1 -> asked again a second later, not 0.01 s
+    assert len(t13) == 2 and t13[1] - t13[0] >= 0.95
     assert fake_llm.auth == {"Bearer sekrit-123"} and "sekrit" not in caplog.text
     body = fake_llm.bodies[0]
     assert body["response_format"]["type"] == "json_schema" and body["model"] == "fixture-model"
@@ -282,3 +294,28 @@ def test_user_prompts_read_training_events_only(toy_data):
         for i in train[u]:
             assert ds.items.title[i] in p  # the check is live: training items are there
     assert checked > 50
+
+
+def test_strict_schemas_require_every_property_and_null_optionals_are_accepted():
+    """Issue 19: OpenAI's strict mode refuses optional properties; the synthetic-item description was
+    one. The strict form lists every property as required and lets the optional ones be null; an
+    answer with a null description is then accepted as if it had none."""
+    from genre_edge_export.llm import SCHEMAS, parse_answer, strict_schema
+
+    st = strict_schema(SCHEMAS["synthetic"])
+    item = st["properties"]["items"]["items"]
+    assert set(item["required"]) == set(item["properties"]) == {"title", "genres", "description"}
+    assert item["properties"]["description"]["type"] == ["string", "null"]
+    assert item["properties"]["title"]["type"] == "string"
+
+    def every_object_strict(s):
+        if s.get("type") == "object" or "object" in s.get("type", []):
+            assert set(s["required"]) == set(s["properties"]) and s["additionalProperties"] is False
+            for v in s["properties"].values():
+                every_object_strict(v)
+        if s.get("type") == "array":
+            every_object_strict(s["items"])
+    for task in SCHEMAS:
+        every_object_strict(strict_schema(SCHEMAS[task]))
+    got = parse_answer(json.dumps({"items": [{"title": "T", "genres": ["Drama"], "description": None}]}), "synthetic")
+    assert got == {"items": [{"title": "T", "genres": ["Drama"]}]}
