@@ -11,7 +11,8 @@ export TOKENIZERS_PARALLELISM := false
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned to 2.13.0 (its CPU build lies on this machine's disk; other versions pull CUDA builds)
+	# torch is pinned to 2.13.0: this project's machines have its CPU build in the local wheel cache (elsewhere,
+	# install it first from https://download.pytorch.org/whl/cpu; see the README)
 	$(BIN)/python -m pip install -q -e '.[export,server,baselines,bench,dev]'
 	touch $@
 

@@ -26,7 +26,8 @@ class MissingExtraError(ImportError):
 
     def __init__(self, extra: str, what: str):
         super().__init__(
-            f"{what} needs the '{extra}' extra. Install it with: pip install 'genre-edge[{extra}]'"
-            + ("  (torch is pinned to 2.13.0, the CPU build)" if extra == "export" else "")
+            f"{what} needs the '{extra}' extra. Install it from the genre-edge clone with: pip install -e '.[{extra}]'"
+            + ("  (torch is pinned to 2.13.0; on Linux x86-64 install it first from "
+               "https://download.pytorch.org/whl/cpu, or pip takes the CUDA build)" if extra == "export" else "")
         )
         self.extra = extra
