@@ -260,9 +260,11 @@ def profile():
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def profile_list(as_json):
     """Built-in profiles and whether this machine can run each."""
-    from .profile import all_profiles, fits, machine_info
+    import dataclasses
 
-    info = machine_info()
+    from .profile import all_profiles, available_providers, fits, machine_info
+
+    info = dataclasses.replace(machine_info(), providers=available_providers())
     rows = [{"name": p.name, "variant": p.variant, "arch": p.arch, "runnable_here": fits(p, info)[0],
              "why": fits(p, info)[1], "description": p.description} for p in run_api(all_profiles)]
     emit(rows, as_json, "\n".join(f"{r['name']:<18} {r['variant']:<16} {'yes' if r['runnable_here'] else 'no ':<4} "

@@ -114,13 +114,13 @@ class Recommender:
                         "(embeddings drift by up to ~2e-2); export with --profile x86-avx2 for the 7-bit int8-avx2 "
                         "variant", chosen)
         enc_file = b.model("encoder", chosen).file
-        enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen)
+        enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen, model="encoder")
         um_file = b.model("user", chosen if chosen in b.variants("user") else "fp32").file
-        um_sess = make_session(b.path(um_file), prof, b.sha256(um_file))
+        um_sess = make_session(b.path(um_file), prof, b.sha256(um_file), model="user")
         head_sess = None
         if m.scoring.head == "mlp":
             head_file = b.model("head", chosen if chosen in b.variants("head") else "fp32").file
-            head_sess = make_session(b.path(head_file), prof, b.sha256(head_file))
+            head_sess = make_session(b.path(head_file), prof, b.sha256(head_file), model="head")
         # large catalogs scored by the int8 index keep only the int8 rows (memory-mapped), not float32
         n_items = m.catalog.n_items or 0
         catalog = b.load_catalog(lean=CatalogScorer(prof.catalog_scoring).uses_index(n_items))

@@ -17,25 +17,63 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GENRE_CACHE_DIR", Path.home() / ".cache" / "genre-edge"))
 
 
-def providers_for(profile: DeviceProfile) -> list:
-    """The profile's providers that this onnxruntime build has, in order; logs each fallback."""
+# The shared libraries an execution provider loads at session creation. onnxruntime-gpu lists TensorRT as
+# available whenever its provider library is installed, then prints a red ERROR block at every session
+# when TensorRT itself is missing; checking the library first turns that into one warning.
+_PROVIDER_LIBS = {"TensorrtExecutionProvider": ("libnvinfer.so.10", "libnvinfer.so.8", "nvinfer_10.dll", "nvinfer.dll")}
+_warned: set[tuple[str, str]] = set()
+
+
+def _loadable(provider: str) -> bool:
+    import ctypes
+
+    libs = _PROVIDER_LIBS.get(provider)
+    if not libs:
+        return True
+    for lib in libs:
+        try:
+            ctypes.CDLL(lib)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _warn_once(profile: str, msg: str, *args) -> None:
+    if (profile, msg % args) not in _warned:
+        _warned.add((profile, msg % args))
+        log.warning(msg, *args)
+
+
+def providers_for(profile: DeviceProfile, model: str | None = None) -> list:
+    """The profile's providers that this onnxruntime build has, in order; logs each fallback once.
+    ``model`` (encoder, user, head) listed in the profile's ``cpu_models`` gets the CPU provider only."""
     from .ortload import onnxruntime
 
     ort = onnxruntime()
 
+    if model is not None and model in profile.cpu_models:
+        return ["CPUExecutionProvider"]
     have = set(ort.get_available_providers())
     out = []
     for p in profile.providers:
         if p.name not in have:
-            log.warning("profile %s asks for %s, which this onnxruntime lacks; falling back", profile.name, p.name)
+            _warn_once(profile.name, "profile %s asks for %s, which this onnxruntime lacks; falling back",
+                       profile.name, p.name)
+            continue
+        if not _loadable(p.name):
+            _warn_once(profile.name, "profile %s asks for %s, but its libraries (%s) are not installed; falling "
+                       "back", profile.name, p.name, " or ".join(_PROVIDER_LIBS[p.name][:2]))
             continue
         opts = {k: (expand(v) if isinstance(v, str) and v.startswith("~") else v) for k, v in p.options.items()}
         out.append((p.name, {k: str(v) if isinstance(v, bool) else v for k, v in opts.items()}) if opts else p.name)
     return out or ["CPUExecutionProvider"]
 
 
-def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | None = None, variant: str = ""):
-    """An InferenceSession for ``model_path`` set up as ``profile`` says.
+def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | None = None, variant: str = "",
+                 model: str | None = None):
+    """An InferenceSession for ``model_path`` set up as ``profile`` says (``model``: which part of the
+    bundle it is, for the profile's ``cpu_models`` placement).
 
     With ``optimized_model_cache`` the graph optimized for this machine is saved once, keyed by
     the model's sha256 and the onnxruntime version, so later starts skip optimization.
@@ -57,7 +95,7 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
     level = getattr(ort.GraphOptimizationLevel, _GRAPH_OPT[profile.session.graph_optimization])
     so.graph_optimization_level = level
     path = str(model_path)
-    providers = providers_for(profile)
+    providers = providers_for(profile, model)
     cpu_only = all((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in providers)
     if profile.session.optimized_model_cache and sha256 and cpu_only:
         # keyed by machine too: an optimized graph may hold kernels chosen for this CPU (shared home folders)
@@ -89,5 +127,6 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
             os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
     used = sess.get_providers()
     if used[0] != (providers[0] if isinstance(providers[0], str) else providers[0][0]):
-        log.warning("profile %s: %s unavailable at run time; using %s", profile.name, providers[0], used[0])
+        _warn_once(profile.name, "profile %s: %s unavailable at run time; using %s", profile.name,
+                   providers[0] if isinstance(providers[0], str) else providers[0][0], used[0])
     return sess

@@ -214,3 +214,24 @@ def test_augment_ablation_runs_and_compares_with_ab(toy_data, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augment_ablation.py"), "--variants", "fields"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "starting with none" in bad.stderr
+
+
+def test_gpu_bench_names_the_install_without_a_gpu_and_runs_on_the_cpu_fallback(tiny_bundle, tmp_path):
+    """Issue 17: the GPU host check a user with an NVIDIA GPU runs. Here (no onnxruntime-gpu) it stops with
+    the install line, and with --allow-cpu runs end to end on the fallback, saying so in its report."""
+    script = str(ROOT / "benchmarks" / "gpu_bench.py")
+    p = subprocess.run([sys.executable, script, "--bundle", str(tiny_bundle / "bundle"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode == 0:  # a machine with onnxruntime-gpu: then it measured the GPU
+        assert json.loads(next(tmp_path.glob("gpu-*.json")).read_text())["gpu_present"]
+        return
+    assert p.returncode == 2 and "pip install onnxruntime-gpu" in p.stderr
+    p = subprocess.run([sys.executable, script, "--bundle", str(tiny_bundle / "bundle"), "--allow-cpu", "--reps", "10",
+                        "--requests", "6", "--texts", "200", "--cpu-profile", "x86-avx512-vnni", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(next(tmp_path.glob("gpu-*.json")).read_text())
+    assert not res["gpu_present"] and res["parity"]["requests"] == 6
+    assert res["gpu"]["placement"]["user"] == "CPUExecutionProvider"  # x86-cuda keeps the user model on the CPU
+    assert res["parity"]["embedding_cos_min"] > 0.99 and res["gpu"]["bulk"]["texts_per_s"] > 0
+    assert "No GPU provider" in next(tmp_path.glob("gpu-*.md")).read_text()

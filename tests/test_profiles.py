@@ -81,3 +81,40 @@ def test_auto_profile_without_proc_cpuinfo(features, arch, expected):
     assert detect(info).name == expected
     assert machine_info(cpuinfo=X86_AVX2, device_tree="", tegra="", arch="x86_64",
                         numpy_features={"AVX512VNNI": True}).cpu_flags == {"fpu", "sse", "avx", "avx2", "fma"}
+
+
+def test_gpu_profiles_place_small_models_on_the_cpu_and_fall_back_quietly(monkeypatch, caplog):
+    """Issue 17: per-model placement (user model and head on the CPU), one warning per missing provider
+    instead of onnxruntime's ERROR block per session, TensorRT dropped when its libraries are absent."""
+    import logging
+
+    import genre_edge.session as session
+    from genre_edge.ortload import onnxruntime
+
+    prof = load_profile("x86-cuda")
+    assert prof.cpu_models == ("user", "head") and prof.variant == "fp16"
+    assert session.providers_for(prof, "user") == ["CPUExecutionProvider"]
+    ort = onnxruntime()
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(session, "_loadable", lambda name: name != "TensorrtExecutionProvider")
+    monkeypatch.setattr(session, "_warned", set())
+    jet = load_profile("jetson-orin-nano")
+    caplog.set_level(logging.WARNING)
+    for _ in range(3):
+        got = session.providers_for(jet, "encoder")
+        assert [p if isinstance(p, str) else p[0] for p in got] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert caplog.text.count("TensorrtExecutionProvider") == 1 and "libnvinfer" in caplog.text
+    assert session.providers_for(jet, "head") == ["CPUExecutionProvider"]
+
+
+def test_gpu_host_profile_is_chosen_by_name_only_and_needs_onnxruntime_gpu():
+    import dataclasses
+
+    cuda = load_profile("x86-cuda")
+    info = machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64")
+    assert detect(info).name == "x86-avx512-vnni"  # never auto-detected
+    ok, why = fits(cuda, dataclasses.replace(info, providers=("CPUExecutionProvider",)))
+    assert not ok and "onnxruntime-gpu" in why
+    assert fits(cuda, dataclasses.replace(info, providers=("CUDAExecutionProvider", "CPUExecutionProvider")))[0]
+    assert fits(load_profile("x86-avx512-vnni"), dataclasses.replace(info, providers=("CPUExecutionProvider",)))[0]

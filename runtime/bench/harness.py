@@ -147,11 +147,13 @@ class BenchPlan:
 def plan(bundle, profiles: list[str], all_variants: bool = False) -> list[BenchPlan]:
     """Which profile/variant pairs can run on this machine; the others with the reason."""
     from ..bundle import open_bundle
-    from ..profile import builtin_names, fits, load_profile, machine_info
+    import dataclasses
+
+    from ..profile import available_providers, builtin_names, fits, load_profile, machine_info
 
     b = open_bundle(bundle, verify=False)
     have = b.variants("encoder")
-    info = machine_info()
+    info = dataclasses.replace(machine_info(), providers=available_providers())  # GPU profiles need onnxruntime-gpu
     names = builtin_names() if profiles == ["all"] else profiles
     out = []
     for name in names:
