@@ -346,8 +346,11 @@ def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_rea
     _limit_malloc_arenas()
     rec = _load(bundle_path, profile, state_dir)  # with workers too: a bad bundle fails here, once, clearly
     _limit_blas_threads(max(1, rec.profile.threads.intra_op // workers))
+    from .server import uvicorn_options
+
     if workers == 1:
-        uvicorn.run(create_app(rec, key or None, protect_reads, hosts), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(rec, key or None, protect_reads, hosts), host=host, port=port, log_level="warning",
+                    **uvicorn_options())
         return
     import json
 
@@ -363,7 +366,7 @@ def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_rea
     gc.collect()
     _trim_heap()
     uvicorn.run("genre_edge.server:app_from_env", factory=True, workers=workers, host=host, port=port,
-                log_level="warning")
+                log_level="warning", **uvicorn_options())
 
 
 def _trim_heap() -> None:

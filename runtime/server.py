@@ -55,6 +55,73 @@ INLINE_MAX_K = 20
 INLINE_MAX_HISTORY = 200
 
 
+# A connection must deliver a whole request (headers and body) this soon after it opens or after its
+# previous response; idle keep-alive connections close after KEEP_ALIVE_S. Before, partial and idle
+# connections stayed open for good (an attack run kept 200 of them 13 s+ and counting).
+REQUEST_READ_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 1000  # more at once are answered 503 (uvicorn's limit_concurrency)
+
+try:  # the 'server' extra's C HTTP parser
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpTools
+except ImportError:  # pragma: no cover - httptools missing
+    _HttpTools = None
+
+if _HttpTools is not None:
+    class GuardedHttpTools(_HttpTools):
+        """uvicorn's httptools protocol with a deadline for reading each request: a connection that
+        opens (or starts a request) and does not complete it within ``REQUEST_READ_TIMEOUT_S`` is
+        closed, whatever it sent (nothing, part of the headers, part of the body)."""
+
+        _deadline = None
+
+        def _arm(self):
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(REQUEST_READ_TIMEOUT_S, self._read_timeout)
+
+        def _disarm(self):
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _read_timeout(self):
+            self._deadline = None
+            if not self.transport.is_closing():
+                log.info("closing a connection that sent no complete request in %g s", REQUEST_READ_TIMEOUT_S)
+                self.transport.close()
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self):
+            super().on_message_begin()
+            self._arm()
+
+        def on_message_complete(self):
+            self._disarm()
+            super().on_message_complete()
+
+        def on_response_complete(self):
+            super().on_response_complete()  # arms uvicorn's keep-alive timeout when the connection idles
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+else:  # pragma: no cover
+    GuardedHttpTools = None
+
+
+def uvicorn_options() -> dict:
+    """How ``genre serve`` runs uvicorn: the guarded HTTP protocol, keep-alive and connection limits."""
+    opts = {"timeout_keep_alive": KEEP_ALIVE_S, "limit_concurrency": MAX_CONNECTIONS}
+    if GuardedHttpTools is not None:
+        opts["http"] = GuardedHttpTools
+    else:
+        log.warning("httptools is not installed: partial requests are not timed out (pip install httptools)")
+    return opts
+
+
 def _json_type_ok(value, type_name: str, choices) -> bool:
     """Whether a JSON value has the exact type the body model declares for a field (no coercion)."""
     if value is None:

@@ -314,3 +314,49 @@ def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path
         p.send_signal(signal.SIGTERM)
         out = p.communicate(timeout=30)[0]
     assert p.returncode == 0, out
+
+
+def test_partial_and_idle_connections_are_closed(tiny_bundle, tmp_path, monkeypatch):
+    """Issue 18: a connection that sends nothing, part of the headers or part of a body is closed after
+    the request-read deadline; an idle keep-alive connection after the keep-alive timeout; whole
+    requests are unaffected."""
+    import shutil
+    import socket
+    import threading
+    import time
+
+    import genre_edge.server as server
+    from genre_edge.recommender import Recommender
+
+    monkeypatch.setattr(server, "REQUEST_READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(server, "KEEP_ALIVE_S", 1)
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "state")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(server.create_app(rec), host="127.0.0.1", port=port, log_level="error",
+                                        **server.uvicorn_options()))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.02)
+    try:
+        body = b'{"history": ["m0"], "k": 2}'
+        whole = (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        socks = []
+        for data in (b"", b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le", whole[:-5], whole):
+            c = socket.create_connection(("127.0.0.1", port))
+            c.sendall(data)
+            c.settimeout(5)
+            socks.append(c)
+        assert socks[3].recv(15) == b"HTTP/1.1 200 OK"  # a whole request is answered
+        t0 = time.monotonic()
+        for c in socks:
+            while c.recv(4096):  # the rest of the response, then the server's close
+                pass
+        assert time.monotonic() - t0 < 4  # all four closed by the server (deadline 1 s, keep-alive 1 s)
+    finally:
+        srv.should_exit = True
+        t.join(5)
