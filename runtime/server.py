@@ -5,6 +5,7 @@ Every bad request gets a 4xx JSON error ``{"error": ..., "detail": ...}``; the s
 # No "from __future__ import annotations" here: FastAPI must see the request models (defined
 # inside create_app) as real classes, not strings it cannot resolve.
 import logging
+from pathlib import Path
 from typing import Literal, Optional
 
 try:  # the 'server' extra; the module stays importable without it
@@ -153,11 +154,11 @@ class FastRecommend:
     same bytes, so error answers stay FastAPI's own, byte for byte.
     """
 
-    def __init__(self, app, rec: Recommender, key_check=None, sessions: bool = True):
+    def __init__(self, app, serving: "Serving", key_check=None, sessions: bool = True):
         import asyncio  # noqa: F401 - the event loop's executor runs the recommendation
         from concurrent.futures import ThreadPoolExecutor
 
-        self.app, self.rec, self.key_check, self.sessions = app, rec, key_check, sessions
+        self.app, self.serving, self.key_check, self.sessions = app, serving, key_check, sessions
         self.fields = {name: (lim["type"], lim["choices"]) for name, lim in field_limits().items()}
         # one dedicated thread per core the profile lets a request use: no hop through anyio's pool
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recommend")
@@ -209,10 +210,11 @@ class FastRecommend:
         import json
 
         try:
+            rec = self.serving.rec  # the whole request runs on one recommender, even across a reload
             if req.k <= INLINE_MAX_K and len(req.history) <= INLINE_MAX_HISTORY:
-                out = self.rec.recommend(req)  # ~1 ms: a thread hop would cost a tenth of it
+                out = rec.recommend(req)  # ~1 ms: a thread hop would cost a tenth of it
             else:  # heavier work runs off the event loop, so it cannot hold up the other connections
-                out = await asyncio.get_running_loop().run_in_executor(self.pool, self.rec.recommend, req)
+                out = await asyncio.get_running_loop().run_in_executor(self.pool, rec.recommend, req)
             payload = json.dumps(out.to_dict(), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         except Exception:  # an error answer is FastAPI's (the app runs the request again and answers it)
             return await self.app(scope, replay, send)
@@ -382,6 +384,29 @@ def app_from_env():
                       sessions=conf["workers"] <= 1)
 
 
+class Serving:
+    """The recommender being served. A reload builds a new one from the same bundle folder, profile and
+    state folder (every file verified again) and swaps it in whole: requests in flight finish on the one
+    they started with, and a bundle that fails to load leaves the old one serving."""
+
+    def __init__(self, rec: Recommender):
+        import threading
+
+        self.rec, self.reloads, self._lock = rec, 0, threading.Lock()
+
+    def reload(self) -> dict:
+        with self._lock:  # one reload at a time
+            old = self.rec
+            state = old.catalog.updates_path.parent if old.catalog.updates_path is not None else None
+            new = Recommender.load(old.bundle.root, old.profile, state_dir=state)
+            self.rec = new
+            self.reloads += 1
+            log.info("reloaded bundle %s (created %s, %d items)", Path(new.bundle.root).name,
+                     new.bundle.manifest.created_at, len(new.catalog))
+            return {"reloaded": True, "bundle": Path(new.bundle.root).name, "created_at": new.bundle.manifest.created_at,
+                    "variant": new.variant, "items": len(new.catalog), "reloads": self.reloads}
+
+
 def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool = False,
                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, sessions: bool = True):
     """The app. With ``api_key``, writes (POST/DELETE /items) need it in the ``X-API-Key`` header, and
@@ -420,9 +445,39 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
         item_id: str = Field(min_length=1, max_length=200)
         event: Literal["click", "skip"] = "click"
 
+    import contextlib
+
+    serving = Serving(rec)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        # SIGHUP reloads the bundle (one process; with --workers, uvicorn's supervisor takes SIGHUP and
+        # restarts the workers one by one, keeping the old ones when a new one cannot start)
+        import asyncio
+        import signal
+
+        loop = asyncio.get_running_loop()
+        hooked = False
+        if sessions and hasattr(signal, "SIGHUP"):
+            def on_hup():
+                async def run():
+                    try:
+                        await loop.run_in_executor(None, serving.reload)
+                    except Exception as exc:  # a bad bundle: keep serving the old one
+                        log.error("reload on SIGHUP failed, still serving the previous bundle: %s", exc)
+                loop.create_task(run())
+            try:
+                loop.add_signal_handler(signal.SIGHUP, on_hup)
+                hooked = True
+            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread (tests), or no signals
+                pass
+        yield
+        if hooked:
+            loop.remove_signal_handler(signal.SIGHUP)
+
     # no Swagger UI / ReDoc: they load from a CDN, which an offline device cannot reach; /docs is local
     app = FastAPI(title="genre-edge", version="1", description="Offline, on-device recommendation.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
 
     def err(status: int, error: str, detail) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": error, "detail": detail})
@@ -463,7 +518,7 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "items": len(rec.catalog)}
+        return {"status": "ok", "items": len(serving.rec.catalog)}
 
     @app.get("/docs", include_in_schema=False)
     def docs():
@@ -490,28 +545,30 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     async def prometheus():  # on the event loop: the counters are only touched there
         from fastapi.responses import PlainTextResponse
 
-        gauges = {"genre_catalog_items": ("Active items in the catalog (bundle + on-device).", len(rec.catalog))}
-        info = {"variant": rec.variant, "profile": rec.profile.name,
-                "format_version": str(rec.bundle.manifest.format_version)}
+        r = serving.rec
+        gauges = {"genre_catalog_items": ("Active items in the catalog (bundle + on-device).", len(r.catalog)),
+                  "genre_reloads_total": ("Bundle reloads since start.", serving.reloads)}
+        info = {"variant": r.variant, "profile": r.profile.name,
+                "format_version": str(r.bundle.manifest.format_version)}
         return PlainTextResponse(metrics.render(gauges, info), media_type="text/plain; version=0.0.4")
 
     @app.get("/info", dependencies=[Depends(read_access)])
     def info():
-        return rec.info()
+        return {**serving.rec.info(), "reloads": serving.reloads}
 
     @app.post("/recommend", dependencies=[Depends(read_access)])
     def recommend(body: RecommendBody):
         if body.session_id is not None and not sessions:
             raise RequestError(NO_SESSIONS)
-        return rec.recommend(Request(**body.model_dump())).to_dict()
+        return serving.rec.recommend(Request(**body.model_dump())).to_dict()
 
     @app.post("/items", dependencies=[Depends(write_access)])
     def add_items(body: ItemsBody):
-        return {"added": rec.add_items([i.model_dump() for i in body.items])}
+        return {"added": serving.rec.add_items([i.model_dump() for i in body.items])}
 
     @app.delete("/items/{item_id:path}", dependencies=[Depends(write_access)])  # ids may hold '/' (a%2Fb)
     def remove_item(item_id: str):
-        unknown = rec.remove_items([item_id])
+        unknown = serving.rec.remove_items([item_id])
         if unknown:
             return err(404, "not_found", f"item {item_id!r} is not in the catalog")
         return {"removed": [item_id]}
@@ -520,8 +577,17 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     def feedback(body: FeedbackBody):
         if not sessions:
             raise RequestError(NO_SESSIONS)
-        rec.feedback(body.session_id, body.item_id, body.event)
+        serving.rec.feedback(body.session_id, body.item_id, body.event)
         return {"ok": True}
+
+    @app.post("/admin/reload", dependencies=[Depends(write_access)])
+    def reload_bundle():
+        """Load the bundle folder again (after it was replaced) and serve it; a bad bundle is refused and
+        the running one keeps serving."""
+        if not sessions:
+            raise RequestError("several workers serve this port: send SIGHUP to the `genre serve` supervisor "
+                               "process instead (it restarts them one by one)")
+        return serving.reload()
 
     def key_ok(given: bytes | None) -> bool:
         return not (protect_reads and api_key is not None) or (
@@ -529,7 +595,7 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     # outermost first: every answer is counted (413s and bad hosts too); the Host check and the body
     # limit come before anything reads the body; then the fast path, then FastAPI
-    fast = FastRecommend(app, rec, key_ok, sessions)
+    fast = FastRecommend(app, serving, key_ok, sessions)
     outer = metrics.middleware(HostAllowList(BodyLimit(fast, MAX_BODY_BYTES), tuple(allowed_hosts)))
     outer.fastapi, outer.fast = app, fast
     return outer
