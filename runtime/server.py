@@ -51,7 +51,7 @@ class _TooBig(Exception):
 
 
 # Requests this small (~0.5-2 ms here, explanations included) run on the event loop itself; larger ones
-# (up to ~12 ms: k = 1000 with a 10,000-item history and explanations) on the recommend threads.
+# (up to ~16 ms over HTTP: k = 1000 with a 10,000-item history, a query and explanations) on the recommend thread.
 INLINE_MAX_K = 20
 INLINE_MAX_HISTORY = 200
 
@@ -160,8 +160,10 @@ class FastRecommend:
 
         self.app, self.serving, self.key_check, self.sessions = app, serving, key_check, sessions
         self.fields = {name: (lim["type"], lim["choices"]) for name, lim in field_limits().items()}
-        # one dedicated thread per core the profile lets a request use: no hop through anyio's pool
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="recommend")
+        # one thread for the heavier requests: two of them at once would hold the GIL in turns and delay
+        # the small requests on the event loop (measured: with 2 threads a 50-item request waited up to
+        # 146 ms behind k = 1000 / 10,000-item requests; with one, 20 ms)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recommend")
         self.answered = 0  # requests answered here (the rest went to FastAPI)
 
     def _request(self, body: bytes, headers) -> Request | None:
