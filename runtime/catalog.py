@@ -12,6 +12,7 @@ one's write by the file's (inode, size, mtime) signature, one ``stat`` per reque
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ import numpy as np
 from .errors import BundleError, RequestError
 from .request import check_text
 from .catalog_rows import Int8Rows
-from .fsutil import atomic_write_json, loads_strict
+from .fsutil import atomic_write_bytes, atomic_write_json, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,9 @@ class Catalog:
         self._free: list[int] = []
         # rows whose embedding changed in place since the int8 scoring index was built
         self.changed_rows: set[int] = set()
-        self._sig = None  # (inode, size, mtime) of the updates file as last read or written here
+        self._sig = None  # _state_signature of the updates files as last read or written here
+        self._journal = {"base": None, "ops": 0, "torn": False}  # the journal as last read or written here
+        self._snapshot_cache = None  # (signature, added, removed, generation) of the snapshot last parsed
         self._category_index()
 
     def _category_index(self):
@@ -240,12 +243,36 @@ class Catalog:
         else:
             self._append(item, e)
 
-    def _persist(self, state: dict):
-        """Write ``state`` with the next generation (call with the exclusive file lock held, after _sync)."""
-        if self.updates_path is not None:
-            gen = max(0, self._sig[3] if self._sig else 0) + 1
-            atomic_write_json(self.updates_path, {"generation": gen, **state})  # first key: _signature reads it
-            self._sig = _signature(self.updates_path)
+    def _state(self, added: dict, removed: set) -> dict:
+        return {"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]), "added": list(added.values()),
+                "removed": sorted(removed)}
+
+    def _write(self, ops: list[dict], added: dict, removed: set) -> None:
+        """Make ``ops`` durable (call with the exclusive file lock held, after ``_sync``): appended to the
+        journal and fsync'd, O(size of the change); every ``JOURNAL_COMPACT_OPS`` ops (or when the
+        journal cannot be appended to: none yet, torn by a crash, from an older snapshot) the whole state
+        ``added``/``removed`` becomes the next snapshot and the journal starts again.
+
+        Why a journal: rewriting and fsyncing the whole state per change cost 54 ms per add at ~2,300
+        on-device items (2.8 MB), growing with every item."""
+        path = self.updates_path
+        if path is None:
+            return
+        j = self._journal
+        snap_gen = self._sig[0][3] if self._sig and self._sig[0] else None
+        if snap_gen is None or j["base"] != snap_gen or j["torn"] or j["ops"] + len(ops) > JOURNAL_COMPACT_OPS:
+            gen = max(0, snap_gen or 0) + 1
+            atomic_write_json(path, {"generation": gen, **self._state(added, removed)})  # first key: _signature
+            atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
+            self._journal = {"base": gen, "ops": 0, "torn": False}
+        else:
+            data = "".join(json.dumps(op, ensure_ascii=False) + "\n" for op in ops).encode()
+            with open(_journal_path(path), "ab") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            j["ops"] += len(ops)
+        self._sig = _state_signature(path)
 
     def add(self, items: list[ItemInput], embeddings: np.ndarray) -> None:
         """Add or replace items (durable when this returns)."""
@@ -258,8 +285,7 @@ class Catalog:
                                 "text": it.text, "timestamp": it.timestamp, "embedding": _b64(e)}
                 removed.discard(it.id)
             # persist first: if the write fails, memory stays as it was
-            self._persist({"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
-                           "added": list(added.values()), "removed": sorted(removed)})
+            self._write([{"op": "add", "items": [added[it.id] for it in items]}], added, removed)
             self._added, self._removed = added, removed
             for it, e in zip(items, embeddings):
                 self._apply_add(it, e)
@@ -274,8 +300,8 @@ class Catalog:
                 return unknown
             added = {k: v for k, v in self._added.items() if k not in known or self.index[k] < self.n_bundle}
             removed = set(self._removed) | {i for i in known if self.index[i] < self.n_bundle}
-            self._persist({"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]),
-                           "added": list(added.values()), "removed": sorted(removed)})
+            self._write([{"op": "remove", "drop": sorted(set(self._added) - set(added)),
+                          "removed": sorted(removed - set(self._removed))}], added, removed)
             self._added, self._removed = added, removed
             for i in known:
                 self._deactivate(i)
@@ -290,7 +316,7 @@ class Catalog:
     def refresh(self) -> bool:
         """Apply what another process wrote to the updates file since this one last read or wrote it
         (one ``stat`` when nothing changed). Returns whether anything was applied."""
-        if self.updates_path is None or _signature(self.updates_path) == self._sig:
+        if self.updates_path is None or _state_signature(self.updates_path) == self._sig:
             return False
         with self.lock, _FileLock(self.updates_path, shared=True):
             return self._sync()
@@ -300,10 +326,10 @@ class Catalog:
         path = self.updates_path
         if path is None:
             return False
-        sig = _signature(path)
+        sig = _state_signature(path)
         if sig == self._sig:
             return False
-        items, removed = self._read(path) if sig is not None else ([], [])
+        items, removed = self._read(path) if sig is not None and sig[0] is not None else ([], [])
         new_added = {it.id: rec for it, _, rec in items}
         for iid in set(self._added) - set(new_added):  # removed by the other process
             if iid in self.index and self.index[iid] >= self.n_bundle:
@@ -321,8 +347,27 @@ class Catalog:
         log.info("catalog updates from another process applied (%d added/updated, %d removed)", len(items), len(removed))
         return True
 
+    def _record(self, rec) -> tuple:
+        dim = int(self.emb.shape[1])
+        it = ItemInput(rec["id"], rec["title"], tuple(rec["categories"]), int(rec["year"]), rec.get("text", ""),
+                       int(rec.get("timestamp", 0))).validate()
+        return it, _unb64(rec["embedding"], dim), rec
+
     def _read(self, path: Path) -> tuple[list, list[str]]:
-        """(items as (ItemInput, embedding, record), removed ids) of an updates file; refused when corrupt."""
+        """(items as (ItemInput, embedding, record), removed ids) of the updates snapshot with its journal
+        replayed; refused when corrupt (a torn last journal line, a crash mid-append, is ignored)."""
+        bad = (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError, OverflowError)
+        snap_sig = _signature(path)
+        cached = self._snapshot_cache
+        if cached is not None and snap_sig is not None and cached[0] == snap_sig:
+            # only the journal changed (the usual case): the parsed snapshot is reused, the journal replayed
+            added, removed, gen = dict(cached[1]), set(cached[2]), cached[3]
+        else:
+            added, removed, gen = self._read_snapshot(path, bad)
+            self._snapshot_cache = (snap_sig, dict(added), set(removed), gen)
+        return self._replay(path, added, removed, gen, bad)
+
+    def _read_snapshot(self, path: Path, bad) -> tuple[dict, set, int]:
         try:
             state = loads_strict(path.read_text(encoding="utf-8"))
             if not isinstance(state, dict) or state.get("format") != UPDATES_FORMAT:
@@ -331,16 +376,51 @@ class Catalog:
             dim = int(state["dim"])
             if dim != self.emb.shape[1]:
                 raise ValueError(f"embedding size {dim} does not match the bundle's {self.emb.shape[1]}")
-            items = []
+            added = {}
             for rec in state["added"]:
-                it = ItemInput(rec["id"], rec["title"], tuple(rec["categories"]), int(rec["year"]), rec.get("text", ""),
-                               int(rec.get("timestamp", 0))).validate()
-                items.append((it, _unb64(rec["embedding"], dim), rec))
-            removed = [str(r) for r in state["removed"]]
-        except (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError, OverflowError) as exc:
+                r = self._record(rec)
+                added[r[0].id] = r
+            removed = {str(r) for r in state["removed"]}
+            gen = state.get("generation", -1)
+        except bad as exc:
             raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
                               "bundle's catalog, or restore it from a backup") from None
-        return items, removed
+        return added, removed, gen
+
+    def _replay(self, path: Path, added: dict, removed: set, gen, bad) -> tuple[list, list[str]]:
+        jp = _journal_path(path)
+        self._journal = {"base": None, "ops": 0, "torn": False}
+        try:
+            raw = jp.read_bytes()
+        except FileNotFoundError:
+            raw = b""
+        lines = raw.split(b"\n")
+        torn = lines.pop()  # after the last newline: b"" unless a crash cut a line short
+        try:
+            head = loads_strict(lines[0].decode("utf-8")) if lines else None
+            if head is not None and (not isinstance(head, dict) or head.get("journal") != UPDATES_FORMAT):
+                raise ValueError("the first line is not a catalog journal header")
+            if head is not None and head.get("base") == gen:  # else from an older snapshot: already in it
+                for line in lines[1:]:
+                    op = loads_strict(line.decode("utf-8"))
+                    if op["op"] == "add":
+                        for rec in op["items"]:
+                            r = self._record(rec)
+                            added[r[0].id] = r
+                            removed.discard(r[0].id)
+                    elif op["op"] == "remove":
+                        for iid in op["drop"]:
+                            added.pop(str(iid), None)
+                        removed |= {str(i) for i in op["removed"]}
+                    else:
+                        raise ValueError(f"unknown journal operation {op['op']!r}")
+                self._journal = {"base": gen, "ops": len(lines) - 1, "torn": bool(torn)}
+        except bad as exc:
+            raise BundleError(f"{jp}: catalog journal is corrupt ({exc}); move it away (the snapshot "
+                              f"{path.name} alone is the state before its changes), or restore it from a backup") from None
+        if torn:
+            log.warning("%s ends in a partial line (a write cut short, never acknowledged): ignored", jp)
+        return list(added.values()), sorted(removed)
 
     def load_updates(self, path: Path) -> dict:
         """Apply the updates file at ``path`` (if any) and persist there from now on.
@@ -349,12 +429,13 @@ class Catalog:
         update was never acknowledged). A corrupt updates file is refused with a clear error.
         """
         self.updates_path = path
-        if any(path.parent.glob(f".{path.name}.*.tmp")):
+        temps = (f".{path.name}.*.tmp", f".{_journal_path(path).name}.*.tmp")
+        if any(t for pat in temps for t in path.parent.glob(pat)):
             # under the exclusive lock: a writer in another process holds it while its temp file exists, so
             # what is found then was left by a crash (deleting without the lock broke a running server's
             # write: a soak with `genre items add` next to `genre serve` got 500s)
             with _FileLock(path):
-                for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+                for tmp in (t for pat in temps for t in path.parent.glob(pat)):
                     log.warning("removing %s left by an interrupted catalog write (that update was not "
                                 "acknowledged)", tmp)
                     tmp.unlink(missing_ok=True)
@@ -366,6 +447,24 @@ class Catalog:
 
 
 _GENERATION = re.compile(rb'\{\s*"generation":\s*(\d+)')
+JOURNAL_COMPACT_OPS = 256  # journal operations folded into a new snapshot (bounds replay and file size)
+
+
+def _journal_path(path: Path) -> Path:
+    """``catalog-updates.journal`` beside ``catalog-updates.json``: changes since the snapshot, one JSON line each."""
+    return path.with_name(path.stem + ".journal")
+
+
+def _state_signature(path: Path):
+    """(snapshot signature, journal (inode, size)), or None when neither exists: a journal only grows
+    between two snapshots, and a new snapshot has a new generation."""
+    snap = _signature(path)
+    try:
+        st = os.stat(_journal_path(path))
+        journal = (st.st_ino, st.st_size)
+    except FileNotFoundError:
+        journal = None
+    return None if snap is None and journal is None else (snap, journal)
 
 
 def _signature(path: Path):
