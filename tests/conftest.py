@@ -122,25 +122,18 @@ def tiny_bundle(tmp_path_factory, toy_data):
 
 
 @contextlib.contextmanager
-def live_server(tiny_root: Path, work: Path, **app_options):
-    """uvicorn serving a private copy of the tiny bundle on a free loopback port; yields the base URL."""
-    import shutil
+def serve_app(app, **uvicorn_options):
+    """uvicorn serving ``app`` in a thread on a free loopback port; yields the base URL."""
     import socket
     import threading
     import time
 
     import uvicorn
 
-    from genre_edge.recommender import Recommender
-    from genre_edge.server import create_app
-
-    shutil.copytree(tiny_root / "bundle", work / "b")
-    rec = Recommender.load(work / "b", "x86-avx512-vnni", state_dir=work / "state")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(rec, **app_options), host="127.0.0.1", port=port,
-                                        log_level="error"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **uvicorn_options))
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
     for _ in range(200):
@@ -152,6 +145,25 @@ def live_server(tiny_root: Path, work: Path, **app_options):
     finally:
         srv.should_exit = True
         t.join(5)
+
+
+def tiny_recommender(tiny_root: Path, work: Path):
+    """A Recommender over a private copy of the tiny bundle (its own state folder)."""
+    import shutil
+
+    from genre_edge.recommender import Recommender
+
+    shutil.copytree(tiny_root / "bundle", work / "b")
+    return Recommender.load(work / "b", "x86-avx512-vnni", state_dir=work / "state")
+
+
+@contextlib.contextmanager
+def live_server(tiny_root: Path, work: Path, **app_options):
+    """uvicorn serving a private copy of the tiny bundle on a free loopback port; yields the base URL."""
+    from genre_edge.server import create_app
+
+    with serve_app(create_app(tiny_recommender(tiny_root, work), **app_options)) as base:
+        yield base
 
 
 @pytest.fixture(autouse=True, scope="session")

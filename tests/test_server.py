@@ -229,28 +229,13 @@ def test_cli_and_http_writes_share_one_catalog_state(tiny_bundle, tmp_path):
 def test_fast_path_answers_valid_recommends_and_leaves_the_rest_to_fastapi(tiny_bundle, tmp_path):
     """Issue 18 speed: valid POST /recommend bodies skip FastAPI (same answer as the Python API);
     anything the fast path does not take gets FastAPI's own answer."""
-    import shutil
-    import socket
-    import threading
-    import time
-
-    from genre_edge.recommender import Recommender
+    from conftest import serve_app, tiny_recommender
     from genre_edge.request import Request
     from genre_edge.server import create_app
 
-    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
-    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "state")
+    rec = tiny_recommender(tiny_bundle, tmp_path)
     app = create_app(rec)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.02)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with serve_app(app) as base:
         for body in ({"history": ["m0", "m6"], "k": 4, "explain": True, "query": "funny", "mmr_lambda": 0.5},
                      {"history": ["m1"], "k": 3, "include_categories": ["Drama"], "year_min": 1990},
                      {"query": "something scary", "strategy": "query", "k": 2}):
@@ -269,9 +254,6 @@ def test_fast_path_answers_valid_recommends_and_leaves_the_rest_to_fastapi(tiny_
             assert st == status and app.fast.answered == before, (body, st, got)
             assert got["error"] in ("invalid_request", "bad_request")
         assert _req(base, "POST", "/recommend", raw_body=b"[1, 2")[0] == 422  # not JSON: FastAPI says so
-    finally:
-        srv.should_exit = True
-        t.join(5)
 
 
 def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path):
@@ -320,28 +302,17 @@ def test_partial_and_idle_connections_are_closed(tiny_bundle, tmp_path, monkeypa
     """Issue 18: a connection that sends nothing, part of the headers or part of a body is closed after
     the request-read deadline; an idle keep-alive connection after the keep-alive timeout; whole
     requests are unaffected."""
-    import shutil
     import socket
-    import threading
     import time
 
     import genre_edge.server as server
-    from genre_edge.recommender import Recommender
+    from conftest import serve_app, tiny_recommender
 
     monkeypatch.setattr(server, "REQUEST_READ_TIMEOUT_S", 1.0)
     monkeypatch.setattr(server, "KEEP_ALIVE_S", 1)
-    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
-    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "state")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(server.create_app(rec), host="127.0.0.1", port=port, log_level="error",
-                                        **server.uvicorn_options()))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.02)
-    try:
+    app = server.create_app(tiny_recommender(tiny_bundle, tmp_path))
+    with serve_app(app, **server.uvicorn_options()) as base:
+        port = int(base.rsplit(":", 1)[1])
         body = b'{"history": ["m0"], "k": 2}'
         whole = (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -357,9 +328,6 @@ def test_partial_and_idle_connections_are_closed(tiny_bundle, tmp_path, monkeypa
             while c.recv(4096):  # the rest of the response, then the server's close
                 pass
         assert time.monotonic() - t0 < 4  # all four closed by the server (deadline 1 s, keep-alive 1 s)
-    finally:
-        srv.should_exit = True
-        t.join(5)
 
 
 def test_reload_swaps_in_a_verified_bundle_and_keeps_the_old_one_on_failure(tiny_bundle, tmp_path):
