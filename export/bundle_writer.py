@@ -26,7 +26,7 @@ from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, File
                                Models, Preset, Quality, Scoring, ScoringDefaults, manifest_json, sha256_file)
 # symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
 from genre_edge.catalog_index import quantize_rows
-from genre_edge.errors import GenreError
+from genre_edge.errors import ConfigError, GenreError
 from genre_edge.fsutil import atomic_save_npy, atomic_write_json
 from genre_edge.profile import load_profile
 from genre_edge.tokenize import load_tokenizer
@@ -170,7 +170,8 @@ def export_models(b: BundleBuild) -> None:
     export_encoder(b.tower, fp32, c.encoder.max_tokens)
     b.parity = {"encoder_fp32_vs_torch": encoder_parity(b.tower, fp32, b.ids[:64], b.mask[:64])}
     user_fp32 = export_user_model(b.rec, d, b.work / "models" / "user.fp32.onnx")
-    h = torch.nn.functional.normalize(torch.randn(3, 9, d), dim=-1)
+    # fixed inputs (seeded): the parity figure goes into the manifest, which must not change run to run
+    h = torch.nn.functional.normalize(torch.randn(3, 9, d, generator=torch.Generator().manual_seed(0)), dim=-1)
     hm = torch.ones(3, 9)
     hm[2, 5:] = 0
     with torch.no_grad():
@@ -376,9 +377,15 @@ def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
     files = {b.rel(p): FileEntry(sha256_file(p), p.stat().st_size)
              for p in sorted(b.work.rglob("*")) if p.is_file() and p.name != "manifest.json"}
     dv = b.default_variant
+    epoch = source_date_epoch()
+    rows, speedup = b.rows, b.rows[f"model-onnx-{dv}"]["speedup"]
+    if epoch is not None:  # reproducible: measured timings vary run to run, so they stay out of the manifest
+        rows = {k: {m: v for m, v in r.items() if m not in TIMING_KEYS} for k, r in b.rows.items()}
+        speedup = None
+    created = _dt.datetime.now(_dt.timezone.utc) if epoch is None else _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
     manifest = Manifest(
         format=FORMAT, format_version=FORMAT_VERSION,
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=created.isoformat(timespec="seconds"),
         genre_edge=__version__, source_config=cfg.to_dict(c),
         packages={"torch": torch.__version__, "transformers": transformers.__version__,
                   "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
@@ -388,9 +395,8 @@ def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
         scoring=Scoring(template=c.encoder.template, user_model=c.user_model.kind, max_history=c.user_model.max_history,
                         head=c.head.kind, rerank_top=c.head.rerank_top, presets=presets, defaults=ScoringDefaults()),
         query_parser=vocabulary([x for cs in b.M.items["categories"] for x in cs], c.query_parser),
-        quality=Quality(split="valid", rows=b.rows, gate=b.gate, parity=b.parity,
-                        summary={"variant": dv, "ndcg_kept": b.gate.kept,
-                                 "speedup_vs_torch_teacher": b.rows[f"model-onnx-{dv}"]["speedup"]}),
+        quality=Quality(split="valid", rows=rows, gate=b.gate, parity=b.parity,
+                        summary={"variant": dv, "ndcg_kept": b.gate.kept, "speedup_vs_torch_teacher": speedup}),
         files=files)
     atomic_write_json(b.work / "manifest.json", manifest_json(manifest))
     return manifest
@@ -414,8 +420,48 @@ def publish(b: BundleBuild, manifest: Manifest, out: Path, tar: bool) -> dict:
     if tar:
         tgz = Path(str(out) + ".tar.gz")
         tmp = Path(str(tgz) + ".tmp")
-        with tarfile.open(tmp, "w:gz") as tf:
-            tf.add(out, arcname=out.name)
+        write_tar(out, tmp, source_date_epoch())
         os.replace(tmp, tgz)
         result["tar"] = str(tgz)
+    result["timings_ms"] = {k: r["latency_ms"] for k, r in b.rows.items() if "latency_ms" in r}
     return result
+
+
+TIMING_KEYS = ("latency_ms", "speedup")
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` (reproducible builds): the bundle's time stamps, and no run-dependent timings
+    in the manifest, so the same inputs give a byte-identical bundle and tar."""
+    v = os.environ.get("SOURCE_DATE_EPOCH")
+    if v is None or v == "":
+        return None
+    try:
+        epoch = int(v)
+    except ValueError:
+        epoch = -1
+    if epoch < 0:
+        raise ConfigError(f"SOURCE_DATE_EPOCH must be a non-negative integer (seconds since 1970), not {v!r}")
+    return epoch
+
+
+def write_tar(folder: Path, dst: Path, epoch: int | None) -> None:
+    """``folder`` as a gzip'd tar: entries sorted, owner 0/root, and with ``epoch`` every time stamp (the
+    files' and gzip's) fixed, so equal folders give equal bytes."""
+    import gzip
+
+    mtime = epoch if epoch is not None else None
+
+    def norm(ti: tarfile.TarInfo) -> tarfile.TarInfo:
+        ti.uid = ti.gid = 0
+        ti.uname = ti.gname = ""
+        ti.mode = 0o755 if ti.isdir() else 0o644
+        if mtime is not None:
+            ti.mtime = mtime
+        return ti
+
+    with open(dst, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime or 0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.add(folder, arcname=folder.name, recursive=False, filter=norm)
+        for p in sorted(folder.rglob("*")):
+            tf.add(p, arcname=f"{folder.name}/{p.relative_to(folder).as_posix()}", recursive=False, filter=norm)

@@ -227,16 +227,25 @@ def _require(d: dict, key: str, typ, where: str = "manifest"):
     return d[key]
 
 
-def read_manifest(root: Path) -> Manifest:
+def read_manifest(root: Path, trusted_key: str | Path | None = None) -> Manifest:
     """Parse and validate ``root/manifest.json``: the format envelope first (format, version, files),
-    then every field against the typed contract."""
+    then every field against the typed contract. With ``trusted_key`` (a public key file), the bytes
+    parsed must carry a valid ``manifest.sig`` by that key (see :mod:`genre_edge.signing`)."""
     mp = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"{root}: not a bundle folder")
     if not mp.is_file():
         raise BundleError(f"{root}: no {MANIFEST}; not a genre-edge bundle")
     try:
-        m = loads_strict(mp.read_text(encoding="utf-8"))
+        raw = mp.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{mp}: cannot be read ({exc})") from None
+    if trusted_key is not None:  # the very bytes parsed below are the ones checked
+        from .signing import check_signature
+
+        check_signature(root, raw, trusted_key)
+    try:
+        m = loads_strict(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{mp}: not valid JSON ({exc})") from None
     if not isinstance(m, dict):
@@ -285,10 +294,11 @@ def verify_files(root: Path, manifest: Manifest) -> list[str]:
     return problems
 
 
-def open_bundle(path: str | Path, verify: bool = True) -> "Bundle":
-    """Open a bundle folder; with ``verify`` check every listed file's size and sha256 first."""
+def open_bundle(path: str | Path, verify: bool = True, trusted_key: str | Path | None = None) -> "Bundle":
+    """Open a bundle folder; with ``verify`` check every listed file's size and sha256 first, and with
+    ``trusted_key`` the manifest's signature by that public key."""
     root = Path(path)
-    m = read_manifest(root)
+    m = read_manifest(root, trusted_key)
     if verify:
         problems = verify_files(root, m)
         if problems:

@@ -217,14 +217,46 @@ def bundle():
 
 @bundle.command("verify")
 @click.argument("path", type=click.Path(file_okay=False))
+@click.option("--key", "public_key", type=click.Path(dir_okay=False, exists=True), envvar="GENRE_TRUSTED_KEY",
+              help="Also require a valid signature by this public key (env GENRE_TRUSTED_KEY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def bundle_verify(path, as_json):
-    """Check the format version and every file's sha256."""
+def bundle_verify(path, public_key, as_json):
+    """Check the format version, every file's sha256 and, with --key, the signature."""
     from .bundle import open_bundle
 
-    b = run_api(open_bundle, path, True)
-    emit({"ok": True, "files": len(b.manifest.files)}, as_json,
-         f"ok: {len(b.manifest.files)} files verified, format version {b.manifest.format_version}")
+    b = run_api(open_bundle, path, True, public_key)
+    emit({"ok": True, "files": len(b.manifest.files), "signed_by": public_key}, as_json,
+         f"ok: {len(b.manifest.files)} files verified, format version {b.manifest.format_version}"
+         + (f", signature by {public_key} valid" if public_key else ""))
+
+
+@bundle.command("keygen")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the key pair.")
+@click.option("--name", default="genre-bundle", show_default=True, help="File names: NAME.key and NAME.pub.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bundle_keygen(out_dir, name, as_json):
+    """Create an Ed25519 key pair for signing bundles (the private key is written with mode 0600)."""
+    from .signing import generate_keys
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    priv, pub = run_api(generate_keys, out_dir, name)
+    emit({"private_key": str(priv), "public_key": str(pub)}, as_json,
+         f"private key {priv} (keep it off the devices), public key {pub} (give it to the devices)")
+
+
+@bundle.command("sign")
+@click.argument("path", type=click.Path(file_okay=False, exists=True))
+@click.option("--key", "private_key", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="The private key (genre bundle keygen).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def bundle_sign(path, private_key, as_json):
+    """Sign a verified bundle: writes manifest.sig over its manifest (which lists every file's sha256)."""
+    from .bundle import open_bundle
+    from .signing import sign_bundle
+
+    run_api(open_bundle, path, True)  # never sign a bundle whose files do not match its manifest
+    sig = run_api(sign_bundle, path, private_key)
+    emit({"signature": str(sig)}, as_json, f"signed: {sig}")
 
 
 @bundle.command("info")

@@ -68,6 +68,8 @@ class DeviceProfile:
     cpu_models: tuple[str, ...] = cfg.choice((), ("encoder", "user", "head"))
     # false: only chosen by name (a GPU host profile: a GPU alone does not make onnxruntime-gpu present)
     auto_detect: bool = True
+    # a public key file (Ed25519 PEM): only bundles signed with it are loaded (GENRE_TRUSTED_KEY wins)
+    trusted_key: str = ""
 
     def validate(self):
         if not self.providers:

@@ -24,6 +24,7 @@ from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request  #
 from .rerank import Rerank, rerank
 from .scorer import CFScorer, blend
 from .session import make_session
+from .signing import trusted_key
 from .user_model import UserModel
 from .variants import SAME_FILE
 
@@ -91,7 +92,7 @@ class Recommender:
         create sessions, and apply the on-device catalog updates found in ``state_dir``
         (default: ``<bundle>.state/`` beside the bundle)."""
         prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
-        b = open_bundle(bundle, verify=True)
+        b = open_bundle(bundle, verify=True, trusted_key=trusted_key(prof))  # a device may require a signature
         m = b.manifest
         need = memory_estimate(b, prof)
         if need["total_mib"] > prof.memory_budget_mib:
