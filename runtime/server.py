@@ -4,6 +4,8 @@ Every bad request gets a 4xx JSON error ``{"error": ..., "detail": ...}``; the s
 """
 # No "from __future__ import annotations" here: FastAPI must see the request models (defined
 # inside create_app) as real classes, not strings it cannot resolve.
+import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Literal, Optional
@@ -155,7 +157,6 @@ class FastRecommend:
     """
 
     def __init__(self, app, serving: "Serving", key_check=None, sessions: bool = True):
-        import asyncio  # noqa: F401 - the event loop's executor runs the recommendation
         from concurrent.futures import ThreadPoolExecutor
 
         self.app, self.serving, self.key_check, self.sessions = app, serving, key_check, sessions
@@ -208,9 +209,6 @@ class FastRecommend:
         req = self._request(body, dict(scope.get("headers") or []))
         if req is None:
             return await self.app(scope, replay, send)
-        import asyncio
-        import json
-
         try:
             rec = self.serving.rec  # the whole request runs on one recommender, even across a reload
             if req.k <= INLINE_MAX_K and len(req.history) <= INLINE_MAX_HISTORY:
@@ -357,8 +355,6 @@ class HostAllowList:
 
 
 async def _send_json(send, status: int, error: str, detail: str) -> None:
-    import json
-
     body = json.dumps({"error": error, "detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -377,7 +373,6 @@ def app_from_env():
     state folder and access options come from the serving command through ``GENRE_SERVE_WORKER_CONFIG``.
     Every worker loads the bundle itself; catalog updates reach all of them through the shared state
     folder (each request checks the updates file's signature, one ``stat``)."""
-    import json
     import os
 
     conf = json.loads(os.environ[WORKER_ENV])
@@ -455,7 +450,6 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     async def lifespan(_app):
         # SIGHUP reloads the bundle (one process; with --workers, uvicorn's supervisor takes SIGHUP and
         # restarts the workers one by one, keeping the old ones when a new one cannot start)
-        import asyncio
         import signal
 
         loop = asyncio.get_running_loop()

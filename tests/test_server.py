@@ -145,6 +145,31 @@ def _req(base, method, path, body=None, headers=None, raw_body=None):
         return e.code, json.loads(e.read())
 
 
+def _serve_process(tiny_bundle, tmp_path, *extra):
+    """`genre serve` as a real process on a private copy of the tiny bundle, answering /health; (process, base URL)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tmp_path / "b"),
+                          "--profile", "x86-avx512-vnni", "--state-dir", str(tmp_path / "state"), "--port", str(port),
+                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if _req(base, "GET", "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    return p, base
+
+
 def test_api_key_protects_writes_and_optionally_reads(tiny_bundle, tmp_path):
     """F5: writes need the key (constant-time compare), declared in OpenAPI; reads too with protect_reads;
     the Host header is checked (DNS rebinding); /info names no absolute path."""
@@ -259,28 +284,10 @@ def test_fast_path_answers_valid_recommends_and_leaves_the_rest_to_fastapi(tiny_
 def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path):
     """`genre serve --workers 2`: two processes on one port; an item added through one is recommended
     by both; session feedback (kept per process) is refused with the reason; SIGTERM stops them."""
-    import shutil
     import signal
-    import socket
-    import subprocess
-    import sys
-    import time
 
-    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tmp_path / "b"),
-                          "--profile", "x86-avx512-vnni", "--state-dir", str(tmp_path / "state"), "--port", str(port),
-                          "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    p, base = _serve_process(tiny_bundle, tmp_path, "--workers", "2")
     try:
-        for _ in range(300):
-            try:
-                if _req(base, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         item = {"items": [{"id": "w1", "title": "Worker film", "categories": ["Zzworkers"], "year": 2020}]}
         assert _req(base, "POST", "/items", item) == (200, {"added": ["w1"]})
         for _ in range(40):  # new connections: the kernel spreads them over both workers
@@ -290,7 +297,9 @@ def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path
         assert st == 400 and "--workers" in got["detail"]
         st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "session_id": "s"})
         assert st == 400 and "--workers" in got["detail"]
-        workers = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        from pathlib import Path
+
+        workers = [c for t in Path(f"/proc/{p.pid}/task").iterdir() for c in (t / "children").read_text().split()]
         assert len(workers) >= 2, workers  # the uvicorn supervisor's children
     finally:
         p.send_signal(signal.SIGTERM)
@@ -355,28 +364,11 @@ def test_reload_swaps_in_a_verified_bundle_and_keeps_the_old_one_on_failure(tiny
 
 
 def test_sighup_reloads_a_running_server(tiny_bundle, tmp_path):
-    import shutil
     import signal
-    import socket
-    import subprocess
-    import sys
     import time
 
-    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tmp_path / "b"),
-                          "--profile", "x86-avx512-vnni", "--state-dir", str(tmp_path / "state"), "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+    p, base = _serve_process(tiny_bundle, tmp_path)
     try:
-        for _ in range(300):
-            try:
-                if _req(base, "GET", "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         p.send_signal(signal.SIGHUP)
         for _ in range(100):
             if _req(base, "GET", "/info")[1].get("reloads") == 1:
