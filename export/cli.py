@@ -84,6 +84,31 @@ def eval_group():
     """Evaluation protocol: baselines and MIND scoring."""
 
 
+@eval_group.command("impressions")
+@click.option("--arm", "arm_spec", required=True,
+              help="A bundle folder, a trained model folder, baseline:NAME (tuned on validation) or zero-shot.")
+@click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
+              help="Training TOML or packaged name whose [data] (with impression logs) and [split] are used.")
+@click.option("--data", default=None, help="Data set name or path (default: the config's [data] source).")
+@click.option("--which", type=click.Choice(["test", "valid"]), default="test", show_default=True,
+              help="Held-out period whose impressions are ranked.")
+@click.option("--prediction", type=click.Path(dir_okay=False), default=None,
+              help="Write the MIND leaderboard's prediction.txt (each candidate's rank) here.")
+@click.option("--truth", type=click.Path(dir_okay=False), default=None,
+              help="Write the matching truth file (click labels) here, for `genre eval mind-score`.")
+@click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
+              help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_impressions(arm_spec, config_path, data, which, prediction, truth, data_dir, as_json):
+    """Impression-level AUC, MRR, nDCG@5/@10 (MIND): rank each held-out impression's candidates."""
+    from .impressions import evaluate_impressions
+
+    res = run_api(evaluate_impressions, arm_spec, config_path, data_dir, data, which, prediction, truth)
+    emit(res, as_json, f"{res['arm']} ({res['kind']}), {res['impressions']} impressions ({res['skipped']} "
+                       f"without both a click and a non-click): AUC {res['auc']:.4f}  MRR {res['mrr']:.4f}  "
+                       f"nDCG@5 {res['ndcg@5']:.4f}  nDCG@10 {res['ndcg@10']:.4f}")
+
+
 @eval_group.command("mind-score")
 @click.option("--truth", required=True, type=click.Path(dir_okay=False), help="MIND truth file (impression labels).")
 @click.option("--prediction", required=True, type=click.Path(dir_okay=False), help="MIND prediction.txt to score.")

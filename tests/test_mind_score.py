@@ -31,3 +31,42 @@ def test_bad_prediction_files(tmp_path, pred, msg):
     res = CliRunner().invoke(main, ["eval", "mind-score", "--truth", str(tmp_path / "t.txt"), "--prediction",
                                     str(tmp_path / "p.txt")])
     assert res.exit_code == 1 and msg.split()[0] in res.output
+
+
+def test_impression_metrics_of_an_arm_and_the_prediction_file_round_trip(tmp_path):
+    """Issue 19: held-out MIND impressions ranked by an arm (here the tuned popularity baseline and the
+    untrained encoder), the leaderboard's prediction.txt + truth written, and `genre eval mind-score`
+    reads them back to the same numbers."""
+    import json
+
+    from click.testing import CliRunner
+
+    from conftest import tiny_encoder
+    from genre_edge.cli import main
+    from test_multidomain import write_mind
+
+    mind = write_mind(tmp_path / "mind")
+    enc = tiny_encoder(tmp_path / "enc")
+    cfg = tmp_path / "mind.toml"
+    cfg.write_text(f'name = "mind-tiny"\n[data]\nsource = "{mind}"\n[split]\nkind = "user_holdout"\n'
+                   f'[encoder]\npath = "{enc}"\nmax_tokens = 16\ntemplate = "{{title}}. {{abstract}}"\n')
+    results = {}
+    for arm in ("baseline:popularity", "zero-shot"):
+        pred, truth = tmp_path / f"{arm[:4]}-prediction.txt", tmp_path / f"{arm[:4]}-truth.txt"
+        r = CliRunner().invoke(main, ["eval", "impressions", "--arm", arm, "--config", str(cfg), "--prediction",
+                                      str(pred), "--truth", str(truth), "--json"])
+        assert r.exit_code == 0, r.output
+        res = results[arm] = json.loads(r.output)
+        assert res["impressions"] > 10 and 0.0 <= res["auc"] <= 1.0 and 0.0 < res["mrr"] <= 1.0
+        lines = pred.read_text().splitlines()
+        assert len(lines) == res["impressions"] + res["skipped"]
+        back = CliRunner().invoke(main, ["eval", "mind-score", "--truth", str(truth), "--prediction", str(pred),
+                                         "--json"])
+        assert back.exit_code == 0, back.output
+        scored = json.loads(back.output)
+        # the file holds ranks (ties in shown order) and the report was computed from the same ranks
+        assert scored["impressions"] == res["impressions"]
+        assert all(abs(scored[m] - res[m]) < 1e-12 for m in ("auc", "mrr", "ndcg@5", "ndcg@10"))
+    assert results["baseline:popularity"]["auc"] != results["zero-shot"]["auc"]
+    r = CliRunner().invoke(main, ["eval", "impressions", "--arm", "zero-shot", "--config", str(cfg), "--which", "cold"])
+    assert r.exit_code == 2 and "cold" in r.output
