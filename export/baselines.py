@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from genre_edge.errors import ConfigError
+
 from . import require
 from .evaluate import evaluate
 from .split import Split
@@ -21,9 +23,25 @@ from .split import Split
 log = logging.getLogger(__name__)
 
 
+def fits_in_memory(n_bytes: float, what: str, instead: str) -> None:
+    """Refuse, with the alternative, a dense structure that would take more than half of this machine's RAM
+    (a clear error instead of an out-of-memory kill hours into a run)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no guard
+        return
+    if n_bytes > total / 2:
+        raise ConfigError(f"{what} would need {n_bytes / 2**30:.1f} GiB (this machine has {total / 2**30:.1f} GiB); "
+                          f"{instead}")
+
+
 def interaction_matrix(split: Split, histories: list[np.ndarray] | None = None) -> np.ndarray:
     """Dense binary user x item matrix of training positives (ml-100k size: fine dense)."""
     hist = histories if histories is not None else split.train_histories()
+    fits_in_memory(4.0 * split.n_users * split.n_items, f"a dense {split.n_users} x {split.n_items} interaction matrix",
+                   "use cf.kind = \"mf\" (factors learned with the model) for data sets this large")
     X = np.zeros((split.n_users, split.n_items), np.float32)
     for u, items in enumerate(hist):
         X[u, items] = 1.0
@@ -130,6 +148,10 @@ def _ease_cache(X: np.ndarray, lam: float) -> np.ndarray:
 
 
 def ease_weights(X: np.ndarray, lam: float) -> np.ndarray:
+    n = X.shape[1]
+    # the Gram matrix, its inverse and the weights: three dense items x items arrays
+    fits_in_memory(3 * 8.0 * n * n, f"EASE over {n} items (a dense {n} x {n} inverse)",
+                   "use cf.kind = \"cooccurrence\" or \"mf\", which scale with the catalog")
     G = (X.T @ X).astype(np.float64)
     G[np.diag_indices_from(G)] += lam
     P = np.linalg.inv(G)

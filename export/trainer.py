@@ -29,6 +29,25 @@ from .train_config import Config, load_config
 log = logging.getLogger(__name__)
 
 
+class SeenPairs:
+    """The (user, item) pairs of the training histories as sorted int64 keys, indexed like a bool matrix
+    (``seen[users[:, None], items[None, :]]``). Memory grows with the events, not with users x items: the
+    dense matrix this replaces is 100 GB at 1M users x 100k items."""
+
+    def __init__(self, hist: list[np.ndarray], n_items: int):
+        self.n_items = int(n_items)
+        keys = [u * self.n_items + np.asarray(h, np.int64) for u, h in enumerate(hist) if len(h)]
+        self.keys = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        users, items = idx
+        q = np.asarray(users, np.int64) * self.n_items + np.asarray(items, np.int64)  # broadcasts like fancy indexing
+        if not len(self.keys):
+            return np.zeros(q.shape, bool)
+        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
+        return self.keys[pos] == q
+
+
 class Trainer:
     def __init__(self, conf: Config, out_dir: str | Path, data_dir: str | None = None, dataset=None,
                  progress: bool = True, tower=None):
@@ -313,12 +332,10 @@ class Trainer:
             out["transfer_initial"] = {w: self.evaluate(w, emb0) for w in ("valid", "test")}
         return out
 
-    def seen_matrix(self) -> np.ndarray:
-        """[n_users, n_items] bool: each user's training items (a sampled negative among them is masked)."""
-        seen = np.zeros((self.prep.data.n_users, self.prep.data.n_items), bool)
-        for uu, h in enumerate(self.prep.hist):
-            seen[uu, h] = True
-        return seen
+    def seen_matrix(self) -> "SeenPairs":
+        """Each user's training items, indexable like a [n_users, n_items] bool matrix (a sampled negative
+        among them is masked), without one: see :class:`SeenPairs`."""
+        return SeenPairs(self.prep.hist, self.prep.data.n_items)
 
     def epoch_record(self, ep: int, losses: list[float]) -> dict:
         """Refresh the item table and measure an epoch: train loss, validation loss and nDCG@10."""

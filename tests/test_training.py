@@ -241,3 +241,37 @@ def test_mind_impressions_give_negatives_of_training_clicks_only(tmp_path, toy_d
     by_key = {(imp.user, imp.time): set(imp.items[imp.labels == 0].tolist()) for imp in ds.impressions}
     for r, k in enumerate(p):
         assert ok[r].all() and set(ids[r].tolist()) <= by_key[(tr.user[k], tr.time[k])]
+
+
+def test_seen_pairs_index_like_the_dense_matrix_they_replace():
+    """Issue 20: the training's seen-item mask is sorted (user, item) keys, not a users x items bool matrix."""
+    import numpy as np
+
+    from genre_edge_export.trainer import SeenPairs
+
+    rng = np.random.default_rng(4)
+    n_users, n_items = 50, 300
+    hist = [rng.choice(n_items, size=rng.integers(0, 30), replace=False) for _ in range(n_users)]
+    dense = np.zeros((n_users, n_items), bool)
+    for u, h in enumerate(hist):
+        dense[u, h] = True
+    seen = SeenPairs(hist, n_items)
+    users, negs = rng.integers(0, n_users, 64), rng.integers(0, n_items, 40)
+    assert np.array_equal(seen[users[:, None], negs[None, :]], dense[users[:, None], negs[None, :]])
+    assert seen.keys.nbytes == 8 * int(dense.sum())
+    assert not SeenPairs([np.array([], np.int64)] * 3, 10)[np.array([[0], [2]]), np.array([[1, 2]])].any()
+
+
+def test_dense_cf_that_cannot_fit_is_refused_with_the_alternative(monkeypatch):
+    import os
+
+    import numpy as np
+    import pytest
+
+    from genre_edge.errors import ConfigError
+    from genre_edge_export import baselines
+
+    real = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda k: 1024 if k == "SC_PHYS_PAGES" else real(k))  # a 4 MiB machine
+    with pytest.raises(ConfigError, match="EASE over 1000 items .* use cf.kind"):
+        baselines.ease_weights(np.zeros((5, 1000), np.float32), 100.0)
