@@ -108,6 +108,43 @@ def fastembed_folder(onnx_path: Path, encoder_dir: Path, dst: Path, dim: int):
     return TextEmbedding(name, specific_model_path=str(dst), threads=1, local_files_only=True)
 
 
+def optimum_encoders(encoder_dir: Path, work: Path, tower, tok) -> list[tuple[str, object]]:
+    """optimum's standard pipeline on the same teacher: its ONNX export of the Hugging Face encoder
+    (``ORTModelForFeatureExtraction``), fp32 and quantized with its hardware presets (dynamic, per-channel:
+    ``avx512_vnni`` and ``avx2``), each followed by the teacher's mean pooling and adapter, so every row
+    produces the teacher's item space. One thread, like every row here."""
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    fp32_dir = work / "fp32"
+    ORTModelForFeatureExtraction.from_pretrained(str(encoder_dir), export=True).save_pretrained(fp32_dir)
+    dirs = [("optimum fp32 (its ONNX export)", fp32_dir, None)]
+    for preset in ("avx512_vnni", "avx2"):
+        qdir = work / preset
+        qconf = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=True)
+        ORTQuantizer.from_pretrained(fp32_dir).quantize(save_dir=qdir, quantization_config=qconf)
+        dirs.append((f"optimum int8, preset {preset} (dynamic, per-channel)", qdir, next(qdir.glob("*quantized*.onnx")).name))
+    out = []
+    for name, d, file_name in dirs:
+        kw = {"file_name": file_name} if file_name else {}
+        model = ORTModelForFeatureExtraction.from_pretrained(d, session_options=so, provider="CPUExecutionProvider", **kw)
+
+        def enc(texts, model=model):
+            e = tok.encode_batch(texts)
+            ids = torch.tensor([x.ids for x in e])
+            mask = torch.tensor([x.attention_mask for x in e])
+            h = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            with torch.no_grad():
+                return tower.head((h * m).sum(1) / m.sum(1).clamp(min=1e-9)).numpy()
+        out.append((name, enc))
+    return out
+
+
 def int8_peak(reps: int = 20) -> dict:
     """This core's int8 GEMM peak through ONNX Runtime (u8 x s8, constant pre-packed B, one thread)."""
     import onnxruntime as ort
@@ -163,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bundle", required=True, action="append",
                     help="bundle exported from the student (genre export), one per --student, same order")
     ap.add_argument("--reps", type=int, default=200, help="timed calls at batch 1 (batch 32: reps / 8)")
+    ap.add_argument("--no-optimum", dest="optimum", action="store_false",
+                    help="leave out optimum's pipeline rows (its ONNX export + hardware presets)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     ap.add_argument("--dir", dest="data_dir", default=os.environ.get("GENRE_DATA_DIR"))
@@ -179,8 +218,11 @@ def main(argv=None) -> int:
     try:
         import torch
         from fastembed import TextEmbedding  # noqa: F401
+        if a.optimum:
+            from optimum.onnxruntime import ORTModelForFeatureExtraction  # noqa: F401
     except ImportError as exc:
-        raise SystemExit(f"compare.py needs the export extra and fastembed: pip install -e '.[export,bench]' ({exc})")
+        raise SystemExit(f"compare.py needs the export extra, fastembed and optimum-onnx: pip install -e '.[export,bench]' "
+                         f"(or --no-optimum) ({exc})")
     from genre_edge_export.evaluate import category_features, evaluate
     from genre_edge.recommender import Recommender
     from genre_edge_export.model_folder import ModelDir
@@ -247,10 +289,12 @@ def main(argv=None) -> int:
         def fe_encode(texts):
             return np.stack(list(fe.embed(texts, batch_size=32)))
 
+        optimum_rows = optimum_encoders(T.path / "encoder", work / "optimum", t_tower, hf_tok) if a.optimum else []
         rows = [("PyTorch fp32 teacher (transformers)", torch_encode, (t_rec, T.conf)),
                 ("ONNX Runtime fp32 teacher", ort_encoder(t_fp32), (t_rec, T.conf)),
                 ("ONNX Runtime int8 teacher (dynamic, per-channel)", ort_encoder(t_int8), (t_rec, T.conf)),
-                ("fastembed 0.9 (same teacher ONNX, local folder)", fe_encode, (t_rec, T.conf))]
+                ("fastembed 0.9 (same teacher ONNX, local folder)", fe_encode, (t_rec, T.conf)),
+                *[(name, enc, (t_rec, T.conf)) for name, enc in optimum_rows]]
         stud = {}
         for S, s_rec, bdir, label in students:
             for v in ("fp32", "int8-avx512vnni"):

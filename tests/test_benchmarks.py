@@ -133,6 +133,10 @@ def test_compare_runs_every_reference_on_the_tiny_models(tiny_bundle, tmp_path):
     # the same teacher graph through ORT and through fastembed gives the same vectors as PyTorch
     assert rows["ONNX Runtime fp32 teacher"]["cos_to_torch_min"] > 0.9999
     assert rows["fastembed 0.9"]["cos_to_torch_min"] > 0.9999
+    # optimum's own export of the same encoder, then the teacher's pooling and adapter: the same vectors too
+    assert rows["optimum fp32"]["cos_to_torch_min"] > 0.9999
+    assert any(n.startswith("optimum int8, preset avx512_vnni") for n in names)
+    assert any(n.startswith("optimum int8, preset avx2") for n in names)
     assert res["rows"][0]["speedup_b1"] == 1.0 and res["rows"][0]["ndcg_kept"] == 1.0
     assert max(res["int8_peak_gmacs"].values()) > 0 and set(res["goals_met"]) == set(res["goals"])
     assert (tmp_path / "c.png").is_file()
