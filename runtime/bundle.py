@@ -12,6 +12,7 @@ arrays are .npy read with ``allow_pickle=False``, metadata is JSON.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,8 +197,20 @@ class Manifest:
 
 
 def manifest_json(m) -> dict:
-    """A manifest (or a part of one) as JSON data: fields that are None (optional parts) are left out."""
-    return cfg.to_dict(m, drop_none=True)
+    """A manifest (or a part of one) as JSON data: fields that are None (optional parts) are left out, and a
+    measurement that is not a finite number (NaN: "not measured", e.g. a share of a zero) becomes null, so
+    the manifest stays standard JSON, which the runtime's strict reader requires."""
+    return _finite_json(cfg.to_dict(m, drop_none=True))
+
+
+def _finite_json(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_json(x) for x in v]
+    return v
 
 
 # ------------------------------------------------------------------ reading and verification
