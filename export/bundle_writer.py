@@ -463,17 +463,15 @@ def write_tar(folder: Path, dst: Path, epoch: int | None) -> None:
     files' and gzip's) fixed, so equal folders give equal bytes."""
     import gzip
 
-    mtime = epoch if epoch is not None else None
-
     def norm(ti: tarfile.TarInfo) -> tarfile.TarInfo:
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = ""
         ti.mode = 0o755 if ti.isdir() else 0o644
-        if mtime is not None:
-            ti.mtime = mtime
+        if epoch is not None:
+            ti.mtime = epoch
         return ti
 
-    with open(dst, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=mtime or 0) as gz, \
+    with open(dst, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=epoch or 0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
         tf.add(folder, arcname=folder.name, recursive=False, filter=norm)
         for p in sorted(folder.rglob("*")):

@@ -227,7 +227,7 @@ class CatalogScorer:
 
     def uses_index(self, n: int) -> bool:
         """Whether a catalog of ``n`` rows is scored through the int8 index."""
-        return self.mode == "int8" or (self.mode == "auto" and n >= AUTO_MIN_ITEMS)
+        return uses_index(self.mode, n)
 
     def scores(self, catalog, u: np.ndarray) -> np.ndarray:
         idx = self.index
@@ -242,6 +242,11 @@ class CatalogScorer:
             rows = np.fromiter(catalog.changed_rows, np.int64, len(catalog.changed_rows))
             out[rows] = catalog.emb[rows] @ u
         return out
+
+
+def uses_index(mode: str, n: int) -> bool:
+    """Whether catalog scoring ``mode`` scores ``n`` rows through the int8 index (auto: from AUTO_MIN_ITEMS)."""
+    return mode == "int8" or (mode == "auto" and n >= AUTO_MIN_ITEMS)
 
 
 def top_n(scores: np.ndarray, cand_mask: np.ndarray, n: int, block: int | None = None) -> np.ndarray:

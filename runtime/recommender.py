@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Bundle, Preset, open_bundle
 from .catalog import Catalog, Filters, ItemInput, item_text
-from .catalog_index import CatalogScorer, saturates_u8s8, top_n
+from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -124,7 +124,7 @@ class Recommender:
             head_sess = make_session(b.path(head_file), prof, b.sha256(head_file), model="head")
         # large catalogs scored by the int8 index keep only the int8 rows (memory-mapped), not float32
         n_items = m.catalog.n_items or 0
-        catalog = b.load_catalog(lean=CatalogScorer(prof.catalog_scoring).uses_index(n_items))
+        catalog = b.load_catalog(lean=uses_index(prof.catalog_scoring, n_items))
         cf = b.load_cf(len(catalog.ids))
         encoder = Encoder(enc_sess, b.path(m.tokenizer), min(m.max_tokens, prof.max_tokens), prof.max_batch)
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)

@@ -481,10 +481,12 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     metrics = Metrics()
     key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's API key")
 
+    def key_matches(given: bytes | None) -> bool:
+        """Whether the X-API-Key header (bytes) is the server's key, compared in constant time."""
+        return api_key is None or (given is not None and hmac.compare_digest(given, api_key.encode()))
+
     def check_key(given: Optional[str]):
-        if api_key is None:
-            return
-        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+        if not key_matches(given.encode() if given is not None else None):
             raise HTTPException(401, "missing or wrong X-API-Key")
 
     def write_access(given: Optional[str] = Depends(key_header)):
@@ -585,9 +587,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
                                "process instead (it restarts them one by one)")
         return serving.reload()
 
-    def key_ok(given: bytes | None) -> bool:
-        return not (protect_reads and api_key is not None) or (
-            given is not None and hmac.compare_digest(given, api_key.encode()))
+    def key_ok(given: bytes | None) -> bool:  # the fast path's read access (as read_access)
+        return not protect_reads or key_matches(given)
 
     # outermost first: every answer is counted (413s and bad hosts too); the Host check and the body
     # limit come before anything reads the body; then the fast path, then FastAPI
