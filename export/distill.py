@@ -16,6 +16,7 @@ from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
 from genre_edge.text_template import render
 
+from .curves import Curves
 from . import require
 from .augment import AugmentConfig, augmented_texts
 from .model_folder import ModelDir, save_student
@@ -168,6 +169,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(1.0, k / total))))
     history = []
+    curves = Curves(out_dir, fresh=True)
     for ep in range(1, conf.epochs + 1):
         student.train()
         order = rng.permutation(len(texts))
@@ -200,6 +202,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             sched.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            curves.scalars(sched.last_epoch, {"loss": losses[-1]}, "distill_step/")
         student.eval()
         with torch.no_grad():
             full = torch.cat([student(torch.as_tensor(fids[a0 : a0 + 256]), torch.as_tensor(fmask[a0 : a0 + 256]))
@@ -210,6 +213,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             rc = (_encode(student, T, valid_req) * valid_req_t).sum(-1)
             history[-1].update(request_cos_mean=float(rc.mean()), request_cos_min=float(rc.min()))
         h = history[-1]
+        curves.scalars(ep, {k: v for k, v in h.items() if k != "epoch"}, "distill/")
         log.info("distill epoch %d: loss %.4f, cosine to teacher mean %.4f min %.4f", ep, h["loss"], h["cos_mean"], h["cos_min"])
         if progress:
             print(f"distill epoch {ep}: loss {history[-1]['loss']:.4f}  cosine to teacher mean {history[-1]['cos_mean']:.4f} "
@@ -218,5 +222,6 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
               "request_texts": n_req,
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
+    curves.close()  # before the folder is swapped: save_student carries the curves into the new folder
     save_student(T, Path(out_dir), student.bert, student.adapter, full.numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
     return report

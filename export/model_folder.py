@@ -18,6 +18,7 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text
 from genre_edge.tokenize import load_tokenizer
 
+from .curves import TB_DIR
 from .registry import HEADS, USER_MODELS, resolve
 from .train_config import Config, load_config
 
@@ -137,7 +138,10 @@ def save_student(teacher: "ModelDir", out: Path, bert, adapter, emb: np.ndarray,
 
     tmp = Path(str(out) + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(teacher.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder"))
+    # the teacher's training curves stay with the teacher; the student's own (distill) come along
+    shutil.copytree(teacher.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder", TB_DIR))
+    if (out / TB_DIR).is_dir():
+        shutil.copytree(out / TB_DIR, tmp / TB_DIR)
     bert.save_pretrained(str(tmp / "encoder"), safe_serialization=True)
     for f in ("tokenizer.json", *TOKENIZER_FILES):
         if (teacher.path / "encoder" / f).is_file():

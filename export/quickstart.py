@@ -117,6 +117,9 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
         click.echo(f"  {name:<28} p50 {st['p50']:.3f} ms  p95 {st['p95']:.3f} ms  p99 {st['p99']:.3f} ms")
     click.echo(f"\ndone in {time.perf_counter() - t_all:.0f} s. Try: genre recommend --bundle {bundle} "
                f"--history {','.join(history[-3:])} --query \"a dark thriller\" --explain")
+    click.echo(f"training curves: tensorboard --logdir {work}  (or: python benchmarks/plot_curves.py --run {work})")
+    click.echo(f"playground page: genre serve --bundle {bundle} --state-dir {work / 'state'}  "
+               f"then open http://127.0.0.1:8080/")
     return {"bundle": str(bundle), "latency": lat}
 
 

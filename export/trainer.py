@@ -18,6 +18,7 @@ from genre_edge.errors import ConfigError
 from . import require
 from .augment import augmented_texts
 from .calibrate import calibrate, grid_blend
+from .curves import Curves, training_choices
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
 from .prepare import Prepared, encoder_path, first_seen
@@ -283,6 +284,7 @@ class Trainer:
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
         opt = optimizer(conf, self.tower, [self.rec])
         state, best = load_checkpoint(self.out, self._trainable(), opt)
+        self.curves = Curves(self.out, fresh=state is None)  # a resumed run appends to its curves
         if state is None:
             state = RunState(FORMAT, start=self.start_metrics(emb0))
             if conf.train.init_from:
@@ -291,6 +293,8 @@ class Trainer:
                 best = state.select(0, state.start["transfer_initial"]["valid"]["ndcg@10"], self._trainable(), best)
         tower_params = [p for p in self.tower.parameters() if p.requires_grad]
         seen = self.seen_matrix()
+        zs = state.start["zero_shot"]["valid"]
+        self.curves.scalars(0, {"valid_ndcg@10": zs.get("ndcg@10"), "valid_recall@20": zs.get("recall@20")}, "zero_shot/")
         while state.more_epochs(conf.train):
             ep = state.epoch + 1
             t_ep = time.perf_counter()
@@ -302,10 +306,12 @@ class Trainer:
             batches = list(self._batches())
             bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
                        leave=False)
-            for users, targets, times in bar:
+            for k, (users, targets, times) in enumerate(bar):
                 losses.append(self._step(users, targets, times, opt, seen))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                self.curves.scalars((ep - 1) * len(batches) + k, {"loss": losses[-1]}, "step/")
             rec = self.epoch_record(ep, losses)
+            self.curves.scalars(ep, {k: v for k, v in rec.items() if k != "epoch"}, "epoch/")
             nd, vl = rec["valid_ndcg@10"], rec["valid_loss"]
             state.history.append(rec)
             log.info("epoch %d: train loss %.4f, valid loss %.4f, valid ndcg@10 %.4f", ep, rec["train_loss"], vl, nd)
@@ -377,4 +383,7 @@ class Trainer:
         p = self.prep
         save_model(self.out, conf, self.enc_path, self.tower, self.rec, emb, p.pop, p.cf_table, p.data.items, self.texts,
                    first_seen(p), p.split.cold_items, report)
+        curves = getattr(self, "curves", None) or Curves(self.out)
+        training_choices(curves, report)
+        curves.close()
         return report

@@ -189,6 +189,43 @@ class Catalog:
             m &= ~((self.years >= a) & (self.years <= b))
         return m
 
+    def search(self, text: str, limit: int, offset: int = 0) -> tuple[list[int], int]:
+        """Active rows whose id is ``text`` or whose title contains it (case-insensitive), and how many
+        match: the id first, then titles starting with it, then the other titles, each group most
+        popular first (what someone picking a history expects from a search box). Empty text: all
+        active items by popularity."""
+        t = text.casefold().strip()
+        with self.lock:
+            if not t:
+                rows = np.flatnonzero(self.active)
+                rows = rows[np.argsort(-self.pop[rows], kind="stable")]
+                return rows[offset:offset + limit].tolist(), len(rows)
+            exact = self.index.get(text.strip())
+            starts, inner = [], []
+            for i, title in enumerate(self.titles):
+                if i == exact or not self.active[i]:
+                    continue
+                at = title.casefold().find(t)
+                if at == 0:
+                    starts.append(i)
+                elif at > 0:
+                    inner.append(i)
+            by_pop = [np.asarray(g, np.int64)[np.argsort(-self.pop[g], kind="stable")] if g else np.zeros(0, np.int64)
+                      for g in (starts, inner)]
+            head = [exact] if exact is not None and self.active[exact] else []
+            rows = np.concatenate([np.asarray(head, np.int64), *by_pop])
+            return rows[offset:offset + limit].tolist(), len(rows)
+
+    def facets(self) -> dict:
+        """The categories and the year range of the active items (what filters can choose from)."""
+        with self.lock:
+            act = self.active
+            used = self.cat_bits[act].any(0) if act.any() else np.zeros(self.cat_bits.shape[1], bool)
+            names = sorted(c for c, j in self.cat_names.items() if used[j])
+            years = self.years[act & (self.years > 0)]
+            return {"categories": names,
+                    "years": [int(years.min()), int(years.max())] if len(years) else None}
+
     # ------------------------------------------------------------- updates
     def _append(self, item: ItemInput, e: np.ndarray):
         i = len(self.ids)

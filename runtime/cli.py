@@ -380,6 +380,9 @@ def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_rea
     _limit_blas_threads(max(1, rec.profile.threads.intra_op // workers))
     from .server import uvicorn_options
 
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"serving {Path(bundle_path).name} on http://{shown}:{port}/ (the playground page; API docs at /docs)",
+               err=True)
     if workers == 1:
         uvicorn.run(create_app(rec, key or None, protect_reads, hosts), host=host, port=port, log_level="warning",
                     **uvicorn_options())

@@ -20,7 +20,7 @@ from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
 from .query_parser import QueryParser
 # the limits are the request's; re-exported here for callers of earlier versions
-from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request  # noqa: F401
+from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
 from .scorer import CFScorer, blend
 from .session import make_session
@@ -58,6 +58,10 @@ class Response:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MAX_SEARCH_CHARS = 200
+MAX_SEARCH_LIMIT = 200
 
 
 class Recommender:
@@ -160,6 +164,24 @@ class Recommender:
         emb = self.encoder.embed([item_text(self.template, o) for o in objs])
         self.catalog.add(objs, emb)
         return [o.id for o in objs]
+
+    def search_items(self, query: str = "", limit: int = 20, offset: int = 0) -> dict:
+        """Catalog items for a search box: the id ``query`` exactly, else titles containing it
+        (case-insensitive; titles starting with it first, then by popularity); an empty query lists
+        the most popular. ``{"items": [{id, title, categories, year, on_device}], "total": N}``."""
+        if not isinstance(query, str) or len(query) > MAX_SEARCH_CHARS:
+            raise RequestError(f"query must be a string of at most {MAX_SEARCH_CHARS} characters")
+        check_text(query, "query")
+        for name, v, lo, hi in (("limit", limit, 1, MAX_SEARCH_LIMIT), ("offset", offset, 0, 1 << 40)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise RequestError(f"{name} must be an integer in {lo}..{hi}, got {v!r}")
+        c = self.catalog
+        c.refresh()  # another process's catalog writes
+        with c.locked():
+            rows, total = c.search(query, limit, offset)
+            items = [{"id": c.ids[r], "title": c.titles[r], "categories": list(c.categories[r]), "year": int(c.years[r]),
+                      "on_device": r >= c.n_bundle} for r in rows]
+        return {"items": items, "total": total, "offset": offset}
 
     def remove_items(self, ids: list[str]) -> list[str]:
         """Remove items; returns ids that were unknown."""
@@ -359,7 +381,10 @@ class Recommender:
                 "strategies": list(STRATEGIES), "created_at": m.created_at,
                 "memory_estimate_mib": round(self.memory["total_mib"], 1) if hasattr(self, "memory") else None,
                 "memory_budget_mib": self.profile.memory_budget_mib,
-                "quality": m.quality.summary if m.quality else None}
+                "quality": m.quality.summary if m.quality else None,
+                # what a client needs to offer the request's choices (the playground page reads these)
+                "defaults": asdict(self.defaults), "max_history": m.scoring.max_history,
+                **self.catalog.facets()}
 
 
 # Python + numpy + onnxruntime + tokenizers before any model: measured 60-80 MiB RSS on x86-64 and arm64

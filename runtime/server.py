@@ -269,7 +269,7 @@ class BodyLimit:
             await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
 
 
-ENDPOINTS = ("/recommend", "/items", "/feedback", "/health", "/info", "/metrics", "/openapi.json")
+ENDPOINTS = ("/recommend", "/items", "/feedback", "/health", "/info", "/metrics", "/openapi.json", "/", "/docs")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -283,7 +283,9 @@ class Metrics:
 
     @staticmethod
     def endpoint(path: str) -> str:
-        return path if path in ENDPOINTS else "/items/{id}" if path.startswith("/items/") else "other"
+        if path in ENDPOINTS:
+            return path
+        return "/items/{id}" if path.startswith("/items/") else "/static/{file}" if path.startswith("/static/") else "other"
 
     def record(self, path: str, method: str, status: int, seconds: float) -> None:
         ep = self.endpoint(path)
@@ -404,6 +406,24 @@ class Serving:
                     "variant": new.variant, "items": len(new.catalog), "reloads": self.reloads}
 
 
+# The page's files are read once, served from memory by name (nothing else on disk is reachable), with a
+# policy that lets the page run only its own script and talk only to this server
+PAGE_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+              "style.css": "text/css; charset=utf-8"}
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                           "connect-src 'self'; img-src 'self' data:; form-action 'none'; "
+                                           "base-uri 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
+
+
+def playground_files() -> dict[str, tuple[bytes, str]]:
+    """The playground page's files (``genre_edge/static``, package data): name -> (bytes, media type)."""
+    from importlib.resources import files
+
+    root = files("genre_edge") / "static"
+    return {name: ((root / name).read_bytes(), media) for name, media in PAGE_FILES.items()}
+
+
 def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool = False,
                allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, sessions: bool = True):
     """The app. With ``api_key``, writes (POST/DELETE /items) need it in the ``X-API-Key`` header, and
@@ -414,7 +434,7 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     ``session_id`` with a message instead of answering from a partial session."""
     import hmac
 
-    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi import Depends, FastAPI, HTTPException, Query
     from fastapi.security import APIKeyHeader
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -553,6 +573,31 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     @app.get("/info", dependencies=[Depends(read_access)])
     def info():
         return {**serving.rec.info(), "reloads": serving.reloads}
+
+    page_files = playground_files()
+
+    def static(name: str):
+        from fastapi.responses import Response
+
+        if name not in page_files:
+            raise HTTPException(404, f"no such file: {name!r}")
+        body, media = page_files[name]
+        return Response(body, media_type=media, headers=PAGE_HEADERS)
+
+    @app.get("/", include_in_schema=False)
+    def playground():
+        """The playground page: form a history, type an instruction, move the knobs, see the top-k."""
+        return static("index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static_file(name: str):
+        return static(name)
+
+    @app.get("/items", dependencies=[Depends(read_access)])
+    def search_items(q: str = Query("", max_length=200, description="an item id, or text a title contains"),
+                     limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0, le=1 << 40)):
+        """Search the catalog: the id q exactly, then titles containing q (case-insensitive)."""
+        return serving.rec.search_items(q, limit, offset)
 
     @app.post("/recommend", dependencies=[Depends(read_access)])
     def recommend(body: RecommendBody):
