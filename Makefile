@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-full test bench test-arm64 install clean browser
+.PHONY: demo demo-full test bench test-arm64 install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,18 +36,20 @@ bench: install
 test-arm64: install
 	$(BIN)/python benchmarks/arm64_parity.py --bundle runs/quickstart/bundle --out runs/bench
 
-# The playground's browser test drives Debian's chromium + chromedriver (no browser is downloaded). Installed
-# here where apt-get runs as root; elsewhere that one test is skipped with its reason, except under CI=true,
-# where a browser that cannot be installed fails the run (CI must run the test).
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# System packages some tests use, from Debian (nothing is downloaded from elsewhere): chromium + chromedriver
+# for the playground's browser test, wordnet-base for the WordNet synonyms test. Installed here where apt-get
+# runs as root; elsewhere those tests are skipped with their reason, except under CI=true, where packages
+# that cannot be installed fail the run (CI must run those tests).
+SYSTEM_DEPS := chromium chromium-driver wordnet-base
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -f /usr/share/wordnet/index.noun ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && \
-	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver \
-	     >/dev/null); then echo "installed chromium + chromedriver for the playground's browser test"; \
-	elif [ -n "$$CI" ]; then echo "CI: cannot install chromium + chromedriver for the browser test" >&2; exit 1; \
-	else echo "note: no chromium + chromedriver here: the playground's browser test will be skipped"; fi
+	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_DEPS) \
+	     >/dev/null); then echo "installed $(SYSTEM_DEPS) for the browser and WordNet tests"; \
+	elif [ -n "$$CI" ]; then echo "CI: cannot install $(SYSTEM_DEPS) (apt-get as root) for the tests" >&2; exit 1; \
+	else echo "note: $(SYSTEM_DEPS) not installed here: the browser and real-WordNet tests will be skipped"; fi
 
-test: install browser
+test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 clean:

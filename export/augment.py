@@ -5,10 +5,11 @@ per text, so they must exist up front) and shows one of them instead of the item
 a ``prob`` share of training examples; evaluation always reads the real text. Distillation adds
 the same variants as extra views.
 
-Synonyms come from WordNet 3.0's database files (Princeton's ``dict/`` folder: ``index.*`` and
-``data.*``), read offline: Debian/Ubuntu ``apt-get install wordnet-base`` puts them in
-``/usr/share/wordnet``; NLTK's ``corpora/wordnet`` folder has the same files. A word is replaced
-by another lemma of its most frequent sense only (``story`` -> ``narrative``, never ``floor``).
+Synonyms come from WordNet 3.0's database files (Princeton's ``dict/`` folder: ``index.*``,
+``data.*``, ``*.exc``) read offline with nltk's ``WordNetCorpusReader``: Debian/Ubuntu ``apt-get
+install wordnet-base`` puts them in ``/usr/share/wordnet``; NLTK's ``corpora/wordnet`` folder has the
+same files. A word (any inflected form: "stories", "loved") is replaced by another lemma of its most
+frequent sense only (``story`` -> ``narrative``, never ``floor``).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ import numpy as np
 from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
 from genre_edge.text_template import render, template_fields
+
+from . import require
 
 log = logging.getLogger(__name__)
 
@@ -63,49 +66,152 @@ def find_wordnet(path: str = "") -> Path:
                       "or set augment.wordnet to a WordNet dict folder")
 
 
-@lru_cache(maxsize=4)
-def load_synonyms(folder: str) -> dict[str, tuple[str, ...]]:
-    """word -> other lemmas of its most frequent sense (per part of speech, merged), from WordNet files."""
-    best: dict[str, tuple[int, list[str]]] = {}  # lemma -> (SemCor tag count of the part of speech, lemmas)
-    root = Path(folder)
+# WordNet 3.0's 45 lexicographer files, in the order of their numbers: nltk's reader needs a `lexnames`
+# file, which Debian's wordnet-base does not ship (it is the same for every WordNet 3.0 database)
+LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
+            "noun.cognition noun.communication noun.event noun.feeling noun.food noun.group noun.location "
+            "noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession noun.process "
+            "noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body verb.change "
+            "verb.cognition verb.communication verb.competition verb.consumption verb.contact verb.creation "
+            "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather "
+            "adj.ppl").split()
+_LEX_POS = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+_NLTK_POS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
+
+
+def _reader_view(folder: Path) -> Path:
+    """A folder nltk's WordNetCorpusReader accepts: copies of the database files of ``folder`` (~30 MB;
+    nltk refuses links that leave its data folders), plus what a bare ``dict/`` folder may lack
+    (``lexnames``; empty exception/count files and empty parts of speech). The user's folder is
+    never written to; the copy is removed when the process ends."""
+    import atexit
+    import shutil
+    import tempfile
+
+    view = Path(tempfile.mkdtemp(prefix="genre-wordnet-"))
+    atexit.register(shutil.rmtree, view, True)
     for pos in _POS:
-        idx, data = root / f"index.{pos}", root / f"data.{pos}"
-        if not idx.is_file() or not data.is_file():
-            continue
-        first: dict[str, tuple[int, int]] = {}
-        with open(idx, encoding="latin-1") as fh:
-            for line in fh:
-                if line.startswith(" "):
-                    continue  # licence header
-                f = line.split()
-                try:  # lemma pos synset_cnt p_cnt [ptr...] sense_cnt tagsense_cnt offsets (most frequent first)
-                    n_ptr = int(f[3])
-                    first[f[0]] = (int(f[4 + n_ptr + 1]), int(f[4 + n_ptr + 2]))
-                except (IndexError, ValueError):
+        for kind in ("index", "data"):
+            src = folder / f"{kind}.{pos}"
+            if src.is_file():
+                shutil.copyfile(src, view / src.name)
+            else:
+                (view / src.name).write_text("")
+        exc = folder / f"{pos}.exc"
+        shutil.copyfile(exc, view / exc.name) if exc.is_file() else (view / exc.name).write_text("")
+    for name in ("lexnames", "cntlist.rev"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, view / name)
+    if not (view / "lexnames").exists():
+        (view / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{_LEX_POS[n.split('.')[0]]}\n"
+                                                for i, n in enumerate(LEXNAMES)))
+    if not (view / "cntlist.rev").exists():
+        (view / "cntlist.rev").write_text("")
+    return view
+
+
+class Synonyms:
+    """word -> other lemmas of its most frequent sense, through nltk's ``WordNetCorpusReader``.
+
+    A word form is reduced to its lemma with WordNet's morphology (``morphy``: the exception lists
+    and the detachment rules, so "stories" -> "story", "loved" -> "love"); of the parts of speech it
+    can be, the one whose first sense is tagged most often in SemCor wins ("funny": adjective). A
+    regularly inflected form gets its one-word synonyms inflected the same way ("stories" ->
+    "narratives"); an irregular one ("went") gets none rather than a wrong form.
+    """
+
+    def __init__(self, folder: str | Path):
+        import warnings
+
+        nltk_data = require("nltk.data", "export", "WordNet synonyms (augment.synonyms)")
+        from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+        class Reader(WordNetCorpusReader):
+            def map_wn(self, version="wordnet"):
+                # one database read as it is: no mapping to another WordNet version (which would look
+                # for nltk's downloaded 'wordnet' corpus; nothing is downloaded here)
+                return None
+
+        self.folder = Path(folder)
+        view = _reader_view(self.folder)
+        if str(view) not in nltk_data.path:  # nltk reads only folders its data path allows
+            nltk_data.path.append(str(view))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "multilingual functions are not available": not used here
+            try:
+                self.wn = Reader(str(view), None)
+            except (OSError, ValueError, AssertionError, IndexError) as exc:
+                raise ConfigError(f"{folder}: not a readable WordNet database ({exc})") from None
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def get(self, word: str, default=()) -> tuple[str, ...]:
+        w = word.lower()
+        if w not in self._cache:
+            self._cache[w] = self._lookup(w)
+        return self._cache[w] or default
+
+    def __contains__(self, word: str) -> bool:
+        return bool(self.get(word))
+
+    def __getitem__(self, word: str) -> tuple[str, ...]:
+        got = self.get(word)
+        if not got:
+            raise KeyError(word)
+        return got
+
+    def _lookup(self, word: str) -> tuple[str, ...]:
+        best, best_tags = (), -1
+        for pos in _POS:
+            p = _NLTK_POS[pos]
+            for base in self.wn._morphy(word, p):  # every lemma the form can come from
+                if "_" in base:
                     continue
-        wanted = {off for _, off in first.values()}
-        words_of: dict[int, list[str]] = {}
-        with open(data, encoding="latin-1") as fh:
-            for line in fh:
-                if line.startswith(" "):
+                senses = self.wn.synsets(base, p)
+                if not senses:
                     continue
-                f = line.split()
-                try:
-                    off, n = int(f[0]), int(f[3], 16)
-                except (IndexError, ValueError):
-                    continue
-                if off in wanted:
-                    words_of[off] = [re.sub(r"\(.*\)$", "", w).replace("_", " ").lower() for w in f[4: 4 + 2 * n: 2]]
-        for lemma, (tags, off) in first.items():
-            syn = [w for w in words_of.get(off, []) if w != lemma.replace("_", " ")]
-            # the part of speech whose senses are tagged most often in SemCor wins ("funny": adjective)
-            if syn and "_" not in lemma and (lemma not in best or tags > best[lemma][0]):
-                best[lemma] = (tags, syn)
-    out = {k: tuple(v) for k, (_, v) in best.items()}
-    if not out:
-        raise ConfigError(f"{folder}: no WordNet synonyms could be read (expected index.* and data.* files)")
-    log.info("WordNet: synonyms for %d words from %s", len(out), folder)
-    return out
+                lemmas = senses[0].lemmas()
+                tags = sum(lem.count() for lem in lemmas if lem.name().lower() == base)
+                syn = [re.sub(r"\(.*\)$", "", lem.name()).replace("_", " ").lower() for lem in lemmas]
+                syn = list(dict.fromkeys(x for x in syn if x != base))
+                if base != word:
+                    syn = [y for y in (_inflect(x, base, word, pos) for x in syn) if y]
+                if syn and tags > best_tags:
+                    best, best_tags = tuple(syn), tags
+        return best
+
+
+def _inflect(syn: str, base: str, form: str, pos: str) -> str | None:
+    """``syn`` inflected as ``form`` is of ``base`` when that inflection is a regular one; else None."""
+    if " " in syn or "-" in syn:
+        return None
+    if pos == "noun" and form in (base + "s", base + "es", base[:-1] + "ies"):
+        return _plural(syn)
+    if pos == "verb":
+        if form in (base + "s", base + "es", base[:-1] + "ies"):
+            return _plural(syn)
+        if form in (base + "ed", base + "d", base[:-1] + "ied", base + base[-1] + "ed"):
+            return syn + "d" if syn.endswith("e") else syn[:-1] + "ied" if _consonant_y(syn) else syn + "ed"
+        if form in (base + "ing", base[:-1] + "ing", base + base[-1] + "ing"):
+            return (syn[:-1] if syn.endswith("e") and not syn.endswith("ee") else syn) + "ing"
+    return None
+
+
+def _consonant_y(w: str) -> bool:
+    return len(w) > 1 and w.endswith("y") and w[-2] not in "aeiou"
+
+
+def _plural(w: str) -> str:
+    if _consonant_y(w):
+        return w[:-1] + "ies"
+    return w + "es" if w.endswith(("s", "x", "z", "ch", "sh")) else w + "s"
+
+
+@lru_cache(maxsize=4)
+def load_synonyms(folder: str) -> Synonyms:
+    """The synonyms of the WordNet database in ``folder`` (a ``dict/`` folder: index.*, data.*, *.exc)."""
+    syn = Synonyms(folder)
+    log.info("WordNet: synonyms from %s (nltk's reader)", folder)
+    return syn
 
 
 def augment_text(template: str, fields: dict[str, str], conf: AugmentConfig, rng: np.random.Generator,
@@ -121,8 +227,9 @@ def augment_text(template: str, fields: dict[str, str], conf: AugmentConfig, rng
         for i, w in enumerate(words):
             core = w.strip(".,;:()!?\"'")
             low = core.lower()
-            if _WORD.match(core) and low not in _KEEP and low in synonyms and rng.random() < conf.synonyms:
-                s = synonyms[low][int(rng.integers(len(synonyms[low])))]
+            options = synonyms.get(low, ()) if _WORD.match(core) and low not in _KEEP else ()
+            if options and rng.random() < conf.synonyms:
+                s = options[int(rng.integers(len(options)))]
                 words[i] = w.replace(core, s.capitalize() if core[0].isupper() else s)
     if conf.token_deletion and len(words) > 2:
         keep = [w for w in words if rng.random() >= conf.token_deletion]

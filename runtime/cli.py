@@ -196,6 +196,24 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
     emit({"added": added}, as_json, f"added/updated {len(added)} item(s): {', '.join(added)}")
 
 
+@items.command("search")
+@bundle_opt
+@profile_opt
+@state_opt
+@click.argument("query", default="")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True, help="How many items to list.")
+@click.option("--offset", type=click.IntRange(0), default=0, show_default=True, help="Skip this many matches.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def items_search(bundle_path, profile, state_dir, query, limit, offset, as_json):
+    """Find items: the id QUERY exactly, then titles containing it (no QUERY: the most popular)."""
+    rec = _load(bundle_path, profile, state_dir)
+    res = run_api(rec.search_items, query, limit, offset)
+    lines = [f"{it['id']}\t{it['title']}" + (f" ({it['year']})" if it["year"] else "") +
+             (f"  [{', '.join(it['categories'])}]" if it["categories"] else "") + ("  on device" if it["on_device"] else "")
+             for it in res["items"]]
+    emit(res, as_json, "\n".join(lines + [f"{len(res['items'])} of {res['total']} matching item(s)"]))
+
+
 @items.command("remove")
 @bundle_opt
 @profile_opt

@@ -7,24 +7,43 @@ from conftest import have_export
 pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed")
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
-# WordNet 3.0 file format: index lines "lemma pos synset_cnt p_cnt [ptrs] sense_cnt tagsense_cnt offsets",
-# data lines "offset lex_filenum ss_type w_cnt(hex) word lex_id ... p_cnt ... | gloss"
-INDEX_NOUN = HEADER + ("story n 2 1 @ 2 5 00000100 00000200  \n"
-                       "toy n 1 1 @ 1 1 00000300  \n"
-                       "funny n 1 0 1 0 00000400  \n")
-DATA_NOUN = HEADER + ("00000100 10 n 03 story 0 narrative 0 tale 0 000 | a message that tells events  \n"
-                      "00000200 04 n 02 story 0 floor 0 000 | a level of a building  \n"
-                      "00000300 06 n 02 toy 0 plaything 0 000 | an artifact for play  \n"
-                      "00000400 10 n 02 funny 0 funny_story 0 000 | a joke  \n")
-INDEX_ADJ = HEADER + "funny a 1 0 1 3 00000500  \n"
-DATA_ADJ = HEADER + "00000500 00 a 03 funny 0 amusing 0 comic(a) 0 000 | arousing laughter  \n"
+# A miniature WordNet 3.0 dict/ folder in the real file format, as Debian's wordnet-base ships it (no
+# lexnames file): data lines "offset lex_filenum ss_type w_cnt(hex) word lex_id ... p_cnt [frames] | gloss",
+# where offset is the line's byte offset in the file; index lines "lemma pos synset_cnt p_cnt [ptrs]
+# sense_cnt tagsense_cnt offsets (most frequent sense first)"
+SYNSETS = {  # pos -> [(name, lex_filenum, words, gloss)]
+    "noun": [("story1", 10, ["story", "narrative", "tale"], "a message that tells events"),
+             ("story2", 4, ["story", "floor"], "a level of a building"),
+             ("toy1", 6, ["toy", "plaything"], "an artifact for play"),
+             ("funny1", 10, ["funny", "funny_story"], "a joke")],
+    "adj": [("funny2", 0, ["funny", "amusing", "comic(a)"], "arousing laughter")],
+    "verb": [("love1", 37, ["love", "adore"], "have a great affection for"),
+             ("run1", 38, ["run", "scarper"], "move fast")],
+}
+EXC = {"verb": "ran run\n"}
+# SemCor tag counts by sense key (sorted: nltk searches the file): the adjective "funny" is tagged 3 times
+CNTLIST = "funny%3:00:00:: 1 3\n"
 
 
 @pytest.fixture
 def wordnet(tmp_path):
-    for name, text in (("index.noun", INDEX_NOUN), ("data.noun", DATA_NOUN), ("index.adj", INDEX_ADJ),
-                       ("data.adj", DATA_ADJ)):
-        (tmp_path / name).write_text(text)
+    letter = {"noun": "n", "verb": "v", "adj": "a"}
+    for pos, synsets in SYNSETS.items():
+        data, offsets, senses = HEADER, {}, {}
+        for name, lex, words, gloss in synsets:
+            offsets[name] = len(data.encode())
+            body = " ".join(f"{w} 0" for w in words)
+            frames = " 00" if pos == "verb" else ""
+            data += f"{offsets[name]:08d} {lex:02d} {letter[pos]} {len(words):02x} {body} 000{frames} | {gloss}  \n"
+            for w in words:
+                senses.setdefault(w.split("(")[0].lower(), []).append(name)
+        index = HEADER + "".join(f"{w} {letter[pos]} {len(ns)} 0 {len(ns)} 0 {' '.join(f'{offsets[n]:08d}' for n in ns)}  \n"
+                                 for w, ns in sorted(senses.items()))
+        (tmp_path / f"data.{pos}").write_text(data)
+        (tmp_path / f"index.{pos}").write_text(index)
+    for pos, text in EXC.items():
+        (tmp_path / f"{pos}.exc").write_text(text)
+    (tmp_path / "cntlist.rev").write_text(CNTLIST)
     return tmp_path
 
 
@@ -35,6 +54,11 @@ def test_synonyms_come_from_the_most_frequent_sense_and_the_most_tagged_part_of_
     assert syn["story"] == ("narrative", "tale")  # never "floor" (a rarer sense)
     assert syn["toy"] == ("plaything",)
     assert syn["funny"] == ("amusing", "comic")  # adjective (3 SemCor tags) beats the noun (0); "(a)" stripped
+    # word forms (nltk's morphy): regular inflections carry over to the synonym, irregular ones get none
+    assert syn["stories"] == ("narratives", "tales") and syn["toys"] == ("playthings",)
+    assert syn.get("loved") == ("adored",) and syn.get("loving") == ("adoring",) and syn.get("runs") == ("scarpers",)
+    assert syn.get("ran") == () and syn.get("unknownword") == () and "the" not in syn
+    assert not list((wordnet).glob("lexnames"))  # the user's folder is read, never written to
 
 
 def test_missing_wordnet_names_the_fix(tmp_path):
@@ -92,3 +116,15 @@ def test_training_and_distillation_read_augmented_texts(toy_data, tmp_path, word
     d = distill(tmp_path / "teacher", DistillConfig(layers=(0,), epochs=1, threads=1, augment=aug),
                 tmp_path / "student", progress=False)
     assert d["config"]["augment"]["synonyms"] == 0.5
+
+
+@pytest.mark.skipif(not all(__import__("pathlib").Path("/usr/share/wordnet", f).is_file() for f in ("index.noun", "data.noun")),
+                    reason="Debian's wordnet-base is not installed (`make test` installs it where apt-get runs as root)")
+def test_the_real_wordnet_database_through_nltk():
+    """Debian's WordNet 3.0 (no lexnames file there): word forms get inflected synonyms of their first sense."""
+    from genre_edge_export.augment import load_synonyms
+
+    syn = load_synonyms("/usr/share/wordnet")
+    assert "narrative" in syn["story"] and "floor" not in syn["story"]
+    assert "narratives" in syn["stories"] and "playthings" in syn["toys"]
+    assert "amusing" in syn["funny"] and syn.get("the") == ()

@@ -38,6 +38,11 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
                                   "--categories", "Comedy"])
     assert r.exit_code == 0 and "z1" in r.output
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "zed", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["items"][0] == {"id": "z1", "title": "Zed", "categories": ["Comedy"],
+                                                                     "year": 0, "on_device": True}
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "bad\x01text"])
+    assert r.exit_code == 1 and "control characters" in r.output
     r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "z1", "nope"])
     assert r.exit_code == 0 and "unknown: nope" in r.output
     r = CliRunner().invoke(main, ["embed", "--bundle", b, "--json", "hello world"])
