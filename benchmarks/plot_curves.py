@@ -78,7 +78,7 @@ def plot(run: Path, out: Path) -> Path:
     if t.get("wise/valid_ndcg@10"):
         a.set(title="WiSE-FT: trained share of the encoder", xlabel="alpha x 100")
         a.legend(fontsize=8)
-    fig.suptitle(f"training curves: {run}")
+    fig.suptitle(f"training curves: {run.name} (teacher/tb, student/tb)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp.png")
