@@ -197,7 +197,7 @@ def quantize_variants(b: BundleBuild) -> None:
         if v == "int8-qdq":  # one item text per feed, every 4th item: covers the catalog's text lengths
             calib = [{"input_ids": ids[i : i + 1, : max(1, int(mask[i].sum()))],
                       "attention_mask": mask[i : i + 1, : max(1, int(mask[i].sum()))]} for i in range(0, len(ids), 4)]
-        quantize(fp32, dst, v, calib)
+        quantize(fp32, dst, v, calib, hf_config=b.M.path / "encoder" / "config.json")
         b.enc_files[v] = dst
         if b.M.conf.head.kind == "mlp" and preset.dtype == "int8":
             # the small MLP head is quantized dynamically for every int8 variant (nothing to calibrate)

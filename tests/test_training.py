@@ -1,4 +1,6 @@
 """Every config choice trains on a tiny random BERT; resume works; outputs are pickle-free."""
+import json
+
 import pytest
 
 from conftest import have_export, tiny_config, tiny_encoder
@@ -71,7 +73,7 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
     train(conf, tmp_path / "m", progress=False)
     export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=0.0, min_request_kept=0.0, min_cold_kept=0.0,
                   progress=lambda m: None,
-                  catalog_dtype="fp16", extra_variants=("int8-qdq",))
+                  catalog_dtype="fp16", extra_variants=("int8-qdq", "fp16"))
     r = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
     assert r.bundle.manifest.catalog.embeddings.endswith(".fp16.npy")
     # the static QDQ variant is built, measured against the teacher, and loadable on request
@@ -80,6 +82,16 @@ def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
     q = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s2", variant="int8-qdq")
     e_dyn, e_qdq = r.embed(["a space adventure", "a quiet drama"]), q.embed(["a space adventure", "a quiet drama"])
     assert (e_dyn * e_qdq).sum(1).min() > 0.9
+    # the GPU variant: optimum's ORTOptimizer fused the attention (one Attention node per layer) before fp16,
+    # and it matches the fp32 encoder (checked on the CPU here; GPU numbers: benchmarks/gpu_bench.py)
+    import onnx
+
+    fp16 = onnx.load(str(tmp_path / "b" / r.bundle.manifest.models.encoder["fp16"].file))
+    ops = [n.op_type for n in fp16.graph.node]
+    layers = json.loads((tmp_path / "m" / "encoder" / "config.json").read_text())["num_hidden_layers"]
+    assert ops.count("Attention") == layers and "SkipLayerNormalization" in ops
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+    assert rows["model-onnx-fp16"]["cos_mean"] > 0.999
     assert r.head_session is not None
     out = r.recommend(["m0", "m1"], k=5, explain=True)
     assert len(out.items) == 5
