@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned to 2.13.0: this project's machines have its CPU build in the local wheel cache (elsewhere,
 	# install it first from https://download.pytorch.org/whl/cpu; see the README)
-	$(BIN)/python -m pip install -q -e '.[export,server,baselines,bench,dev]'
+	$(BIN)/python -m pip install -q -e '.[export,server,baselines,bench,scale,dev]'
 	touch $@
 
 install: $(BIN)/.installed

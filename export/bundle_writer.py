@@ -75,6 +75,7 @@ class BundleBuild:
     catalog_rows: tuple | None = None  # (int8 rows, per-row scales) of the default variant, as stored
     gate: Gate | None = None
     catalog: CatalogSpec | None = None
+    given: tuple | None = None  # (manifest, ids, embeddings) of --catalog-embeddings (bulk_embed.py)
 
     def rel(self, p: Path) -> str:
         return str(p.relative_to(self.work)).replace(os.sep, "/")
@@ -98,6 +99,31 @@ def _encode_onnx(path: Path, ids: np.ndarray, mask: np.ndarray, batch: int = 64)
     return np.concatenate(out)
 
 
+def _given_embeddings(b: BundleBuild, v: str, f: Path) -> np.ndarray:
+    """The --catalog-embeddings rows for variant ``v``, in catalog order, checked against this export."""
+    from .bulk_embed import _sha256
+
+    m, ids, emb = b.given
+    if _sha256(f) != m["encoder_sha256"]:
+        raise ValueError(f"--catalog-embeddings were made with another {v} encoder file ({m['encoder_file']} of bundle "
+                         f"{m['bundle']}): embed again with a bundle from this model (same inputs give the same file)")
+    where = {iid: i for i, iid in enumerate(ids)}
+    cat = [str(i) for i in b.M.items["ids"]]
+    missing = [i for i in cat if i not in where]
+    if missing:
+        raise ValueError(f"--catalog-embeddings lack {len(missing)} of the {len(cat)} catalog items (e.g. {missing[0]!r})")
+    e = emb[[where[i] for i in cat]]
+    sample = np.linspace(0, len(cat) - 1, min(64, len(cat))).astype(int)
+    here = _encode_onnx(f, b.ids[sample], b.mask[sample])
+    cos = float((here * e[sample]).sum(1).min())
+    if cos < 0.99:
+        raise ValueError(f"--catalog-embeddings disagree with this export's encoding of the same items (min cosine "
+                         f"{cos:.3f} on {len(sample)} items): were the texts rendered with another template?")
+    b.progress(f"catalog embeddings of {v} taken from {m['engine']} bulk embedding ({m['rows']} rows; sample cosine "
+               f">= {cos:.4f})")
+    return e
+
+
 def _latency_ms(fn, reps: int = 30, warmup: int = 5) -> float:
     """Median milliseconds per call (warm-up first)."""
     return time_calls(fn, reps, warmup)["p50"]
@@ -108,7 +134,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
                   tar: bool = False, data_dir: str | None = None, progress=print,
                   catalog_dtype: str = "int8", cf_neighbors: int | None = None,
                   extra_variants: tuple[str, ...] = (), min_request_kept: float = 0.9,
-                  min_cold_kept: float = 0.8) -> dict:
+                  min_cold_kept: float = 0.8, catalog_embeddings: str | Path | None = None) -> dict:
     """Export ``model_dir`` (a student or a teacher) to a bundle at ``out``.
 
     Quality is measured for the teacher (``teacher_dir``, default ``model_dir``), the model fp32
@@ -122,7 +148,11 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     Every shipped encoder variant must keep ``min_kept`` of the teacher's validation nDCG@10,
     ``min_cold_kept`` of its cold-validation nDCG@10 (items held out of training) and ``min_request_kept``
     of its precision@10 on generated free-text requests (the ``valid`` part of export/requests.py,
-    ranked against the shipped catalog). Returns ``{"bundle", "bytes", "manifest"}`` (+ ``"tar"``), the manifest typed.
+    ranked against the shipped catalog). ``catalog_embeddings``: a :func:`~genre_edge_export.bulk_embed.
+    embed_catalog` folder (e.g. embedded on a Ray cluster) used as the item embeddings of the variant it was
+    made with, instead of encoding the catalog here: the encoder file's sha256 must match, every item must
+    be there, and a sample re-encoded here must agree (cosine >= 0.99; catches another text template).
+    Returns ``{"bundle", "bytes", "manifest"}`` (+ ``"tar"``), the manifest typed.
     """
     bad = [v for v in extra_variants if v not in QUANT_PRESETS]
     if bad:
@@ -149,6 +179,13 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     (work / "models").mkdir(parents=True)
     (work / "catalog").mkdir()
     b = BundleBuild(M, T, work, variants, catalog_dtype, data_dir, progress)
+    if catalog_embeddings is not None:
+        from .bulk_embed import read_embeddings
+
+        b.given = read_embeddings(catalog_embeddings)
+        if b.given[0]["variant"] not in variants:
+            raise ValueError(f"--catalog-embeddings were made with variant {b.given[0]['variant']!r}, which this export "
+                             f"does not build (it builds {', '.join(variants)})")
     export_models(b)
     quantize_variants(b)
     measure(b, min_kept, min_request_kept, min_cold_kept)
@@ -237,7 +274,7 @@ def measure(b: BundleBuild, min_kept: float, min_request_kept: float, min_cold_k
 
     rows = {"teacher-torch-fp32": {**metrics(t_rec, b.T.emb), "cos_min": 1.0, "cos_mean": 1.0}}
     for v, f in b.enc_files.items():
-        e = _encode_onnx(f, ids, mask)
+        e = _given_embeddings(b, v, f) if b.given and b.given[0]["variant"] == v else _encode_onnx(f, ids, mask)
         b.embs[v] = e
         cos = cosine_rows(e, b.T.emb)
         rows[f"model-onnx-{v}"] = {**metrics(b.rec, e), "cos_min": float(cos.min()), "cos_mean": float(cos.mean())}

@@ -242,10 +242,13 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
               help="Ship only the strongest N CF neighbours per item (default: as trained).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@click.option("--catalog-embeddings", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A `genre embed-catalog` folder: the item embeddings of the variant it was made with (checked: "
+                   "same encoder file, every item, a re-encoded sample agrees) instead of encoding them here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_cold_kept, min_request_kept, keep_fp32, tar,
            catalog_dtype,
-           extra_variants, cf_neighbors, data_dir, as_json):
+           extra_variants, cf_neighbors, data_dir, catalog_embeddings, as_json):
     """Export ONNX models (fp32/int8/fp16 per profile) into a verified, quality-gated bundle."""
     from .bundle_writer import export_bundle
 
@@ -254,11 +257,45 @@ def export(model_dir, teacher_dir, out_dir, profiles, min_kept, min_cold_kept, m
     res = run_api(export_bundle, model_dir, out_dir, list(profiles) or None, teacher_dir, min_kept, keep_fp32, tar,
                   data_dir, progress=(lambda m: None) if as_json else _progress_echo, catalog_dtype=catalog_dtype,
                   cf_neighbors=cf_neighbors, extra_variants=tuple(extra_variants), min_request_kept=min_request_kept,
-                  min_cold_kept=min_cold_kept)
+                  min_cold_kept=min_cold_kept, catalog_embeddings=catalog_embeddings)
     m = res["manifest"]
     quality = manifest_json(m.quality)
     emit({k: v for k, v in res.items() if k != "manifest"} | {"quality": quality}, as_json,
          quality_table(m) + f"\nbundle: {res['bundle']} ({res['bytes'] / 1e6:.1f} MB), gate: {quality['gate']}")
+
+
+@click.command("embed-catalog")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(file_okay=False, exists=True),
+              envvar="GENRE_BUNDLE", help="Bundle whose encoder embeds the items (env GENRE_BUNDLE).")
+@click.option("--items", "items_path", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="JSON lines: {id, title, categories?, year?, text?} per item (as `genre items add --file`).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="New folder for shards/*.parquet and embeddings.json.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: Ray Data workers (the 'scale' extra), local instance or --address.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Ray workers (one encoder session each).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda: one GPU per Ray worker, profile x86-cuda unless --profile says otherwise (onnxruntime-gpu).")
+@click.option("--profile", default="auto", show_default=True, envvar="GENRE_PROFILE",
+              help="Device profile for the encoder sessions (env GENRE_PROFILE).")
+@click.option("--variant", default=None, help="Encoder variant (default: the profile's).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, help="Texts per batch.")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Rows per Parquet shard (at most).")
+@click.option("--address", default=None, envvar="RAY_ADDRESS",
+              help="Ray cluster address (env RAY_ADDRESS; default: start a local instance).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def embed_catalog(bundle_path, items_path, out_dir, engine, workers, device, profile, variant, batch_size, shard_rows,
+                  address, as_json):
+    """Embed a catalog in bulk with a bundle's encoder (sharded Parquet + manifest; `genre export
+    --catalog-embeddings` takes the folder)."""
+    from .bulk_embed import embed_catalog as run
+
+    m = run_api(run, bundle_path, items_path, out_dir, engine, profile, variant, batch_size, workers, device,
+                shard_rows, address)
+    emit(m, as_json, f"embedded {m['rows']} items with {m['variant']} ({m['engine']}, {m['device']}) in "
+                     f"{m['seconds']:.1f} s: {m['texts_per_s']:.0f} texts/s, {len(m['shards'])} shard(s) in {out_dir}")
 
 
 @click.command()

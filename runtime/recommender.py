@@ -105,19 +105,7 @@ class Recommender:
                 f"is {prof.memory_budget_mib} (" + ", ".join(f"{k} {v:.0f}" for k, v in need.items() if k != "total_mib")
                 + " MiB); use a profile with a larger budget (a .toml of your own), or export a smaller bundle "
                 "(--catalog-dtype int8, --cf-neighbors, fewer variants)")
-        have = b.variants("encoder")
-        # a variant whose file is another's (int8-arm64 = int8-avx512vnni) is served by that one, silently
-        wanted = [SAME_FILE.get(v, v) for v in (prof.variant, *prof.fallback_variants)]
-        chosen = variant or next((v for v in wanted if v in have), None)
-        if chosen is None or chosen not in have:
-            raise BundleError(f"bundle has no encoder variant for profile {prof.name} "
-                              f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
-        if chosen != wanted[0]:
-            log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
-        if chosen == "int8-avx512vnni" and saturates_u8s8():
-            log.warning("variant %s has full-range int8 weights, which this CPU's AVX2 kernel can saturate "
-                        "(embeddings drift by up to ~2e-2); export with --profile x86-avx2 for the 7-bit int8-avx2 "
-                        "variant", chosen)
+        chosen = choose_variant(b, prof, variant)
         enc_file = b.model("encoder", chosen).file
         enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen, model="encoder")
         um_file = b.model("user", chosen if chosen in b.variants("user") else "fp32").file
@@ -385,6 +373,37 @@ class Recommender:
                 # what a client needs to offer the request's choices (the playground page reads these)
                 "defaults": asdict(self.defaults), "max_history": m.scoring.max_history,
                 **self.catalog.facets()}
+
+
+def choose_variant(b: Bundle, prof: DeviceProfile, variant: str | None = None) -> str:
+    """The encoder variant a profile gets from a bundle: ``variant`` if given, else the profile's own,
+    then its fallbacks (a warning when it is not the first choice or would saturate on this CPU)."""
+    have = b.variants("encoder")
+    # a variant whose file is another's (int8-arm64 = int8-avx512vnni) is served by that one, silently
+    wanted = [SAME_FILE.get(v, v) for v in (prof.variant, *prof.fallback_variants)]
+    chosen = variant or next((v for v in wanted if v in have), None)
+    if chosen is None or chosen not in have:
+        raise BundleError(f"bundle has no encoder variant for profile {prof.name} "
+                          f"(wants {prof.variant}, then {', '.join(prof.fallback_variants)}); it has: {', '.join(have)}")
+    if chosen != wanted[0]:
+        log.warning("profile %s wants variant %s, which the bundle lacks; using %s", prof.name, prof.variant, chosen)
+    if chosen == "int8-avx512vnni" and saturates_u8s8():
+        log.warning("variant %s has full-range int8 weights, which this CPU's AVX2 kernel can saturate "
+                    "(embeddings drift by up to ~2e-2); export with --profile x86-avx2 for the 7-bit int8-avx2 "
+                    "variant", chosen)
+    return chosen
+
+
+def load_encoder(bundle: str | Path, profile: str | Path | DeviceProfile = "auto", variant: str | None = None):
+    """Only the bundle's text encoder, as a device profile runs it: ``(encoder, variant, bundle)``.
+    For bulk catalog embedding (a worker needs neither the catalog nor the user model); the bundle is
+    verified like :meth:`Recommender.load` does."""
+    prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    b = open_bundle(bundle, verify=True, trusted_key=trusted_key(prof))
+    chosen = choose_variant(b, prof, variant)
+    f = b.model("encoder", chosen).file
+    sess = make_session(b.path(f), prof, b.sha256(f), chosen, model="encoder")
+    return Encoder(sess, b.path(b.manifest.tokenizer), min(b.manifest.max_tokens, prof.max_tokens), prof.max_batch), chosen, b
 
 
 # Python + numpy + onnxruntime + tokenizers before any model: measured 60-80 MiB RSS on x86-64 and arm64
