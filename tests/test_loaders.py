@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from genre_edge_export.data import load_dataset
@@ -179,3 +180,60 @@ def test_generic_mapped_rating_column_missing_is_named(tmp_path, toy_data):
     f.write_text(f.read_text().replace("rating", "stars", 1))
     with pytest.raises(DataError, match=r"inter\.csv.*rating"):
         load_dataset(d / "data.toml")
+
+
+def _same_dataset(a, b):
+    assert a.users == b.users and a.report == b.report
+    for f in ("user", "item", "time", "label"):
+        np.testing.assert_array_equal(getattr(a.interactions, f), getattr(b.interactions, f))
+    np.testing.assert_array_equal(np.isnan(a.interactions.rating), np.isnan(b.interactions.rating))
+    np.testing.assert_allclose(np.nan_to_num(a.interactions.rating), np.nan_to_num(b.interactions.rating))
+
+
+@pytest.mark.parametrize("extra", ["", 'rating = "rating"\n', 'rating = "rating"\nlabel = "clicked"\n'])
+def test_columnar_reader_gives_the_row_readers_dataset(tmp_path, extra):
+    """pyarrow's column-wise reading (logs of tens of millions of rows) = the row-by-row path: the same
+    users in the same order, the same rows, labels and report (unknown items skipped), TSV, ms times."""
+    pytest.importorskip("pyarrow")
+    from genre_edge_export.data.loaders import load_generic
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(30)))
+    rows = ["user\titem\tts\trating\tclicked"]
+    for n in range(400):
+        item = f"i{rng.integers(0, 34)}"  # i30..i33 are not in the item file
+        rows.append(f"u{rng.integers(0, 50)}\t{item}\t{1_600_000_000_000 + int(rng.integers(0, 10**9))}.0\t"
+                    f"{rng.integers(1, 6)}\t{rng.choice(['yes', 'no', ' TRUE ', '0'])}")
+    (tmp_path / "log.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[interactions]\npath = "log.tsv"\nuser = "user"\nitem = "item"\ntime = "ts"\n'
+                                     'time_format = "unix_ms"\n' + extra + '[items]\npath = "items.csv"\n')
+    col = load_generic(tmp_path / "c.toml", columnar=True)
+    _same_dataset(col, load_generic(tmp_path / "c.toml", columnar=False))
+    assert col.report["rows_with_unknown_items"] > 0 and len(col.interactions) > 300
+    # Parquet (column-wise only) gives the same again
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    t = pacsv.read_csv(tmp_path / "log.tsv", parse_options=pacsv.ParseOptions(delimiter="\t"),
+                       convert_options=pacsv.ConvertOptions(column_types={"user": pa.string(), "item": pa.string()}))
+    pq.write_table(t, tmp_path / "log.parquet")
+    (tmp_path / "p.toml").write_text((tmp_path / "c.toml").read_text().replace("log.tsv", "log.parquet"))
+    _same_dataset(load_generic(tmp_path / "p.toml"), col)
+
+
+def test_columnar_reader_hands_bad_lines_to_the_row_reader_which_names_them(tmp_path, toy_data):
+    pytest.importorskip("pyarrow")
+    from genre_edge.errors import DataError
+    from genre_edge_export.data.loaders import load_generic
+
+    (tmp_path / "items.csv").write_text("item_id,title\na,A\n")
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\n1,a,5,4\n1,a,6\n")
+    (tmp_path / "c.toml").write_text('[interactions]\npath = "log.csv"\nrating = "rating"\n[items]\npath = "items.csv"\n')
+    with pytest.raises(DataError, match="log.csv:3: expected 4 fields"):
+        load_generic(tmp_path / "c.toml")
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,rating\n1,a,5,4\n1,a,6,\n")
+    with pytest.raises(DataError, match="log.csv:3"):
+        load_generic(tmp_path / "c.toml")
+    with pytest.raises(DataError, match="log.csv"):
+        load_generic(tmp_path / "c.toml", columnar=True)

@@ -402,7 +402,7 @@ class GenericInteractions:
     time: str = "timestamp"
     rating: str = ""
     label: str = ""
-    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl"))
+    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl", "parquet"))
     time_format: str = cfg.choice("unix", ("unix", "unix_ms", "iso"))
     encoding: str = "utf-8"
 
@@ -431,8 +431,9 @@ class GenericConfig:
 
 
 def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...]):
-    if fmt == "auto":
-        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv"}.get(path.suffix.lower(), "csv")
+    fmt = _format(path, fmt)
+    if fmt == "parquet":
+        raise DataError(f"{path}: Parquet is read by the columnar reader only (pyarrow; leave columnar on)")
     if fmt in ("csv", "tsv"):
         yield from _csv_rows(path, required, encoding, "\t" if fmt == "tsv" else ",")
         return
@@ -464,8 +465,95 @@ def _parse_time(v, fmt: str, path: Path, lineno: int) -> int:
         raise DataError(f"{path}:{lineno}: time {v!r} is not a {fmt} time") from None
 
 
-def load_generic(config_path: Path, threshold: float | None = None) -> Dataset:
-    """Any CSV/TSV/JSONL interactions + items, mapped by a TOML config (see GenericConfig)."""
+def _format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    return {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}.get(path.suffix.lower(), "csv")
+
+
+def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, threshold: float | None,
+                           required: bool = False):
+    """The interaction log read column-wise with pyarrow (multi-threaded CSV/TSV reader, or Parquet),
+    ids mapped with vectorised lookups instead of a Python tuple per row: ``(interactions, users,
+    report)``, the same as the row-by-row path gives (users numbered in order of first appearance, rows
+    with unknown items skipped and reported). ``None`` where this path does not apply (no pyarrow, JSON
+    lines, ISO times) or the file has a problem: the row-by-row path then reads it and names the line."""
+    fmt = _format(path, xc.format)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+    except ImportError:
+        if fmt == "parquet" or required:
+            raise DataError(f"{path}: reading it column-wise needs pyarrow (pip install 'pyarrow>=14', in the "
+                            "'scale' extra)") from None
+        return None
+    if fmt == "jsonl" or xc.time_format == "iso":
+        if required:
+            raise DataError(f"{path}: the columnar reader takes CSV, TSV or Parquet with unix times")
+        return None
+    cols = [c for c in (xc.user, xc.item, xc.time, xc.rating, xc.label) if c]
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.ParquetFile(path).schema_arrow.names
+            for c in cols:
+                if c not in names:
+                    raise DataError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
+            t = pq.read_table(path, columns=cols)
+        else:
+            kinds = {xc.user: pa.string(), xc.item: pa.string(), xc.time: pa.float64()}
+            kinds.update({xc.rating: pa.float64()} if xc.rating else {})
+            kinds.update({xc.label: pa.string()} if xc.label else {})
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding=xc.encoding),
+                               parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","),
+                               convert_options=pacsv.ConvertOptions(column_types=kinds, include_columns=cols,
+                                                                    strings_can_be_null=False))
+        uid = t.column(xc.user).cast(pa.string()).combine_chunks()
+        iid = t.column(xc.item).cast(pa.string()).combine_chunks()
+        tm = t.column(xc.time).cast(pa.float64()).to_numpy()
+        if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(tm).any():
+            raise pa.ArrowInvalid("empty user, item or time values")
+        rating = t.column(xc.rating).cast(pa.float64()).to_numpy(zero_copy_only=False) if xc.rating else None
+        if rating is not None and fmt != "parquet" and np.isnan(rating).any():
+            raise pa.ArrowInvalid("empty rating values")  # the row path names the line
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
+        if fmt == "parquet" or required:
+            raise DataError(f"{path}: {exc}") from None
+        log.info("%s: the columnar reader stopped (%s); reading row by row to name the line", path, exc)
+        return None
+    idx = pc.index_in(iid, value_set=pa.array(items.ids, pa.string()))
+    known = pc.is_valid(idx).to_numpy(zero_copy_only=False)
+    report = {}
+    if not known.all():
+        counts = pc.value_counts(iid.filter(pa.array(~known)))
+        missing = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+        report = {"rows_with_unknown_items": int(sum(missing.values())), "unknown_item_ids": len(missing),
+                  "unknown_item_examples": sorted(missing)[:5]}
+        log.warning("%d interaction rows reference %d item ids missing from the item file (skipped)",
+                    report["rows_with_unknown_items"], report["unknown_item_ids"])
+    keep = pa.array(known)
+    users = pc.dictionary_encode(uid.filter(keep))  # codes in order of first appearance, as the row path
+    u = users.indices.to_numpy(zero_copy_only=False)
+    i = idx.filter(keep).to_numpy(zero_copy_only=False)
+    secs = np.trunc(tm[known] / 1000.0 if xc.time_format == "unix_ms" else tm[known]).astype(np.int64)
+    r = rating[known] if rating is not None else np.full(len(u), np.nan)
+    if xc.label:
+        lab = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(xc.label).cast(pa.string()).combine_chunks().filter(keep)))
+        labels = pc.is_in(lab, value_set=pa.array(["1", "true", "yes"])).to_numpy(zero_copy_only=False).astype(np.int8)
+    elif threshold is None or np.all(np.isnan(r)):
+        labels = np.ones(len(u), np.int8)
+    else:
+        labels = (np.nan_to_num(r, nan=threshold) >= threshold).astype(np.int8)
+    return Interactions(u, i, secs, r, labels).sorted(), users.dictionary.to_pylist(), report
+
+
+def load_generic(config_path: Path, threshold: float | None = None, columnar: bool | None = None) -> Dataset:
+    """Any CSV/TSV/JSONL/Parquet interactions + items, mapped by a TOML config (see GenericConfig).
+
+    ``columnar``: None (default) reads the interaction log column-wise with pyarrow where it can (logs of
+    tens of millions of rows), else row by row; True requires the columnar reader; False never uses it."""
     config_path = Path(config_path)
     conf = cfg.load(GenericConfig, config_path)
     base = config_path.parent
@@ -492,9 +580,14 @@ def load_generic(config_path: Path, threshold: float | None = None) -> Dataset:
     except ValueError as exc:
         raise DataError(f"{ipath}: {exc}") from None
     thr = conf.threshold if threshold is None else threshold
-    b = _Builder(items, thr if conf.interactions.rating else None)
     xc = conf.interactions
     xpath = base / xc.path
+    if columnar is not False:
+        got = _columnar_interactions(_need(xpath), xc, items, thr if xc.rating else None, required=columnar is True)
+        if got is not None:
+            inter, users, report = got
+            return Dataset(conf.name, items, users, inter, None, report)
+    b = _Builder(items, thr if conf.interactions.rating else None)
     labels = [] if xc.label else None
     req = tuple(c for c in (xc.user, xc.item, xc.time, xc.rating, xc.label) if c)  # every mapped column
     for lineno, rec in _records(xpath, xc.format, xc.encoding, req):
