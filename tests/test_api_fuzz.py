@@ -34,7 +34,7 @@ def _operations(base_url):
 
 # The operations the server documents; a test per operation (schemathesis' own pytest plugin does not
 # run under pytest 9 yet, so its Hypothesis strategies are driven directly).
-OPERATIONS = ["POST /recommend", "POST /items", "DELETE /items/{item_id}", "POST /feedback", "GET /health", "GET /info",
+OPERATIONS = ["POST /recommend", "POST /items", "GET /items", "DELETE /items/{item_id}", "POST /feedback", "GET /health", "GET /info",
               "GET /metrics", "POST /admin/reload"]
 
 
