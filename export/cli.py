@@ -160,6 +160,13 @@ def _progress_echo(msg: str):
     click.echo(msg, err=True)
 
 
+def _main_process() -> bool:
+    """Rank 0 of a data-parallel launch (or the only process)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 @click.command()
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML, or a packaged name (ml-100k, ml-100k-quick).")
@@ -172,6 +179,10 @@ def _progress_echo(msg: str):
 def train(config_path, out_dir, data_dir, restart, seed, as_json):
     """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint.
 
+    Data-parallel over several processes when started by a launcher, e.g. `accelerate launch
+    --num_processes 2 -m genre_edge.cli train ...` or `torchrun --nproc-per-node 2 -m genre_edge.cli
+    train ...` (each process takes a share of every batch; rank 0 writes the model).
+
     A config with [[domains]] trains them together (multi-task: one shared item encoder, a user model,
     head and CF part per domain) and writes one model folder per domain, --out/<domain>.
     """
@@ -180,6 +191,8 @@ def train(config_path, out_dir, data_dir, restart, seed, as_json):
     path = config_path if Path(config_path).suffix == ".toml" else run_api(packaged_config, config_path)
     conf = run_api(load_config, path, {"train": {"seed": seed}} if seed is not None else None)
     rep = run_api(run, conf, out_dir, data_dir, restart=restart, progress=not as_json)
+    if not _main_process():
+        return  # several processes (accelerate launch / torchrun): rank 0 reports
     if conf.domains:
         from .multidomain import summary
 
@@ -214,6 +227,8 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
     conf = run_api(cfgmod.from_dict, DistillConfig, {**base, **over}, f"{config_path or 'distill options'}:")
     rep = run_api(run, teacher_dir, conf, out_dir, progress=not as_json, data_dir=data_dir)
     h = rep["history"][-1]
+    if not _main_process():
+        return
     emit(rep, as_json, f"student with layers {rep['layers']} written to {out_dir} in {rep['seconds']:.0f} s; "
                        f"cosine to teacher mean {h['cos_mean']:.4f}, min {h['cos_min']:.4f}")
 

@@ -17,6 +17,7 @@ from genre_edge.errors import ConfigError
 from genre_edge.text_template import render
 
 from .curves import Curves
+from .distributed import DataParallel
 from . import require
 from .augment import AugmentConfig, augmented_texts
 from .model_folder import ModelDir, save_student
@@ -114,9 +115,12 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     from .models import ItemTower, load_hf_encoder
 
     t0 = time.perf_counter()
-    torch.set_num_threads(conf.threads or os.cpu_count() or 1)
+    dp = DataParallel.from_env()  # several processes (accelerate launch / torchrun): a share of every batch each
+    out_dir = dp.out_dir(Path(out_dir))
+    progress = progress and dp.main
+    torch.set_num_threads(dp.threads(conf.threads) if dp.world > 1 else conf.threads or os.cpu_count() or 1)
     torch.manual_seed(conf.seed)
-    rng = np.random.default_rng(conf.seed)
+    rng = np.random.default_rng(conf.seed)  # batch order and the users of the ranking loss: the same everywhere
     T = ModelDir(teacher_dir)
     n_layers = int(json.loads((T.path / "encoder" / "config.json").read_text())["num_hidden_layers"])
     if max(conf.layers) >= n_layers:
@@ -130,6 +134,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     student.adapter.load_state_dict(t_tower.adapter.state_dict())
     for n, p in student.named_parameters():
         p.requires_grad_(conf.train_embeddings or not n.startswith("bert.embeddings."))
+    dp.broadcast(student.parameters())
     # texts: every catalog item under several views (augmentation for robustness to short queries)
     it = T.items
     texts, item_of = [], []
@@ -177,7 +182,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         bar = tqdm(range(0, len(order), bs), desc=f"distill {ep}/{conf.epochs}", disable=not progress, leave=False)
         losses = []
         for s0 in bar:
-            sel = order[s0 : s0 + bs]
+            (sel,) = dp.shard(order[s0 : s0 + bs])  # this process's share of the batch
             L = int(mask[sel].sum(1).max())
             e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
             t = target[sel]
@@ -198,9 +203,10 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
                                                                                   reduction="batchmean")
             opt.zero_grad()
             loss.backward()
+            dp.average_grads([p for g in opt.param_groups for p in g["params"]])  # no-op in one process
             opt.step()
             sched.step()
-            losses.append(loss.item())
+            losses.append(dp.mean(loss.item()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             curves.scalars(sched.last_epoch, {"loss": losses[-1]}, "distill_step/")
         student.eval()
@@ -224,4 +230,5 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
     curves.close()  # before the folder is swapped: save_student carries the curves into the new folder
     save_student(T, Path(out_dir), student.bert, student.adapter, full.numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
+    dp.close()  # several processes: wait for all; the other ranks' private folders go
     return report

@@ -19,6 +19,7 @@ from . import require
 from .augment import augmented_texts
 from .calibrate import calibrate, grid_blend
 from .curves import Curves, training_choices
+from .distributed import DataParallel
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
 from .prepare import Prepared, encoder_path, first_seen
@@ -54,12 +55,16 @@ class Trainer:
                  progress: bool = True, tower=None):
         self.torch = require("torch", "export", "training")
         self.conf = conf
-        self.out = Path(out_dir)
-        self.progress = progress
-        threads = conf.train.threads or os.cpu_count() or 1
+        # several processes (accelerate launch / torchrun): each takes a share of every batch; see distributed.py
+        self.dp = DataParallel.from_env()
+        self.out = self.dp.out_dir(Path(out_dir))
+        self.progress = progress and self.dp.main
+        threads = self.dp.threads(conf.train.threads) if self.dp.world > 1 else conf.train.threads or os.cpu_count() or 1
         self.torch.set_num_threads(threads)
         self.torch.manual_seed(conf.train.seed)
-        self.rng = np.random.default_rng(conf.train.seed)
+        self.rng = np.random.default_rng(conf.train.seed)  # batch order and shared negatives: the same everywhere
+        # draws per example (augmented texts, impression negatives) differ by process: their own stream
+        self.rng_example = self.rng if self.dp.world == 1 else np.random.default_rng([conf.train.seed, self.dp.rank])
         self.enc_path = encoder_path(conf)
         self.prep = Prepared(conf, data_dir, dataset)
         self.texts = item_texts(self.prep.data.items, conf.encoder.template)
@@ -83,6 +88,7 @@ class Trainer:
                                              tower=tower, enc_path=self.enc_path)
         if conf.train.init_from:
             self._init_from(Path(conf.train.init_from))
+        self.dp.broadcast([*self.tower.parameters(), *self.rec.parameters()])
         self.feats = category_features(self.prep.data.items.categories)
 
     def _init_from(self, src: Path) -> None:
@@ -131,8 +137,8 @@ class Trainer:
         torch = self.torch
         if grad and self.aug_texts:
             idx = np.asarray(idx, np.int64)
-            v = self.rng.integers(1, len(self.aug_texts) + 1, len(idx))
-            idx = np.where(self.rng.random(len(idx)) < self.conf.augment.prob, idx + v * len(self.texts), idx)
+            v = self.rng_example.integers(1, len(self.aug_texts) + 1, len(idx))
+            idx = np.where(self.rng_example.random(len(idx)) < self.conf.augment.prob, idx + v * len(self.texts), idx)
         idx = torch.as_tensor(idx)
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
@@ -219,7 +225,7 @@ class Trainer:
         B = len(targets)
         negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
         M = conf.train.impression_negatives if self.prep.impression_coverage > 0 else 0
-        imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng) if M else (None, None)
+        imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng_example) if M else (None, None)
         # candidates per example: [positive, K shared sampled negatives, M own impression negatives]
         cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([imp] if M else []), 1)
         cand, inv = np.unique(cand_ids_np, return_inverse=True)
@@ -246,9 +252,11 @@ class Trainer:
         loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 5.0)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        self.dp.average_grads(params)  # no-op in one process
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
-        return loss.item()
+        return self.dp.mean(loss.item())
 
     def _valid_loss(self, n: int = 2048) -> float:
         """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
@@ -307,6 +315,7 @@ class Trainer:
             bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
                        leave=False)
             for k, (users, targets, times) in enumerate(bar):
+                users, targets, times = self.dp.shard(users, targets, times)  # this process's share of the batch
                 losses.append(self._step(users, targets, times, opt, seen))
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 self.curves.scalars((ep - 1) * len(batches) + k, {"loss": losses[-1]}, "step/")
