@@ -3,8 +3,8 @@
 Processes come from a launcher: ``accelerate launch --num_processes N ...`` or ``torchrun
 --nproc-per-node N ...`` set ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; without them
 training is one process, exactly as before. Every process holds the whole model and the same data;
-each global batch is split across the processes, their gradients are averaged (``all_reduce``, gloo
-on CPUs, NCCL between GPUs) before the optimizer step, so N processes at batch B/N each follow the one
+each global batch is split across the processes, their gradients are averaged (``all_reduce`` with
+gloo: training runs on CPUs) before the optimizer step, so N processes at batch B/N each follow the one
 process at batch B. Evaluation, model selection and calibration need no communication: the weights
 are identical everywhere, so every process decides the same; only rank 0 writes the model folder
 (the others write to a private temporary folder, removed at the end).
@@ -35,10 +35,10 @@ class DataParallel:
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1:
             return cls()
-        import torch
         import torch.distributed as dist
 
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("GENRE_DIST_BACKEND") != "gloo" else "gloo"
+        # gloo: training runs on the CPU (its tensors are CPU tensors; NCCL would need them on a GPU)
+        backend = "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend)
         dp = cls(dist.get_rank(), dist.get_world_size(), backend)
