@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-full test bench test-arm64 install clean system-deps
+.PHONY: demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,12 @@ system-deps:
 	     >/dev/null); then echo "installed $(SYSTEM_DEPS) for the browser and WordNet tests"; \
 	elif [ -n "$$CI" ]; then echo "CI: cannot install $(SYSTEM_DEPS) (apt-get as root) for the tests" >&2; exit 1; \
 	else echo "note: $(SYSTEM_DEPS) not installed here: the browser and real-WordNet tests will be skipped"; fi
+
+# the same check on an emulated x86 core with AVX2 but no AVX-512/VNNI (QEMU -cpu Haswell), for a bundle that
+# carries the 7-bit int8-avx2 variant (genre export --profile x86-avx2 ...)
+AVX2_BUNDLE ?= runs/quickstart/bundle
+test-x86-avx2: install
+	$(BIN)/python benchmarks/arm64_parity.py --bundle $(AVX2_BUNDLE) --cores Haswell --name x86-avx2-parity --out runs/bench
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -150,9 +150,36 @@ def numpy_cpu_flags(features: dict | None = None) -> set[str]:
     return {flag for name, flag in _NUMPY_FLAGS.items() if features.get(name)}
 
 
+def runnable_x86_flags(flags: set[str], numpy_features: dict | None = None) -> set[str]:
+    """``flags`` without the vector extensions numpy's runtime detection says this process cannot use."""
+    if numpy_features is None:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as numpy_features
+        except ImportError:
+            return flags
+    if not numpy_features:
+        return flags
+    drop = set()
+    if numpy_features.get("AVX512F") is False:
+        drop |= {f for f in flags if f.startswith("avx512")}
+    if numpy_features.get("AVX512VNNI") is False and numpy_features.get("AVX512_VNNI") is not True:
+        drop.add("avx512_vnni")
+    if numpy_features.get("AVX2") is False:
+        drop |= {"avx2", "fma"} | {f for f in flags if f.startswith("avx512")}
+    if drop & flags:
+        log.info("CPU flags listed but not usable by this process (hypervisor/emulator): %s", ", ".join(sorted(drop & flags)))
+    return set(flags) - drop
+
+
 def machine_info(cpuinfo: str | None = None, device_tree: str | None = None, tegra: str | None = None,
                  arch: str | None = None, numpy_features: dict | None = None) -> MachineInfo:
-    """What this machine is: /proc/cpuinfo on Linux; elsewhere (macOS, Windows) numpy's CPU detection."""
+    """What this machine is: /proc/cpuinfo on Linux; elsewhere (macOS, Windows) numpy's CPU detection.
+
+    On x86 the /proc/cpuinfo flags of the real machine are checked against what this process can run
+    (numpy's CPUID-based detection, which also sees the OS's XSAVE state): a hypervisor or an emulator
+    (QEMU user mode shows the host's /proc/cpuinfo while the code runs on the emulated CPU) can list
+    AVX-512/VNNI that the code does not get, and ONNX Runtime picks its kernels by CPUID."""
+    real = cpuinfo is None
     cpuinfo = _read("/proc/cpuinfo") if cpuinfo is None else cpuinfo
     model = ""
     for line in cpuinfo.splitlines():
@@ -160,8 +187,11 @@ def machine_info(cpuinfo: str | None = None, device_tree: str | None = None, teg
         if k.strip() in ("model name", "Model", "Hardware") and not model:
             model = v.strip()
     flags = read_cpuinfo_flags(cpuinfo) or numpy_cpu_flags(numpy_features)
+    arch = arch or platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64")
+    if arch == "x86_64" and flags and (real or numpy_features is not None):
+        flags = runnable_x86_flags(flags, numpy_features)
     return MachineInfo(
-        arch=arch or platform.machine().lower().replace("arm64", "aarch64").replace("amd64", "x86_64"),
+        arch=arch,
         cpu_flags=flags,
         model=model or platform.processor(),
         device_tree=_read("/proc/device-tree/model") if device_tree is None else device_tree,

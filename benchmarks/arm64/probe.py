@@ -9,7 +9,7 @@ import sys
 
 
 from genre_edge.bundle import open_bundle
-from genre_edge.catalog_index import CatalogScorer
+from genre_edge.catalog_index import CatalogScorer, Int8Index, saturates_u8s8
 from genre_edge.recommender import Recommender
 
 TEXTS = ["something light and funny from the 90s", "a dark psychological thriller with a twist",
@@ -17,8 +17,31 @@ TEXTS = ["something light and funny from the 90s", "a dark psychological thrille
          "a quiet drama about a family, set in rural Ireland, with a slow and beautiful score and long silences"]
 
 
+def index_overlap(rec, n=100_000, queries=20, k=200):
+    """Top-``k`` overlap of this CPU's int8 index with float32 on ``n`` items: the catalog grown with
+    synthetic rows (catalog rows + noise, re-normalised) and queried with user vectors of random
+    50-item histories, as benchmarks/scale_curve.py does; mean and min over ``queries``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    emb = np.asarray(rec.catalog.emb, np.float32)
+    extra = emb[rng.integers(0, len(emb), n - len(emb))] + rng.standard_normal((n - len(emb), emb.shape[1]),
+                                                                                np.float32) * 0.03
+    rows = np.concatenate([emb, extra / np.linalg.norm(extra, axis=1, keepdims=True)])
+    index = Int8Index(rows, 1)  # as this CPU builds it (7-bit queries where u8 x s8 saturates)
+    out = []
+    for _ in range(queries):
+        u, _ = rec.user_model(emb[rng.choice(len(emb), size=min(50, len(emb)), replace=False)])
+        exact, approx = rows @ u, index.scores(u)
+        out.append(len(set(np.argpartition(-exact, k)[:k]) & set(np.argpartition(-approx, k)[:k])) / k)
+    return {"items": n, "queries": queries, "k": k, "top_k_overlap_mean": float(np.mean(out)),
+            "top_k_overlap_min": float(np.min(out))}
+
+
 def main(bundle, profile, out):
-    res = {"machine": platform.machine(), "python": platform.python_version(), "variants": {}}
+    # the int8 index quantizes queries to 7 bits where the u8 x s8 kernel saturates (x86 without VNNI)
+    res = {"machine": platform.machine(), "python": platform.python_version(), "variants": {},
+           "index_7bit": saturates_u8s8()}
     import onnxruntime
 
     res["onnxruntime"] = onnxruntime.__version__
@@ -29,9 +52,13 @@ def main(bundle, profile, out):
         ids = rec.catalog.ids
         hists = [ids[:5], ids[100:150], ids[7::40]]
         r = {"embeddings": rec.embed(TEXTS).tolist(), "recs": []}
-        for mode in ("fp32", "int8"):  # numpy float32 scoring and the int8 MatMulInteger index
-            rec.catalog_scorer = CatalogScorer(mode, 1)
+        # numpy float32 scoring, the int8 MatMulInteger index as this CPU builds it, and the index with
+        # 7-bit queries everywhere (the same arithmetic on every CPU class: comparable across them)
+        for mode in ("fp32", "int8", "int8-7bit"):
+            rec.catalog_scorer = CatalogScorer("fp32" if mode == "fp32" else "int8", 1)
             rec.rebuild_index()
+            if mode == "int8-7bit":
+                rec.catalog_scorer.index = Int8Index(rec.catalog.emb, 1, reduce_range=True)
             for h in hists:
                 for q in (None, TEXTS[1]):
                     resp = rec.recommend(h, query=q, k=10)
@@ -39,6 +66,7 @@ def main(bundle, profile, out):
                                       "ids": [x.id for x in resp.items], "scores": [x.score for x in resp.items]})
         res["variants"][v] = r
         res["profile"] = rec.profile.name
+    res["index_overlap"] = index_overlap(rec)
     with open(out, "w") as fh:
         json.dump(res, fh)
 

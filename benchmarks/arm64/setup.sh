@@ -24,11 +24,14 @@ if [ ! -f "$DIR/root/.done" ]; then
     bookworm "$DIR/root" "$MIRROR"
   touch "$DIR/root/.done"
 fi
-if [ ! -f "$DIR/qemu/.done" ]; then
-  rm -rf "$DIR/qemu"
+if [ ! -f "$DIR/qemu/.done" ] || [ ! -f "$DIR/qemu/usr/bin/qemu-x86_64" ]; then
+  rm -rf "$DIR/qemu" "$DIR/qemu.tmp"
   mmdebstrap --quiet --variant=extract --architectures=amd64 --include=qemu-user trixie "$DIR/qemu.tmp" "$MIRROR"
-  # the binary is static: keep it alone (the extract also brought ~450 MB of dependencies)
-  mkdir -p "$DIR/qemu/usr/bin" && mv "$DIR/qemu.tmp/usr/bin/qemu-aarch64" "$DIR/qemu/usr/bin/" && rm -rf "$DIR/qemu.tmp"
+  # the binaries are static: keep them alone (the extract also brought ~450 MB of dependencies).
+  # qemu-x86_64 runs this machine's own Python on an emulated AVX2-only core (-cpu Haswell)
+  mkdir -p "$DIR/qemu/usr/bin"
+  mv "$DIR/qemu.tmp/usr/bin/qemu-aarch64" "$DIR/qemu.tmp/usr/bin/qemu-x86_64" "$DIR/qemu/usr/bin/"
+  rm -rf "$DIR/qemu.tmp"
   touch "$DIR/qemu/.done"
 fi
 QEMU="$DIR/qemu/usr/bin/qemu-aarch64"
