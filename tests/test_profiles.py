@@ -83,6 +83,23 @@ def test_auto_profile_without_proc_cpuinfo(features, arch, expected):
                         numpy_features={"AVX512VNNI": True}).cpu_flags == {"fpu", "sse", "avx", "avx2", "fma"}
 
 
+def test_cpuinfo_flags_the_process_cannot_run_are_dropped():
+    """Under QEMU user mode (or a hypervisor that lists more than it enables) /proc/cpuinfo shows AVX-512/VNNI
+    while the code runs on an AVX2-only core: CPUID (numpy's view, and ONNX Runtime's dispatch) wins."""
+    haswell = {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False}
+    info = machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64", numpy_features=haswell)
+    assert "avx512_vnni" not in info.cpu_flags and "avx512f" not in info.cpu_flags and "avx2" in info.cpu_flags
+    assert detect(info).name == "x86-avx2"
+    from genre_edge.catalog_index import saturates_u8s8
+
+    assert saturates_u8s8(info.cpu_flags, info.arch)
+    full = machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64",
+                        numpy_features={"AVX2": True, "AVX512F": True, "AVX512VNNI": True})
+    assert detect(full).name == "x86-avx512-vnni"
+    # a recorded cpuinfo without numpy features is taken as written (tests describe other machines)
+    assert "avx512_vnni" in machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64").cpu_flags
+
+
 def test_gpu_profiles_place_small_models_on_the_cpu_and_fall_back_quietly(monkeypatch, caplog):
     """Issue 17: per-model placement (user model and head on the CPU), one warning per missing provider
     instead of onnxruntime's ERROR block per session, TensorRT dropped when its libraries are absent."""
