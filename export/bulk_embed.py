@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_edge.catalog import ItemInput, item_text
+from genre_edge.catalog import ITEM_KEYS, ItemInput, item_records, item_text
 from genre_edge.errors import ConfigError, GenreError
-from genre_edge.fsutil import atomic_write_json, loads_strict
+from genre_edge.fsutil import atomic_write_json
 
 from . import require
 
@@ -36,22 +36,20 @@ FORMAT = "genre-embeddings/1"
 MANIFEST = "embeddings.json"
 ENGINES = ("local", "ray")
 DEVICES = ("cpu", "cuda")
-ITEM_KEYS = {"id", "title", "categories", "year", "text", "timestamp"}
 
 
 def read_items(path: str | Path):
     """Items of a JSON-lines file (``{id, title, categories?, year?, text?}`` per line, as ``genre items
     add --file`` reads), validated; a bad line raises naming the file and the line."""
     with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+        records = item_records(fh, str(path))
+        while True:
             try:
-                obj = loads_strict(line)
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-            if not isinstance(obj, dict) or not set(obj) <= ITEM_KEYS:
-                raise ConfigError(f"{path}:{n}: expected an object with keys from {', '.join(sorted(ITEM_KEYS))}")
+                n, obj = next(records)
+            except StopIteration:
+                return
+            except GenreError as exc:
+                raise ConfigError(str(exc)) from None
             try:
                 yield ItemInput(**obj).validate()
             except (TypeError, ValueError, GenreError) as exc:

@@ -84,6 +84,25 @@ class Filters:
     exclude_years: tuple[tuple[int, int], ...] = ()  # (first, last) ranges left out ("not from the 90s")
 
 
+ITEM_KEYS = ("id", "title", "categories", "year", "text", "timestamp")
+
+
+def item_records(lines, name: str):
+    """``(line number, item dict)`` of a JSON-lines item file (``{id, title, categories?, year?, text?,
+    timestamp?}`` per line; blank lines skipped), as ``genre items add --file`` and bulk embedding read
+    it; a line that is not such an object raises RequestError naming ``name`` and the line."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = loads_strict(line)
+        except ValueError as exc:
+            raise RequestError(f"{name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        if not isinstance(obj, dict) or not set(obj) <= set(ITEM_KEYS):
+            raise RequestError(f"{name}:{n}: expected an object with keys from {', '.join(ITEM_KEYS)}")
+        yield n, obj
+
+
 def item_text(template: str, item: ItemInput) -> str:
     """The text the encoder sees for a new item (the bundle's template, like training)."""
     from .text_template import render

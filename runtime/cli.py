@@ -17,7 +17,6 @@ import click
 
 from .cliutil import emit, run_api, split_ids
 from .errors import MissingExtraError
-from .fsutil import loads_strict
 from .request import STRATEGIES, Request
 
 log = logging.getLogger(__name__)
@@ -172,18 +171,11 @@ def items():
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def items_add(bundle_path, profile, state_dir, file, item_id, title, categories, year, text, as_json):
     """Add or update items (text encoded on device)."""
+    from .catalog import item_records
+
     recs = []
     if file is not None:
-        for n, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = loads_strict(line)
-            except ValueError as exc:
-                raise click.ClickException(f"{file.name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-            if not isinstance(obj, dict) or not set(obj) <= {"id", "title", "categories", "year", "text", "timestamp"}:
-                raise click.ClickException(f"{file.name}:{n}: expected an object with id, title, categories, year, text, timestamp")
-            recs.append(obj)
+        recs = [obj for _, obj in run_api(lambda: list(item_records(file, file.name)))]
     if item_id or title:
         recs.append({"id": item_id or "", "title": title or "", "categories": split_ids(categories), "year": year, "text": text})
     if not recs:
