@@ -38,14 +38,14 @@ test-arm64: install
 
 # System packages some tests use, from Debian (nothing is downloaded from elsewhere): chromium + chromedriver
 # for the playground's browser test, wordnet-base for the WordNet synonyms test. Installed here where apt-get
-# runs as root; elsewhere those tests are skipped with their reason, except under CI=true, where packages
+# runs as root (or through password-less sudo); elsewhere those tests are skipped with their reason, except under CI=true, where packages
 # that cannot be installed fail the run (CI must run those tests).
 SYSTEM_DEPS := chromium chromium-driver wordnet-base
 system-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -f /usr/share/wordnet/index.noun ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && (apt-get update -qq && \
-	     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_DEPS) \
-	     >/dev/null); then echo "installed $(SYSTEM_DEPS) for the browser and WordNet tests"; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] && SUDO= || { sudo -n true 2>/dev/null && SUDO=sudo; }; } && \
+	     ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	     --no-install-recommends $(SYSTEM_DEPS) >/dev/null); then echo "installed $(SYSTEM_DEPS) for the browser and WordNet tests"; \
 	elif [ -n "$$CI" ]; then echo "CI: cannot install $(SYSTEM_DEPS) (apt-get as root) for the tests" >&2; exit 1; \
 	else echo "note: $(SYSTEM_DEPS) not installed here: the browser and real-WordNet tests will be skipped"; fi
 
@@ -56,7 +56,7 @@ test-x86-avx2: install
 	$(BIN)/python benchmarks/arm64_parity.py --bundle $(AVX2_BUNDLE) --cores Haswell --name x86-avx2-parity --out runs/bench
 
 test: install system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
