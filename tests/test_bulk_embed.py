@@ -94,7 +94,7 @@ def test_export_takes_bulk_embeddings_made_with_its_own_encoder_file(tiny_bundle
     _, given_ids, given = read_embeddings(tmp_path / "emb")
     stored = np.asarray(r.catalog.emb[[r.catalog.index[i] for i in given_ids]])
     cos = (stored * given).sum(1) / np.linalg.norm(stored, axis=1) / np.linalg.norm(given, axis=1)
-    assert cos.min() > 0.995  # stored as int8 rows with a scale each (dim 32 here: coarser than 384)
+    assert cos.min() > 0.99  # the export's own sample check; stored as int8 rows (dim 32 here: coarser than 384)
     # embeddings of some items only are refused, naming how many are missing
     _items(tiny_bundle, tmp_path / "few.jsonl", n=5)
     embed_catalog(tiny_bundle / "bundle", tmp_path / "few.jsonl", tmp_path / "few", profile="x86-avx512-vnni")
