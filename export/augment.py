@@ -8,7 +8,7 @@ the same variants as extra views.
 Synonyms come from WordNet 3.0's database files (Princeton's ``dict/`` folder: ``index.*``,
 ``data.*``, ``*.exc``) read offline with nltk's ``WordNetCorpusReader``: Debian/Ubuntu ``apt-get
 install wordnet-base`` puts them in ``/usr/share/wordnet``; NLTK's ``corpora/wordnet`` folder has the
-same files. A word (any inflected form: "stories", "loved") is replaced by another lemma of its most
+same files. A word (any inflected form: "stories", "toys") is replaced by another lemma of its most
 frequent sense only (``story`` -> ``narrative``, never ``floor``).
 """
 from __future__ import annotations

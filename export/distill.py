@@ -16,10 +16,10 @@ from genre_edge import config as cfg
 from genre_edge.errors import ConfigError
 from genre_edge.text_template import render
 
-from .curves import Curves
-from .distributed import DataParallel
 from . import require
 from .augment import AugmentConfig, augmented_texts
+from .curves import Curves
+from .distributed import DataParallel
 from .model_folder import ModelDir, save_student
 from .prepare import Prepared
 from .requests import encoder_texts
