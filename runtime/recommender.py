@@ -106,8 +106,7 @@ class Recommender:
                 + " MiB); use a profile with a larger budget (a .toml of your own), or export a smaller bundle "
                 "(--catalog-dtype int8, --cf-neighbors, fewer variants)")
         chosen = choose_variant(b, prof, variant)
-        enc_file = b.model("encoder", chosen).file
-        enc_sess = make_session(b.path(enc_file), prof, b.sha256(enc_file), chosen, model="encoder")
+        encoder = bundle_encoder(b, prof, chosen)
         um_file = b.model("user", chosen if chosen in b.variants("user") else "fp32").file
         um_sess = make_session(b.path(um_file), prof, b.sha256(um_file), model="user")
         head_sess = None
@@ -118,7 +117,6 @@ class Recommender:
         n_items = m.catalog.n_items or 0
         catalog = b.load_catalog(lean=uses_index(prof.catalog_scoring, n_items))
         cf = b.load_cf(len(catalog.ids))
-        encoder = Encoder(enc_sess, b.path(m.tokenizer), min(m.max_tokens, prof.max_tokens), prof.max_batch)
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
         rec.memory = need
         state = Path(state_dir) if state_dir else Path(str(Path(bundle).resolve()) + ".state")
@@ -401,9 +399,14 @@ def load_encoder(bundle: str | Path, profile: str | Path | DeviceProfile = "auto
     prof = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     b = open_bundle(bundle, verify=True, trusted_key=trusted_key(prof))
     chosen = choose_variant(b, prof, variant)
-    f = b.model("encoder", chosen).file
-    sess = make_session(b.path(f), prof, b.sha256(f), chosen, model="encoder")
-    return Encoder(sess, b.path(b.manifest.tokenizer), min(b.manifest.max_tokens, prof.max_tokens), prof.max_batch), chosen, b
+    return bundle_encoder(b, prof, chosen), chosen, b
+
+
+def bundle_encoder(b: Bundle, prof: DeviceProfile, variant: str) -> Encoder:
+    """The encoder session of ``variant`` set up as ``prof`` says, with the bundle's tokenizer."""
+    f = b.model("encoder", variant).file
+    sess = make_session(b.path(f), prof, b.sha256(f), variant, model="encoder")
+    return Encoder(sess, b.path(b.manifest.tokenizer), min(b.manifest.max_tokens, prof.max_tokens), prof.max_batch)
 
 
 # Python + numpy + onnxruntime + tokenizers before any model: measured 60-80 MiB RSS on x86-64 and arm64
