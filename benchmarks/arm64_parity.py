@@ -67,22 +67,39 @@ def compare(ref: dict, got: dict) -> dict:
             out[v] = {"ok": False, "error": "variant missing under emulation"}
             continue
         a, b = np.asarray(r["embeddings"]), np.asarray(g["embeddings"])
+        if "query_embeddings" in r and "query_embeddings" in g:  # the request's query, embedded alone
+            a, b = np.concatenate([a, r["query_embeddings"]]), np.concatenate([b, g["query_embeddings"]])
         cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         # the index as each CPU builds it is compared only where both quantize queries alike (an x86 core
         # without VNNI uses 7-bit queries by design); the 7-bit index and float32 everywhere
         same_index = ref.get("index_7bit") == got.get("index_7bit")
         pairs = [(x, y) for x, y in zip(r["recs"], g["recs"]) if x.get("mode") != "int8" or same_index]
+        # Lists with a free-text query depend on the query's embedding, made at request time from one short
+        # text. Through an int8 encoder it is not bit-identical across CPU classes: dynamic quantization
+        # rounds each activation tensor to a range of its own, and the float kernels between (exp, erf,
+        # layer norm) differ by an ulp between ISAs, which sometimes moves a value across a rounding step.
+        # The difference stays within int8's own noise (demo bundle: cosine 0.99966 Cortex-A72 vs x86; the
+        # same text embedded alone vs in a batch on one machine: 0.9976), so such lists must rank the same
+        # top-10 items, in an order that may differ; their embedding is held to the cosine bound above.
+        # Everything else (no query, or a float encoder) must match exactly: ids, and scores within tolerance.
+        lenient = v.startswith("int8")
+        strict = [(x, y) for x, y in pairs if not (lenient and x.get("query"))]
+        loose = [(x, y) for x, y in pairs if lenient and x.get("query")]
         ids_same = sum(x["ids"] == y["ids"] for x, y in pairs)
+        same_set = sum(sorted(x["ids"]) == sorted(y["ids"]) for x, y in loose)
         score_diff = max((float(np.abs(np.asarray(x["scores"]) - np.asarray(y["scores"])).max())
-                          for x, y in pairs if x["ids"] == y["ids"] and x["scores"]), default=0.0)
+                          for x, y in strict if x["ids"] == y["ids"] and x["scores"]), default=0.0)
+        query_diff = max((float(np.abs(np.sort(x["scores"]) - np.sort(y["scores"])).max())
+                          for x, y in loose if x["scores"] and len(x["scores"]) == len(y["scores"])), default=0.0)
         out[v] = {"emb_max_abs_diff": float(np.abs(a - b).max()), "emb_cos_min": float(cos.min()),
-                  "recs_ids_identical": ids_same, "recs": len(pairs), "score_max_abs_diff": score_diff}
+                  "recs_ids_identical": ids_same, "recs": len(pairs), "score_max_abs_diff": score_diff,
+                  "query_recs": len(loose), "query_recs_same_set": same_set, "query_score_max_abs_diff": query_diff}
         if not same_index:  # for the record: each CPU's own index, top-10 ids in common
             own = [(x, y) for x, y in zip(r["recs"], g["recs"]) if x.get("mode") == "int8"]
             out[v]["own_index_top10_overlap"] = float(np.mean([len(set(x["ids"]) & set(y["ids"])) / max(1, len(x["ids"]))
                                                                for x, y in own])) if own else None
-        out[v]["ok"] = bool(cos.min() >= COS_MIN and ids_same == len(pairs) and len(r["recs"]) == len(g["recs"])
-                            and score_diff <= SCORE_TOL)
+        out[v]["ok"] = bool(cos.min() >= COS_MIN and len(r["recs"]) == len(g["recs"]) and score_diff <= SCORE_TOL
+                            and all(x["ids"] == y["ids"] for x, y in strict) and same_set == len(loose))
         if got.get("index_7bit") and v in FULL_RANGE_INT8:
             # full-range int8 weights on a core whose u8 x s8 kernel saturates: the drift the 7-bit int8-avx2
             # variant exists for (the x86-avx2 profile picks that one; the runtime warns if it must fall back)
@@ -98,24 +115,30 @@ def markdown(res: dict) -> str:
                                          "core (CPUID: AVX2, no AVX-512/VNNI). Bundle " if x86 else
                                          f"arm64 Python {res['arm_python']}, onnxruntime {res['arm_onnxruntime']} "
                                          "(aarch64 wheels, same versions as the host). Bundle ") +
-         f"`{res['bundle']}`. Pass: embedding cosine >= {COS_MIN}, top-10 ids identical, scores within "
-         f"{SCORE_TOL}. {res['n_recs']} recommendation lists per variant (3 histories, with and without a query; "
+         f"`{res['bundle']}`. Pass: embedding cosine >= {COS_MIN} (catalog texts, and the query embedded alone as a "
+         f"request embeds it), top-10 ids identical and scores within {SCORE_TOL}; for lists with a free-text query "
+         "through an int8 encoder, the same top-10 items in an order that may differ (the query's int8 embedding is not "
+         "bit-identical across CPU classes: see `compare`). "
+         f"{res['n_recs']} recommendation lists per variant (3 histories, with and without a query; "
          "catalog scored by numpy float32, by the int8 index as each CPU builds it, and by the int8 index with 7-bit "
          "queries). The index as each CPU builds it is compared only between CPUs that quantize queries alike: an x86 "
          "core without VNNI uses 7-bit queries (its u8 x s8 kernel would saturate at 8 bits); its own-index top-10 "
          "overlap with this machine's is given for the record.", "",
          "| core (profile) | variant | emb max abs diff | emb cos min | top-10 ids identical | score max abs diff | "
-         "pass | emulated run s |", "|---|---|---|---|---|---|---|---|"]
+         "query lists: same top-10 set | query score max abs diff | pass | emulated run s |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for core, r in res["cores"].items():
         for v, c in r["variants"].items():
             if "error" in c:
-                L.append(f"| {core} ({r['profile']}) | {v} | - | - | - | - | **no**: {c['error']} | |")
+                L.append(f"| {core} ({r['profile']}) | {v} | - | - | - | - | - | - | **no**: {c['error']} | |")
                 continue
             own = c.get("own_index_top10_overlap")
             L.append(f"| {core} ({r['profile']}) | {v} | {c['emb_max_abs_diff']:.2e} | {c['emb_cos_min']:.6f} | "
                      f"{c['recs_ids_identical']}/{c['recs']}" + (f" (own index: {own:.2f} overlap)" if own is not None
                                                                 else "") +
                      f" | {c['score_max_abs_diff']:.2e} | "
+                     + (f"{c['query_recs_same_set']}/{c['query_recs']} | {c['query_score_max_abs_diff']:.2e} | "
+                        if c.get("query_recs") else "- (held to the exact rule) | - | ")
                      + ("yes" if c["ok"] else "drifts, as expected: not this core's variant" if c.get("expected_drift")
                         else "**no**") + f" | {r['seconds']:.0f} |")
     L += ["", "int8 catalog index vs float32 at 100k items (the catalog grown with rows + noise, as scale_curve.py "

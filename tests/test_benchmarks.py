@@ -164,6 +164,17 @@ def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_b
     assert not got["int8-avx512vnni"]["ok"] and got["int8-avx512vnni"]["emb_cos_min"] < 0.999
     del bad["variants"]["fp32"]
     assert arm64_parity.compare(ref, bad)["fp32"] == {"ok": False, "error": "variant missing under emulation"}
+    # a list with a free-text query through the int8 encoder may be reordered (not bit-reproducible across
+    # CPU classes), never hold other items; through the float encoder it must be identical
+    assert len(ref["variants"]["fp32"]["query_embeddings"]) == 1
+    for variant, reorder_ok in (("int8-avx512vnni", True), ("fp32", False)):
+        moved = json.loads(out.read_text())
+        q = next(x for x in moved["variants"][variant]["recs"] if x["query"] and len(x["ids"]) > 2)
+        q["ids"], q["scores"] = q["ids"][::-1], q["scores"][::-1]
+        got = arm64_parity.compare(ref, moved)[variant]
+        assert got["ok"] is reorder_ok and got["recs_ids_identical"] == got["recs"] - 1
+        q["ids"][0] = "not-an-item"
+        assert not arm64_parity.compare(ref, moved)[variant]["ok"]
 
 
 def _tiny_toml(tmp_path, name, conf) -> str:

@@ -52,6 +52,10 @@ def main(bundle, profile, out):
         ids = rec.catalog.ids
         hists = [ids[:5], ids[100:150], ids[7::40]]
         r = {"embeddings": rec.embed(TEXTS).tolist(), "recs": []}
+        # the query as a request embeds it: what the parser leaves of it, alone (a batch of one quantizes its
+        # activations over that text only; in the batch above they share one range with the other texts)
+        parsed = rec.parser.parse(TEXTS[1])
+        r["query_embeddings"] = rec.embed([parsed.text or TEXTS[1]]).tolist()
         # numpy float32 scoring, the int8 MatMulInteger index as this CPU builds it, and the index with
         # 7-bit queries everywhere (the same arithmetic on every CPU class: comparable across them)
         for mode in ("fp32", "int8", "int8-7bit"):
