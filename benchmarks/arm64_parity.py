@@ -141,12 +141,17 @@ def markdown(res: dict) -> str:
                         if c.get("query_recs") else "- (held to the exact rule) | - | ")
                      + ("yes" if c["ok"] else "drifts, as expected: not this core's variant" if c.get("expected_drift")
                         else "**no**") + f" | {r['seconds']:.0f} |")
-    L += ["", "int8 catalog index vs float32 at 100k items (the catalog grown with rows + noise, as scale_curve.py "
-          "does), each CPU's own index: top-200 overlap, mean (min) over 20 user vectors of random 50-item histories:", "", "| core | this machine | emulated core |", "|---|---|---|"]
+    L += ["", "int8 catalog scoring vs float32 at 100k items (the catalog grown with rows + noise, as scale_curve.py "
+          "does), each CPU's own index: top-200 overlap, mean (min) over 20 user vectors of random 50-item histories; "
+          "as a request scores (the int8 pass, then its best rows again exactly) and the int8 pass alone:", "",
+          "| core | this machine | emulated core | this machine, int8 pass alone | emulated core, int8 pass alone |",
+          "|---|---|---|---|---|"]
     for core, r in res["cores"].items():
         o = r.get("index_overlap") or {}
-        cell = lambda x: f"{x['top_k_overlap_mean']:.3f} ({x['top_k_overlap_min']:.3f})" if x else "-"  # noqa: E731
-        L.append(f"| {core} | {cell(o.get('native'))} | {cell(o.get('emulated'))} |")
+        cell = lambda x, p="": (f"{x[p + 'overlap_mean']:.3f} ({x[p + 'overlap_min']:.3f})"  # noqa: E731
+                                if x and p + "overlap_mean" in x else "-")
+        L.append(f"| {core} | {cell(o.get('native'), 'top_k_')} | {cell(o.get('emulated'), 'top_k_')} | "
+                 f"{cell(o.get('native'), 'index_only_')} | {cell(o.get('emulated'), 'index_only_')} |")
     L += ["", f"Overall: {'PASS' if res['ok'] else 'FAIL'}.", ""]
     return "\n".join(L)
 

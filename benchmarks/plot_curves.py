@@ -63,9 +63,11 @@ def plot(run: Path, out: Path) -> Path:
     a.legend(fontsize=8)
     a = ax[1, 1]
     line(a, t.get("calibration/recency_valid_ndcg@10"), "valid nDCG@10")
+    for tag in sorted(x for x in t if x.startswith("calibration/recency_floor")):  # one series per floor
+        line(a, t[tag], f"valid nDCG@10, floor {tag[len('calibration/recency_floor'):].split('_')[0]}")
     if t.get("calibration/chosen_recency_half_life"):
         a.axvline(t["calibration/chosen_recency_half_life"][0][1], ls="--", color="grey", label="chosen")
-    a.set(title="blend calibration: CF recency half-life", xlabel="half-life (days)")
+    a.set(title="blend calibration: CF recency half-life", xlabel="half-life (history items)")
     a.legend(fontsize=8)
     a = ax[1, 2]
     if not t.get("wise/valid_ndcg@10"):

@@ -1,4 +1,4 @@
-"""Blend calibration on validation: the content scale, popularity weight and CF recency half-life.
+"""Blend calibration on validation: the content scale, popularity weight and CF recency (half-life, floor).
 
 ``t`` is the :class:`~genre_edge_export.trainer.Trainer` whose modules are calibrated (its split,
 scorer and scoring head); the grid's choices are made on validation nDCG@10 only.
@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 
+from .baselines import RECENCY_GRID
 from .evaluate import evaluate
 from .scoring import pad
 
@@ -63,21 +64,25 @@ def calibrate(t, emb: np.ndarray) -> dict:
     a0, b0, c0 = head.blend_weights().values()
     hl_conf = t.conf.cf.recency_half_life
     recency = []
-    if hl_conf == "auto":  # how much more recent history items vote in the CF score
-        for hl in (0.0, 5.0, 10.0, 25.0, 50.0, 100.0):
-            t.rec.cf.recency[0] = hl
-            recency.append({"half_life": hl, "valid_ndcg@10": grid_blend(t, emb, fine=False)[0]})
-        hl = max(recency, key=lambda r: r["valid_ndcg@10"])["half_life"]
+    if hl_conf == "auto":
+        # How much more recent history items vote in the CF score: no recency, or the (half-life, floor)
+        # pairs the ease-recency baseline searches - the hybrid gets no weighting the baseline lacks, nor
+        # the reverse (with half-lives only, at the config's floor 0.5, the hybrid trailed that baseline).
+        for hl, floor in ((0.0, t.conf.cf.recency_floor),) + RECENCY_GRID:
+            t.rec.cf.recency[0], t.rec.cf.recency[1] = hl, floor
+            recency.append({"half_life": hl, "floor": floor, "valid_ndcg@10": grid_blend(t, emb, fine=False)[0]})
+        best = max(recency, key=lambda r: r["valid_ndcg@10"])
+        hl, floor = best["half_life"], best["floor"]
     else:
-        hl = float(hl_conf)
-    t.rec.cf.recency[0] = hl
+        hl, floor = float(hl_conf), t.conf.cf.recency_floor
+    t.rec.cf.recency[0], t.rec.cf.recency[1] = hl, floor
     nd, a, b, c = grid_blend(t, emb, fine=True)
     with torch.no_grad():
         head.log_a.copy_(torch.tensor(float(np.log(max(a, 1e-6)))))
         head.b.copy_(torch.tensor(b))
         head.c.copy_(torch.tensor(c))
-    log.info("calibrated blend on validation: content %.4g, cf %.4g, pop %.4g, CF recency half-life %g "
-             "(valid ndcg@10 %.4f)", a, b, c, hl, nd)
+    log.info("calibrated blend on validation: content %.4g, cf %.4g, pop %.4g, CF recency half-life %g, floor %g "
+             "(valid ndcg@10 %.4f)", a, b, c, hl, floor, nd)
     return {"before": {"content": a0, "cf": b0, "pop": c0}, "after": {"content": a, "cf": b, "pop": c},
             "recency_half_life": hl, "recency_floor": float(t.rec.cf.recency[1]), "recency_grid": recency,
             "valid_ndcg@10": nd}

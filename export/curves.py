@@ -61,12 +61,14 @@ class Curves:
 
 def training_choices(curves: Curves, report: dict) -> None:
     """The choices made after training, as curves: the recency grid of the blend calibration (step =
-    half-life in days), the blend weights chosen, and the WiSE-FT grid (step = alpha x 100)."""
+    half-life in history items, one series per floor), the blend weights chosen, and the WiSE-FT grid (step = alpha x 100)."""
     cal = report.get("calibration") or {}
-    for row in cal.get("recency_grid", []):
-        curves.scalars(round(row["half_life"]), {"valid_ndcg@10": row["valid_ndcg@10"]}, "calibration/recency_")
+    for row in cal.get("recency_grid", []):  # one series per floor (old reports: no floor in the rows)
+        tag = f"calibration/recency_floor{row['floor']:g}_" if "floor" in row else "calibration/recency_"
+        curves.scalars(round(row["half_life"]), {"valid_ndcg@10": row["valid_ndcg@10"]}, tag)
     if cal:
         curves.scalars(report.get("best_epoch") or 0, {"recency_half_life": cal.get("recency_half_life"),
+                                                       "recency_floor": cal.get("recency_floor"),
                                                        **{f"weight_{k}": v for k, v in (cal.get("after") or {}).items()}},
                        "calibration/chosen_")
     wise = report.get("interpolation") or {}

@@ -83,9 +83,11 @@ class CFConfig:
     ease_lambda: float = cfg.bounded(250.0, 0.0, None)
     mf_dim: int = cfg.bounded(64, 2, 1024)
     # Recency: history item at position p from the end votes with floor + (1 - floor) * 0.5 ** (p / half_life).
-    # "auto" = chosen on validation nDCG@10 with the blend (0 = every history item counts the same).
+    # "auto" = half-life and floor chosen on validation nDCG@10 with the blend, from the grid the ease-recency
+    # baseline searches (export/baselines.py: RECENCY_GRID) plus no recency (every history item counts the same).
     recency_half_life: str = cfg.choice("auto", ("auto", "0", "5", "10", "25", "50", "100"))
-    recency_floor: float = cfg.bounded(0.5, 0.0, 1.0, "weight left to the oldest history items")
+    recency_floor: float = cfg.bounded(0.5, 0.0, 1.0, "weight left to the oldest history items (with a fixed "
+                                       "recency_half_life; auto chooses the floor too)")
 
 
 @dataclass(frozen=True)

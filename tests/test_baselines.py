@@ -55,3 +55,20 @@ def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
     plain = EASE(250.0).fit(X).score(us, hist)
     assert np.allclose(EASE(250.0, half_life=10.0, floor=1.0).fit(X).score(us, hist), plain)
     assert not np.allclose(EASE(250.0, half_life=2.0, floor=0.0).fit(X).score(us, hist), plain)
+
+
+def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_baseline(tiny_bundle):
+    """Same (half-life, floor) pairs for the hybrid's CF part as for the baseline (plus no recency); the
+    chosen pair is the best on validation and travels into the bundle the device reads."""
+    import json
+
+    from genre_edge_export.baselines import GRIDS, RECENCY_GRID
+
+    cal = json.loads((tiny_bundle / "teacher" / "report.json").read_text())["calibration"]
+    pairs = [(r["half_life"], r["floor"]) for r in cal["recency_grid"]]
+    assert pairs[0][0] == 0.0 and pairs[1:] == list(RECENCY_GRID)
+    assert {(g["half_life"], g["floor"]) for g in GRIDS["ease-recency"]} == set(RECENCY_GRID)
+    best = max(cal["recency_grid"], key=lambda r: r["valid_ndcg@10"])
+    assert (cal["recency_half_life"], cal["recency_floor"]) == (best["half_life"], pytest.approx(best["floor"]))
+    cf = json.loads((tiny_bundle / "bundle" / "manifest.json").read_text())["catalog"]["cf"]
+    assert cf["recency_half_life"] == best["half_life"] and cf["recency_floor"] == pytest.approx(best["floor"])

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n
+from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n, top_rows
 
 
 def unit_rows(n, d=48, seed=0):
@@ -77,6 +77,42 @@ def test_scorer_uses_float32_for_rows_changed_or_added_after_the_index():
     assert got.shape == (305,)
     assert np.allclose(got[300:], ref[300:], atol=1e-6) and abs(got[7] - ref[7]) < 1e-6
     assert np.abs(got - ref).max() < 0.01
+
+
+@pytest.mark.parametrize("reduce_range", [True, None])
+def test_refinement_makes_the_top_rows_exact_whatever_the_query_quantization(reduce_range):
+    """The int8 pass finds candidates; its best rows are scored again in float: the top-k then equals
+    float32's even where the 7-bit query (AVX2 without VNNI) alone swaps near-ties."""
+    rng = np.random.default_rng(5)
+    base = unit_rows(500, d=64, seed=5)
+    near = base[rng.integers(0, 500, 29500)] + rng.standard_normal((29500, 64)).astype(np.float32) * 0.03
+    cat = FakeCatalog(np.vstack([base, near / np.linalg.norm(near, axis=1, keepdims=True)]))  # many near-ties
+    raw, refined = CatalogScorer("int8", refine_top=0), CatalogScorer("int8", refine_top=256)
+    for sc in (raw, refined):
+        sc.build(cat)
+        sc.index = Int8Index(cat.emb, reduce_range=reduce_range)
+    top = lambda x, k=200: set(np.argpartition(-x, k)[:k])  # noqa: E731
+    raw_overlap, refined_overlap = [], []
+    for i in range(8):
+        u = cat.emb[rng.choice(len(cat.emb), 50, replace=False)].mean(0)
+        ref, got, loose = cat.emb @ u, refined.scores(cat, u), raw.scores(cat, u)
+        best = top_rows(loose, 256)
+        assert np.allclose(got[best], ref[best], atol=1e-5)  # the refined rows: float32 scores
+        rest = np.setdiff1d(np.arange(len(ref)), best)
+        assert np.array_equal(got[rest], loose[rest])  # the others: the int8 pass's
+        raw_overlap.append(len(top(loose) & top(ref)) / 200)
+        refined_overlap.append(len(top(got) & top(ref)) / 200)
+    assert min(refined_overlap) == 1.0 and np.mean(raw_overlap) < 1.0  # the case is hard for int8 alone
+    with pytest.raises(ValueError, match="refine_top"):
+        CatalogScorer("int8", refine_top=-1)
+
+
+@pytest.mark.parametrize("n,k", [(100000, 256), (5000, 256), (300, 256), (10, 256), (1000, 1), (50, 0)])
+def test_top_rows_equals_argpartition(n, k):
+    s = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    got = top_rows(s, k)
+    assert len(got) == min(n, k) and len(set(got.tolist())) == len(got)
+    assert set(got.tolist()) == set(np.argsort(-s)[: min(n, k)].tolist())
 
 
 def test_auto_mode_builds_an_index_only_for_large_catalogs():
@@ -208,7 +244,7 @@ def test_int8_index_from_a_cached_model_file_scores_like_the_in_memory_one(tmp_p
     assert (tmp_path / "m.onnx").read_bytes() == int8_scoring_model(q, s, 128)
     monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
     cat = FakeCatalog(Int8Rows(q, s, key="abc"))
-    sc = CatalogScorer("int8")
+    sc = CatalogScorer("int8", refine_top=0)  # the index's own scores
     sc.build(cat)
     files = list((tmp_path / "cache" / "int8-index").glob("abc-z*.onnx"))
     assert len(files) == 1

@@ -23,6 +23,7 @@ def test_train_and_distill_write_curves_that_match_their_reports(tiny_bundle):
         assert len(teacher["wise/valid_ndcg@10"]) == len(rep["interpolation"]["grid"])
     if rep.get("calibration"):
         assert teacher["calibration/chosen_recency_half_life"][0][1] == pytest.approx(rep["calibration"]["recency_half_life"])
+        assert teacher["calibration/chosen_recency_floor"][0][1] == pytest.approx(rep["calibration"]["recency_floor"])
     student = read_scalars(tiny_bundle / "student" / "tb")
     drep = json.loads((tiny_bundle / "student" / "distill.json").read_text())
     assert [v for _, v in student["distill/cos_mean"]] == pytest.approx([h["cos_mean"] for h in drep["history"]])
