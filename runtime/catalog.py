@@ -183,29 +183,34 @@ class Catalog:
     def active_rows(self) -> np.ndarray:
         return np.flatnonzero(self.active)
 
-    def mask(self, f: Filters) -> np.ndarray:
-        """Rows that are active and pass the filters ``f`` (unknown category names match nothing)."""
-        m = self.active.copy()
+    def mask(self, f: Filters, rows: np.ndarray | None = None) -> np.ndarray:
+        """Rows that are active and pass the filters ``f`` (unknown category names match nothing): one
+        flag per catalog row, or per row of ``rows`` (a candidate set: nothing catalog-sized is built)."""
+        if rows is None:
+            m, bits, years, first_seen = self.active.copy(), self.cat_bits, self.years, self.first_seen
+        else:
+            rows = np.asarray(rows, np.int64)
+            m, bits, years, first_seen = self.active[rows], self.cat_bits[rows], self.years[rows], self.first_seen[rows]
         for group in (f.include_categories, f.any_categories):
             if group:
                 cols = [self.cat_names[c] for c in group if c in self.cat_names]
-                m &= self.cat_bits[:, cols].any(1) if cols else False
+                m &= bits[:, cols].any(1) if cols else False
         for c in f.require_categories:
-            m &= self.cat_bits[:, self.cat_names[c]] if c in self.cat_names else False
+            m &= bits[:, self.cat_names[c]] if c in self.cat_names else False
         if f.exclude_categories:
             cols = [self.cat_names[c] for c in f.exclude_categories if c in self.cat_names]
             if cols:
-                m &= ~self.cat_bits[:, cols].any(1)
+                m &= ~bits[:, cols].any(1)
         if f.year_min is not None:
-            m &= self.years >= f.year_min
+            m &= years >= f.year_min
         if f.year_max is not None:
-            m &= (self.years <= f.year_max) & (self.years > 0)
+            m &= (years <= f.year_max) & (years > 0)
         if f.since is not None:
-            m &= self.first_seen >= f.since
+            m &= first_seen >= f.since
         if f.until is not None:
-            m &= self.first_seen <= f.until
+            m &= first_seen <= f.until
         for a, b in f.exclude_years:
-            m &= ~((self.years >= a) & (self.years <= b))
+            m &= ~((years >= a) & (years <= b))
         return m
 
     def search(self, text: str, limit: int, offset: int = 0) -> tuple[list[int], int]:

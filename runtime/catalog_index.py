@@ -41,7 +41,7 @@ AUTO_MIN_ITEMS = 20000
 # overlap with float32 is 1.000 from 256 refined rows on (8-bit and 7-bit queries); each refined row
 # costs a gather, so more buys nothing: 256 rows add 0.2-0.3 ms, 1024 rows 1.3 ms.
 REFINE_TOP = 256
-MODES = ("auto", "fp32", "int8")
+MODES = ("auto", "fp32", "int8", "ann")
 
 _UINT8, _INT8, _INT32, _FLOAT = 2, 3, 6, 1  # onnx.TensorProto data types
 
@@ -214,18 +214,42 @@ class Int8Index:
 class CatalogScorer:
     """``catalog.emb @ u`` for every row, through the int8 index when it pays off (``mode``)."""
 
-    def __init__(self, mode: str = "auto", threads: int = 1, refine_top: int = REFINE_TOP):
-        """``refine_top``: the index's best rows scored again exactly (0 = the int8 scores as they are)."""
+    def __init__(self, mode: str = "auto", threads: int = 1, refine_top: int = REFINE_TOP,
+                 ann_candidates: int = 1000, ann_nprobe: int = 32):
+        """``refine_top``: the index's best rows scored again exactly (0 = the int8 scores as they are).
+        ``ann_*``: mode ``ann`` (``catalog_ann.py``): rows the approximate index proposes per request, and
+        how many of its clusters it scans."""
         if mode not in MODES:
             raise ValueError(f"catalog scoring mode {mode!r}; choose one of {', '.join(MODES)}")
         if refine_top < 0:
             raise ValueError(f"refine_top must be >= 0, got {refine_top}")
         self.mode, self.threads, self.refine_top = mode, threads, int(refine_top)
+        self.ann_candidates, self.ann_nprobe = int(ann_candidates), int(ann_nprobe)
         self.index: Int8Index | None = None
+        self.ann = None  # catalog_ann.AnnIndex in mode "ann"
+        self.popular = np.zeros(0, np.int64)  # mode "ann": the most popular rows, always candidates
+
+    @property
+    def approximate(self) -> bool:
+        """Whether requests read a candidate set (mode ``ann``) instead of scoring every row."""
+        return self.mode == "ann"
 
     def build(self, catalog) -> None:
         """(Re)build the int8 index over the catalog's current rows (call with the catalog lock held)."""
         n = len(catalog.emb)
+        if self.approximate:
+            from .catalog_ann import AnnIndex
+
+            emb = catalog.emb
+            key = getattr(emb, "key", None)
+            self.ann = AnnIndex(emb, self.ann_nprobe, self.threads, cache_key=key)
+            catalog.changed_rows = set(getattr(emb, "overwritten", ())) if key is not None else set()
+            self.popular = top_rows(np.asarray(catalog.pop[: self.ann.n], np.float32), 256)
+            if isinstance(emb, Int8Rows):
+                emb.release_pages()
+            log.info("approximate catalog index over %d items (nprobe %d, %d candidates)", self.ann.n,
+                     self.ann.nprobe, self.ann_candidates)
+            return
         if self.uses_index(n):
             emb = catalog.emb
             if isinstance(emb, Int8Rows):  # the stored int8 rows as they are; overwritten rows stay exact
@@ -243,7 +267,19 @@ class CatalogScorer:
         """Whether a catalog of ``n`` rows is scored through the int8 index."""
         return uses_index(self.mode, n)
 
+    def candidates(self, catalog, u: np.ndarray) -> np.ndarray:
+        """Mode ``ann``: the rows a request scores (unsorted, may repeat): the approximate index's best
+        ``ann_candidates`` for ``u``, the most popular rows, and every row added or changed on the device
+        since the index was built (scored exactly like the others)."""
+        ann = self.ann
+        parts = [ann.search(u, self.ann_candidates), self.popular, np.arange(ann.n, len(catalog.emb), dtype=np.int64)]
+        if catalog.changed_rows:
+            parts.append(np.fromiter(catalog.changed_rows, np.int64, len(catalog.changed_rows)))
+        return np.concatenate(parts)
+
     def scores(self, catalog, u: np.ndarray) -> np.ndarray:
+        if self.approximate:  # every row (offline use, e.g. score_all): exact, blocked
+            return catalog.emb @ u
         idx = self.index
         if idx is None:
             return catalog.emb @ u

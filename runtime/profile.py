@@ -58,7 +58,10 @@ class DeviceProfile:
     memory_budget_mib: int = cfg.bounded(500, 16, 1 << 20)
     # whole-catalog scoring: int8 index (pre-packed MatMulInteger) or numpy float32; auto = int8
     # from 20k items on (see catalog_index.py for the measurements behind it)
-    catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8"))
+    # ann: an approximate index proposes candidates (very large catalogs; optional extra, catalog_ann.py)
+    catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8", "ann"))
+    ann_candidates: int = cfg.bounded(1000, 10, 1_000_000, "ann: rows the approximate index proposes per request")
+    ann_nprobe: int = cfg.bounded(32, 1, 1_000_000, "ann: clusters scanned per request (more: better recall, slower)")
     threads: Threads = field(default_factory=Threads)
     session: SessionSettings = field(default_factory=SessionSettings)
     providers: tuple[Provider, ...] = (Provider(),)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Bundle, Preset, open_bundle
 from .catalog import Catalog, Filters, ItemInput, item_text
-from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
+from .catalog_index import CatalogScorer, saturates_u8s8, top_n, top_rows, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -22,7 +22,7 @@ from .query_parser import QueryParser
 # the limits are the request's; re-exported here for callers of earlier versions
 from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
-from .scorer import CFScorer, blend
+from .scorer import CFScorer, RowScores, blend
 from .session import make_session
 from .signing import trusted_key
 from .user_model import UserModel
@@ -34,6 +34,9 @@ MAX_SESSIONS = 1024
 # Explanations weigh the last this-many history items (and at least the user model's window): their cost
 # stays bounded whatever the history's length (10,000 items x k = 1,000 took 59 s looping per item).
 EXPLAIN_HISTORY = 200
+# Mode ann: the history's best CF neighbours that join the candidate set (by |CF score|: a 50-item
+# history with 200-neighbour tables reaches up to 10,000 items, most with a negligible score).
+CF_CANDIDATES = 2000
 # Per session: the last clicks and skips kept (bounds memory: 1024 sessions x 400 ids of <= 200 chars).
 MAX_SESSION_EVENTS = 200
 
@@ -86,7 +89,8 @@ class Recommender:
         qp = bundle.manifest.query_parser
         self.parser = (QueryParser(qp.vocabulary, span) if qp is not None
                        else QueryParser.for_categories(sorted(catalog.cat_names), years=span))
-        self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op))
+        self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op),
+                                            ann_candidates=profile.ann_candidates, ann_nprobe=profile.ann_nprobe)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -115,7 +119,7 @@ class Recommender:
             head_sess = make_session(b.path(head_file), prof, b.sha256(head_file), model="head")
         # large catalogs scored by the int8 index keep only the int8 rows (memory-mapped), not float32
         n_items = m.catalog.n_items or 0
-        catalog = b.load_catalog(lean=uses_index(prof.catalog_scoring, n_items))
+        catalog = b.load_catalog(lean=uses_index(prof.catalog_scoring, n_items) or prof.catalog_scoring == "ann")
         cf = b.load_cf(len(catalog.ids))
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
         rec.memory = need
@@ -255,18 +259,29 @@ class Recommender:
             # --- user model
             hw, u, att = self._user_vector(hist, q, qw)
             t_user = time.perf_counter()
-            # --- scorer: content + CF + popularity over the whole catalog
-            scores, cf = self._scores(u, hist, preset)
-            mask = cat.mask(filters)
-            if req.exclude_seen and len(hist):
-                mask[hist] = False
-            if skips:
-                mask[cat.rows(skips)[0]] = False
+            # --- scorer: content + CF + popularity over the whole catalog, or over a candidate set
+            if self.catalog_scorer.approximate:
+                rows, scores, cf = self._candidate_scores(u, hist, preset)
+                mask = cat.mask(filters, rows)
+                if req.exclude_seen and len(hist):
+                    mask &= ~np.isin(rows, hist)
+                if skips:
+                    mask &= ~np.isin(rows, cat.rows(skips)[0])
+            else:
+                scores, cf = self._scores(u, hist, preset)
+                mask = cat.mask(filters)
+                if req.exclude_seen and len(hist):
+                    mask[hist] = False
+                if skips:
+                    mask[cat.rows(skips)[0]] = False
             if not mask.any():
                 return Response([], strategy, unknown,
                                 _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()),
                                 parsed.to_dict() if parsed else None)
-            pool = top_n(scores, mask, max(self.rerank_top, req.k))
+            if self.catalog_scorer.approximate:
+                pool = rows[top_n(scores.values, mask, max(self.rerank_top, req.k))]
+            else:
+                pool = top_n(scores, mask, max(self.rerank_top, req.k))
             if self.head_session is not None:
                 scores = scores.copy()
                 scores[pool] = self._head(u, pool, cf, cat.pop)
@@ -317,6 +332,22 @@ class Recommender:
         cat = self.catalog
         cf = self.cf.scores(hist, len(cat.ids)) if preset.cf else np.zeros(len(cat.ids), np.float32)
         return blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset), cf
+
+    def _candidate_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset):
+        """Mode ``ann``: (rows, blended scores, CF scores) over a candidate set - the approximate index's
+        rows for ``u`` and the popular ones (``CatalogScorer.candidates``), plus the best CF neighbours of
+        the history - every one scored exactly (content from the catalog rows, CF from its tables)."""
+        cat = self.catalog
+        parts = [self.catalog_scorer.candidates(cat, u)]
+        sparse = None
+        if preset.cf:
+            sparse = self.cf.sparse(hist)
+            r, v = sparse
+            parts.append(r if len(r) <= CF_CANDIDATES else r[top_rows(np.abs(v), CF_CANDIDATES)])
+        rows = np.unique(np.concatenate(parts))
+        content = cat.emb[rows] @ u
+        cf = self.cf.scores_at(hist, rows, sparse) if preset.cf else np.zeros(len(rows), np.float32)
+        return rows, RowScores(rows, blend(content, cf, cat.pop[rows], preset)), RowScores(rows, cf)
 
     def _head(self, u, pool, cf, pop):
         c = self.catalog.emb[pool][None].astype(np.float32)
@@ -427,11 +458,14 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
               default=max(f[e.file] for e in m.models.encoder.values()))
     small = sum(f[e.file] for part in (m.models.user, m.models.head or {}) for e in part.values())
     n = m.catalog.n_items or 0
-    index = prof.catalog_scoring == "int8" or (prof.catalog_scoring == "auto" and n >= AUTO_MIN_ITEMS)
+    ann = prof.catalog_scoring == "ann"
+    index = ann or prof.catalog_scoring == "int8" or (prof.catalog_scoring == "auto" and n >= AUTO_MIN_ITEMS)
     cf = sum(f.get(x, 0) for x in (m.catalog.cf.idx, m.catalog.cf.w, m.catalog.cf.P, m.catalog.cf.Q) if x)
     # float32 rows (+ the int8 index), or with the index and an int8 catalog file only the index: the
     # int8 rows stay memory-mapped (pages a request gathers) and the scales take 4 bytes a row
     per_row = (m.dim + 4) if index and m.catalog.embedding_scales else m.dim * (4 + (1 if index else 0))
+    if ann:  # the approximate index instead of the int8 one: the same 8-bit codes, plus an 8-byte id per row
+        per_row += 8
     out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
            "catalog": (n * per_row + f.get(m.catalog.items, 0) * 3) * mib,
            "cf": 2 * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}

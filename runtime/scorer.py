@@ -40,6 +40,36 @@ class CFScorer:
                                            minlength=self.n_bundle)[: self.n_bundle]
         return out
 
+    def sparse(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores): the items a neighbour table gives a CF score, sorted by row, with their scores
+        (as :meth:`scores`, without a catalog-sized vector: what a candidate-set request reads).
+        Factor models score every item: they have no such set (empty)."""
+        hist, hw = self._kept(hist)
+        if self.kind in ("none", "mf") or len(hist) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        nb = self.idx[hist].ravel()
+        rows, inv = np.unique(nb, return_inverse=True)
+        vals = np.bincount(inv, weights=(self.w[hist] * hw[:, None]).ravel(), minlength=len(rows))
+        keep = rows < self.n_bundle
+        return rows[keep].astype(np.int64), vals[keep].astype(np.float32)
+
+    def scores_at(self, hist: np.ndarray, rows: np.ndarray, sparse: tuple | None = None) -> np.ndarray:
+        """CF scores of the catalog ``rows`` only (``sparse``: :meth:`sparse` of ``hist``, if already known)."""
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros(len(rows), np.float32)
+        if self.kind == "mf":
+            h, hw = self._kept(hist)
+            inb = rows < self.n_bundle
+            if len(h) and inb.any():
+                out[inb] = self.Q[rows[inb]] @ ((self.P[h] * hw[:, None]).sum(0) / max(float(hw.sum()), 1e-6))
+            return out
+        srows, svals = self.sparse(hist) if sparse is None else sparse
+        if len(srows):
+            pos = np.clip(np.searchsorted(srows, rows), 0, len(srows) - 1)
+            hit = srows[pos] == rows
+            out[hit] = svals[pos[hit]]
+        return out
+
     def contributions(self, hist: np.ndarray, item: int) -> np.ndarray:
         """Per-history-item CF contribution to ``item`` (for explanations)."""
         return self.contribution_matrix(hist, np.array([item]))[:, 0]
@@ -76,3 +106,29 @@ class CFScorer:
 def blend(content: np.ndarray, cf: np.ndarray, pop: np.ndarray, w) -> np.ndarray:
     """``w`` (a bundle :class:`~genre_edge.bundle.Preset`) weighs content, CF and popularity."""
     return w.content * content + w.cf * cf + w.pop * pop
+
+
+class RowScores:
+    """Scores of a candidate set of catalog rows, indexed by catalog row like a whole-catalog score
+    vector (``s[rows]``, ``s[i]``, ``s[rows] = v``): what the ranking and re-ranking steps read, without
+    a catalog-sized array (mode ``ann``). Reading a row outside the set is an error, not a zero."""
+
+    def __init__(self, rows: np.ndarray, values: np.ndarray):
+        self.rows = np.asarray(rows, np.int64)  # sorted, unique
+        self.values = np.asarray(values, np.float32)
+
+    def _pos(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, np.int64)
+        pos = np.clip(np.searchsorted(self.rows, idx), 0, max(0, len(self.rows) - 1))
+        if len(self.rows) == 0 or np.any(self.rows[pos] != idx):
+            raise KeyError("catalog row not in the candidate set")
+        return pos
+
+    def __getitem__(self, idx):
+        return self.values[self._pos(idx)]
+
+    def __setitem__(self, idx, v) -> None:
+        self.values[self._pos(idx)] = v
+
+    def copy(self) -> "RowScores":
+        return RowScores(self.rows, self.values.copy())
