@@ -15,7 +15,7 @@ by inner product handles them like any query.
 
 The index is built from the catalog rows at first load and kept in the cache folder under the rows'
 key (the bundle files' sha256), like the int8 index; later starts read it from there. faiss is an
-optional dependency: ``pip install 'genre-edge[ann]'``.
+optional dependency: the ``ann`` extra (``pip install -e '.[ann]'``).
 """
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-INSTALL = "pip install 'genre-edge[ann]'  (faiss-cpu)"
 TRAIN_PER_LIST = 40  # k-means sample: rows per cluster (faiss warns below 39)
 TRAIN_MIN = 65536  # ... and at least this many rows (the product quantizer's codebooks learn from them too)
 
@@ -41,11 +40,13 @@ def factory(dim: int, n: int) -> str:
 
 
 def faiss_module():
-    """faiss, or an ImportError that says how to install it."""
+    """faiss, or a :class:`~genre_edge.errors.MissingExtraError` that says how to install it."""
     try:
         import faiss
     except ImportError as exc:
-        raise ImportError(f"catalog_scoring = \"ann\" needs faiss: {INSTALL}") from exc
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("ann", 'catalog_scoring = "ann" (faiss-cpu)') from exc
     return faiss
 
 

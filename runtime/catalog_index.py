@@ -215,7 +215,7 @@ class CatalogScorer:
     """``catalog.emb @ u`` for every row, through the int8 index when it pays off (``mode``)."""
 
     def __init__(self, mode: str = "auto", threads: int = 1, refine_top: int = REFINE_TOP,
-                 ann_candidates: int = 1000, ann_nprobe: int = 32):
+                 ann_candidates: int = 1000, ann_nprobe: int = 64):
         """``refine_top``: the index's best rows scored again exactly (0 = the int8 scores as they are).
         ``ann_*``: mode ``ann`` (``catalog_ann.py``): rows the approximate index proposes per request, and
         how many of its clusters it scans."""

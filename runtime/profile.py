@@ -61,7 +61,7 @@ class DeviceProfile:
     # ann: an approximate index proposes candidates (very large catalogs; optional extra, catalog_ann.py)
     catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8", "ann"))
     ann_candidates: int = cfg.bounded(1000, 10, 1_000_000, "ann: rows the approximate index proposes per request")
-    ann_nprobe: int = cfg.bounded(32, 1, 1_000_000, "ann: clusters scanned per request (more: better recall, slower)")
+    ann_nprobe: int = cfg.bounded(64, 1, 1_000_000, "ann: clusters scanned per request (more: better recall, slower)")
     threads: Threads = field(default_factory=Threads)
     session: SessionSettings = field(default_factory=SessionSettings)
     providers: tuple[Provider, ...] = (Provider(),)

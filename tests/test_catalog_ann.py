@@ -10,7 +10,7 @@ import pytest
 from genre_edge.catalog import Filters
 from genre_edge.scorer import CFScorer, RowScores
 
-faiss = pytest.importorskip("faiss", reason="the ann extra (faiss-cpu) is not installed: pip install 'genre-edge[ann]'")
+faiss = pytest.importorskip("faiss", reason="the ann extra (faiss-cpu) is not installed: pip install -e '.[ann]'")
 
 
 def clustered_rows(n, d=32, centres=300, noise=0.03, seed=0):
@@ -51,7 +51,7 @@ def test_missing_faiss_names_the_install_line(monkeypatch):
     from genre_edge import catalog_ann
 
     monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(ImportError, match=r"genre-edge\[ann\]"):
+    with pytest.raises(ImportError, match=r"'\.\[ann\]'"):
         catalog_ann.AnnIndex(clustered_rows(100), nprobe=4)
 
 
