@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from .baselines import RECENCY_GRID
-from .evaluate import evaluate
+from .evaluate import evaluate, sample_users
 from .scoring import pad
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,9 @@ def blend_parts(t, emb: np.ndarray):
     import torch
 
     scorer = t.scorer(emb, t.prep.hist)
-    users = np.flatnonzero([len(x) for x in t.prep.split.user_items(t.prep.split.valid)])
+    # the users evaluate() scores for "valid" (the same sample under train.max_eval_users)
+    users = sample_users(np.flatnonzero([len(x) for x in t.prep.split.user_items(t.prep.split.valid)]),
+                         t.conf.train.max_eval_users)
     with torch.no_grad():
         u = scorer.user_vectors(users)
         dot = (u @ scorer.E.T).numpy()
@@ -42,7 +44,8 @@ def grid_blend(t, emb: np.ndarray, fine: bool = True) -> tuple[float, float, flo
             def fn(us, a=a, c=c):
                 r = [row[int(x)] for x in us]
                 return a * dot[r] + b * cf[r] + c * pop
-            results.append((evaluate(fn, t.prep.split, "valid", n_neg=1).get("ndcg@10", 0.0), a, b, c))
+            results.append((evaluate(fn, t.prep.split, "valid", n_neg=1, max_users=t.conf.train.max_eval_users)
+                            .get("ndcg@10", 0.0), a, b, c))
     top = max(r[0] for r in results)
     # Within the tolerance, take the largest content weight: a blend that lets content speak
     # is what lets new (cold, on-device added) items and the free-text query compete with

@@ -41,9 +41,17 @@ def _truth(split: Split, which: str):
     return users, per_user, seen, cand
 
 
+def sample_users(users: np.ndarray, max_users: int, seed: int = 0) -> np.ndarray:
+    """``users`` (sorted), or a fixed random sample of ``max_users`` of them (0 = all)."""
+    if 0 < max_users < len(users):
+        return np.sort(np.random.default_rng([seed, 1]).choice(users, max_users, replace=False))
+    return users
+
+
 def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), batch: int = 256,
              item_features: np.ndarray | None = None, n_neg: int = 100, seed: int = 0,
-             progress: Callable[[int], None] | None = None, per_user_out: dict | None = None) -> dict:
+             progress: Callable[[int], None] | None = None, per_user_out: dict | None = None,
+             max_users: int = 0) -> dict:
     """Full-ranking metrics over the users that have held-out positives in ``which`` (tied scores get
     the exact expectation over random tie orders: constant scores earn the random level).
 
@@ -52,8 +60,11 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
     intra-list diversity@10 (over ``item_features``, e.g. :func:`category_features`).
     With ``per_user_out`` (a dict), also fills it with ``users`` and each metric's per-user values,
     in the same user order (for paired comparisons, e.g. ``genre ab``).
+    ``max_users`` > 0: a fixed random sample of that many users (the same for every call with the
+    same split and ``seed``: epochs and grid points stay comparable), for large data sets.
     """
     users, per_user, seen, cand = _truth(split, which)
+    users = sample_users(users, max_users, seed)
     if len(users) == 0 or len(cand) == 0:
         return {"users": 0}
     rng = np.random.default_rng(seed)

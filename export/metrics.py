@@ -140,8 +140,19 @@ def top_k(scores: np.ndarray, k: int, tie: np.ndarray | None = None) -> np.ndarr
     tie = tie_order(n) if tie is None else tie
     inv = np.argsort(tie)  # columns in tie order, so a stable sort breaks ties by the tie key
     s = scores[:, inv]
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return inv[order]
+    if k <= 0:
+        return np.zeros((len(s), 0), np.int64)
+    if n <= 4 * k:
+        return inv[np.argsort(-s, axis=1, kind="stable")[:, :k]]
+    # Only the columns at or above each row's k-th best score can be in its top k (ties at the k-th
+    # score included): sorting those alone, stably, gives the full sort's first k (a full argsort
+    # per row was most of an evaluation at 100k items).
+    kth = -np.partition(-s, k - 1, axis=1)[:, k - 1]
+    out = np.empty((len(s), k), np.int64)
+    for r in range(len(s)):
+        c = np.flatnonzero(s[r] >= kth[r])
+        out[r] = c[np.argsort(-s[r, c], kind="stable")[:k]]
+    return inv[out]
 
 
 # ----------------------------------------------------------------- MIND impression metrics

@@ -105,7 +105,8 @@ class TrainConfig:
     seed: int = 0
     patience: int = cfg.bounded(2, 0, 1000, "epochs without validation nDCG@10 gain before stopping")
     threads: int = cfg.bounded(0, 0, 256, "torch threads; 0 = all cores")
-    max_eval_users: int = cfg.bounded(0, 0, None, "0 = all")
+    max_eval_users: int = cfg.bounded(0, 0, None, "evaluation during training (epochs, calibration, WiSE-FT, "
+                                      "the report) on a fixed random sample of this many users; 0 = all")
     calibrate_blend: bool = True  # fit the head's content/CF/popularity blend on validation nDCG@10
     blend_tolerance: float = cfg.bounded(0.001, 0.0, 0.1, "calibration keeps the largest content weight whose "
                                          "validation nDCG@10 is within this of the best")

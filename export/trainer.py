@@ -168,7 +168,7 @@ class Trainer:
         self.rec.eval()
         emb = self.all_embeddings() if emb is None else emb
         return evaluate(self.scorer(emb, self.prep.split.histories(which)), self.prep.split, which,
-                        item_features=self.feats)
+                        item_features=self.feats, max_users=self.conf.train.max_eval_users)
 
     def _tower_trainable(self) -> dict:
         return {n: p for n, p in self.tower.named_parameters() if p.requires_grad}
@@ -192,7 +192,8 @@ class Trainer:
         """Warm validation nDCG@10 (blend re-fitted) and cold-validation nDCG@10 with the current tower."""
         emb = self.all_embeddings()
         warm = grid_blend(self, emb, fine=False)[0]
-        cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid", n_neg=1).get("ndcg@10", 0.0)
+        cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid", n_neg=1,
+                        max_users=self.conf.train.max_eval_users).get("ndcg@10", 0.0)
         return {"valid_ndcg@10": warm, "cold_valid_ndcg@10": cold}
 
     # --------------------------------------------------------------- checkpoints
@@ -340,7 +341,7 @@ class Trainer:
         transferred model's metrics before any training."""
         sp, conf = self.prep.split, self.conf
         out = {"zero_shot": {w: evaluate(zero_shot_scores(emb0, sp.histories(w), conf.user_model.max_history),
-                                         sp, w, item_features=self.feats)
+                                         sp, w, item_features=self.feats, max_users=conf.train.max_eval_users)
                              for w in ("valid", "test", "cold", "cold_valid")}}
         log.info("%s zero-shot valid ndcg@10 %.4f", conf.name, out["zero_shot"]["valid"].get("ndcg@10", 0))
         if conf.train.init_from:

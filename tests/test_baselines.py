@@ -72,3 +72,28 @@ def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_ba
     assert (cal["recency_half_life"], cal["recency_floor"]) == (best["half_life"], pytest.approx(best["floor"]))
     cf = json.loads((tiny_bundle / "bundle" / "manifest.json").read_text())["catalog"]["cf"]
     assert cf["recency_half_life"] == best["half_life"] and cf["recency_floor"] == pytest.approx(best["floor"])
+
+
+def test_max_eval_users_scores_a_fixed_sample_of_users(toy_data):
+    """train.max_eval_users: evaluation on a fixed random sample (large data sets); the same sample on
+    every call, and the full set when it asks for more users than there are."""
+    from genre_edge_export.evaluate import evaluate, sample_users
+
+    split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
+    seen = []
+
+    def score(users):
+        seen.append(np.asarray(users).copy())
+        return np.random.default_rng(len(seen)).random((len(users), split.n_items))
+
+    full = evaluate(score, split, "valid")
+    n = full["users"]
+    assert n > 6
+    part = evaluate(score, split, "valid", max_users=5)
+    assert part["users"] == 5 and len(np.concatenate(seen[-1:])) == 5
+    first = seen[-1]
+    evaluate(score, split, "valid", max_users=5)
+    assert np.array_equal(seen[-1], first)  # the same users every time
+    assert evaluate(score, split, "valid", max_users=n + 10)["users"] == n
+    users = np.arange(100)
+    assert np.array_equal(sample_users(users, 0), users) and len(set(sample_users(users, 7).tolist())) == 7

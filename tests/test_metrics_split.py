@@ -171,3 +171,18 @@ def test_rank_counts_match_comparing_every_truth_item_with_the_row():
         for j in range(L):
             assert np.array_equal(higher[:, j], (scores > t[:, j: j + 1]).sum(1))
             assert np.array_equal(tied[:, j], (scores == t[:, j: j + 1]).sum(1))
+
+
+@pytest.mark.parametrize("n,k", [(5000, 10), (50, 10), (300, 20), (1000, 1)])
+def test_top_k_equals_the_full_stable_sort_in_tie_order(n, k):
+    """top_k sorts only the columns that can reach the top k; the answer is the full sort's, ties and
+    -inf (non-candidates) included."""
+    rng = np.random.default_rng(n + k)
+    s = rng.integers(0, 40, (64, n)).astype(np.float64)  # many ties
+    s[rng.random(s.shape) < 0.3] = -np.inf
+    s[:3, :] = -np.inf  # rows with no candidate at all
+    s[3, : n - 2] = -np.inf  # fewer candidates than k
+    tie = M.tie_order(n)
+    inv = np.argsort(tie)
+    ref = inv[np.argsort(-s[:, inv], axis=1, kind="stable")[:, :k]]
+    assert np.array_equal(M.top_k(s, k), ref)
