@@ -108,10 +108,12 @@ def main(argv=None) -> int:
     L = [f"# Training on a large log: {a.events:,} events, {a.users:,} users, {a.items:,} items (one machine)", "",
          machine_markdown(res["machine"]), "", f"Command: `{res['command']}`", "",
          "`genre train` in a child process, the content model (frozen encoder + adapter, attention user model, dot "
-         f"head, no CF), one epoch over every training positive, batch {a.batch}, 128 shared negatives, validation "
-         f"nDCG@10 on {a.eval_users:,} users.", "",
+         "head, no CF), " + ("one epoch over every training positive" if not a.steps else
+                             f"the first {a.steps} steps of an epoch (its time extrapolated from theirs)")
+         + f", batch {a.batch}, 128 shared negatives, validation nDCG@10 on {a.eval_users:,} users (synthetic "
+         "events carry no signal: the metric only shows the pipeline ran).", "",
          "| step | value |", "|---|---|",
-         f"| wall time of `genre train` (load, split, item encoding, 1 epoch, validation, save) | {wall / 60:.1f} min |",
+         f"| wall time of `genre train` (load, split, item encoding, the steps, validation, save) | {wall / 60:.1f} min |",
          f"| of which training (report) | {(rep.get('train_seconds') or float('nan')) / 60:.1f} min |",
          f"| peak RSS | {peak:,.0f} MiB |",
          f"| training positives | {positives:,} |",

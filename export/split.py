@@ -54,6 +54,9 @@ class Split:
     cold_valid: Interactions  # events on cold-validation items
     # items taken out of every candidate set and truth list (robustness checks: without_top_items)
     excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    # seen() per include_valid: every evaluation reads it, and at a million users it takes seconds to build
+    # (init=False: a replace()d copy starts with its own, empty memo)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def user_items(self, inter: Interactions, positives_only=True) -> list[np.ndarray]:
         """Per-user item arrays (time order) of ``inter``."""
@@ -83,10 +86,14 @@ class Split:
         return [np.concatenate([a, b]) for a, b in zip(tr, va)]
 
     def seen(self, include_valid: bool) -> list[np.ndarray]:
-        parts = [self.user_items(self.train, positives_only=False)]
-        if include_valid:
-            parts.append(self.user_items(self.valid, positives_only=False))
-        return [np.unique(np.concatenate(p)) for p in zip(*parts)]
+        """Per user, the sorted items of every training (+ validation) event, labels ignored (computed once)."""
+        key = ("seen", bool(include_valid))
+        if key not in self._memo:
+            parts = [self.user_items(self.train, positives_only=False)]
+            if include_valid:
+                parts.append(self.user_items(self.valid, positives_only=False))
+            self._memo[key] = [np.unique(np.concatenate(p)) for p in zip(*parts)]
+        return self._memo[key]
 
     @property
     def warm_items(self) -> np.ndarray:
