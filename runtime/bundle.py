@@ -395,19 +395,34 @@ class Bundle:
             raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {dim}")
         return Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
 
-    def load_cf(self, n_items: int):
-        """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it)."""
+    def load_cf(self, n_items: int, lean: bool = False):
+        """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it).
+
+        ``lean``: the neighbour tables stay memory-mapped as stored (int16/int32 ids, float16 weights; a
+        request gathers its history's rows only), for large catalogs: 200 neighbours of 1M items are 1.6 GB
+        widened to int32/float32 in memory. Scores are the same (float16 -> float32 is exact either way)."""
         cfm = self.manifest.catalog.cf
         recency = {"half_life": 0.0 if cfm.recency_half_life is None else cfm.recency_half_life,
                    "floor": 1.0 if cfm.recency_floor is None else cfm.recency_floor}
         if cfm.kind in ("cooccurrence", "ease"):
-            idx = self.load_npy(cfm.idx, None, 2)
+            idx = self.load_npy(cfm.idx, None, 2, mmap=lean)
             if idx.dtype not in (np.int16, np.int32):
                 raise BundleError(f"{cfm.idx}: dtype {idx.dtype}, expected int16 or int32")
-            # int16 on disk halves the table for catalogs under 32768 items; int32 in memory for fast gathers
-            idx, w = idx.astype(np.int32), _finite(self.load_npy(cfm.w, None, 2).astype(np.float32), cfm.w)
-            if idx.shape != w.shape or idx.shape[0] != n_items or (idx.size and (idx.min() < 0 or idx.max() >= n_items)):
+            w = self.load_npy(cfm.w, None, 2, mmap=lean)
+            if idx.shape != w.shape or idx.shape[0] != n_items:
                 raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
+            for a in range(0, len(idx), 65536):  # checked in blocks: a mapped table is never copied whole
+                b = idx[a: a + 65536]
+                if b.size and (b.min() < 0 or b.max() >= n_items):
+                    raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
+                _finite(np.asarray(w[a: a + 65536]), cfm.w)
+            if not lean:  # int16 on disk halves the table for catalogs under 32768 items; int32 in memory gathers faster
+                idx, w = idx.astype(np.int32), w.astype(np.float32)
+            else:  # the checks read every page: let them go until requests gather them
+                from .catalog_rows import release_pages
+
+                release_pages(idx)
+                release_pages(w)
             return CFScorer(cfm.kind, idx=idx, w=w, **recency)
         if cfm.kind == "mf":
             P, Q = _finite(self.load_npy(cfm.P, np.float32, 2), cfm.P), _finite(self.load_npy(cfm.Q, np.float32, 2), cfm.Q)

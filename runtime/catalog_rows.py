@@ -11,6 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def release_pages(arr: np.ndarray) -> None:
+    """Let the OS drop the pages of a read-only memory-mapped array (``np.load(..., mmap_mode="r")``) that a
+    full pass (an index build, a load's checks) just read: they stop counting in this process's RSS and come
+    back from the file when a request gathers them. A no-op for arrays in memory."""
+    import mmap
+
+    m = getattr(arr, "_mmap", None)
+    if m is None and isinstance(getattr(arr, "base", None), mmap.mmap):
+        m = arr.base
+    if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
 class Int8Rows:
     """A read-mostly [N, D] float32 matrix stored as ``q`` (int8 [N0, D], e.g. a read-only memmap) x
     ``scale`` [N0] for the first N0 rows, plus float32 rows appended or overwritten later.
@@ -44,14 +60,7 @@ class Int8Rows:
     def release_pages(self) -> None:
         """Let the OS drop the memory-mapped rows' pages (after the index build read them all); they
         come back from the file when a request gathers them. A no-op for rows in memory."""
-        import mmap
-
-        m = getattr(self.q, "_mmap", None)
-        if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                m.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):
-                pass
+        release_pages(self.q)
 
     @property
     def overwritten(self) -> list[int]:

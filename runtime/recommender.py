@@ -119,8 +119,9 @@ class Recommender:
             head_sess = make_session(b.path(head_file), prof, b.sha256(head_file), model="head")
         # large catalogs scored by the int8 index keep only the int8 rows (memory-mapped), not float32
         n_items = m.catalog.n_items or 0
-        catalog = b.load_catalog(lean=uses_index(prof.catalog_scoring, n_items) or prof.catalog_scoring == "ann")
-        cf = b.load_cf(len(catalog.ids))
+        lean = uses_index(prof.catalog_scoring, n_items) or prof.catalog_scoring == "ann"
+        catalog = b.load_catalog(lean=lean)
+        cf = b.load_cf(len(catalog.ids), lean=lean)
         rec = cls(b, prof, chosen, catalog, encoder, UserModel(um_sess, m.scoring.max_history), cf, head_sess)
         rec.memory = need
         state = Path(state_dir) if state_dir else Path(str(Path(bundle).resolve()) + ".state")
@@ -466,9 +467,11 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     per_row = (m.dim + 4) if index and m.catalog.embedding_scales else m.dim * (4 + (1 if index else 0))
     if ann:  # the approximate index instead of the int8 one: the same 8-bit codes, plus an 8-byte id per row
         per_row += 8
+    # CF tables: widened to int32/float32 in memory (~2x the files), or memory-mapped as stored where the
+    # catalog loads lean (pages a request gathers: counted as a tenth)
     out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
            "catalog": (n * per_row + f.get(m.catalog.items, 0) * 3) * mib,
-           "cf": 2 * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
+           "cf": (0.1 if index else 2) * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
     out["total_mib"] = sum(out.values())
     return out
 

@@ -216,6 +216,12 @@ def test_lean_catalog_serves_like_the_float32_one(tiny_bundle, tmp_path):
     lean = Recommender.load(tiny_bundle / "bundle", lean_prof, state_dir=tmp_path / "b")
     assert isinstance(lean.catalog.emb, Int8Rows) and not isinstance(fp.catalog.emb, Int8Rows)
     assert lean.catalog_scorer.index is not None and lean.memory["catalog"] < fp.memory["catalog"] * 2
+    # the CF tables stay memory-mapped as stored (not widened), with the same scores
+    assert isinstance(lean.cf.idx, np.memmap) and lean.cf.w.dtype == np.float16 and fp.cf.w.dtype == np.float32
+    h = np.arange(0, 40, 3)
+    assert np.array_equal(lean.cf.scores(h, len(fp.catalog.ids)), fp.cf.scores(h, len(fp.catalog.ids)))
+    assert np.array_equal(lean.cf.contribution_matrix(h, np.arange(20)), fp.cf.contribution_matrix(h, np.arange(20)))
+    assert lean.memory["cf"] < fp.memory["cf"]
     ids = fp.catalog.ids
     for i in range(0, 30, 6):
         a = fp.recommend(ids[i: i + 6], k=5, explain=True, mmr_lambda=0.5)
