@@ -60,13 +60,14 @@ def n_lists(n: int) -> int:
 class AnnIndex:
     """IVF over the first ``n`` catalog rows; :meth:`search` gives candidate rows for a user vector."""
 
-    def __init__(self, rows, nprobe: int = 32, threads: int = 1, cache_key: str | None = None, seed: int = 0):
+    def __init__(self, rows, nprobe: int = 64, threads: int = 1, cache_key: str | None = None, seed: int = 0,
+                 n: int | None = None):
         """``rows``: a float32 [N, D] matrix or :class:`~genre_edge.catalog_rows.Int8Rows` (gathered in
-        blocks, never converted whole). ``cache_key``: what identifies the rows, to keep the index in the
-        cache folder."""
+        blocks, never converted whole); the index covers its first ``n`` (default all). ``cache_key``: what
+        identifies those rows, to keep the index in the cache folder."""
         faiss = faiss_module()
         self.faiss, self.threads = faiss, max(1, int(threads))
-        self.n, self.dim = len(rows), rows.shape[1]
+        self.n, self.dim = (len(rows) if n is None else int(n)), rows.shape[1]
         path = None
         if cache_key is not None:
             from .session import cache_dir

@@ -242,8 +242,11 @@ class CatalogScorer:
 
             emb = catalog.emb
             key = getattr(emb, "key", None)
-            self.ann = AnnIndex(emb, self.ann_nprobe, self.threads, cache_key=key)
-            catalog.changed_rows = set(getattr(emb, "overwritten", ())) if key is not None else set()
+            # over the bundle's stored rows (the cache key names them): rows added on the device since are
+            # candidates anyway, so a restart with other additions reopens the cached index
+            n_rows = emb.n0 if isinstance(emb, Int8Rows) else len(emb)
+            self.ann = AnnIndex(emb, self.ann_nprobe, self.threads, cache_key=key, n=n_rows)
+            catalog.changed_rows = set(getattr(emb, "overwritten", ())) if isinstance(emb, Int8Rows) else set()
             self.popular = top_rows(np.asarray(catalog.pop[: self.ann.n], np.float32), 256)
             if isinstance(emb, Int8Rows):
                 emb.release_pages()

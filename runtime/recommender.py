@@ -465,13 +465,15 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     # float32 rows (+ the int8 index), or with the index and an int8 catalog file only the index: the
     # int8 rows stay memory-mapped (pages a request gathers) and the scales take 4 bytes a row
     per_row = (m.dim + 4) if index and m.catalog.embedding_scales else m.dim * (4 + (1 if index else 0))
-    if ann:  # the approximate index instead of the int8 one: the same 8-bit codes, plus an 8-byte id per row
-        per_row += 8
-    # CF tables: widened to int32/float32 in memory (~2x the files), or memory-mapped as stored where the
-    # catalog loads lean (pages a request gathers: counted as a tenth)
+    if ann:  # the approximate index instead of the int8 one: 4-bit codes of dimension pairs + an 8-byte id per
+        # row (catalog_ann.py), beside the scales of memory-mapped int8 rows or the float32 rows
+        per_row = m.dim // 4 + 8 + (4 if m.catalog.embedding_scales else 4 * m.dim)
+    # CF neighbour tables: widened to int32/float32 in memory (~2x the files), or memory-mapped as stored where
+    # the catalog loads lean (pages a request gathers: counted as a tenth); factor tables load as they are
+    mapped = index and m.catalog.cf.kind in ("cooccurrence", "ease")
     out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
            "catalog": (n * per_row + f.get(m.catalog.items, 0) * 3) * mib,
-           "cf": (0.1 if index else 2) * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
+           "cf": (0.1 if mapped else 2) * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}
     out["total_mib"] = sum(out.values())
     return out
 

@@ -127,6 +127,14 @@ def test_ann_profile_answers_as_the_exact_one_when_candidates_cover_the_catalog(
         r.add_items([new])
     hist = ids[:4]
     assert [x.id for x in exact.recommend(hist, k=n).items] == [x.id for x in ann.recommend(hist, k=n).items]
+    # a restart applies the device's additions, reopens the index over the bundle's rows from the cache
+    # (not rebuilt for them), and serves the added item as before
+    (cached,) = list((tmp_path / "cache" / "ann-index").glob("*.faiss"))
+    mtime = cached.stat().st_mtime_ns
+    again = Recommender.load(tiny_bundle / "bundle", ann.profile, state_dir=tmp_path / "b")
+    assert again.catalog.index.get("ann-new") is not None and again.catalog_scorer.ann.n == n
+    assert cached.stat().st_mtime_ns == mtime
+    assert [x.id for x in again.recommend(hist, k=n).items] == [x.id for x in ann.recommend(hist, k=n).items]
     # few candidates: still k valid, unseen, filtered items
     few = Recommender.load(tiny_bundle / "bundle", dataclasses.replace(src, catalog_scoring="ann", ann_candidates=10,
                                                                         ann_nprobe=2), state_dir=tmp_path / "c")
