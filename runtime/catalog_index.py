@@ -247,7 +247,7 @@ class CatalogScorer:
             n_rows = emb.n0 if isinstance(emb, Int8Rows) else len(emb)
             self.ann = AnnIndex(emb, self.ann_nprobe, self.threads, cache_key=key, n=n_rows)
             catalog.changed_rows = set(getattr(emb, "overwritten", ())) if isinstance(emb, Int8Rows) else set()
-            self.popular = top_rows(np.asarray(catalog.pop[: self.ann.n], np.float32), 256)
+            self.popular = top_n(catalog.pop[: self.ann.n], None, 256)
             if isinstance(emb, Int8Rows):
                 emb.release_pages()
             log.info("approximate catalog index over %d items (nprobe %d, %d candidates)", self.ann.n,
@@ -281,16 +281,14 @@ class CatalogScorer:
         return np.concatenate(parts)
 
     def scores(self, catalog, u: np.ndarray) -> np.ndarray:
-        if self.approximate:  # every row (offline use, e.g. score_all): exact, blocked
-            return catalog.emb @ u
         idx = self.index
-        if idx is None:
+        if idx is None:  # numpy float32 (blocked for int8 rows); also mode ann's offline scoring (score_all)
             return catalog.emb @ u
         n = len(catalog.emb)
         out = np.empty(n, np.float32)
         out[: idx.n] = idx.scores(u)
         if self.refine_top:  # the index's best rows, exactly (see the module docstring)
-            best = top_rows(out[: idx.n], self.refine_top)
+            best = top_n(out[: idx.n], None, self.refine_top)
             out[best] = catalog.emb[best] @ u
         if n > idx.n:  # items added on device after the index was built
             out[idx.n :] = catalog.emb[idx.n :] @ u
@@ -305,28 +303,16 @@ def uses_index(mode: str, n: int) -> bool:
     return mode == "int8" or (mode == "auto" and n >= AUTO_MIN_ITEMS)
 
 
-def top_rows(scores: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` largest ``scores``, unordered (blocked like :func:`top_n`, no mask)."""
-    n = min(n, len(scores))
-    if n <= 0:
-        return np.zeros(0, np.int64)
-    block = int(np.clip(len(scores) // (8 * n), 16, 1024))
-    nb = len(scores) // block
-    if nb > 4 * n:
-        bm = scores[: nb * block].reshape(nb, block).max(axis=1)
-        c = np.flatnonzero(scores >= np.partition(bm, nb - n)[nb - n])
-        return c[np.argpartition(-scores[c], n - 1)[:n]] if len(c) > n else c
-    return np.argpartition(-scores, n - 1)[:n] if len(scores) > n else np.arange(len(scores))
-
-
-def top_n(scores: np.ndarray, cand_mask: np.ndarray, n: int, block: int | None = None) -> np.ndarray:
-    """Indices of the ``n`` best-scoring rows where ``cand_mask`` is true, unordered.
+def top_n(scores: np.ndarray, cand_mask: np.ndarray | None, n: int, block: int | None = None) -> np.ndarray:
+    """Indices of the ``n`` best-scoring rows where ``cand_mask`` is true (None: every row), unordered.
 
     Blocked: the n-th best block maximum is a lower bound on the n-th best score, so only rows at or
     above it need a partial sort (0.3 ms instead of 10 ms for argpartition over 1M rows here).
     """
-    s = np.where(cand_mask, scores, -np.inf).astype(np.float32, copy=False)
-    n_cand = int(cand_mask.sum())
+    if cand_mask is None:
+        s, n_cand = np.asarray(scores).astype(np.float32, copy=False), len(scores)
+    else:
+        s, n_cand = np.where(cand_mask, scores, -np.inf).astype(np.float32, copy=False), int(cand_mask.sum())
     n = min(n, n_cand)
     if n <= 0:
         return np.zeros(0, np.int64)
@@ -339,5 +325,5 @@ def top_n(scores: np.ndarray, cand_mask: np.ndarray, n: int, block: int | None =
         if np.isfinite(thr):
             c = np.flatnonzero(s >= thr)
             return c[np.argpartition(-s[c], n - 1)[:n]] if len(c) > n else c
-    c = np.flatnonzero(cand_mask)
+    c = np.arange(len(s)) if cand_mask is None else np.flatnonzero(cand_mask)
     return c[np.argpartition(-s[c], n - 1)[:n]] if len(c) > n else c

@@ -14,7 +14,7 @@ import numpy as np
 
 from .bundle import Bundle, Preset, open_bundle
 from .catalog import Catalog, Filters, ItemInput, item_text
-from .catalog_index import CatalogScorer, saturates_u8s8, top_n, top_rows, uses_index
+from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -344,7 +344,7 @@ class Recommender:
         if preset.cf:
             sparse = self.cf.sparse(hist)
             r, v = sparse
-            parts.append(r if len(r) <= CF_CANDIDATES else r[top_rows(np.abs(v), CF_CANDIDATES)])
+            parts.append(r if len(r) <= CF_CANDIDATES else r[top_n(np.abs(v), None, CF_CANDIDATES)])
         rows = np.unique(np.concatenate(parts))
         content = cat.emb[rows] @ u
         cf = self.cf.scores_at(hist, rows, sparse) if preset.cf else np.zeros(len(rows), np.float32)

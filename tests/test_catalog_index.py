@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n, top_rows
+from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n
 
 
 def unit_rows(n, d=48, seed=0):
@@ -96,7 +96,7 @@ def test_refinement_makes_the_top_rows_exact_whatever_the_query_quantization(red
     for i in range(8):
         u = cat.emb[rng.choice(len(cat.emb), 50, replace=False)].mean(0)
         ref, got, loose = cat.emb @ u, refined.scores(cat, u), raw.scores(cat, u)
-        best = top_rows(loose, 256)
+        best = top_n(loose, None, 256)
         assert np.allclose(got[best], ref[best], atol=1e-5)  # the refined rows: float32 scores
         rest = np.setdiff1d(np.arange(len(ref)), best)
         assert np.array_equal(got[rest], loose[rest])  # the others: the int8 pass's
@@ -108,9 +108,9 @@ def test_refinement_makes_the_top_rows_exact_whatever_the_query_quantization(red
 
 
 @pytest.mark.parametrize("n,k", [(100000, 256), (5000, 256), (300, 256), (10, 256), (1000, 1), (50, 0)])
-def test_top_rows_equals_argpartition(n, k):
+def test_top_n_without_a_mask_equals_argpartition(n, k):
     s = np.random.default_rng(n).standard_normal(n).astype(np.float32)
-    got = top_rows(s, k)
+    got = top_n(s, None, k)
     assert len(got) == min(n, k) and len(set(got.tolist())) == len(got)
     assert set(got.tolist()) == set(np.argsort(-s)[: min(n, k)].tolist())
 
