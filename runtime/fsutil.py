@@ -48,6 +48,25 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
     _fsync_dir(path.parent)
 
 
+def atomic_write_with(path: str | Path, write) -> None:
+    """As :func:`atomic_write_bytes`, for writers that take a file path (``write(temp_path)``, e.g. a library's
+    own serializer): the file is written next to ``path`` under a temporary name, synced, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
 def _fsync_dir(folder: Path) -> None:
     # The rename is only durable once the directory entry is on disk.
     try:
