@@ -21,6 +21,7 @@ from .augment import AugmentConfig, augmented_texts
 from .curves import Curves
 from .distributed import DataParallel
 from .model_folder import ModelDir, save_student
+from .precision import PRECISIONS, autocast, check_precision
 from .prepare import Prepared
 from .requests import encoder_texts
 from .scoring import Scorer
@@ -52,6 +53,8 @@ class DistillConfig:
     mse_weight: float = cfg.bounded(1.0, 0.0, 100.0)
     seed: int = 0
     threads: int = cfg.bounded(0, 0, 256)
+    precision: str = cfg.choice("fp32", PRECISIONS, "the student's forward pass: fp32, or bf16 autocast "
+                                "(export/precision.py)")
     # extra views: augmented renderings of each item (field dropout, token noise, WordNet synonyms)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Free-text requests (export/requests.py, the "train" part: no template or mood phrase of the
@@ -119,6 +122,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     out_dir = dp.out_dir(Path(out_dir))
     progress = progress and dp.main
     torch.set_num_threads(dp.threads(conf.threads) if dp.world > 1 else conf.threads or os.cpu_count() or 1)
+    check_precision(conf.precision)
     torch.manual_seed(conf.seed)
     rng = np.random.default_rng(conf.seed)  # batch order and the users of the ranking loss: the same everywhere
     T = ModelDir(teacher_dir)
@@ -184,7 +188,9 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         for s0 in bar:
             (sel,) = dp.shard(order[s0 : s0 + bs])  # this process's share of the batch
             L = int(mask[sel].sum(1).max())
-            e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
+            with autocast(torch, conf.precision):
+                e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
+            e = e.float()  # the losses in float32
             t = target[sel]
             loss = (1 - (e * t).sum(-1)).mean() + conf.mse_weight * ((e - t) ** 2).sum(-1).mean()
             keep = item_of[sel] >= 0

@@ -22,6 +22,7 @@ from .curves import Curves, training_choices
 from .distributed import DataParallel
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
+from .precision import autocast, check_precision
 from .prepare import Prepared, encoder_path, first_seen
 from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
 from .scoring import Scorer, blend_profile, mean_by_owner, pad, zero_shot_scores
@@ -61,6 +62,7 @@ class Trainer:
         self.progress = progress and self.dp.main
         threads = self.dp.threads(conf.train.threads) if self.dp.world > 1 else conf.train.threads or os.cpu_count() or 1
         self.torch.set_num_threads(threads)
+        check_precision(conf.train.precision)
         self.torch.manual_seed(conf.train.seed)
         self.rng = np.random.default_rng(conf.train.seed)  # batch order and shared negatives: the same everywhere
         # draws per example (augmented texts, impression negatives) differ by process: their own stream
@@ -229,22 +231,27 @@ class Trainer:
         imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng_example) if M else (None, None)
         # candidates per example: [positive, K shared sampled negatives, M own impression negatives]
         cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([imp] if M else []), 1)
-        cand, inv = np.unique(cand_ids_np, return_inverse=True)
+        # unique over the B + K (+ B*M) distinct slots, not the B x (1 + K + M) grid: the same rows, ~10x less sorting
+        cand, inv_flat = np.unique(np.concatenate([targets, negs] + ([imp.ravel()] if M else [])), return_inverse=True)
+        inv = np.concatenate([inv_flat[:B, None], np.broadcast_to(inv_flat[B: B + K], (B, K))]
+                             + ([inv_flat[B + K:].reshape(B, M)] if M else []), 1)
         self.tower.train()
         self.rec.train()
-        e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
-        e_all = e[torch.as_tensor(inv.reshape(cand_ids_np.shape))]
-        hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
-        hids, hm = pad(hists, conf.user_model.max_history)
-        u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
-        if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
-            u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
-        cids, cm = pad(hists)
-        cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
-        cand_ids = torch.as_tensor(cand_ids_np)
-        cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
-        pop = self.rec.pop[cand_ids]
-        logits = self.rec.head(u, e_all, cf, pop)
+        with autocast(torch, conf.train.precision):  # fp32: nothing; bf16: the forward pass in bfloat16
+            e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
+            inv_t = torch.as_tensor(inv.reshape(cand_ids_np.shape))
+            hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
+            hids, hm = pad(hists, conf.user_model.max_history)
+            u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
+                u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
+            cids, cm = pad(hists)
+            cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
+            cand_ids = torch.as_tensor(cand_ids_np)
+            cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
+            pop = self.rec.pop[cand_ids]
+            logits = self.rec.head.score_rows(u, e, inv_t, cf, pop, shared=slice(1, K + 1))
+        logits = logits.float()  # masks, loss and gradients clipping in float32
         # accidental hits: a sampled negative the user liked in training is not a negative
         hit = torch.as_tensor(seen[users[:, None], negs[None, :]])
         logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(hit, -1e9)

@@ -287,3 +287,57 @@ def test_dense_cf_that_cannot_fit_is_refused_with_the_alternative(monkeypatch):
     monkeypatch.setattr(os, "sysconf", lambda k: 1024 if k == "SC_PHYS_PAGES" else real(k))  # a 4 MiB machine
     with pytest.raises(ConfigError, match="EASE over 1000 items .* use cf.kind"):
         baselines.ease_weights(np.zeros((5, 1000), np.float32), 100.0)
+
+
+@pytest.mark.parametrize("head", ["dot", "mlp"])
+@pytest.mark.parametrize("own_after", [0, 3])
+def test_scoring_candidate_rows_equals_the_gathered_forward_with_its_gradients(head, own_after):
+    """A training step scores [positive | K shared negatives | own impression negatives] from the unique
+    rows without gathering a [B, C, D] tensor: the same scores and the same gradients as the gathered form."""
+    import torch
+
+    from genre_edge_export.models import DotHead, MLPHead
+
+    torch.manual_seed(0)
+    B, K, D, U = 6, 5, 8, 20
+    h = (DotHead if head == "dot" else MLPHead)(D)
+    with torch.no_grad():
+        h.b.fill_(0.7)
+        h.c.fill_(-0.3)
+    inv = torch.cat([torch.randint(0, U, (B, 1)), torch.randint(0, U, (1, K)).expand(B, K),
+                     torch.randint(0, U, (B, own_after))], 1)
+    cf, pop = torch.randn(B, inv.shape[1]), torch.randn(B, inv.shape[1])
+    grads = []
+    for fast in (True, False):
+        u = torch.randn(B, D, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        rows = torch.randn(U, D, generator=torch.Generator().manual_seed(2), requires_grad=True)
+        s = h.score_rows(u, rows, inv, cf, pop, shared=slice(1, K + 1)) if fast else h(u, rows[inv], cf, pop)
+        (s * torch.linspace(-1, 1, s.numel()).reshape(s.shape)).sum().backward()
+        grads.append((s.detach(), u.grad, rows.grad, h.log_a.grad.clone()))
+        h.zero_grad()
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_training_and_distillation_follow_fp32(tmp_path, toy_data, enc):
+    """train.precision = "bf16" (and distillation's) runs the forward pass in bfloat16: losses near the
+    fp32 run's but not bit-identical (the autocast really ran), and a bad value is refused by name."""
+    from genre_edge import config as cfgmod
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.distill import DistillConfig, distill
+    from genre_edge_export.train import train
+
+    loss = {}
+    for p in ("fp32", "bf16"):
+        rep = train(tiny_config(toy_data, enc, train={"precision": p, "interpolate": False}), tmp_path / p,
+                    progress=False)
+        loss[p] = rep["history"][0]["train_loss"]
+    assert loss["bf16"] != loss["fp32"] and abs(loss["bf16"] - loss["fp32"]) < 0.05 * loss["fp32"], loss
+    d = {}
+    for p in ("fp32", "bf16"):
+        d[p] = distill(tmp_path / "fp32", DistillConfig(layers=(0, 1), epochs=1, threads=1, precision=p),
+                       tmp_path / f"s-{p}", progress=False)
+    a, b = d["fp32"]["history"][-1]["loss"], d["bf16"]["history"][-1]["loss"]
+    assert a != b and abs(a - b) < 0.1 * max(a, 1e-3), (a, b)
+    with pytest.raises(ConfigError, match="precision.*fp32.*bf16"):
+        cfgmod.from_dict(type(tiny_config(toy_data, enc)), {"train": {"precision": "fp16"}}, "test:")
