@@ -260,17 +260,23 @@ class Catalog:
                 rows = rows[np.argsort(-self.pop[rows], kind="stable")]
                 return rows[offset:offset + limit].tolist(), len(rows)
             exact = self.index.get(text.strip())
-            starts, inner = [], []
-            for i, title in enumerate(self.titles):
-                if i == exact or not self.active[i]:
-                    continue
-                at = title.casefold().find(t)
-                if at == 0:
-                    starts.append(i)
-                elif at > 0:
-                    inner.append(i)
-            by_pop = [np.asarray(g, np.int64)[np.argsort(-self.pop[g], kind="stable")] if g else np.zeros(0, np.int64)
-                      for g in (starts, inner)]
+            if self.packed and "\x00" not in t:  # one pass over a casefolded buffer, not a step per title
+                groups = []
+                for g in self.titles.find(t):
+                    g = g[self.active[g]]
+                    groups.append(g[g != exact] if exact is not None else g)
+            else:
+                starts, inner = [], []
+                for i, title in enumerate(self.titles):
+                    if i == exact or not self.active[i]:
+                        continue
+                    at = title.casefold().find(t)
+                    if at == 0:
+                        starts.append(i)
+                    elif at > 0:
+                        inner.append(i)
+                groups = [np.asarray(g, np.int64) for g in (starts, inner)]
+            by_pop = [g[np.argsort(-self.pop[g], kind="stable")] for g in groups]
             head = [exact] if exact is not None and self.active[exact] else []
             rows = np.concatenate([np.asarray(head, np.int64), *by_pop])
             return rows[offset:offset + limit].tolist(), len(rows)

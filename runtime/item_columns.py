@@ -12,6 +12,7 @@ and iterate these columns as they would lists.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -33,6 +34,7 @@ class StrColumn:
         self._offs = memoryview(self._offsets)  # Python ints on indexing (a numpy scalar costs more per read)
         self._set: dict[int, str] = {}  # rows of the buffer set since (on-device updates)
         self._tail: list[str] = []  # rows appended since
+        self._fold = None  # (casefolded buffer, row starts in it): built by the first find()
 
     def __len__(self) -> int:
         return self._n + len(self._tail)
@@ -78,6 +80,39 @@ class StrColumn:
         return list(self) == list(other) if isinstance(other, (list, tuple, StrColumn)) else NotImplemented
 
     __hash__ = None
+
+    def find(self, folded: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows whose casefolded value starts with ``folded`` and rows that contain it later (sorted,
+        disjoint): what ``str.casefold().find`` per row gives, without a Python step per row. The first
+        call casefolds the buffer once into a second one (rows joined by NUL, which a pattern without NUL
+        cannot span); UTF-8 is self-synchronising, so a byte match is a character match."""
+        if self._fold is None:
+            parts = [self._blob[a:b].decode("utf-8", "surrogatepass").casefold().encode("utf-8", "surrogatepass")
+                     for a, b in zip(self._offs[:-1].tolist(), self._offs[1:].tolist())]
+            starts = np.zeros(self._n + 1, np.int64)
+            np.cumsum(np.fromiter((len(x) + 1 for x in parts), np.int64, self._n), out=starts[1:])
+            self._fold = (b"\x00".join(parts) + b"\x00", starts)
+        blob, starts = self._fold
+        pat = folded.encode("utf-8", "surrogatepass")
+        if b"\x00" in pat:
+            raise ValueError("find: the text may not hold NUL (the row separator)")
+        if not pat:  # the empty text: every row, at 0
+            hits = starts[:-1]
+        else:
+            hits = np.fromiter((m.start() for m in re.finditer(re.escape(pat), blob)), np.int64)
+        rows = np.searchsorted(starts, hits, side="right") - 1
+        first = np.ones(len(rows), bool)
+        first[1:] = rows[1:] != rows[:-1]  # the leftmost match of each row decides, as str.find does
+        rows, at0 = rows[first], hits[first] == starts[rows[first]]
+        if self._set:  # rows set since: their buffer value no longer holds
+            keep = ~np.isin(rows, np.fromiter(self._set, np.int64, len(self._set)))
+            rows, at0 = rows[keep], at0[keep]
+        extra_s, extra_i = [], []
+        for i, v in [*self._set.items(), *((self._n + j, v) for j, v in enumerate(self._tail))]:
+            at = v.casefold().find(folded)
+            (extra_s if at == 0 else extra_i if at > 0 else []).append(i)
+        s = np.union1d(rows[at0], np.asarray(extra_s, np.int64))
+        return s.astype(np.int64), np.union1d(rows[~at0], np.asarray(extra_i, np.int64)).astype(np.int64)
 
     def nbytes(self) -> int:
         """Bytes of the packed buffer and offsets (the overlays are small Python objects)."""

@@ -29,6 +29,30 @@ def test_str_column_reads_as_the_list_it_packs(values, sets, appends):
         col[len(ref)]
 
 
+@given(st.lists(st.text(alphabet="abAB ßSsİi\u0307é", max_size=8), max_size=25),
+       st.lists(st.tuples(st.integers(0, 30), st.text(alphabet="abAB ßs", max_size=6)), max_size=6),
+       st.lists(st.text(alphabet="abAB ßs", max_size=6), max_size=4), st.text(alphabet="abAB ßSsi", max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_str_column_find_is_str_find_per_row(values, sets, appends, text):
+    """The vectorised title search gives, per row, what casefold().find() gives: rows matching at the
+    start, rows matching later, none twice; rows set or appended since are searched as they are now."""
+    col, ref = StrColumn(values), list(values)
+    col.find("x")  # the casefolded buffer is built before the changes below: they must still be seen
+    for i, v in sets:
+        if i < len(ref):
+            col[i], ref[i] = v, v
+    for v in appends:
+        col.append(v)
+        ref.append(v)
+    t = text.casefold()
+    starts, inner = col.find(t)
+    want = [r.casefold().find(t) for r in ref]
+    assert starts.tolist() == [i for i, a in enumerate(want) if a == 0]
+    assert inner.tolist() == [i for i, a in enumerate(want) if a > 0]
+    with pytest.raises(ValueError, match="NUL"):
+        col.find("a\x00")
+
+
 def test_tuple_column_shares_combinations_and_reads_back():
     cats = [("Drama",), ("Comedy", "Drama"), ("Drama",), (), ("Comedy", "Drama")]
     col = TupleColumn(cats)
