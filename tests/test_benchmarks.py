@@ -253,3 +253,32 @@ def test_gpu_bench_names_the_install_without_a_gpu_and_runs_on_the_cpu_fallback(
     assert res["gpu"]["placement"]["user"] == "CPUExecutionProvider"  # x86-cuda keeps the user model on the CPU
     assert res["parity"]["embedding_cos_min"] > 0.99 and res["gpu"]["bulk"]["texts_per_s"] > 0
     assert "No GPU provider" in next(tmp_path.glob("gpu-*.md")).read_text()
+
+
+def test_arm64_setup_takes_the_debian_archive_from_apt_or_refuses(tmp_path):
+    """benchmarks/arm64/setup.sh names no mirror host: DEBIAN_MIRROR, else this machine's apt sources
+    (deb822 first, then one-line lists, never the security archive), else a clear refusal."""
+    import os
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "arm64" / "setup.sh"
+    apt, osrel = tmp_path / "apt", tmp_path / "os-release"
+    (apt / "sources.list.d").mkdir(parents=True)
+    osrel.write_text('PRETTY_NAME="Debian GNU/Linux 12"\nID=debian\n')
+
+    def run(**env):
+        e = {k: v for k, v in os.environ.items() if k != "DEBIAN_MIRROR"}
+        e.update(GENRE_APT_DIR=str(apt), GENRE_OS_RELEASE=str(osrel), **env)
+        return subprocess.run(["bash", str(script), "--mirror"], env=e, capture_output=True, text=True)
+
+    p = run()
+    assert p.returncode == 2 and "DEBIAN_MIRROR" in p.stderr  # nothing configured: refused, with the way out
+    (apt / "sources.list").write_text("# comment\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.one/debian bookworm main\n")
+    assert run().stdout.strip() == "Debian archive: http://mirror.one/debian"
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.two/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.two/debian\nSuites: bookworm\n")
+    assert run().stdout.strip() == "Debian archive: http://mirror.two/debian"
+    assert run(DEBIAN_MIRROR="http://mine/debian").stdout.strip() == "Debian archive: http://mine/debian"
+    osrel.write_text("ID=ubuntu\n")  # an Ubuntu archive holds no Debian suites
+    p = run()
+    assert p.returncode == 2 and "DEBIAN_MIRROR" in p.stderr

@@ -6,10 +6,35 @@
 #     QEMU 7.2 crashes importing onnxruntime >= 1.28),
 #   - aarch64 wheels of the runtime's dependencies, same versions as the host venv.
 # Usage: benchmarks/arm64/setup.sh [DIR] [PYTHON]   (default DIR ~/.cache/genre-edge/arm64)
+#        benchmarks/arm64/setup.sh --mirror        (print the Debian archive it would use, then stop)
+# The Debian archive is DEBIAN_MIRROR, else the first non-security one in this machine's apt sources.
 set -euo pipefail
 DIR=${1:-${GENRE_ARM64_DIR:-$HOME/.cache/genre-edge/arm64}}
 PY=${2:-python3}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The Debian archive: DEBIAN_MIRROR, else the one this machine's own apt reads (no host written in here).
+mirror_from_apt() {
+  local f u
+  local apt=${GENRE_APT_DIR:-/etc/apt}  # (other paths: for the tests)
+  grep -qs '^ID=debian' "${GENRE_OS_RELEASE:-/etc/os-release}" || return 0  # another distribution's mirror holds no Debian suites
+  for f in "$apt"/sources.list.d/*.sources; do  # deb822 files first (Debian 12's default)
+    [ -f "$f" ] || continue
+    u=$(awk '/^URIs:/ {for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}' "$f")
+    [ -n "$u" ] && { echo "$u"; return 0; }
+  done
+  for f in "$apt"/sources.list "$apt"/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    u=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/ && $i !~ /security/) {print $i; exit}}' "$f")
+    [ -n "$u" ] && { echo "$u"; return 0; }
+  done
+}
+MIRROR=${DEBIAN_MIRROR:-$(mirror_from_apt)}
+if [ -z "$MIRROR" ]; then
+  echo "error: no Debian archive found in this machine's apt sources (/etc/apt); set DEBIAN_MIRROR, e.g." \
+       "DEBIAN_MIRROR=http://<your mirror>/debian $0" >&2
+  exit 2
+fi
+echo "Debian archive: $MIRROR"
+[ "${1:-}" = "--mirror" ] && exit 0  # only say which archive would be used
 mkdir -p "$DIR"
 if ! command -v mmdebstrap >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
