@@ -26,7 +26,7 @@ import numpy as np
 from .errors import BundleError, RequestError
 from .request import check_text
 from .catalog_rows import Int8Rows
-from .item_columns import IdIndex, StrColumn, TupleColumn
+from .item_columns import IdIndex, StrColumn, TupleColumn, push
 from .fsutil import atomic_write_bytes, atomic_write_json, loads_strict
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class Catalog:
         self._free: list[int] = []
         # rows whose embedding changed in place since the int8 scoring index was built
         self.changed_rows: set[int] = set()
+        self._room: dict[str, np.ndarray] = {}  # the buffers per-item arrays grow in (see _append)
         self._sig = None  # _state_signature of the updates files as last read or written here
         self._journal = {"base": None, "ops": 0, "torn": False}  # the journal as last read or written here
         self._snapshot_cache = None  # (signature, added, removed, generation) of the snapshot last parsed
@@ -297,14 +298,15 @@ class Catalog:
         self.ids.append(item.id)
         self.titles.append(item.title)
         self._set_categories(None, item.categories)
-        self.years = np.append(self.years, np.int32(item.year))
-        self.first_seen = np.append(self.first_seen, np.int64(item.timestamp))
+        room = self._room  # per-item arrays grow inside buffers with spare rows (item_columns.push)
+        self.years, room["years"] = push(self.years, room.get("years"), item.year)
+        self.first_seen, room["first_seen"] = push(self.first_seen, room.get("first_seen"), item.timestamp)
         if isinstance(self.emb, Int8Rows):
             self.emb.append(e)
         else:
-            self.emb = np.vstack([self.emb, e[None].astype(np.float32)])
-        self.pop = np.append(self.pop, np.float32(0.0))
-        self.active = np.append(self.active, True)
+            self.emb, room["emb"] = push(self.emb, room.get("emb"), e)
+        self.pop, room["pop"] = push(self.pop, room.get("pop"), 0.0)
+        self.active, room["active"] = push(self.active, room.get("active"), True)
         self.index[item.id] = i
 
     def _apply_add(self, item: ItemInput, e: np.ndarray):

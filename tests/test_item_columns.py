@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from genre_edge import item_columns
 from genre_edge.catalog import Catalog, Filters
-from genre_edge.item_columns import IdIndex, StrColumn, TupleColumn
+from genre_edge.item_columns import IdIndex, StrColumn, TupleColumn, push
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\ud800", "é", "😀", "\x00"]), max_size=12)
 
@@ -172,3 +172,19 @@ def test_a_packed_catalog_answers_every_request_as_the_list_catalog(tiny_bundle,
     packed = Recommender.load(tmp_path / "p" / "b", "x86-avx512-vnni", state_dir=tmp_path / "p" / "state")
     assert packed.catalog.packed
     same()
+
+
+def test_push_appends_like_np_append_without_touching_memory_it_does_not_own():
+    owner = np.arange(100, dtype=np.int64)
+    arr, room, ref = owner[:10], None, owner[:10].copy()
+    for v in range(200):
+        arr, room = push(arr, room, v)
+        ref = np.append(ref, v)
+        if v == 5:
+            arr[3] = -1  # an in-place edit through the view stays
+            ref[3] = -1
+    np.testing.assert_array_equal(arr, ref)
+    np.testing.assert_array_equal(owner, np.arange(100))  # the caller's array past the view is untouched
+    m, room = push(np.zeros((2, 3), np.float32), None, np.ones(3, np.float32))
+    m2, room2 = push(m, room, np.full(3, 2, np.float32))
+    assert room2 is room and m2.shape == (4, 3) and m2[3].tolist() == [2, 2, 2] and m2.flags.c_contiguous
