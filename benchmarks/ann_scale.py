@@ -46,6 +46,7 @@ def child(args: dict) -> dict:
                                ann_candidates=args["candidates"])
     rec = Recommender.load(args["bundle"], prof, state_dir=Path(tmp.name) / "state")
     rss0 = _rss()
+    n_real = rec.catalog.n_bundle  # the bundle's own items (after growing, every row counts as the bundle's)
     t = time.perf_counter()
     grow_lean(rec, n, Path(tmp.name))
     grow_s = time.perf_counter() - t
@@ -65,7 +66,7 @@ def child(args: dict) -> dict:
     cat, sc = rec.catalog, rec.catalog_scorer
     out["n_lists"] = sc.ann.n_lists
     rng = np.random.default_rng(2)
-    real = cat.ids[: cat.n_bundle]
+    real = cat.ids[:n_real]  # histories of real items (they have CF neighbours); not a list of all N ids
     hists = [list(rng.choice(real, size=min(50, len(real)), replace=False)) for _ in range(queries)]
     us = [rec.user_model(cat.emb[np.array([cat.index[h] for h in hh])])[0] for hh in hists]
     rows = {}
