@@ -239,7 +239,7 @@ class Trainer:
         self.rec.train()
         with autocast(torch, conf.train.precision):  # fp32: nothing; bf16: the forward pass in bfloat16
             e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
-            inv_t = torch.as_tensor(inv.reshape(cand_ids_np.shape))
+            inv_t = torch.as_tensor(inv)  # [B, 1 + K (+ M)] rows of e
             hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
             hids, hm = pad(hists, conf.user_model.max_history)
             u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
