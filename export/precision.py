@@ -26,13 +26,13 @@ def autocast(torch, precision: str, device_type: str = "cpu"):
 
 
 def check_precision(precision: str) -> None:
-    """Warn where bf16 would be emulated (slower than fp32) on this CPU."""
+    """Warn where bf16 would be emulated (slower than fp32): an x86 CPU without AVX-512 BF16 or AMX, as the
+    runtime's machine detection sees it (the flags this process can use)."""
     if precision != "bf16":
         return
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags and "flags" in flags and "aarch64" not in flags:
+    from genre_edge.profile import machine_info
+
+    m = machine_info()
+    if m.arch == "x86_64" and m.cpu_flags and not m.cpu_flags & {"avx512_bf16", "amx_bf16"}:
         log.warning("precision bf16: this CPU has neither AVX-512 BF16 nor AMX; bfloat16 products are emulated "
                     "and usually slower than fp32 here")

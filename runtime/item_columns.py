@@ -128,10 +128,6 @@ class StrColumn:
         s = np.union1d(rows[at0], np.asarray(extra_s, np.int64))
         return s.astype(np.int64), np.union1d(rows[~at0], np.asarray(extra_i, np.int64)).astype(np.int64)
 
-    def nbytes(self) -> int:
-        """Bytes of the packed buffer and offsets (the overlays are small Python objects)."""
-        return len(self._blob) + self._offsets.nbytes
-
 
 class TupleColumn:
     """A list-like column of tuples of strings (an item's categories), stored as one int32 code per
@@ -278,9 +274,6 @@ class IdIndex:
             if r not in self._dead:
                 yield self._ids[r]
         yield from list(self._extra)
-
-    def keys(self) -> Iterator[str]:
-        return iter(self)
 
     def items(self) -> Iterator[tuple[str, int]]:
         for k in self:
