@@ -88,7 +88,8 @@ def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=N
         tower = ItemTower(load_hf_encoder(enc_path), conf.encoder.pooling, conf.encoder.trainable_layers,
                           conf.encoder.adapter)
     d = tower.dim
-    um = resolve(USER_MODELS, conf.user_model.kind)(d, heads=conf.user_model.heads, hidden=conf.user_model.hidden)
+    um = resolve(USER_MODELS, conf.user_model.kind)(d, heads=conf.user_model.heads, hidden=conf.user_model.hidden,
+                                                      max_history=conf.user_model.max_history)
     head = resolve(HEADS, conf.head.kind)(d, hidden=conf.head.hidden)
     cf = CFPart(conf.cf.kind, n_items, cf_table, conf.cf.mf_dim, conf.cf.recency_floor)
     return tower, Recommender(d, um, head, cf, pop)

@@ -160,6 +160,51 @@ class NRMSUser(nn.Module):
         return self.att(h2, mask)
 
 
+class SASRecUser(nn.Module):
+    """Sequential user model (SASRec-style): a recency-position embedding added to each history item, one
+    pre-norm self-attention + feed-forward block, and the most recent item's output as the user vector.
+
+    Why: the held-out events of a temporal split are each user's *next* ones; the order of a history and
+    what was watched last say more about them than a bag of items does. Trained with
+    ``train.example_history = "before"`` (next-item examples). The explanation weights are the last item's
+    attention over the history (mean over heads). Output and feed-forward projections start at zero, so an
+    untrained model returns the last item's embedding (plus its position vector).
+    """
+
+    def __init__(self, dim: int, heads: int = 4, hidden: int = 128, max_history: int = 50, **_):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"user_model.heads ({heads}) must divide the embedding size ({dim})")
+        self.heads, self.max_history = heads, max_history
+        self.pos = nn.Embedding(max_history, dim)
+        nn.init.normal_(self.pos.weight, std=0.01)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        for lin in (self.out, self.ff[2]):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, h, mask):
+        B, H, D = h.shape
+        m = _safe(mask)
+        n = m.sum(1, keepdim=True)  # history length (>= 1 after _safe)
+        slot = torch.arange(H, device=h.device, dtype=m.dtype)[None, :]
+        from_end = (n - 1 - slot).clamp(0, self.max_history - 1).long()
+        x = h + self.pos(from_end) * (m > 0).unsqueeze(-1).to(h.dtype)
+        q, k, v = self.qkv(self.ln1(x)).view(B, H, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        logits = (q @ k.transpose(-1, -2)) / math.sqrt(D // self.heads)
+        logits = logits.masked_fill(m[:, None, None, :] <= 0, NEG)
+        att = torch.softmax(logits, -1)
+        x = x + self.out((att @ v).transpose(1, 2).reshape(B, H, D))
+        x = x + self.ff(self.ln2(x))
+        last = (slot == (n - 1)).to(h.dtype)  # one-hot of the most recent slot: a gather ONNX exports plainly
+        u = (last.unsqueeze(-1) * x).sum(1)
+        w = (last[:, None, :, None] * att).sum(2).mean(1) * (mask > 0).to(h.dtype)
+        return u * (mask.sum(1, keepdim=True) > 0).to(h.dtype), w
+
+
 # ------------------------------------------------------------------------- heads
 class DotHead(nn.Module):
     """score = a * <u, e> + b * cf + c * pop + d: the content/CF blend is learned here."""

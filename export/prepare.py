@@ -58,6 +58,7 @@ class Prepared:
         self.data = dataset
         self.split = make_split(dataset, conf.split)
         self.hist = self.split.train_histories()
+        self.hist_time = self.split.train_history_times()
         n = dataset.n_items
         pos = np.flatnonzero(self.split.train.label == 1)
         cap = conf.train.max_train_positives

@@ -9,6 +9,7 @@ USER_MODELS = {
     "mean": "genre_edge_export.models:MeanUser",
     "attention": "genre_edge_export.models:AttentionUser",
     "nrms": "genre_edge_export.models:NRMSUser",
+    "sasrec": "genre_edge_export.models:SASRecUser",
 }
 HEADS = {
     "dot": "genre_edge_export.models:DotHead",

@@ -70,6 +70,14 @@ class Split:
     def train_histories(self) -> list[np.ndarray]:
         return self.user_items(self.train, positives_only=True)
 
+    def train_history_times(self) -> list[np.ndarray]:
+        """The event times of :meth:`train_histories`, aligned with it (same order, same lengths)."""
+        inter = self.train.take(self.train.label == 1)
+        order = np.lexsort((inter.time, inter.user))
+        u, t = inter.user[order], inter.time[order]
+        bounds = np.searchsorted(u, np.arange(self.n_users + 1))
+        return [t[bounds[k] : bounds[k + 1]] for k in range(self.n_users)]
+
     def histories(self, which: str) -> list[np.ndarray]:
         """Model input (each user's positives, oldest first) when evaluating ``which``.
 

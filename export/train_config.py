@@ -100,6 +100,10 @@ class TrainConfig:
     impression_negatives: int = cfg.bounded(
         4, 0, 1000, "per positive, up to this many items shown in the same impression but not clicked (the "
         "user's label-0 events at the same timestamp, as in MIND); 0 = off. Data without them uses sampled ones only")
+    # What a training example's user model and CF part see: "before" = the user's training positives strictly
+    # before the target event (next-item prediction: what serving does, and what a temporal holdout tests);
+    # "others" = every other training positive of the user, later ones included (fill in the blank).
+    example_history: str = cfg.choice("others", ("others", "before"))
     lr: float = cfg.bounded(2e-3, 0.0, 1.0)
     encoder_lr: float = cfg.bounded(2e-5, 0.0, 1.0)
     weight_decay: float = cfg.bounded(0.0, 0.0, 1.0)

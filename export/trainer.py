@@ -240,7 +240,7 @@ class Trainer:
         with autocast(torch, conf.train.precision):  # fp32: nothing; bf16: the forward pass in bfloat16
             e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
             inv_t = torch.as_tensor(inv)  # [B, 1 + K (+ M)] rows of e
-            hists = [self.prep.hist[u][self.prep.hist[u] != t] for u, t in zip(users, targets)]
+            hists = self.example_histories(users, targets, times)
             hids, hm = pad(hists, conf.user_model.max_history)
             u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
             if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
@@ -265,6 +265,15 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         return self.dp.mean(loss.item())
+
+    def example_histories(self, users, targets, times) -> list[np.ndarray]:
+        """Each training example's history (``train.example_history``): the user's other training positives,
+        or those strictly before the target's time (oldest first either way)."""
+        h = self.prep.hist
+        if self.conf.train.example_history == "before":
+            ht = self.prep.hist_time
+            return [h[u][: np.searchsorted(ht[u], t, "left")] for u, t in zip(users, times)]
+        return [h[u][h[u] != t] for u, t in zip(users, targets)]
 
     def _valid_loss(self, n: int = 2048) -> float:
         """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
