@@ -22,7 +22,7 @@ import numpy as np
 from genre_edge.errors import ConfigError
 from genre_edge.recommender import Recommender
 
-from .baselines import BASELINES, interaction_matrix, tune
+from .baselines import BASELINES, interaction_matrix, scores_for, tune
 from .evaluate import category_features, evaluate
 from .llm import user_side_texts
 from .model_folder import ModelDir, domains_hint
@@ -74,7 +74,8 @@ class Arm:
     """One side of the comparison: a name, and scores over the data set's items for users."""
 
     def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str],
-                 split=None, prep: Prepared | None = None):
+                 split=None, prep: Prepared | None = None, when: np.ndarray | None = None):
+        """``when``: per user, the request time (``Split.request_times``) that time-aware baselines read."""
         self.spec = spec
         p = Path(spec)
         if spec == "zero-shot":
@@ -82,7 +83,7 @@ class Arm:
                 raise ConfigError("the zero-shot arm needs the prepared data set (its texts and encoder)")
             self.kind, self.score = "zero-shot", self._zero_shot(prep, histories)
         elif spec.startswith("baseline:"):
-            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories)
+            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when)
         elif (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
@@ -92,12 +93,12 @@ class Arm:
                               "(config.toml + recommender.safetensors)" + domains_hint(p))
 
     @staticmethod
-    def _baseline(name: str, split, histories: list[np.ndarray]):
+    def _baseline(name: str, split, histories: list[np.ndarray], when: np.ndarray | None = None):
         if name not in BASELINES:
             raise ConfigError(f"baseline:{name}: unknown baseline; choose from {', '.join(BASELINES)}")
         model, params, _ = tune(name, split, interaction_matrix(split))
         log.info("arm baseline:%s tuned on validation: %s", name, params)
-        return lambda users: model.score(users, histories)
+        return scores_for(model, histories, when)
 
     @staticmethod
     def _zero_shot(prep: Prepared, histories: list[np.ndarray]):
@@ -191,7 +192,8 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
         for one in specs:  # several training seeds: per-user metrics averaged over them
             key = (one, str(config_path), data, which)
             if key not in arms:  # tuned baselines and embedded catalogs are reused across drop levels
-                arms[key] = Arm(one, ids, hist, list(prep.data.users), prep.split, prep)
+                arms[key] = Arm(one, ids, hist, list(prep.data.users), prep.split, prep,
+                                when=prep.split.request_times(which))
             arm = arms[key]
             pu: dict = {}
             summary = evaluate(arm.score, split, which, item_features=feats, per_user_out=pu)

@@ -79,6 +79,44 @@ class Popularity:
         return np.broadcast_to(self.pop, (len(users), len(self.pop)))
 
 
+class Trending:
+    """Popularity as of the request time: each training event before it counts ``0.5 ** (age / half-life)``
+    (export/trend.py). ``share``: the half-life as a share of the training log's time span, so one grid
+    serves a week of news and months of ratings. Scores read the split's request times (``when``): a user's
+    list is what was trending when they came back, from events before that moment only."""
+    name = "trending"
+    uses_time = True
+
+    def __init__(self, share: float = 0.01):
+        if not share > 0:
+            raise ValueError(f"share must be > 0, not {share}")
+        self.share = share
+
+    def fit(self, X: np.ndarray):
+        return self
+
+    def fit_events(self, split: Split):
+        tr = split.train.take(split.train.label == 1)
+        self.t, self.i, self.n = tr.time.astype(np.float64), tr.item.astype(np.int64), split.n_items
+        span = float(self.t.max() - self.t.min()) if len(self.t) else 0.0
+        self.half_life = max(span * self.share, 1.0)
+        self.end = float(self.t.max()) + 1 if len(self.t) else 0.0
+        return self
+
+    def score(self, users: np.ndarray, hist: list[np.ndarray], when: np.ndarray | None = None) -> np.ndarray:
+        from .trend import trend_rows
+
+        at = np.full(len(users), self.end) if when is None else np.asarray(when, np.float64)[np.asarray(users)]
+        return np.log1p(trend_rows(self.t, self.i, self.n, at, self.half_life))
+
+
+def scores_for(model, hist: list[np.ndarray], when: np.ndarray | None = None):
+    """``users -> scores`` of a fitted baseline; time-aware ones (``uses_time``) read the request times."""
+    if getattr(model, "uses_time", False):
+        return lambda us: model.score(us, hist, when)
+    return lambda us: model.score(us, hist)
+
+
 class ItemKNN:
     """Cosine co-occurrence item-kNN, keeping the ``k`` nearest neighbours of each item."""
     name = "item-knn"
@@ -205,6 +243,7 @@ class ALS:
 
 BASELINES: dict[str, Callable[..., object]] = {
     "popularity": Popularity,
+    "trending": Trending,
     "item-knn": ItemKNN,
     "ease": EASE,
     "ease-recency": EASERecency,
@@ -218,6 +257,7 @@ BASELINES: dict[str, Callable[..., object]] = {
 RECENCY_GRID = ((5.0, 0.1), (10.0, 0.1), (25.0, 0.1), (10.0, 0.3), (25.0, 0.3), (50.0, 0.3))
 GRIDS: dict[str, list[dict]] = {
     "popularity": [{}],
+    "trending": [{"share": s} for s in (0.001, 0.003, 0.01, 0.03, 0.1)],  # export/trend.py: SPAN_SHARES
     "item-knn": [{"k": k, "shrink": s} for k in (20, 50, 100, 200, 400) for s in (0.0, 10.0, 50.0, 200.0)],
     "ease": [{"lam": lam} for lam in (10.0, 30.0, 100.0, 250.0, 500.0, 1000.0, 3000.0)],
     "ease-recency": [{"lam": lam, "half_life": h, "floor": f} for lam in (100.0, 250.0, 500.0, 1000.0)
@@ -242,9 +282,12 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None)
     """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores)."""
     train_hist = split.histories("valid")  # validation reads the training events only
     rows, best = [], None
+    when = split.request_times("valid")
     for params in (GRIDS[name] if grid is None else grid):
         model = BASELINES[name](**params).fit(X)
-        nd = evaluate(lambda us, m=model: m.score(us, train_hist), split, "valid", n_neg=1).get("ndcg@10", 0.0)
+        if getattr(model, "uses_time", False):
+            model.fit_events(split)
+        nd = evaluate(scores_for(model, train_hist, when), split, "valid", n_neg=1).get("ndcg@10", 0.0)
         rows.append({**params, "valid_ndcg@10": nd})
         if best is None or nd > best[0]:
             best = (nd, model, params)
@@ -252,7 +295,7 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None)
     return best[1], best[2], rows
 
 
-def run_baselines(split: Split, names=("popularity", "item-knn", "ease", "ease-recency", "als"), item_features=None,
+def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ease", "ease-recency", "als"), item_features=None,
                   ks=(10, 20), tuned: bool = True) -> list[BaselineResult]:
     """Each baseline tuned on validation (``tuned``; else the classes' defaults), then scored once on
     the warm test users and the cold items."""
@@ -271,9 +314,12 @@ def run_baselines(split: Split, names=("popularity", "item-knn", "ease", "ease-r
         dt = time.perf_counter() - t0
         res = BaselineResult(
             name, dt,
-            warm=evaluate(lambda us: model.score(us, test_hist), split, "test", ks, item_features=item_features),
-            cold=evaluate(lambda us: model.score(us, test_hist), split, "cold", ks, item_features=item_features),
-            valid=evaluate(lambda us: model.score(us, valid_hist), split, "valid", ks, item_features=item_features),
+            warm=evaluate(scores_for(model, test_hist, split.request_times("test")), split, "test", ks,
+                          item_features=item_features),
+            cold=evaluate(scores_for(model, test_hist, split.request_times("cold")), split, "cold", ks,
+                          item_features=item_features),
+            valid=evaluate(scores_for(model, valid_hist, split.request_times("valid")), split, "valid", ks,
+                           item_features=item_features),
             params=params, grid=grid,
         )
         log.info("%s: warm ndcg@10 %.4f, cold ndcg@10 %.4f", name, res.warm.get("ndcg@10", 0), res.cold.get("ndcg@10", 0))

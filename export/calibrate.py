@@ -31,6 +31,22 @@ def blend_parts(t, emb: np.ndarray):
         cf = t.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None).numpy()
     return users, dot, cf, t.rec.pop.numpy()[None, :]
 
+POP_STEPS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # popularity's weight, in units that put it on CF's scale
+
+
+def pop_grid(cf: np.ndarray, pop: np.ndarray, fine: bool) -> tuple[float, ...]:
+    """Popularity weights to search: 0, and ``POP_STEPS`` x (spread of the weighted CF scores / spread of
+    popularity), so the grid means the same on every data set whatever the CF scores' scale; the top steps
+    make the blend a popularity list with CF and content breaking ties.
+
+    Why: the grid was 0-1x the CF weight, a cap that data sets where popularity is most of the signal (news)
+    hit, leaving the hybrid below a plain popularity list it has as a feature.
+    """
+    s_cf, s_pop = float(np.std(cf)), float(np.std(pop))
+    unit = s_cf / s_pop if s_pop > 0 and s_cf > 0 else 1.0
+    return (0.0,) + tuple(unit * k for k in (POP_STEPS if fine else POP_STEPS[2::2]))
+
+
 def grid_blend(t, emb: np.ndarray, fine: bool = True) -> tuple[float, float, float, float]:
     """Best (valid ndcg@10, content a, cf b, pop c) on a grid; b stays at its learned value."""
     head = t.rec.head
@@ -40,7 +56,7 @@ def grid_blend(t, emb: np.ndarray, fine: bool = True) -> tuple[float, float, flo
     grid_a = [0.0] + list(b * np.logspace(-2, 2, 17 if fine else 9))
     results = []
     for a in grid_a:
-        for c in ((0.0, 0.1 * b, 0.3 * b, 1.0 * b) if fine else (0.0, 0.3 * b)):
+        for c in pop_grid(b * cf, pop, fine):
             def fn(us, a=a, c=c):
                 r = [row[int(x)] for x in us]
                 return a * dot[r] + b * cf[r] + c * pop

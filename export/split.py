@@ -93,6 +93,19 @@ class Split:
         tr, va = self.train_histories(), self.user_items(self.valid, positives_only=True)
         return [np.concatenate([a, b]) for a, b in zip(tr, va)]
 
+    def request_times(self, which: str) -> np.ndarray:
+        """Per user, when a recommendation for ``which`` is asked for: the time of the user's first held-out
+        event there (float64; the last training event's time for users with none). What time-aware scores
+        (trending popularity) are computed as of; they read only events before it."""
+        inter = {"valid": self.valid, "test": self.test, "cold": self.cold_test, "cold_valid": self.cold_valid}.get(which)
+        if inter is None:
+            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        end = float(self.train.time.max()) if len(self.train) else 0.0
+        out = np.full(self.n_users, np.inf)
+        np.minimum.at(out, inter.user, inter.time.astype(np.float64))
+        out[~np.isfinite(out)] = end
+        return out
+
     def seen(self, include_valid: bool) -> list[np.ndarray]:
         """Per user, the sorted items of every training (+ validation) event, labels ignored (computed once)."""
         key = ("seen", bool(include_valid))
