@@ -257,7 +257,9 @@ BASELINES: dict[str, Callable[..., object]] = {
 RECENCY_GRID = ((5.0, 0.1), (10.0, 0.1), (25.0, 0.1), (10.0, 0.3), (25.0, 0.3), (50.0, 0.3))
 GRIDS: dict[str, list[dict]] = {
     "popularity": [{}],
-    "trending": [{"share": s} for s in (0.001, 0.003, 0.01, 0.03, 0.1)],  # export/trend.py: SPAN_SHARES
+    # half-life as a share of the training log's span: ~20 min .. 10 days on two weeks of news, ~5 h .. 3 months
+    # on ml-100k's seven months (the largest shares are close to a plain count up to the request time)
+    "trending": [{"share": s} for s in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)],
     "item-knn": [{"k": k, "shrink": s} for k in (20, 50, 100, 200, 400) for s in (0.0, 10.0, 50.0, 200.0)],
     "ease": [{"lam": lam} for lam in (10.0, 30.0, 100.0, 250.0, 500.0, 1000.0, 3000.0)],
     "ease-recency": [{"lam": lam, "half_life": h, "floor": f} for lam in (100.0, 250.0, 500.0, 1000.0)

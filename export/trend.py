@@ -11,18 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# half-lives as shares of the training log's time span: the grid means the same on a week of news and on
-# seven months of movie ratings (news, 14 days: ~20 min .. 1.4 days; ml-100k, 7 months: ~5 h .. 3 weeks)
-SPAN_SHARES = (0.001, 0.003, 0.01, 0.03, 0.1)
-
-
-def half_life_grid(times: np.ndarray) -> list[float]:
-    """Half-lives (in the log's time unit, seconds) to search: ``SPAN_SHARES`` of the training span."""
-    times = np.asarray(times)
-    span = float(times.max() - times.min()) if len(times) else 0.0
-    return [max(span * s, 1.0) for s in SPAN_SHARES]
-
-
 def trend_rows(ev_time: np.ndarray, ev_item: np.ndarray, n_items: int, at: np.ndarray,
                half_life: float) -> np.ndarray:
     """[len(at), n_items] float32: per request time ``at[r]``, the sum over events strictly before it of

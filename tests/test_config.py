@@ -11,6 +11,21 @@ def test_packaged_configs_load():
     for name in ("ml-100k", "ml-100k-quick"):
         c = load_config(packaged_config(name))
         assert c.data.source == "ml-100k"
+    # every packaged config loads (a bad key in one would surface only when a user picks it)
+    from importlib.resources import files
+
+    names = sorted(p.name[:-5] for p in files("genre_edge_export.configs").iterdir() if p.name.endswith(".toml"))
+    assert {"ml-100k-quick-next", "ml-100k-quick-sasrec", "synth-news-quick"} <= set(names)
+    from genre_edge_export.distill import DistillConfig
+    from genre_edge_export.llm import EnrichConfig
+
+    other = {"distill-augment": DistillConfig, "enrich-ml-100k": EnrichConfig}  # genre distill / augment llm
+    for name in names:
+        if name in other:
+            assert cfgmod.load(other[name], packaged_config(name))
+            continue
+        c = load_config(packaged_config(name))
+        assert c.name and c.data.source
 
 
 @pytest.mark.parametrize("text, needle", [

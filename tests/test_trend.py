@@ -36,14 +36,6 @@ def test_trend_rows_equal_the_definition(hl):
         trend_rows(ev_t, ev_i, 7, np.array([np.inf]), hl)
 
 
-def test_half_life_grid_follows_the_log_span():
-    from genre_edge_export.trend import SPAN_SHARES, half_life_grid
-
-    week = half_life_grid(np.array([0, 7 * 86400]))
-    assert week == pytest.approx([7 * 86400 * s for s in SPAN_SHARES])
-    assert half_life_grid(np.array([5, 5])) == [1.0] * len(SPAN_SHARES)  # no span: the floor, not zero
-
-
 def test_request_times_are_each_users_first_held_out_event(toy_data):
     split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
     for which, inter in (("valid", split.valid), ("test", split.test), ("cold", split.cold_test)):
