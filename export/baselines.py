@@ -297,8 +297,8 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None)
     return best[1], best[2], rows
 
 
-def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ease", "ease-recency", "als"), item_features=None,
-                  ks=(10, 20), tuned: bool = True) -> list[BaselineResult]:
+def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ease", "ease-recency", "als"),
+                  item_features=None, ks=(10, 20), tuned: bool = True) -> list[BaselineResult]:
     """Each baseline tuned on validation (``tuned``; else the classes' defaults), then scored once on
     the warm test users and the cold items."""
     X = interaction_matrix(split)
