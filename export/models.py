@@ -135,6 +135,18 @@ class AttentionUser(nn.Module):
         return self.att(h, mask)
 
 
+def self_attention(qkv: torch.Tensor, mask: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-head attention of a history over itself: ``qkv`` [B, H, 3D] (one projection), ``mask`` [B, H]
+    (at least one slot on: see _safe) -> (context [B, H, D], attention [B, heads, H, H]); masked slots get no
+    attention."""
+    B, H, D3 = qkv.shape
+    D = D3 // 3
+    q, k, v = qkv.view(B, H, 3, heads, D // heads).permute(2, 0, 3, 1, 4)
+    logits = (q @ k.transpose(-1, -2)) / math.sqrt(D // heads)
+    att = torch.softmax(logits.masked_fill(mask[:, None, None, :] <= 0, NEG), -1)
+    return (att @ v).transpose(1, 2).reshape(B, H, D), att
+
+
 class NRMSUser(nn.Module):
     """Multi-head self-attention over the history, then additive attention (NRMS)."""
 
@@ -150,12 +162,7 @@ class NRMSUser(nn.Module):
         self.att = AdditiveAttention(dim, hidden)
 
     def forward(self, h, mask):
-        B, H, D = h.shape
-        m = _safe(mask)
-        q, k, v = self.qkv(h).view(B, H, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        logits = (q @ k.transpose(-1, -2)) / math.sqrt(D // self.heads)
-        logits = logits.masked_fill(m[:, None, None, :] <= 0, NEG)
-        ctx = (torch.softmax(logits, -1) @ v).transpose(1, 2).reshape(B, H, D)
+        ctx, _ = self_attention(self.qkv(h), _safe(mask), self.heads)
         h2 = h + self.out(ctx)  # residual: starts as the plain history
         return self.att(h2, mask)
 
@@ -187,17 +194,14 @@ class SASRecUser(nn.Module):
             nn.init.zeros_(lin.bias)
 
     def forward(self, h, mask):
-        B, H, D = h.shape
+        H = h.shape[1]
         m = _safe(mask)
         n = m.sum(1, keepdim=True)  # history length (>= 1 after _safe)
         slot = torch.arange(H, device=h.device, dtype=m.dtype)[None, :]
         from_end = (n - 1 - slot).clamp(0, self.max_history - 1).long()
         x = h + self.pos(from_end) * (m > 0).unsqueeze(-1).to(h.dtype)
-        q, k, v = self.qkv(self.ln1(x)).view(B, H, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        logits = (q @ k.transpose(-1, -2)) / math.sqrt(D // self.heads)
-        logits = logits.masked_fill(m[:, None, None, :] <= 0, NEG)
-        att = torch.softmax(logits, -1)
-        x = x + self.out((att @ v).transpose(1, 2).reshape(B, H, D))
+        ctx, att = self_attention(self.qkv(self.ln1(x)), m, self.heads)
+        x = x + self.out(ctx)
         x = x + self.ff(self.ln2(x))
         last = (slot == (n - 1)).to(h.dtype)  # one-hot of the most recent slot: a gather ONNX exports plainly
         u = (last.unsqueeze(-1) * x).sum(1)

@@ -58,7 +58,8 @@ class Prepared:
         self.data = dataset
         self.split = make_split(dataset, conf.split)
         self.hist = self.split.train_histories()
-        self.hist_time = self.split.train_history_times()
+        # next-item examples need each history item's time; at 20M events the copy costs ~250 MB: only then
+        self.hist_time = self.split.train_history_times() if conf.train.example_history == "before" else None
         n = dataset.n_items
         pos = np.flatnonzero(self.split.train.label == 1)
         cap = conf.train.max_train_positives

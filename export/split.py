@@ -58,12 +58,12 @@ class Split:
     # (init=False: a replace()d copy starts with its own, empty memo)
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def user_items(self, inter: Interactions, positives_only=True) -> list[np.ndarray]:
-        """Per-user item arrays (time order) of ``inter``."""
+    def user_items(self, inter: Interactions, positives_only=True, column: str = "item") -> list[np.ndarray]:
+        """Per-user arrays (time order) of ``inter``'s ``column`` (the items; ``"time"``: their times)."""
         if positives_only:
             inter = inter.take(inter.label == 1)
         order = np.lexsort((inter.time, inter.user))
-        u, i = inter.user[order], inter.item[order]
+        u, i = inter.user[order], getattr(inter, column)[order]
         bounds = np.searchsorted(u, np.arange(self.n_users + 1))
         return [i[bounds[k] : bounds[k + 1]] for k in range(self.n_users)]
 
@@ -72,11 +72,7 @@ class Split:
 
     def train_history_times(self) -> list[np.ndarray]:
         """The event times of :meth:`train_histories`, aligned with it (same order, same lengths)."""
-        inter = self.train.take(self.train.label == 1)
-        order = np.lexsort((inter.time, inter.user))
-        u, t = inter.user[order], inter.time[order]
-        bounds = np.searchsorted(u, np.arange(self.n_users + 1))
-        return [t[bounds[k] : bounds[k + 1]] for k in range(self.n_users)]
+        return self.user_items(self.train, positives_only=True, column="time")
 
     def histories(self, which: str) -> list[np.ndarray]:
         """Model input (each user's positives, oldest first) when evaluating ``which``.
