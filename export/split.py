@@ -89,13 +89,18 @@ class Split:
         tr, va = self.train_histories(), self.user_items(self.valid, positives_only=True)
         return [np.concatenate([a, b]) for a, b in zip(tr, va)]
 
+    def held_out(self, which: str) -> Interactions:
+        """The held-out events of ``which`` (valid, test, cold or cold_valid)."""
+        inter = {"valid": self.valid, "test": self.test, "cold": self.cold_test, "cold_valid": self.cold_valid}.get(which)
+        if inter is None:
+            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        return inter
+
     def request_times(self, which: str) -> np.ndarray:
         """Per user, when a recommendation for ``which`` is asked for: the time of the user's first held-out
         event there (float64; the last training event's time for users with none). What time-aware scores
         (trending popularity) are computed as of; they read only events before it."""
-        inter = {"valid": self.valid, "test": self.test, "cold": self.cold_test, "cold_valid": self.cold_valid}.get(which)
-        if inter is None:
-            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        inter = self.held_out(which)
         end = float(self.train.time.max()) if len(self.train) else 0.0
         out = np.full(self.n_users, np.inf)
         np.minimum.at(out, inter.user, inter.time.astype(np.float64))
@@ -131,9 +136,7 @@ class Split:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, not {n}")
-        inter = {"valid": self.valid, "test": self.test, "cold": self.cold_test, "cold_valid": self.cold_valid}.get(which)
-        if inter is None:
-            raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
+        inter = self.held_out(which)
         if n == 0:
             return self, []
         pos = inter.item[inter.label == 1]

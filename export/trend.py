@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def trend_rows(ev_time: np.ndarray, ev_item: np.ndarray, n_items: int, at: np.ndarray,
                half_life: float) -> np.ndarray:
     """[len(at), n_items] float32: per request time ``at[r]``, the sum over events strictly before it of
