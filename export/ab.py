@@ -21,13 +21,15 @@ import numpy as np
 
 from genre_edge.errors import ConfigError
 from genre_edge.recommender import Recommender
+from genre_edge.trending import Trend
 
 from .baselines import BASELINES, interaction_matrix, scores_for, tune
 from .evaluate import category_features, evaluate
 from .llm import user_side_texts
 from .model_folder import ModelDir, domains_hint
 from .prepare import Prepared
-from .scoring import Scorer, mean_by_owner
+from .scoring import Scorer, mean_by_owner, popularity_rows
+from .trend import train_events
 from .text import tokenize
 from .train_config import load_config, packaged_config
 
@@ -85,9 +87,9 @@ class Arm:
         elif spec.startswith("baseline:"):
             self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when)
         elif (p / "manifest.json").is_file():
-            self.kind, self.score = "bundle", self._bundle(p, item_ids, histories)
+            self.kind, self.score = "bundle", self._bundle(p, item_ids, histories, when, split)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
-            self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids)
+            self.kind, self.score = "model", self._model(p, item_ids, histories, user_ids, split, when)
         else:
             raise ConfigError(f"{spec}: neither a bundle (manifest.json) nor a trained model folder "
                               "(config.toml + recommender.safetensors)" + domains_hint(p))
@@ -122,7 +124,8 @@ class Arm:
         return zero_shot_scores(emb, histories, conf.user_model.max_history)
 
     @staticmethod
-    def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray]):
+    def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray], when: np.ndarray | None = None,
+                split=None):
         rec = Recommender.load(path, "auto", state_dir=Path(str(path.resolve()) + ".ab-state-unused"))
         cat = rec.catalog
         pos = np.array([cat.index.get(i, -1) for i in item_ids], np.int64)  # data item -> bundle row
@@ -130,17 +133,36 @@ class Arm:
             raise ConfigError(f"{path}: the bundle knows only {(pos >= 0).sum()} of the data set's {len(pos)} items; "
                               "was it trained on this data set?")
 
+        feed = cat.trend is not None and when is not None and split is not None
+        if feed:  # the training events, in time order, as the device's event feed would deliver them
+            ev_t, ev_i = train_events(split)
+            o = np.argsort(ev_t, kind="stable")
+            ev_t, ev_rows = ev_t[o], pos[ev_i[o]]
+            known = ev_rows >= 0
+            ev_t, ev_rows = ev_t[known], ev_rows[known]
+
         def score(users: np.ndarray) -> np.ndarray:
             out = np.full((len(users), len(item_ids)), -1e9, np.float32)
-            for r, u in enumerate(users):
+            if feed:
+                # a trending bundle as a device with an event feed: counts from no events on, each request
+                # after the training events before its time were recorded (Catalog.record_events' path)
+                cat.trend = Trend(np.zeros(len(cat.trend)), cat.trend.half_life, 0.0)
+                k = 0
+            for r in (np.argsort(when[users], kind="stable") if feed else range(len(users))):
+                u = users[r]
+                if feed:
+                    j = int(np.searchsorted(ev_t, when[u], "left"))  # events strictly before the request
+                    cat.trend.add(ev_rows[k:j], ev_t[k:j])
+                    k = j
                 h = pos[histories[u]]
-                s = rec.score_all(h[h >= 0])
+                s = rec.score_all(h[h >= 0], now=None if when is None else float(when[u]))
                 out[r, pos >= 0] = s[pos[pos >= 0]]
             return out
         return score
 
     @staticmethod
-    def _model(path: Path, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str]):
+    def _model(path: Path, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str], split=None,
+               when: np.ndarray | None = None):
         M = ModelDir(path)
         if list(M.items["ids"]) != list(item_ids):
             raise ConfigError(f"{path}: trained on other items than the data set given ({len(M.items['ids'])} vs "
@@ -159,7 +181,12 @@ class Arm:
                 with torch.no_grad():
                     e = tower(torch.as_tensor(ids), torch.as_tensor(mask))
             profiles = mean_by_owner(e, owner, len(user_ids))
-        return Scorer(M.conf, rec, M.emb, histories, profiles)
+        pop_rows = None
+        if float(rec.pop_half_life) > 0:  # trending popularity: as of each user's request time, as calibrated
+            if split is None or when is None:
+                raise ConfigError(f"{path}: trained with trending popularity; scoring it needs the split's request times")
+            pop_rows = popularity_rows(rec, split, when)
+        return Scorer(M.conf, rec, M.emb, histories, profiles, pop_rows)
 
 
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,

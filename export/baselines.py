@@ -19,6 +19,7 @@ from genre_edge.errors import ConfigError
 from . import require
 from .evaluate import evaluate
 from .split import Split
+from .trend import TREND_SHARES, half_life_of, train_events, trend_rows
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,12 @@ class Trending:
         return self
 
     def fit_events(self, split: Split):
-        tr = split.train.take(split.train.label == 1)
-        self.t, self.i, self.n = tr.time.astype(np.float64), tr.item.astype(np.int64), split.n_items
-        span = float(self.t.max() - self.t.min()) if len(self.t) else 0.0
-        self.half_life = max(span * self.share, 1.0)
+        self.t, self.i = train_events(split)
+        self.n, self.half_life = split.n_items, half_life_of(split, self.share)
         self.end = float(self.t.max()) + 1 if len(self.t) else 0.0
         return self
 
     def score(self, users: np.ndarray, hist: list[np.ndarray], when: np.ndarray | None = None) -> np.ndarray:
-        from .trend import trend_rows
-
         at = np.full(len(users), self.end) if when is None else np.asarray(when, np.float64)[np.asarray(users)]
         return np.log1p(trend_rows(self.t, self.i, self.n, at, self.half_life))
 
@@ -257,9 +254,7 @@ BASELINES: dict[str, Callable[..., object]] = {
 RECENCY_GRID = ((5.0, 0.1), (10.0, 0.1), (25.0, 0.1), (10.0, 0.3), (25.0, 0.3), (50.0, 0.3))
 GRIDS: dict[str, list[dict]] = {
     "popularity": [{}],
-    # half-life as a share of the training log's span: ~20 min .. 10 days on two weeks of news, ~5 h .. 3 months
-    # on ml-100k's seven months (the largest shares are close to a plain count up to the request time)
-    "trending": [{"share": s} for s in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)],
+    "trending": [{"share": s} for s in TREND_SHARES],  # half-life as a share of the log's span (export/trend.py)
     "item-knn": [{"k": k, "shrink": s} for k in (20, 50, 100, 200, 400) for s in (0.0, 10.0, 50.0, 200.0)],
     "ease": [{"lam": lam} for lam in (10.0, 30.0, 100.0, 250.0, 500.0, 1000.0, 3000.0)],
     "ease-recency": [{"lam": lam, "half_life": h, "floor": f} for lam in (100.0, 250.0, 500.0, 1000.0)

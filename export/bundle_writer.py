@@ -22,7 +22,7 @@ import numpy as np
 from genre_edge import __version__
 from genre_edge import config as cfg
 from genre_edge.bench.timing import time_calls
-from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, FileEntry, Gate, Manifest, ModelEntry,
+from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, TrendSpec, FileEntry, Gate, Manifest, ModelEntry,
                                Models, Preset, Quality, Scoring, ScoringDefaults, manifest_json, sha256_file)
 # symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
 from genre_edge.catalog_index import quantize_rows
@@ -38,7 +38,8 @@ from .onnx_export import OPSET, cosine_rows, encoder_parity, export_encoder, exp
 from .prepare import Prepared
 from .quantize import QUANT_PRESETS, quantize
 from .requests import for_items
-from .scoring import Scorer
+from .scoring import Scorer, popularity_rows
+from .trend import end_counts
 from .text import tokenize
 from .vocabulary import vocabulary
 
@@ -261,13 +262,16 @@ def measure(b: BundleBuild, min_kept: float, min_request_kept: float, min_cold_k
     # positives): the gate also reads the cold items without the one with the most positives
     cold_wo_top, _ = prep.split.without_top_items("cold_valid", 1) if has_cold else (None, [])
 
+    def scorer(rec_, emb, which):  # trending popularity (if calibrated) as of the requests of ``which``
+        return Scorer(c, rec_, emb, prep.hist, pop_rows=popularity_rows(rec_, prep.split, prep.split.request_times(which)))
+
     def metrics(rec_, emb):
-        r = evaluate(Scorer(c, rec_, emb, prep.hist), prep.split, "valid", item_features=feats)
+        r = evaluate(scorer(rec_, emb, "valid"), prep.split, "valid", item_features=feats)
         out = {k: r[k] for k in ("ndcg@10", "recall@20", "auc_sampled")}
         if has_cold:  # the cold-validation items: held out of training, as new items are on a device
-            out["cold_ndcg@10"] = evaluate(Scorer(c, rec_, emb, prep.hist), prep.split, "cold_valid",
+            out["cold_ndcg@10"] = evaluate(scorer(rec_, emb, "cold_valid"), prep.split, "cold_valid",
                                            n_neg=1).get("ndcg@10", 0.0)
-            wo = evaluate(Scorer(c, rec_, emb, prep.hist), cold_wo_top, "cold_valid", n_neg=1).get("ndcg@10")
+            wo = evaluate(scorer(rec_, emb, "cold_valid"), cold_wo_top, "cold_valid", n_neg=1).get("ndcg@10")
             if wo is not None:
                 out["cold_ndcg@10_wo_top1"] = wo
         return out
@@ -390,8 +394,14 @@ def write_catalog(b: BundleBuild) -> None:
         atomic_save_npy(cat / "mf_P.npy", b.rec.cf.P.weight.detach().numpy())
         atomic_save_npy(cat / "mf_Q.npy", b.rec.cf.Q.weight.detach().numpy())
         cf.update(P="catalog/mf_P.npy", Q="catalog/mf_Q.npy")
+    trend = None
+    hl = float(b.rec.pop_half_life)
+    if hl > 0:  # calibrated with trending popularity: the training events' decayed counts travel to the device
+        counts, as_of = end_counts(Prepared(c, b.data_dir).split, hl)
+        atomic_save_npy(cat / "trend_counts.npy", counts.astype(np.float64))
+        trend = TrendSpec(counts="catalog/trend_counts.npy", half_life_s=hl, as_of=as_of)
     b.catalog = CatalogSpec(items="catalog/items.json", **files, popularity="catalog/popularity.npy", cf=CFSpec(**cf),
-                            n_items=len(M.items["ids"]))
+                            n_items=len(M.items["ids"]), trend=trend)
     # compact JSON (no indentation): the same tokenizer, ~0.3 MB smaller
     load_tokenizer(M.path / "encoder" / "tokenizer.json", c.encoder.max_tokens).save(str(b.work / "tokenizer.json"),
                                                                                        pretty=False)

@@ -12,15 +12,17 @@ import numpy as np
 from .baselines import RECENCY_GRID
 from .evaluate import evaluate, sample_users
 from .scoring import pad
+from .trend import popularity_options
 
 log = logging.getLogger(__name__)
 
 
 def blend_parts(t, emb: np.ndarray):
-    """Content dot, CF and popularity scores of the validation users (computed once per embedding)."""
+    """Content dot, CF and popularity scores of the validation users (computed once per embedding);
+    popularity is [1, N] (static) or [users, N] (trending, as of each user's validation request time)."""
     import torch
 
-    scorer = t.scorer(emb, t.prep.hist)
+    scorer = t.scorer(emb, t.prep.hist, "valid")
     # the users evaluate() scores for "valid" (the same sample under train.max_eval_users)
     users = sample_users(np.flatnonzero([len(x) for x in t.prep.split.user_items(t.prep.split.valid)]),
                          t.conf.train.max_eval_users)
@@ -29,7 +31,8 @@ def blend_parts(t, emb: np.ndarray):
         dot = (u @ scorer.E.T).numpy()
         cids, cm = pad([t.prep.hist[x] for x in users])
         cf = t.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None).numpy()
-    return users, dot, cf, t.rec.pop.numpy()[None, :]
+    pop = t.rec.pop.numpy()[None, :] if scorer.pop_rows is None else scorer.pop_rows(users)
+    return users, dot, cf, pop
 
 POP_STEPS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # popularity's weight, in units that put it on CF's scale
 
@@ -59,8 +62,8 @@ def grid_blend(t, emb: np.ndarray, fine: bool = True) -> tuple[float, float, flo
         for c in pop_grid(b * cf, pop, fine):
             def fn(us, a=a, c=c):
                 r = [row[int(x)] for x in us]
-                return a * dot[r] + b * cf[r] + c * pop
-            results.append((evaluate(fn, t.prep.split, "valid", n_neg=1, max_users=t.conf.train.max_eval_users)
+                return a * dot[r] + b * cf[r] + c * (pop if len(pop) == 1 else pop[r])
+            results.append((evaluate(fn, t.prep.split, "valid", max_users=t.conf.train.max_eval_users, ranking_only=True)
                             .get("ndcg@10", 0.0), a, b, c))
     top = max(r[0] for r in results)
     # Within the tolerance, take the largest content weight: a blend that lets content speak
@@ -95,13 +98,31 @@ def calibrate(t, emb: np.ndarray) -> dict:
     else:
         hl, floor = float(hl_conf), t.conf.cf.recency_floor
     t.rec.cf.recency[0], t.rec.cf.recency[1] = hl, floor
+    pop_hl, pop_grid_rows = choose_popularity(t, emb)
     nd, a, b, c = grid_blend(t, emb, fine=True)
     with torch.no_grad():
         head.log_a.copy_(torch.tensor(float(np.log(max(a, 1e-6)))))
         head.b.copy_(torch.tensor(b))
         head.c.copy_(torch.tensor(c))
-    log.info("calibrated blend on validation: content %.4g, cf %.4g, pop %.4g, CF recency half-life %g, floor %g "
-             "(valid ndcg@10 %.4f)", a, b, c, hl, floor, nd)
+    log.info("calibrated blend on validation: content %.4g, cf %.4g, pop %.4g, CF recency half-life %g, floor %g, "
+             "popularity %s (valid ndcg@10 %.4f)", a, b, c, hl, floor,
+             f"trending, half-life {pop_hl:.0f} s" if pop_hl else "static", nd)
     return {"before": {"content": a0, "cf": b0, "pop": c0}, "after": {"content": a, "cf": b, "pop": c},
             "recency_half_life": hl, "recency_floor": float(t.rec.cf.recency[1]), "recency_grid": recency,
-            "valid_ndcg@10": nd}
+            "popularity_half_life_s": pop_hl, "popularity_grid": pop_grid_rows, "valid_ndcg@10": nd}
+
+
+def choose_popularity(t, emb: np.ndarray) -> tuple[float, list[dict]]:
+    """Set ``t.rec.pop_half_life`` as ``head.popularity`` says: static (0), a fixed trending share, or
+    ("auto") the one of static and every ``TREND_SHARES`` half-life with the best validation nDCG@10 of the
+    coarse blend grid (CF recency already chosen). Returns (half-life seconds, the grid's rows)."""
+    options = popularity_options(t.conf.head.popularity, t.prep.split)
+    rows = []
+    for name, hl in options:
+        t.rec.pop_half_life.fill_(hl)
+        nd = grid_blend(t, emb, fine=False)[0] if len(options) > 1 else float("nan")
+        rows.append({"popularity": name, "half_life_s": hl, "valid_ndcg@10": nd})
+    # ties (e.g. every option's popularity weight 0) keep the first: static, the simpler model
+    best = rows[0] if len(rows) == 1 else max(rows, key=lambda r: (r["valid_ndcg@10"], -rows.index(r)))
+    t.rec.pop_half_life.fill_(best["half_life_s"])
+    return best["half_life_s"], rows

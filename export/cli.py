@@ -356,7 +356,15 @@ def recommend_torch(model_dir, user, history, k, as_json):
         hist = np.array([index[h] for h in history if h in index], np.int64)
     if len(hist) == 0:
         raise click.ClickException("no known history: give --user or --history with known item ids")
-    sc = Scorer(M.conf, rec, M.emb, [hist])
+    pop_rows = None
+    if float(rec.pop_half_life) > 0:  # trending popularity as a bundle ships it: as of the training log's end
+        from genre_edge.trending import trend_feature
+
+        from .trend import end_counts
+
+        feat = trend_feature(end_counts(prep.split, float(rec.pop_half_life))[0])
+        pop_rows = lambda users: np.tile(feat, (len(users), 1))  # noqa: E731
+    sc = Scorer(M.conf, rec, M.emb, [hist], pop_rows=pop_rows)
     s = sc(np.array([0]))[0]
     s[hist] = -np.inf
     top = np.argsort(-s)[:k]

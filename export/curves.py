@@ -61,14 +61,18 @@ class Curves:
 
 def training_choices(curves: Curves, report: dict) -> None:
     """The choices made after training, as curves: the recency grid of the blend calibration (step =
-    half-life in history items, one series per floor), the blend weights chosen, and the WiSE-FT grid (step = alpha x 100)."""
+    half-life in history items, one series per floor), its popularity grid (step 0 static, then the trending
+    half-lives), the blend weights chosen, and the WiSE-FT grid (step = alpha x 100)."""
     cal = report.get("calibration") or {}
     for row in cal.get("recency_grid", []):  # one series per floor (old reports: no floor in the rows)
         tag = f"calibration/recency_floor{row['floor']:g}_" if "floor" in row else "calibration/recency_"
         curves.scalars(round(row["half_life"]), {"valid_ndcg@10": row["valid_ndcg@10"]}, tag)
+    for k, row in enumerate(cal.get("popularity_grid", [])):  # step: 0 = static, then the trending half-lives
+        curves.scalars(k, {"valid_ndcg@10": row["valid_ndcg@10"]}, "calibration/popularity_")  # NaN: not searched
     if cal:
         curves.scalars(report.get("best_epoch") or 0, {"recency_half_life": cal.get("recency_half_life"),
                                                        "recency_floor": cal.get("recency_floor"),
+                                                       "popularity_half_life_s": cal.get("popularity_half_life_s", 0.0),
                                                        **{f"weight_{k}": v for k, v in (cal.get("after") or {}).items()}},
                        "calibration/chosen_")
     wise = report.get("interpolation") or {}

@@ -71,7 +71,8 @@ class ModelDir:
         tower.adapter.weight.data.copy_(state.pop("tower.adapter.weight"))
         tower.adapter.bias.data.copy_(state.pop("tower.adapter.bias"))
         missing, unexpected = rec.load_state_dict({k[4:]: v for k, v in state.items()}, strict=False)
-        missing = [m for m in missing if m not in ("cf.W", "pop")]
+        # pop_half_life: absent in folders written before trending popularity (static, its default)
+        missing = [m for m in missing if m not in ("cf.W", "pop", "pop_half_life")]
         if missing or unexpected:
             raise ConfigError(f"{self.path}: recommender weights do not match its config (missing {missing}, unexpected {unexpected})")
         tower.eval()

@@ -348,6 +348,9 @@ class Recommender(nn.Module):
         self.head = head
         self.cf = cf
         self.register_buffer("pop", torch.tensor(pop, dtype=torch.float32))
+        # seconds; 0 = the static popularity above, else the blend reads trending popularity (export/trend.py)
+        # as of each request's time with this half-life: chosen by the calibration, saved with the weights
+        self.register_buffer("pop_half_life", torch.zeros(()))
 
     def user(self, hist_emb, hmask):
         return self.user_model(hist_emb, hmask)

@@ -23,13 +23,14 @@ def pad(seqs: list[np.ndarray], cap: int | None = None) -> tuple[np.ndarray, np.
 class Scorer:
     """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones."""
 
-    def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray], profiles=None):
+    def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray], profiles=None, pop_rows=None):
         import torch
 
         self.torch = torch
         self.conf, self.rec, self.hist = conf, rec, hist
         self.E = torch.as_tensor(emb)
         self.profiles = profiles  # (P [n_users, D], has [n_users] bool) from Trainer.profile_vectors, or None
+        self.pop_rows = pop_rows  # users -> [B, N] trending popularity (popularity_rows), or None: static
 
     def user_vectors(self, users):
         torch = self.torch
@@ -46,7 +47,8 @@ class Scorer:
             u = self.user_vectors(users)
             cids, cm = pad([self.hist[x] for x in users])
             cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None)
-            pop = self.rec.pop.expand(len(users), -1)
+            pop = (self.rec.pop.expand(len(users), -1) if self.pop_rows is None
+                   else torch.as_tensor(self.pop_rows(users)))
             s = self.rec.head.blend(u @ self.E.T, cf, pop)
             if self.conf.head.kind == "mlp":
                 k = min(self.conf.head.rerank_top, s.shape[1])
@@ -57,6 +59,15 @@ class Scorer:
                 out.scatter_(1, top, fine - fine.min() + 1.0 + out.max())
                 s = out
         return s.numpy()
+
+
+def popularity_rows(rec, split, when: np.ndarray):
+    """The trending popularity rows ``rec`` was calibrated with (``rec.pop_half_life`` > 0), as of the per-user
+    request times ``when`` (``Split.request_times``); None for static popularity."""
+    from .trend import popularity_rows as rows
+
+    hl = float(rec.pop_half_life)
+    return rows(split, when, hl) if hl > 0 else None
 
 
 def mean_by_owner(e, owner: np.ndarray, n_users: int):

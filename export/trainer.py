@@ -25,7 +25,7 @@ from .model_folder import FORMAT, build_modules, save_model
 from .precision import autocast, check_precision
 from .prepare import Prepared, encoder_path, first_seen
 from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
-from .scoring import Scorer, blend_profile, mean_by_owner, pad, zero_shot_scores
+from .scoring import Scorer, blend_profile, mean_by_owner, pad, popularity_rows, zero_shot_scores
 from .text import item_texts, tokenize
 from .train_config import Config, load_config
 
@@ -162,14 +162,18 @@ class Trainer:
         e = self.torch.cat([self.encode(rows[a: a + 512], False) for a in range(0, len(rows), 512)])
         return mean_by_owner(e, self.prof_owner, self.prep.data.n_users)
 
-    def scorer(self, emb: np.ndarray, hist: list[np.ndarray]) -> Scorer:
-        return Scorer(self.conf, self.rec, emb, hist, self.profile_vectors())
+    def scorer(self, emb: np.ndarray, hist: list[np.ndarray], which: str = "valid") -> Scorer:
+        """Scores with the current modules for the held-out users of ``which`` (trending popularity, when
+        calibrated, is read as of their request times there)."""
+        sp = self.prep.split
+        return Scorer(self.conf, self.rec, emb, hist, self.profile_vectors(),
+                      popularity_rows(self.rec, sp, sp.request_times(which)))
 
     # --------------------------------------------------------------- evaluation
     def evaluate(self, which: str, emb: np.ndarray | None = None) -> dict:
         self.rec.eval()
         emb = self.all_embeddings() if emb is None else emb
-        return evaluate(self.scorer(emb, self.prep.split.histories(which)), self.prep.split, which,
+        return evaluate(self.scorer(emb, self.prep.split.histories(which), which), self.prep.split, which,
                         item_features=self.feats, max_users=self.conf.train.max_eval_users)
 
     def _tower_trainable(self) -> dict:
@@ -194,7 +198,7 @@ class Trainer:
         """Warm validation nDCG@10 (blend re-fitted) and cold-validation nDCG@10 with the current tower."""
         emb = self.all_embeddings()
         warm = grid_blend(self, emb, fine=False)[0]
-        cold = evaluate(self.scorer(emb, self.prep.hist), self.prep.split, "cold_valid", n_neg=1,
+        cold = evaluate(self.scorer(emb, self.prep.hist, "cold_valid"), self.prep.split, "cold_valid", n_neg=1,
                         max_users=self.conf.train.max_eval_users).get("ndcg@10", 0.0)
         return {"valid_ndcg@10": warm, "cold_valid_ndcg@10": cold}
 

@@ -27,6 +27,7 @@ from .catalog_rows import Int8Rows
 from .fsutil import loads_strict, sha256_file
 from .request import STRATEGIES
 from .scorer import CFScorer
+from .trending import Trend
 from .variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,22 @@ class CFSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrendSpec:
+    """Trending popularity (:mod:`genre_edge.trending`): per-item event counts decayed with ``half_life_s``
+    to ``as_of`` (unix seconds, the training log's end); the blend's popularity is read from them as of
+    the request time. Absent: the static ``popularity`` file is the blend's popularity."""
+    counts: str
+    half_life_s: float
+    as_of: float
+
+    def validate(self):
+        if not (math.isfinite(self.half_life_s) and self.half_life_s > 0):
+            raise ConfigError(f"catalog.trend.half_life_s must be a positive number of seconds, got {self.half_life_s!r}")
+        if not (math.isfinite(self.as_of) and self.as_of >= 0):
+            raise ConfigError(f"catalog.trend.as_of must be unix seconds >= 0, got {self.as_of!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class CatalogSpec:
     items: str
     embeddings: str  # int8 (with embedding_scales), float16 or float32 rows
@@ -101,6 +118,7 @@ class CatalogSpec:
     popularity: str
     cf: CFSpec = field(default_factory=CFSpec)
     n_items: int | None = None
+    trend: TrendSpec | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -393,7 +411,14 @@ class Bundle:
         n = len(items["ids"])
         if emb.shape != (n, dim) or pop.shape != (n,):
             raise BundleError(f"catalog shapes disagree: {n} items, embeddings {emb.shape}, popularity {pop.shape}, dim {dim}")
-        return Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop)
+        trend = None
+        if cat.trend is not None:
+            counts = _finite(self.load_npy(cat.trend.counts, np.float64, 1), cat.trend.counts)
+            if counts.shape != (n,) or (counts < 0).any():
+                raise BundleError(f"{cat.trend.counts}: expected {n} counts >= 0, got shape {counts.shape}")
+            trend = Trend(counts, cat.trend.half_life_s, cat.trend.as_of)
+        return Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop,
+                       trend=trend)
 
     def load_cf(self, n_items: int, lean: bool = False):
         """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it).

@@ -27,6 +27,7 @@ from .errors import BundleError, RequestError
 from .request import check_text
 from .catalog_rows import Int8Rows
 from .item_columns import IdIndex, StrColumn, TupleColumn, push
+from .trending import Trend
 from .fsutil import atomic_write_bytes, atomic_write_json, loads_strict
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class Catalog:
     """Items, embeddings, popularity and per-item metadata, with removals masked out."""
 
     def __init__(self, ids, titles, categories, years, first_seen, emb: np.ndarray, pop: np.ndarray,
-                 packed: bool | None = None):
+                 packed: bool | None = None, trend: Trend | None = None):
         ids = ids if isinstance(ids, list) else list(ids)
         # ``packed`` (default: from PACK_FROM items on): ids and titles in one buffer each and the id lookup
         # as sorted hashes (item_columns), not a Python object per item: at 10M items lists and an id dict
@@ -150,6 +151,10 @@ class Catalog:
         # float32 rows, or int8 rows + scales (Int8Rows, memory-mapped from the bundle) for large catalogs
         self.emb = emb if isinstance(emb, Int8Rows) else np.ascontiguousarray(emb, dtype=np.float32)
         self.pop = np.asarray(pop, np.float32)
+        # trending popularity (bundles calibrated with it): counts that fade, read as of the request time
+        self.trend = trend
+        if trend is not None and len(trend) != len(self.ids):
+            raise BundleError(f"trend counts for {len(trend)} items, catalog has {len(self.ids)}")
         self.active = np.ones(len(self.ids), bool)
         self.n_bundle = len(self.ids)
         self.index = IdIndex(self.ids) if self.packed else {iid: i for i, iid in enumerate(self.ids)}
@@ -211,6 +216,28 @@ class Catalog:
         known = self.index.get_many(ids) if self.packed else [self.index.get(i) for i in ids]
         unknown = sorted({i for i, r in zip(ids, known) if r is None or not self.active[r]})
         return np.array([r for r in known if r is not None and self.active[r]], np.int64), unknown
+
+    def popularity(self, now: float | None = None) -> np.ndarray:
+        """The popularity feature the blend reads: the bundle's static one, or with a trend the decayed
+        counts as of ``now`` (unix seconds; default the newest event the catalog knows)."""
+        return self.pop if self.trend is None else self.trend.feature(now)
+
+    def record_events(self, ids: list[str], times: list[float]) -> list[str]:
+        """Count interaction events (item ids at unix times) into the trend; returns the unknown ids
+        (not counted). Without a trend (a bundle with static popularity) this is refused.
+
+        Kept in memory: a restart starts again from the bundle's counts (feed the recent events again)."""
+        if self.trend is None:
+            raise RequestError("this bundle's popularity is static (trained without trending popularity); "
+                               "events are not counted")
+        if len(ids) != len(times):
+            raise RequestError(f"events need one time per item ({len(ids)} items, {len(times)} times)")
+        with self.lock:
+            known = self.index.get_many(list(ids)) if self.packed else [self.index.get(i) for i in ids]
+            ok = [r is not None and bool(self.active[r]) for r in known]
+            self.trend.add(np.array([r for r, k in zip(known, ok) if k], np.int64),
+                           np.array([t for t, k in zip(times, ok) if k], np.float64))
+        return sorted({i for i, k in zip(ids, ok) if not k})
 
     def active_rows(self) -> np.ndarray:
         return np.flatnonzero(self.active)
@@ -306,6 +333,8 @@ class Catalog:
         else:
             self.emb, room["emb"] = push(self.emb, room.get("emb"), e)
         self.pop, room["pop"] = push(self.pop, room.get("pop"), 0.0)
+        if self.trend is not None:
+            self.trend.append()
         self.active, room["active"] = push(self.active, room.get("active"), True)
         self.index[item.id] = i
 
@@ -316,6 +345,8 @@ class Catalog:
             self.ids[i] = item.id
             self.index[item.id] = i
             self.first_seen[i] = 0  # nothing of the removed item carries over
+            if self.trend is not None:
+                self.trend.reset(i)
         if item.id in self.index:
             i = self.index[item.id]
             if i in self._free:

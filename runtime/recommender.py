@@ -4,6 +4,7 @@ profile -> session -> encoder -> user model -> scorer -> re-ranker -> response.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +21,7 @@ from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
 from .query_parser import QueryParser
 # the limits are the request's; re-exported here for callers of earlier versions
-from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, STRATEGIES, Request, check_text  # noqa: F401
+from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, MAX_TIME, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
 from .scorer import CFScorer, RowScores, blend
 from .session import make_session
@@ -39,6 +40,7 @@ EXPLAIN_HISTORY = 200
 CF_CANDIDATES = 2000
 # Per session: the last clicks and skips kept (bounds memory: 1024 sessions x 400 ids of <= 200 chars).
 MAX_SESSION_EVENTS = 200
+MAX_EVENTS = 10_000  # interaction events per record_events call (POST /events)
 
 
 @dataclass
@@ -174,6 +176,32 @@ class Recommender:
                       "on_device": r >= c.n_bundle} for r in rows]
         return {"items": items, "total": total, "offset": offset}
 
+    def record_events(self, events: list[dict]) -> dict:
+        """Count interaction events into trending popularity: ``[{"item_id": str, "time": unix seconds}]``
+        (e.g. the clicks every user of the device made). Bundles calibrated with trending popularity only;
+        later requests (``now`` at or after the events) rank with them. Returns ``{"counted": n,
+        "unknown_ids": [...]}`` (events on unknown or removed items are not counted).
+
+        Kept in memory, in this process: a restart starts from the bundle's counts (feed recent events
+        again), and ``genre serve --workers N`` refuses them (each worker would count a share)."""
+        if not isinstance(events, (list, tuple)) or len(events) > MAX_EVENTS:
+            raise RequestError(f"events must be a list of at most {MAX_EVENTS} events")
+        ids, times = [], []
+        for k, e in enumerate(events):
+            if not isinstance(e, dict) or set(e) != {"item_id", "time"}:
+                raise RequestError(f"events[{k}] must be an object with exactly item_id and time")
+            iid, t = e["item_id"], e["time"]
+            if not isinstance(iid, str) or not 0 < len(iid) <= 200:
+                raise RequestError(f"events[{k}].item_id must be a non-empty string of at most 200 characters")
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= MAX_TIME:
+                raise RequestError(f"events[{k}].time must be unix seconds in [0, {MAX_TIME}], got {t!r}")
+            ids.append(iid)
+            times.append(float(t))
+        self.catalog.refresh()
+        unknown = self.catalog.record_events(ids, times)
+        missing = set(unknown)
+        return {"counted": sum(1 for i in ids if i not in missing), "unknown_ids": unknown}
+
     def remove_items(self, ids: list[str]) -> list[str]:
         """Remove items; returns ids that were unknown."""
         if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
@@ -245,6 +273,7 @@ class Recommender:
                     history = history + s["clicks"]
                     skips = tuple(s["skips"])
             hist, unknown = cat.rows(history)
+            pop = cat.popularity(req.now)  # static, or trending as of the request time
             if len(hist) == 0 and not query and strategy != "cf":
                 strategy, preset = "cf", self.presets["cf"]  # nothing to personalise on: popularity
             t_req = time.perf_counter()
@@ -262,14 +291,14 @@ class Recommender:
             t_user = time.perf_counter()
             # --- scorer: content + CF + popularity over the whole catalog, or over a candidate set
             if self.catalog_scorer.approximate:
-                rows, scores, cf = self._candidate_scores(u, hist, preset)
+                rows, scores, cf = self._candidate_scores(u, hist, preset, pop)
                 mask = cat.mask(filters, rows)
                 if req.exclude_seen and len(hist):
                     mask &= ~np.isin(rows, hist)
                 if skips:
                     mask &= ~np.isin(rows, cat.rows(skips)[0])
             else:
-                scores, cf = self._scores(u, hist, preset)
+                scores, cf = self._scores(u, hist, preset, pop)
                 mask = cat.mask(filters)
                 if req.exclude_seen and len(hist):
                     mask[hist] = False
@@ -285,7 +314,7 @@ class Recommender:
                 pool = top_n(scores, mask, max(self.rerank_top, req.k))
             if self.head_session is not None:
                 scores = scores.copy()
-                scores[pool] = self._head(u, pool, cf, cat.pop)
+                scores[pool] = self._head(u, pool, cf, pop)
             pool = pool[np.argsort(-scores[pool], kind="stable")]
             t_score = time.perf_counter()
             # --- re-ranker
@@ -295,25 +324,26 @@ class Recommender:
             items = [Recommendation(cat.ids[i], cat.titles[i], float(scores[i]), list(cat.categories[i]),
                                     int(cat.years[i])) for i in picked]
             if req.explain:
-                for rec, reasons in zip(items, self._explain(picked, hw, att, hist, q, qw, preset)):
+                for rec, reasons in zip(items, self._explain(picked, hw, att, hist, q, qw, preset, pop)):
                     rec.reasons = reasons
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
                         parsed.to_dict() if parsed else None)
 
-    def score_all(self, history: np.ndarray, strategy: str = "hybrid") -> np.ndarray:
+    def score_all(self, history: np.ndarray, strategy: str = "hybrid", now: float | None = None) -> np.ndarray:
         """Scores of every catalog row for a history of catalog row indices (oldest first), as
         :meth:`recommend` ranks them before filters and re-ranking; for offline evaluation
         (``genre ab``). With an MLP head, its top ``rerank_top`` items are re-scored and kept above
-        the rest, as served."""
+        the rest, as served. ``now``: the request time trending popularity is read at (as ``Request.now``)."""
         if strategy not in STRATEGIES or strategy == "query":
             raise RequestError(f"strategy must be one of content, cf, hybrid for score_all, not {strategy!r}")
         preset, cat = self.presets[strategy], self.catalog
         hist = np.asarray(history, np.int64)
         _, u, _ = self._user_vector(hist, None, 0.0)
-        s, cf = self._scores(u, hist, preset)
+        pop = cat.popularity(now)
+        s, cf = self._scores(u, hist, preset, pop)
         if self.head_session is not None:
             pool = top_n(s, cat.mask(Filters()), self.rerank_top)
-            fine = self._head(u, pool, cf, cat.pop)
+            fine = self._head(u, pool, cf, pop)
             s = s - (s.max() - s.min() + 1e3)
             s[pool] = fine - fine.min() + 1.0 + s.max()
         return s
@@ -328,13 +358,13 @@ class Recommender:
             u = q if len(hw) == 0 else (1 - qw) * u + qw * q
         return hw, u, att
 
-    def _scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset):
-        """(blended scores of every catalog row, CF scores): content + CF + popularity."""
+    def _scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset, pop: np.ndarray):
+        """(blended scores of every catalog row, CF scores): content + CF + popularity ``pop``."""
         cat = self.catalog
         cf = self.cf.scores(hist, len(cat.ids)) if preset.cf else np.zeros(len(cat.ids), np.float32)
-        return blend(self.catalog_scorer.scores(cat, u), cf, cat.pop, preset), cf
+        return blend(self.catalog_scorer.scores(cat, u), cf, pop, preset), cf
 
-    def _candidate_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset):
+    def _candidate_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset, pop: np.ndarray):
         """Mode ``ann``: (rows, blended scores, CF scores) over a candidate set - the approximate index's
         rows for ``u`` and the popular ones (``CatalogScorer.candidates``), plus the best CF neighbours of
         the history - every one scored exactly (content from the catalog rows, CF from its tables)."""
@@ -348,7 +378,7 @@ class Recommender:
         rows = np.unique(np.concatenate(parts))
         content = cat.emb[rows] @ u
         cf = self.cf.scores_at(hist, rows, sparse) if preset.cf else np.zeros(len(rows), np.float32)
-        return rows, RowScores(rows, blend(content, cf, cat.pop[rows], preset)), RowScores(rows, cf)
+        return rows, RowScores(rows, blend(content, cf, pop[rows], preset)), RowScores(rows, cf)
 
     def _head(self, u, pool, cf, pop):
         c = self.catalog.emb[pool][None].astype(np.float32)
@@ -356,7 +386,7 @@ class Recommender:
                                            "cf": cf[pool][None].astype(np.float32), "pop": pop[pool][None].astype(np.float32)})
         return out[0][0]
 
-    def _explain(self, picked: np.ndarray, hw, att, hist, q, qw, preset) -> list[list[dict]]:
+    def _explain(self, picked: np.ndarray, hw, att, hist, q, qw, preset, pop) -> list[list[dict]]:
         """Per picked item: which history items and/or the query drove it, with their share (top 3).
 
         Vectorized over the picked items; history items count from the last ``EXPLAIN_HISTORY`` (and
@@ -376,7 +406,7 @@ class Recommender:
         if q is not None:
             extra.append(("query", preset.content * (qw if len(hw) else 1.0) * (cat.emb[picked] @ q)))
         if preset.pop:
-            extra.append(("popularity", preset.pop * cat.pop[picked]))
+            extra.append(("popularity", preset.pop * pop[picked]))
         out = []
         for j in range(len(picked)):
             cands = [(float(v), "history", int(uniq[r])) for r, v in enumerate(hist_parts[:, j]) if v > 0]
@@ -402,6 +432,9 @@ class Recommender:
                 "quality": m.quality.summary if m.quality else None,
                 # what a client needs to offer the request's choices (the playground page reads these)
                 "defaults": asdict(self.defaults), "max_history": m.scoring.max_history,
+                "popularity": ({"kind": "static"} if self.catalog.trend is None else
+                               {"kind": "trending", "half_life_s": self.catalog.trend.half_life,
+                                "as_of": self.catalog.trend.as_of}),
                 **self.catalog.facets()}
 
 
@@ -471,6 +504,8 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     # CF neighbour tables: widened to int32/float32 in memory (~2x the files), or memory-mapped as stored where
     # the catalog loads lean (pages a request gathers: counted as a tenth); factor tables load as they are
     mapped = index and m.catalog.cf.kind in ("cooccurrence", "ease")
+    if m.catalog.trend is not None:  # float64 counts, and the float32 feature a request reads
+        per_row += 12
     out = {"runtime": RUNTIME_BASE_MIB, "models": 2 * (enc + small) * mib,
            "catalog": (n * per_row + f.get(m.catalog.items, 0) * 3) * mib,
            "cf": (0.1 if mapped else 2) * cf * mib, "tokenizer": 3 * f.get(m.tokenizer, 0) * mib}

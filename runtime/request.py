@@ -58,7 +58,8 @@ class Request:
     seed: int | None = _opt(None, lo=0, hi=MAX_SEED)
     explain: bool = _opt(False, doc="say which history items / the query drove each pick")
     session_id: str | None = _opt(None, min_len=1, max_len=MAX_SESSION_ID, doc="interactive session (feedback)")
-    now: int | None = _opt(None, lo=0, hi=MAX_TIME, doc="request time for freshness (default: newest item)")
+    now: int | None = _opt(None, lo=0, hi=MAX_TIME, doc="request time (unix seconds) for freshness (default: newest item) "
+                                                     "and trending popularity (default: newest event counted)")
 
     def __post_init__(self):
         # lists become tuples (frozen, hashable); a lone string counts as a one-element list

@@ -18,8 +18,8 @@ except ImportError:  # pragma: no cover
 from .catalog import MAX_ID_LEN, MAX_TEXT_LEN, MAX_TITLE_LEN
 from .errors import GenreError, RequestError
 from .fsutil import loads_strict
-from .recommender import Recommender
-from .request import Request, field_limits
+from .recommender import MAX_EVENTS, Recommender
+from .request import MAX_TIME, Request, field_limits
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class BodyLimit:
             await _send_json(send, 413, "body_too_large", f"request body is over {self.limit} bytes")
 
 
-ENDPOINTS = ("/recommend", "/items", "/feedback", "/health", "/info", "/metrics", "/openapi.json", "/", "/docs")
+ENDPOINTS = ("/recommend", "/items", "/feedback", "/events", "/health", "/info", "/metrics", "/openapi.json", "/", "/docs")
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -367,6 +367,8 @@ async def _send_json(send, status: int, error: str, detail: str) -> None:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 NO_SESSIONS = ("session feedback is kept in one process, and this server runs several workers (--workers): "
                "send the session's clicks in 'history' instead, or serve with --workers 1")
+NO_EVENTS = ("trending popularity counts events in one process, and this server runs several workers (--workers): "
+             "serve with --workers 1 to feed events")
 WORKER_ENV = "GENRE_SERVE_WORKER_CONFIG"  # how `genre serve --workers N` hands its options to each worker
 
 
@@ -461,6 +463,15 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
         session_id: str = Field(min_length=1, max_length=200)
         item_id: str = Field(min_length=1, max_length=200)
         event: Literal["click", "skip"] = "click"
+
+    class Event(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        item_id: str = Field(min_length=1, max_length=200)
+        time: float = Field(ge=0, le=MAX_TIME, allow_inf_nan=False)
+
+    class EventsBody(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
 
     import contextlib
 
@@ -622,6 +633,13 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
             raise RequestError(NO_SESSIONS)
         serving.rec.feedback(body.session_id, body.item_id, body.event)
         return {"ok": True}
+
+    @app.post("/events", dependencies=[Depends(write_access)])  # changes every user's popularity
+    def record_events(body: EventsBody):
+        """Count interaction events into trending popularity (bundles calibrated with it)."""
+        if not sessions:
+            raise RequestError(NO_EVENTS)
+        return serving.rec.record_events([e.model_dump() for e in body.events])
 
     @app.post("/admin/reload", dependencies=[Depends(write_access)])
     def reload_bundle():

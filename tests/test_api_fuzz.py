@@ -35,7 +35,7 @@ def _operations(base_url):
 # The operations the server documents; a test per operation (schemathesis' own pytest plugin does not
 # run under pytest 9 yet, so its Hypothesis strategies are driven directly).
 OPERATIONS = ["POST /recommend", "POST /items", "GET /items", "DELETE /items/{item_id}", "POST /feedback", "GET /health", "GET /info",
-              "GET /metrics", "POST /admin/reload"]
+              "GET /metrics", "POST /events", "POST /admin/reload"]
 
 
 def test_every_documented_operation_is_fuzzed(base_url):

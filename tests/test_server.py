@@ -53,6 +53,9 @@ def test_recommend_and_catalog_over_http(server):
     ("POST", "/recommend", {"history": ["m0"] * 20000}, None, 422),
     ("POST", "/items", {"items": []}, None, 422),
     ("POST", "/feedback", {"session_id": "s", "item_id": "m1", "event": "love"}, None, 422),
+    ("POST", "/events", {"events": [{"item_id": "m1", "time": -5}]}, None, 422),
+    ("POST", "/events", {"events": []}, None, 422),
+    ("POST", "/events", {"events": [{"item_id": "m1", "time": 5}]}, None, 400),  # a static bundle: no trend
     ("GET", "/nope", None, None, 404),
 ])
 def test_bad_requests_get_json_4xx_and_server_keeps_serving(server, method, path, body, raw, code):
@@ -294,6 +297,8 @@ def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path
             st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "include_categories": ["Zzworkers"]})
             assert st == 200 and [i["id"] for i in got["items"]] == ["w1"]
         st, got = _req(base, "POST", "/feedback", {"session_id": "s", "item_id": "m0"})
+        assert st == 400 and "--workers" in got["detail"]
+        st, got = _req(base, "POST", "/events", {"events": [{"item_id": "m0", "time": 1}]})  # counted per process
         assert st == 400 and "--workers" in got["detail"]
         st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "session_id": "s"})
         assert st == 400 and "--workers" in got["detail"]

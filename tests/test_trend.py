@@ -114,3 +114,119 @@ def test_ab_baseline_arm_passes_request_times(news):
     users = np.arange(10)
     m = Trending(share=0.03).fit(None).fit_events(news)  # the share tuned on this split (see above)
     np.testing.assert_allclose(arm.score(users), scores_for(m, hist, when)(users), rtol=1e-6)
+
+
+def test_device_trend_fed_in_time_order_equals_the_offline_rows():
+    """The runtime's Trend, fed events in time order (what a device's event feed does) and read at each
+    request time, gives the training side's trending popularity feature for the same events."""
+    from genre_edge.trending import Trend, trend_feature
+    from genre_edge_export.trend import trend_rows
+
+    rng = np.random.default_rng(3)
+    ev_t = np.sort(rng.integers(1_000, 50_000, 400)).astype(np.float64)
+    ev_i = rng.integers(0, 9, 400)
+    at = np.sort(rng.integers(2_000, 60_000, 25)).astype(np.float64)
+    want = trend_feature(trend_rows(ev_t, ev_i, 9, at, 3_000.0))
+    tr, k = Trend(np.zeros(9), 3_000.0, 0.0), 0
+    for r, t in enumerate(at):
+        j = int(np.searchsorted(ev_t, t, "left"))
+        tr.add(ev_i[k:j], ev_t[k:j])
+        k = j
+        np.testing.assert_allclose(tr.feature(t), want[r], rtol=1e-5, atol=1e-6)
+        # a clock behind the newest event reads the counts as they are (they cannot be taken back)
+        np.testing.assert_array_equal(tr.feature(tr.as_of - 10_000), tr.feature(tr.as_of))
+    assert trend_feature(np.zeros((2, 4))).max() == 0.0  # nothing counted: all zero, not NaN
+
+
+def test_trend_refuses_bad_events_and_keeps_its_counts():
+    from genre_edge.errors import RequestError
+    from genre_edge.trending import Trend
+
+    tr = Trend(np.array([1.0, 2.0, 0.0]), 100.0, 500.0)
+    before = tr.counts.copy()
+    for rows, times, msg in (([0, 5], [600, 600], "out of the catalog"), ([0], [np.nan], "unix seconds"),
+                             ([0], [-1.0], "unix seconds"), ([0, 1], [600], "one time per item")):
+        with pytest.raises(RequestError, match=msg):
+            tr.add(np.array(rows), np.array(times, np.float64))
+        np.testing.assert_array_equal(tr.counts, before)
+        assert tr.as_of == 500.0
+    tr.add(np.array([2]), np.array([400.0]))  # an event older than as_of: counted, decayed, as_of kept
+    assert tr.as_of == 500.0 and tr.counts[2] == pytest.approx(0.5)
+    tr.add(np.array([2]), np.array([600.0]))  # a newer one moves every count to its time
+    assert tr.as_of == 600.0 and tr.counts[0] == pytest.approx(0.5) and tr.counts[2] == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="half-life"):
+        Trend(np.zeros(2), 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def news_folder(tmp_path_factory):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synth_news import make
+
+    out = tmp_path_factory.mktemp("news-hybrid")
+    make(out, users=300, items=400, days=6, sessions_per_user=12, lifetime_h=12, trend=1.5, taste=0.5, seed=0)
+    return out
+
+
+def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folder, tmp_path):
+    """On a log where stories fade, the blend calibration ("auto") chooses trending popularity on validation;
+    the bundle ships the decayed counts; a device fed the training events in time order scores like the
+    offline model (A/B replay of the bundle vs the model folder), and events it records move the ranking."""
+    from conftest import tiny_config, tiny_encoder
+
+    import torch
+
+    torch.set_num_threads(1)
+    from genre_edge.errors import RequestError
+    from genre_edge.recommender import Recommender
+    from genre_edge_export.ab import replay
+    from genre_edge_export.bundle_writer import export_bundle
+    from genre_edge_export.train import train
+    from genre_edge_export.trend import TREND_SHARES
+
+    conf = tiny_config(news_folder, tiny_encoder(tmp_path / "enc"),
+                       data={"source": str(news_folder), "format": "mind"},
+                       split={"kind": "cold_item", "cold_quantile": 0.5, "cold_valid_quantile": 0.4},
+                       encoder={"template": "{title}. {category}", "trainable_layers": 0})
+    rep = train(conf, tmp_path / "teacher", progress=False)
+    cal = rep["calibration"]
+    grid = {r["popularity"]: r["valid_ndcg@10"] for r in cal["popularity_grid"]}
+    assert set(grid) == {"static"} | {f"trending-{s:g}" for s in TREND_SHARES}
+    assert cal["popularity_half_life_s"] > 0 and max(grid.values()) > 1.2 * grid["static"]
+    assert cal["after"]["pop"] > 0
+    export_bundle(tmp_path / "teacher", tmp_path / "bundle", ["x86-avx2"], min_kept=0.0, min_request_kept=0.0,
+                  min_cold_kept=0.0, progress=lambda m: None)
+    rec = Recommender.load(tmp_path / "bundle", "x86-avx2", state_dir=tmp_path / "state")
+    info = rec.info()["popularity"]
+    assert info["kind"] == "trending" and info["half_life_s"] == pytest.approx(cal["popularity_half_life_s"])
+    # the device replayed with an event feed ranks like the offline model (same user vectors and CF; the
+    # encoder is the int8 export of the same weights, so the lists may differ a little)
+    conf_path = tmp_path / "teacher" / "config.toml"
+    res = replay(str(tmp_path / "bundle"), str(tmp_path / "teacher"), str(conf_path))
+    a, b = res["arms"]["A"]["ndcg@10"], res["arms"]["B"]["ndcg@10"]
+    assert abs(a - b) < 0.1 * b, (a, b)
+    # events recorded on the device lift an item: 50 clicks on the least popular item just before now
+    ids = rec.catalog.ids
+    now = int(rec.catalog.trend.as_of) + 60
+    base = rec.score_all(np.array([0, 1]), now=now)
+    low = int(np.argmin(rec.catalog.popularity(now)))
+    out = rec.record_events([{"item_id": ids[low], "time": now - 30}] * 50 + [{"item_id": "nope", "time": now}])
+    assert out == {"counted": 50, "unknown_ids": ["nope"]}
+    after = rec.score_all(np.array([0, 1]), now=now)
+    assert (after > after[low]).sum() < (base > base[low]).sum()
+    with pytest.raises(RequestError, match="time"):
+        rec.record_events([{"item_id": ids[0], "time": "yesterday"}])
+    with pytest.raises(RequestError, match="exactly item_id and time"):
+        rec.record_events([{"item_id": ids[0]}])
+
+
+def test_a_static_bundle_refuses_events(tiny_bundle, tmp_path):
+    from genre_edge.errors import RequestError
+    from genre_edge.recommender import Recommender
+
+    rec = Recommender.load(tiny_bundle / "bundle", "x86-avx2", state_dir=tmp_path / "state")
+    if rec.catalog.trend is not None:
+        pytest.fail("the toy data set has no trending signal; its bundle is expected to keep static popularity")
+    assert rec.info()["popularity"] == {"kind": "static"}
+    with pytest.raises(RequestError, match="static"):
+        rec.record_events([{"item_id": "m0", "time": 1}])
