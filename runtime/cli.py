@@ -105,11 +105,13 @@ def _load(bundle_path, profile, state_dir=None):
 @click.option("--explore", "exploration", type=float, default=None,
               help="Seeded random exploration in the re-ranking (0 = deterministic, up to 10).")
 @click.option("--seed", type=int, default=None, help="Seed of the exploration noise.")
+@click.option("--now", type=int, default=None,
+              help="Request time, unix seconds: freshness and trending popularity are read as of it.")
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Say which history items or the query drove each pick.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, parse_query, k, strategy, include,
-              exclude, year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, explain,
+              exclude, year_min, year_max, mmr_lambda, freshness, popularity_penalty, exploration, seed, now, explain,
               as_json):
     """Recommend items for a history and/or a free-text query."""
     if bool(bundle_path) == bool(model_dir):
@@ -122,7 +124,7 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
     req = run_api(Request.create, split_ids(history), query=query, parse_query=parse_query, k=k, strategy=strategy,
                   include_categories=split_ids(include), exclude_categories=split_ids(exclude), year_min=year_min,
                   year_max=year_max, mmr_lambda=mmr_lambda, freshness_half_life_days=freshness,
-                  popularity_penalty=popularity_penalty, exploration=exploration, seed=seed, explain=explain)
+                  popularity_penalty=popularity_penalty, exploration=exploration, seed=seed, now=now, explain=explain)
     rec = _load(bundle_path, profile, state_dir)
     r = run_api(rec.recommend, req)
     lines = [f"profile {rec.profile.name} ({rec.variant}), strategy {r.strategy}, {r.timings_ms['total']:.2f} ms"]

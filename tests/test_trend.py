@@ -218,6 +218,17 @@ def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folde
         rec.record_events([{"item_id": ids[0], "time": "yesterday"}])
     with pytest.raises(RequestError, match="exactly item_id and time"):
         rec.record_events([{"item_id": ids[0]}])
+    # the CLI passes the request time; a bad one is a user error naming the field
+    from click.testing import CliRunner
+
+    from genre_edge.cli import main
+
+    args = ["recommend", "--bundle", str(tmp_path / "bundle"), "--profile", "x86-avx2", "--state-dir",
+            str(tmp_path / "state"), "--history", f"{ids[0]},{ids[1]}", "--json", "-k", "3"]
+    r = CliRunner().invoke(main, args + ["--now", str(now)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, args + ["--now", "-5"])
+    assert r.exit_code == 1 and "now" in r.output
 
 
 def test_a_static_bundle_refuses_events(tiny_bundle, tmp_path):
