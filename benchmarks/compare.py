@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     from genre_edge_export.onnx_export import cosine_rows, export_encoder, ort_session
     from genre_edge_export.quantize import quantize
     from genre_edge_export.prepare import Prepared
-    from genre_edge_export.scoring import Scorer
+    from genre_edge_export.scoring import Scorer, popularity_rows
 
     torch.set_num_threads(1)
     T = ModelDir(a.teacher)
@@ -251,7 +251,8 @@ def main(argv=None) -> int:
     q32 = [query_texts(tok_path, item_texts[k * 7:] + item_texts[: k * 7], 32) for k in range(4)]
 
     def ndcg(rec_, conf, emb):
-        r = evaluate(Scorer(conf, rec_, emb, prep.hist), prep.split, "valid", item_features=feats)
+        pop_rows = popularity_rows(rec_, prep.split, prep.split.request_times("valid"))  # trending models
+        r = evaluate(Scorer(conf, rec_, emb, prep.hist, pop_rows=pop_rows), prep.split, "valid", item_features=feats)
         return r["ndcg@10"]
 
     # --- the encoders, each as texts -> normalised vectors

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from genre_edge_export.evaluate import evaluate
     from genre_edge_export.model_folder import ModelDir
     from genre_edge_export.prepare import Prepared
-    from genre_edge_export.scoring import Scorer
+    from genre_edge_export.scoring import Scorer, popularity_rows
     from genre_edge_export.train_config import load_config, packaged_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     warm_rows, per_user = [], {}
     for t, M in zip(teachers, models):
         _, rec = M.modules()
-        sc = {w: Scorer(M.conf, rec, M.emb, H[w]) for w in H}
+        sc = {w: Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, sp.request_times(w)))
+              for w in H}
 
         def blend(which, w, sc=sc):
             def f(users):
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     cold = {}
     for t, M in zip(teachers, models):
         _, rec = M.modules()
-        sc = {w: Scorer(M.conf, rec, M.emb, H[w]) for w in ("cold_valid", "cold")}
+        sc = {w: Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, sp.request_times(w)))
+              for w in ("cold_valid", "cold")}
         for which in ("cold_valid", "cold"):
             for al in COLD_GRID:
                 def f(users, which=which, al=al, sc=sc):

@@ -194,6 +194,20 @@ def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folde
     assert set(grid) == {"static"} | {f"trending-{s:g}" for s in TREND_SHARES}
     assert cal["popularity_half_life_s"] > 0 and max(grid.values()) > 1.2 * grid["static"]
     assert cal["after"]["pop"] > 0
+    # a model folder written before trending popularity (no pop_half_life) loads with static popularity
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from genre_edge_export.model_folder import ModelDir
+
+    assert float(ModelDir(tmp_path / "teacher").modules()[1].pop_half_life) == pytest.approx(
+        cal["popularity_half_life_s"], rel=1e-6)
+    shutil.copytree(tmp_path / "teacher", tmp_path / "old")
+    st = load_file(str(tmp_path / "old" / "recommender.safetensors"))
+    del st["rec.pop_half_life"]
+    save_file(st, str(tmp_path / "old" / "recommender.safetensors"))
+    assert float(ModelDir(tmp_path / "old").modules()[1].pop_half_life) == 0.0
     export_bundle(tmp_path / "teacher", tmp_path / "bundle", ["x86-avx2"], min_kept=0.0, min_request_kept=0.0,
                   min_cold_kept=0.0, progress=lambda m: None)
     rec = Recommender.load(tmp_path / "bundle", "x86-avx2", state_dir=tmp_path / "state")
