@@ -418,7 +418,7 @@ class Bundle:
                 raise BundleError(f"{cat.trend.counts}: expected {n} counts >= 0, got shape {counts.shape}")
             trend = Trend(counts, cat.trend.half_life_s, cat.trend.as_of)
         return Catalog(items["ids"], items["title"], items["categories"], items["year"], items["first_seen"], emb, pop,
-                       trend=trend)
+                       trend=trend, trend_key=(self.sha256(cat.trend.counts) or "")[:16] if trend is not None else "")
 
     def load_cf(self, n_items: int, lean: bool = False):
         """The CF scorer for a catalog of ``n_items`` bundle items (tables checked against it).

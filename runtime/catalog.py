@@ -1,8 +1,9 @@
 """The on-device catalog: bundle items plus crash-safe local updates.
 
-Updates (add / update / remove) live in one JSON file next to the bundle, rewritten atomically
-(temp file, fsync, rename) on every change: after a crash the file is the old or the new state,
-never a mix, and an update is acknowledged only after its rename is durable.
+Updates (add / update / remove, and interaction events for trending popularity) live in the state folder
+next to the bundle: a snapshot rewritten atomically (temp file, fsync, rename) and a journal of the changes
+since, one fsync'd line each (folded into the next snapshot every ``JOURNAL_COMPACT_OPS``): after a crash the
+state is the old or the new one, never a mix, and an update is acknowledged only once it is durable.
 
 Several processes may share the file (`genre serve` and `genre items add`, several workers): a writer
 holds an exclusive lock on ``<file>.lock`` while it reads the file's current state, applies its change
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -121,6 +123,17 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, dtype=np.float16).tobytes()).decode("ascii")
 
 
+def _b64_counts(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _unb64_counts(s: str) -> np.ndarray:
+    raw = base64.b64decode(s, validate=True)
+    if len(raw) % 8:
+        raise ValueError("trend counts are not whole float64 values")
+    return np.frombuffer(raw, dtype="<f8").astype(np.float64)
+
+
 def _unb64(s: str, dim: int) -> np.ndarray:
     a = np.frombuffer(base64.b64decode(s, validate=True), dtype=np.float16)
     if a.shape != (dim,):
@@ -134,7 +147,7 @@ class Catalog:
     """Items, embeddings, popularity and per-item metadata, with removals masked out."""
 
     def __init__(self, ids, titles, categories, years, first_seen, emb: np.ndarray, pop: np.ndarray,
-                 packed: bool | None = None, trend: Trend | None = None):
+                 packed: bool | None = None, trend: Trend | None = None, trend_key: str = ""):
         ids = ids if isinstance(ids, list) else list(ids)
         # ``packed`` (default: from PACK_FROM items on): ids and titles in one buffer each and the id lookup
         # as sorted hashes (item_columns), not a Python object per item: at 10M items lists and an id dict
@@ -155,6 +168,10 @@ class Catalog:
         self.trend = trend
         if trend is not None and len(trend) != len(self.ids):
             raise BundleError(f"trend counts for {len(trend)} items, catalog has {len(self.ids)}")
+        # the bundle's counts (what the state's events build on) and which bundle they are: a state folder's
+        # counts are taken only when they were built on the same bundle counts
+        self._trend_base = (trend.counts.copy(), trend.as_of) if trend is not None else None
+        self._trend_key = trend_key
         self.active = np.ones(len(self.ids), bool)
         self.n_bundle = len(self.ids)
         self.index = IdIndex(self.ids) if self.packed else {iid: i for i, iid in enumerate(self.ids)}
@@ -170,7 +187,7 @@ class Catalog:
         self._room: dict[str, np.ndarray] = {}  # the buffers per-item arrays grow in (see _append)
         self._sig = None  # _state_signature of the updates files as last read or written here
         self._journal = {"base": None, "ops": 0, "torn": False}  # the journal as last read or written here
-        self._snapshot_cache = None  # (signature, added, removed, generation) of the snapshot last parsed
+        self._snapshot_cache = None  # (signature, added, removed, generation, trend) of the snapshot last parsed
         self._category_index()
 
     def _category_index(self):
@@ -223,20 +240,27 @@ class Catalog:
         return self.pop if self.trend is None else self.trend.feature(now)
 
     def record_events(self, ids: list[str], times: list[float]) -> list[str]:
-        """Count interaction events (item ids at unix times) into the trend; returns the unknown ids
-        (not counted). Without a trend (a bundle with static popularity) this is refused.
-
-        Kept in memory: a restart starts again from the bundle's counts (feed the recent events again)."""
+        """Count interaction events (item ids at unix times) into the trend, durably when the catalog has
+        an updates file (a journal line, shared with every process on it, as item changes are); returns
+        the unknown ids (not counted). Without a trend (a bundle with static popularity) this is refused."""
         if self.trend is None:
             raise RequestError("this bundle's popularity is static (trained without trending popularity); "
                                "events are not counted")
         if len(ids) != len(times):
             raise RequestError(f"events need one time per item ({len(ids)} items, {len(times)} times)")
-        with self.lock:
+        with self.lock, _FileLock(self.updates_path):
+            self._sync()  # another process's writes first: they stay in the file we write
             known = self.index.get_many(list(ids)) if self.packed else [self.index.get(i) for i in ids]
             ok = [r is not None and bool(self.active[r]) for r in known]
-            self.trend.add(np.array([r for r, k in zip(known, ok) if k], np.int64),
-                           np.array([t for t, k in zip(times, ok) if k], np.float64))
+            rows = np.array([r for r, k in zip(known, ok) if k], np.int64)
+            when = np.array([t for t, k in zip(times, ok) if k], np.float64)
+            new = Trend(self.trend.counts, self.trend.half_life, self.trend.as_of)
+            new.add(rows, when)  # checks the events before anything is written
+            if len(rows):
+                # persist first: if the write fails, memory stays as it was
+                self._write([{"op": "events", "ids": [i for i, k in zip(ids, ok) if k], "times": when.tolist()}],
+                            self._added, self._removed, trend=new)
+                self.trend.replace(new.counts, new.as_of)
         return sorted({i for i, k in zip(ids, ok) if not k})
 
     def active_rows(self) -> np.ndarray:
@@ -361,11 +385,18 @@ class Catalog:
         else:
             self._append(item, e)
 
-    def _state(self, added: dict, removed: set) -> dict:
-        return {"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]), "added": list(added.values()),
-                "removed": sorted(removed)}
+    def _state(self, added: dict, removed: set, trend: Trend | None = None) -> dict:
+        state = {"format": UPDATES_FORMAT, "dim": int(self.emb.shape[1]), "added": list(added.values()),
+                 "removed": sorted(removed)}
+        trend = trend if trend is not None else self.trend
+        if trend is not None:  # the counts as of now: bundle rows as one array, on-device items by id
+            nb = self.n_bundle
+            dev = {self.ids[r]: float(trend.counts[r]) for r in range(nb, len(trend)) if self.active[r] and trend.counts[r]}
+            state["trend"] = {"bundle_key": self._trend_key, "as_of": trend.as_of,
+                              "bundle": _b64_counts(trend.counts[:nb]), "device": dev}
+        return state
 
-    def _write(self, ops: list[dict], added: dict, removed: set) -> None:
+    def _write(self, ops: list[dict], added: dict, removed: set, trend: Trend | None = None) -> None:
         """Make ``ops`` durable (call with the exclusive file lock held, after ``_sync``): appended to the
         journal and fsync'd, O(size of the change); every ``JOURNAL_COMPACT_OPS`` ops (or when the
         journal cannot be appended to: none yet, torn by a crash, from an older snapshot) the whole state
@@ -380,7 +411,7 @@ class Catalog:
         snap_gen = self._sig[0][3] if self._sig and self._sig[0] else None
         if snap_gen is None or j["base"] != snap_gen or j["torn"] or j["ops"] + len(ops) > JOURNAL_COMPACT_OPS:
             gen = max(0, snap_gen or 0) + 1
-            atomic_write_json(path, {"generation": gen, **self._state(added, removed)})  # first key: _signature
+            atomic_write_json(path, {"generation": gen, **self._state(added, removed, trend)})  # first key: _signature
             atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
             self._journal = {"base": gen, "ops": 0, "torn": False}
         else:
@@ -447,7 +478,8 @@ class Catalog:
         sig = _state_signature(path)
         if sig == self._sig:
             return False
-        items, removed = self._read(path) if sig is not None and sig[0] is not None else ([], [])
+        items, removed, trend_state, events = (self._read(path) if sig is not None and sig[0] is not None
+                                               else ([], [], None, []))
         new_added = {it.id: rec for it, _, rec in items}
         for iid in set(self._added) - set(new_added):  # removed by the other process
             if iid in self.index and self.index[iid] >= self.n_bundle:
@@ -462,6 +494,8 @@ class Catalog:
             if rid in self.index:
                 self.active[self.index[rid]] = False
         self._added, self._removed, self._sig = new_added, {r for r in removed if r in self.index}, sig
+        if self.trend is not None:
+            self._rebuild_trend(trend_state, events)
         log.info("catalog updates from another process applied (%d added/updated, %d removed)", len(items), len(removed))
         return True
 
@@ -471,7 +505,30 @@ class Catalog:
                        int(rec.get("timestamp", 0))).validate()
         return it, _unb64(rec["embedding"], dim), rec
 
-    def _read(self, path: Path) -> tuple[list, list[str]]:
+    def _rebuild_trend(self, state: dict | None, events: list) -> None:
+        """The trend as the updates file says: its snapshot's counts (or the bundle's, when it has none or
+        they were built on another bundle's), plus the journal's events."""
+        nb, n = self.n_bundle, len(self.ids)
+        counts = np.zeros(n, np.float64)
+        if state is not None and state["bundle_key"] == self._trend_key and len(state["bundle"]) == nb:
+            counts[:nb], as_of = state["bundle"], state["as_of"]
+            for iid, c in state["device"].items():
+                r = self.index.get(iid)
+                if r is not None and r >= nb:
+                    counts[r] = c
+        else:
+            if state is not None:
+                log.warning("the catalog state's trend counts were built on another bundle: starting from this "
+                            "bundle's counts (and the journal's events)")
+            counts[:nb], as_of = self._trend_base
+        t = Trend(counts, self.trend.half_life, as_of)
+        for ids, times in events:
+            known = [self.index.get(i) for i in ids]
+            keep = [j for j, r in enumerate(known) if r is not None and self.active[r]]
+            t.add(np.array([known[j] for j in keep], np.int64), np.array([times[j] for j in keep], np.float64))
+        self.trend.replace(t.counts, t.as_of)
+
+    def _read(self, path: Path) -> tuple[list, list[str], dict | None, list]:
         """(items as (ItemInput, embedding, record), removed ids) of the updates snapshot with its journal
         replayed; refused when corrupt (a torn last journal line, a crash mid-append, is ignored)."""
         bad = (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError, OverflowError)
@@ -479,13 +536,14 @@ class Catalog:
         cached = self._snapshot_cache
         if cached is not None and snap_sig is not None and cached[0] == snap_sig:
             # only the journal changed (the usual case): the parsed snapshot is reused, the journal replayed
-            added, removed, gen = dict(cached[1]), set(cached[2]), cached[3]
+            added, removed, gen, trend = dict(cached[1]), set(cached[2]), cached[3], cached[4]
         else:
-            added, removed, gen = self._read_snapshot(path, bad)
-            self._snapshot_cache = (snap_sig, dict(added), set(removed), gen)
-        return self._replay(path, added, removed, gen, bad)
+            added, removed, gen, trend = self._read_snapshot(path, bad)
+            self._snapshot_cache = (snap_sig, dict(added), set(removed), gen, trend)
+        items, removed, events = self._replay(path, added, removed, gen, bad)
+        return items, removed, trend, events
 
-    def _read_snapshot(self, path: Path, bad) -> tuple[dict, set, int]:
+    def _read_snapshot(self, path: Path, bad) -> tuple[dict, set, int, dict | None]:
         try:
             state = loads_strict(path.read_text(encoding="utf-8"))
             if not isinstance(state, dict) or state.get("format") != UPDATES_FORMAT:
@@ -500,12 +558,21 @@ class Catalog:
                 added[r[0].id] = r
             removed = {str(r) for r in state["removed"]}
             gen = state.get("generation", -1)
+            trend = state.get("trend")
+            if trend is not None:
+                bundle = _unb64_counts(trend["bundle"])
+                dev = {str(k): float(v) for k, v in trend["device"].items()}
+                as_of = float(trend["as_of"])
+                if not (np.isfinite(bundle).all() and (bundle >= 0).all() and np.isfinite(as_of)
+                        and all(np.isfinite(v) and v >= 0 for v in dev.values())):
+                    raise ValueError("trend counts must be finite and >= 0")
+                trend = {"bundle_key": str(trend["bundle_key"]), "as_of": as_of, "bundle": bundle, "device": dev}
         except bad as exc:
             raise BundleError(f"{path}: catalog updates file is corrupt ({exc}); move it away to start from the "
                               "bundle's catalog, or restore it from a backup") from None
-        return added, removed, gen
+        return added, removed, gen, trend
 
-    def _replay(self, path: Path, added: dict, removed: set, gen, bad) -> tuple[list, list[str]]:
+    def _replay(self, path: Path, added: dict, removed: set, gen, bad) -> tuple[list, list[str], list]:
         jp = _journal_path(path)
         self._journal = {"base": None, "ops": 0, "torn": False}
         try:
@@ -513,6 +580,7 @@ class Catalog:
         except FileNotFoundError:
             raw = b""
         lines = raw.split(b"\n")
+        events: list = []
         torn = lines.pop()  # after the last newline: b"" unless a crash cut a line short
         try:
             head = loads_strict(lines[0].decode("utf-8")) if lines else None
@@ -530,6 +598,11 @@ class Catalog:
                         for iid in op["drop"]:
                             added.pop(str(iid), None)
                         removed |= {str(i) for i in op["removed"]}
+                    elif op["op"] == "events":  # interaction events for trending popularity
+                        ids, times = [str(i) for i in op["ids"]], [float(t) for t in op["times"]]
+                        if len(ids) != len(times) or not all(math.isfinite(t) and t >= 0 for t in times):
+                            raise ValueError("an events line needs one finite time >= 0 per item")
+                        events.append((ids, times))
                     else:
                         raise ValueError(f"unknown journal operation {op['op']!r}")
                 self._journal = {"base": gen, "ops": len(lines) - 1, "torn": bool(torn)}
@@ -538,7 +611,7 @@ class Catalog:
                               f"{path.name} alone is the state before its changes), or restore it from a backup") from None
         if torn:
             log.warning("%s ends in a partial line (a write cut short, never acknowledged): ignored", jp)
-        return list(added.values()), sorted(removed)
+        return list(added.values()), sorted(removed), events
 
     def load_updates(self, path: Path) -> dict:
         """Apply the updates file at ``path`` (if any) and persist there from now on.

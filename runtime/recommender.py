@@ -182,8 +182,9 @@ class Recommender:
         later requests (``now`` at or after the events) rank with them. Returns ``{"counted": n,
         "unknown_ids": [...]}`` (events on unknown or removed items are not counted).
 
-        Kept in memory, in this process: a restart starts from the bundle's counts (feed recent events
-        again), and ``genre serve --workers N`` refuses them (each worker would count a share)."""
+        Durable on return, as catalog changes are: one journal line in the state folder, read by every
+        process serving it (``genre serve --workers N``) and after a restart. Send events in batches: each
+        call is one fsync'd write."""
         if not isinstance(events, (list, tuple)) or len(events) > MAX_EVENTS:
             raise RequestError(f"events must be a list of at most {MAX_EVENTS} events")
         ids, times = [], []

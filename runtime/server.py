@@ -367,8 +367,6 @@ async def _send_json(send, status: int, error: str, detail: str) -> None:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 NO_SESSIONS = ("session feedback is kept in one process, and this server runs several workers (--workers): "
                "send the session's clicks in 'history' instead, or serve with --workers 1")
-NO_EVENTS = ("trending popularity counts events in one process, and this server runs several workers (--workers): "
-             "serve with --workers 1 to feed events")
 WORKER_ENV = "GENRE_SERVE_WORKER_CONFIG"  # how `genre serve --workers N` hands its options to each worker
 
 
@@ -636,9 +634,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     @app.post("/events", dependencies=[Depends(write_access)])  # changes every user's popularity
     def record_events(body: EventsBody):
-        """Count interaction events into trending popularity (bundles calibrated with it)."""
-        if not sessions:
-            raise RequestError(NO_EVENTS)
+        """Count interaction events into trending popularity (bundles calibrated with it); durable and shared
+        with every worker through the state folder, as catalog changes are."""
         return serving.rec.record_events([e.model_dump() for e in body.events])
 
     @app.post("/admin/reload", dependencies=[Depends(write_access)])

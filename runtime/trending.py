@@ -65,6 +65,11 @@ class Trend:
         self.counts += np.bincount(rows, weights=0.5 ** ((new - times) / self.half_life), minlength=len(self.counts))
         self.as_of, self._cache = new, None
 
+    def replace(self, counts: np.ndarray, as_of: float) -> None:
+        """Take ``counts`` as of ``as_of`` (the state another process wrote, or a checked update)."""
+        self.counts, self.as_of = np.asarray(counts, np.float64), float(as_of)
+        self._room, self._cache = None, None
+
     def append(self) -> None:
         """One more catalog row (an item added on the device), with no events yet."""
         self.counts, self._room = push(self.counts, self._room, 0.0)

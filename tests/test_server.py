@@ -298,8 +298,6 @@ def test_workers_share_catalog_updates_and_refuse_sessions(tiny_bundle, tmp_path
             assert st == 200 and [i["id"] for i in got["items"]] == ["w1"]
         st, got = _req(base, "POST", "/feedback", {"session_id": "s", "item_id": "m0"})
         assert st == 400 and "--workers" in got["detail"]
-        st, got = _req(base, "POST", "/events", {"events": [{"item_id": "m0", "time": 1}]})  # counted per process
-        assert st == 400 and "--workers" in got["detail"]
         st, got = _req(base, "POST", "/recommend", {"history": ["m0"], "k": 3, "session_id": "s"})
         assert st == 400 and "--workers" in got["detail"]
         from pathlib import Path

@@ -168,27 +168,38 @@ def news_folder(tmp_path_factory):
     return out
 
 
-def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folder, tmp_path):
-    """On a log where stories fade, the blend calibration ("auto") chooses trending popularity on validation;
-    the bundle ships the decayed counts; a device fed the training events in time order scores like the
-    offline model (A/B replay of the bundle vs the model folder), and events it records move the ranking."""
+@pytest.fixture(scope="module")
+def news_trained(news_folder, tmp_path_factory):
+    """A tiny hybrid trained on the news log with ``popularity = "auto"`` and its bundle: (root, report)."""
     from conftest import tiny_config, tiny_encoder
 
     import torch
 
     torch.set_num_threads(1)
-    from genre_edge.errors import RequestError
-    from genre_edge.recommender import Recommender
-    from genre_edge_export.ab import replay
     from genre_edge_export.bundle_writer import export_bundle
     from genre_edge_export.train import train
-    from genre_edge_export.trend import TREND_SHARES
 
-    conf = tiny_config(news_folder, tiny_encoder(tmp_path / "enc"),
+    root = tmp_path_factory.mktemp("news-trained")
+    conf = tiny_config(news_folder, tiny_encoder(root / "enc"),
                        data={"source": str(news_folder), "format": "mind"},
                        split={"kind": "cold_item", "cold_quantile": 0.5, "cold_valid_quantile": 0.4},
                        encoder={"template": "{title}. {category}", "trainable_layers": 0})
-    rep = train(conf, tmp_path / "teacher", progress=False)
+    rep = train(conf, root / "teacher", progress=False)
+    export_bundle(root / "teacher", root / "bundle", ["x86-avx2"], min_kept=0.0, min_request_kept=0.0,
+                  min_cold_kept=0.0, progress=lambda m: None)
+    return root, rep
+
+
+def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_trained, tmp_path):
+    """On a log where stories fade, the blend calibration ("auto") chooses trending popularity on validation;
+    the bundle ships the decayed counts; a device fed the training events in time order scores like the
+    offline model (A/B replay of the bundle vs the model folder), and events it records move the ranking."""
+    from genre_edge.errors import RequestError
+    from genre_edge.recommender import Recommender
+    from genre_edge_export.ab import replay
+    from genre_edge_export.trend import TREND_SHARES
+
+    root, rep = news_trained
     cal = rep["calibration"]
     grid = {r["popularity"]: r["valid_ndcg@10"] for r in cal["popularity_grid"]}
     assert set(grid) == {"static"} | {f"trending-{s:g}" for s in TREND_SHARES}
@@ -201,22 +212,20 @@ def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folde
 
     from genre_edge_export.model_folder import ModelDir
 
-    assert float(ModelDir(tmp_path / "teacher").modules()[1].pop_half_life) == pytest.approx(
+    assert float(ModelDir(root / "teacher").modules()[1].pop_half_life) == pytest.approx(
         cal["popularity_half_life_s"], rel=1e-6)
-    shutil.copytree(tmp_path / "teacher", tmp_path / "old")
+    shutil.copytree(root / "teacher", tmp_path / "old")
     st = load_file(str(tmp_path / "old" / "recommender.safetensors"))
     del st["rec.pop_half_life"]
     save_file(st, str(tmp_path / "old" / "recommender.safetensors"))
     assert float(ModelDir(tmp_path / "old").modules()[1].pop_half_life) == 0.0
-    export_bundle(tmp_path / "teacher", tmp_path / "bundle", ["x86-avx2"], min_kept=0.0, min_request_kept=0.0,
-                  min_cold_kept=0.0, progress=lambda m: None)
-    rec = Recommender.load(tmp_path / "bundle", "x86-avx2", state_dir=tmp_path / "state")
+    rec = Recommender.load(root / "bundle", "x86-avx2", state_dir=tmp_path / "state")
     info = rec.info()["popularity"]
     assert info["kind"] == "trending" and info["half_life_s"] == pytest.approx(cal["popularity_half_life_s"])
     # the device replayed with an event feed ranks like the offline model (same user vectors and CF; the
     # encoder is the int8 export of the same weights, so the lists may differ a little)
-    conf_path = tmp_path / "teacher" / "config.toml"
-    res = replay(str(tmp_path / "bundle"), str(tmp_path / "teacher"), str(conf_path))
+    conf_path = root / "teacher" / "config.toml"
+    res = replay(str(root / "bundle"), str(root / "teacher"), str(conf_path))
     a, b = res["arms"]["A"]["ndcg@10"], res["arms"]["B"]["ndcg@10"]
     assert abs(a - b) < 0.1 * b, (a, b)
     # events recorded on the device lift an item: 50 clicks on the least popular item just before now
@@ -237,12 +246,52 @@ def test_hybrid_calibrates_trending_popularity_and_a_device_serves_it(news_folde
 
     from genre_edge.cli import main
 
-    args = ["recommend", "--bundle", str(tmp_path / "bundle"), "--profile", "x86-avx2", "--state-dir",
+    args = ["recommend", "--bundle", str(root / "bundle"), "--profile", "x86-avx2", "--state-dir",
             str(tmp_path / "state"), "--history", f"{ids[0]},{ids[1]}", "--json", "-k", "3"]
     r = CliRunner().invoke(main, args + ["--now", str(now)])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, args + ["--now", "-5"])
     assert r.exit_code == 1 and "now" in r.output
+
+
+def test_device_events_are_durable_and_shared_through_the_state_folder(news_trained, tmp_path):
+    """Events recorded by one process reach another on the same state folder (its next request) and a
+    restart; folding the journal into a snapshot keeps the counts (bundle rows and on-device items by id);
+    a journal line of bad events is refused as corrupt."""
+    from genre_edge.catalog import JOURNAL_COMPACT_OPS
+    from genre_edge.errors import BundleError
+    from genre_edge.recommender import Recommender
+
+    bundle, st = news_trained[0] / "bundle", tmp_path / "state"
+
+    def load():
+        return Recommender.load(bundle, "x86-avx2", state_dir=st)
+
+    a, other = load(), load()
+    ids = a.catalog.ids
+    now = int(a.catalog.trend.as_of) + 60
+    low = int(np.argmin(a.catalog.popularity(now)))
+    a.record_events([{"item_id": ids[low], "time": now - 30}] * 20)
+    want = a.catalog.popularity(now).copy()
+    assert want[low] > 0.5
+    other.recommend(history=[ids[0]], now=now)  # a request applies the other process's writes
+    np.testing.assert_allclose(other.catalog.popularity(now), want, rtol=1e-6)
+    np.testing.assert_allclose(load().catalog.popularity(now), want, rtol=1e-6)
+    a.add_items([{"id": "fresh1", "title": "Breaking story", "categories": ["news"]}])
+    a.record_events([{"item_id": "fresh1", "time": now + 400}] * 3)
+    for k in range(JOURNAL_COMPACT_OPS + 3):  # past the journal's length: the state becomes a snapshot
+        a.record_events([{"item_id": ids[k % 7], "time": now + 500 + k}])
+    assert '"trend"' in (st / "catalog-updates.json").read_text()
+    b = load()
+    assert b.catalog.trend.as_of == a.catalog.trend.as_of
+    np.testing.assert_allclose(b.catalog.trend.counts[: b.catalog.n_bundle], a.catalog.trend.counts[: a.catalog.n_bundle],
+                               rtol=1e-9)
+    fresh = (b.catalog.trend.counts[b.catalog.index["fresh1"]], a.catalog.trend.counts[a.catalog.index["fresh1"]])
+    assert fresh[0] > 0 and fresh[0] == pytest.approx(fresh[1], rel=1e-9)
+    with open(st / "catalog-updates.journal", "a") as fh:
+        fh.write('{"op": "events", "ids": ["x"], "times": [-1]}\n')
+    with pytest.raises(BundleError, match="journal is corrupt"):
+        load()
 
 
 def test_a_static_bundle_refuses_events(tiny_bundle, tmp_path):
