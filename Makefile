@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
+.PHONY: headline headline-news demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,23 @@ demo: install
 
 demo-full: install
 	$(BIN)/genre quickstart --config ml-100k --work runs/full
+
+# The headline table (README "Headline"): every baseline tuned on validation, 3 training seeds of the quick
+# preset, the paired A/B against the strongest tuned baseline -> runs/headline/ab.md (about 8 minutes here)
+headline: install
+	$(BIN)/genre eval baselines --data ml-100k --out runs/headline
+	for s in 0 1 2; do $(BIN)/genre train --config ml-100k-quick --seed $$s --out runs/headline/s$$s || exit 1; done
+	$(BIN)/genre ab --a baseline:ease-recency --b runs/headline/s0,runs/headline/s1,runs/headline/s2 \
+		--config ml-100k-quick --out runs/headline
+
+# The same on the synthetic news log (trending baseline vs the hybrid's trending popularity) -> runs/headline-news
+# (about 20 minutes here)
+headline-news: install
+	$(BIN)/python benchmarks/synth_news.py --out runs/synth-news
+	$(BIN)/genre eval baselines --data runs/synth-news --out runs/headline-news
+	for s in 0 1 2; do $(BIN)/genre train --config synth-news-quick --seed $$s --out runs/headline-news/s$$s || exit 1; done
+	$(BIN)/genre ab --a baseline:trending --b runs/headline-news/s0,runs/headline-news/s1,runs/headline-news/s2 \
+		--config synth-news-quick --out runs/headline-news
 
 # the demo bundle on every profile this machine can run, and the catalog scale curve -> runs/bench/
 bench: install
