@@ -64,10 +64,10 @@ class Scorer:
 def popularity_rows(rec, split, when: np.ndarray):
     """The trending popularity rows ``rec`` was calibrated with (``rec.pop_half_life`` > 0), as of the per-user
     request times ``when`` (``Split.request_times``); None for static popularity."""
-    from .trend import popularity_rows as rows
+    from .trend import trending_rows
 
     hl = float(rec.pop_half_life)
-    return rows(split, when, hl) if hl > 0 else None
+    return trending_rows(split, when, hl) if hl > 0 else None
 
 
 def mean_by_owner(e, owner: np.ndarray, n_users: int):

@@ -66,7 +66,7 @@ def half_life_of(split, share: float) -> float:
     return max(float(t.max() - t.min()) * share, 1.0) if len(t) else 1.0
 
 
-def popularity_rows(split, when: np.ndarray, half_life: float):
+def trending_rows(split, when: np.ndarray, half_life: float):
     """``users -> [len(users), n_items]`` float32: the hybrid's trending popularity feature per user, as of
     their request time ``when[user]`` (``Split.request_times``), from training events strictly before it."""
     from genre_edge.trending import trend_feature

@@ -529,8 +529,9 @@ class Catalog:
         self.trend.replace(t.counts, t.as_of)
 
     def _read(self, path: Path) -> tuple[list, list[str], dict | None, list]:
-        """(items as (ItemInput, embedding, record), removed ids) of the updates snapshot with its journal
-        replayed; refused when corrupt (a torn last journal line, a crash mid-append, is ignored)."""
+        """(items as (ItemInput, embedding, record), removed ids, the snapshot's trend counts or None, the
+        journal's events as (ids, times) in order) of the updates snapshot with its journal replayed; refused
+        when corrupt (a torn last journal line, a crash mid-append, is ignored)."""
         bad = (ValueError, KeyError, TypeError, RequestError, UnicodeDecodeError, AttributeError, OverflowError)
         snap_sig = _signature(path)
         cached = self._snapshot_cache
