@@ -33,7 +33,7 @@ headline: install
 		--config ml-100k-quick --out runs/headline
 
 # The same on the synthetic news log (trending baseline vs the hybrid's trending popularity) -> runs/headline-news
-# (about 20 minutes here)
+# (about 18 minutes here)
 headline-news: install
 	$(BIN)/python benchmarks/synth_news.py --out runs/synth-news
 	$(BIN)/genre eval baselines --data runs/synth-news --out runs/headline-news

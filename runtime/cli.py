@@ -190,6 +190,52 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
     emit({"added": added}, as_json, f"added/updated {len(added)} item(s): {', '.join(added)}")
 
 
+@items.command("events")
+@bundle_opt
+@profile_opt
+@state_opt
+@click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
+              help="JSON lines: {item_id, time} (unix seconds). '-' reads stdin.")
+@click.option("--id", "item_id", default=None, help="One event's item id (with --time).")
+@click.option("--time", "at", type=float, default=None, help="One event's time, unix seconds (with --id).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def items_events(bundle_path, profile, state_dir, file, item_id, at, as_json):
+    """Count interaction events into trending popularity (bundles calibrated with it; POST /events over HTTP).
+
+    The whole input is checked before anything is recorded; then it is written in batches of 10,000, each
+    durable in the state folder (a running `genre serve` on it sees them on its next request)."""
+    from .fsutil import loads_strict
+    from .recommender import MAX_EVENTS
+
+    events = []
+    for n, line in enumerate(file or [], 1):
+        if not line.strip():
+            continue
+        try:
+            obj = loads_strict(line)
+        except ValueError as exc:
+            raise click.ClickException(f"{file.name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        t = obj.get("time") if isinstance(obj, dict) else None
+        if (not isinstance(obj, dict) or set(obj) != {"item_id", "time"} or not isinstance(obj["item_id"], str)
+                or isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < float("inf")):
+            raise click.ClickException(f"{file.name}:{n}: expected {{\"item_id\": string, \"time\": unix seconds >= 0}}")
+        events.append(obj)
+    if (item_id is None) != (at is None):
+        raise click.ClickException("give --id and --time together")
+    if item_id is not None:
+        events.append({"item_id": item_id, "time": at})
+    if not events:
+        raise click.ClickException("no events: give --file or --id and --time")
+    rec = _load(bundle_path, profile, state_dir)
+    counted, unknown = 0, set()
+    for a in range(0, len(events), MAX_EVENTS):
+        r = run_api(rec.record_events, events[a: a + MAX_EVENTS])
+        counted += r["counted"]
+        unknown |= set(r["unknown_ids"])
+    emit({"counted": counted, "unknown_ids": sorted(unknown)}, as_json,
+         f"counted {counted} event(s)" + (f"; unknown ids (not counted): {', '.join(sorted(unknown))}" if unknown else ""))
+
+
 @items.command("search")
 @bundle_opt
 @profile_opt

@@ -304,3 +304,34 @@ def test_a_static_bundle_refuses_events(tiny_bundle, tmp_path):
     assert rec.info()["popularity"] == {"kind": "static"}
     with pytest.raises(RequestError, match="static"):
         rec.record_events([{"item_id": "m0", "time": 1}])
+
+
+def test_genre_items_events_records_a_file_of_events(news_trained, tmp_path):
+    """`genre items events --file`: the whole file is checked first (a bad line names itself, nothing is
+    recorded), then counted into the state folder a server on it reads."""
+    import json
+
+    from click.testing import CliRunner
+
+    from genre_edge.cli import main
+    from genre_edge.recommender import Recommender
+
+    bundle, st = news_trained[0] / "bundle", tmp_path / "state"
+    rec = Recommender.load(bundle, "x86-avx2", state_dir=st)
+    item, now = rec.catalog.ids[3], int(rec.catalog.trend.as_of) + 10
+    before = rec.catalog.trend.counts[3]
+    base = ["items", "events", "--bundle", str(bundle), "--profile", "x86-avx2", "--state-dir", str(st), "--json"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"item_id": item, "time": now}) + "\n" + json.dumps({"item_id": item, "when": 1}) + "\n")
+    r = CliRunner().invoke(main, base + ["--file", str(bad)])
+    assert r.exit_code == 1 and "bad.jsonl:2" in r.output
+    assert not (st / "catalog-updates.json").exists()  # nothing recorded
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"item_id": i, "time": now}) + "\n" for i in (item, item, "nope")))
+    r = CliRunner().invoke(main, base + ["--file", str(good)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {"counted": 2, "unknown_ids": ["nope"]}
+    after = Recommender.load(bundle, "x86-avx2", state_dir=st).catalog.trend
+    assert after.counts[3] == pytest.approx(before * 0.5 ** ((now - rec.catalog.trend.as_of) / after.half_life) + 2)
+    r = CliRunner().invoke(main, base + ["--id", item])
+    assert r.exit_code == 1 and "--id and --time together" in r.output
