@@ -92,10 +92,10 @@ class Filters:
 ITEM_KEYS = ("id", "title", "categories", "year", "text", "timestamp")
 
 
-def item_records(lines, name: str):
-    """``(line number, item dict)`` of a JSON-lines item file (``{id, title, categories?, year?, text?,
-    timestamp?}`` per line; blank lines skipped), as ``genre items add --file`` and bulk embedding read
-    it; a line that is not such an object raises RequestError naming ``name`` and the line."""
+def json_lines(lines, name: str, keys: tuple[str, ...], required: tuple[str, ...] = ()):
+    """``(line number, dict)`` of a JSON-lines file whose objects hold keys from ``keys`` (all of
+    ``required``); blank lines skipped; a line that is not such an object raises RequestError naming
+    ``name`` and the line."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -103,9 +103,16 @@ def item_records(lines, name: str):
             obj = loads_strict(line)
         except ValueError as exc:
             raise RequestError(f"{name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-        if not isinstance(obj, dict) or not set(obj) <= set(ITEM_KEYS):
-            raise RequestError(f"{name}:{n}: expected an object with keys from {', '.join(ITEM_KEYS)}")
+        if not isinstance(obj, dict) or not set(required) <= set(obj) <= set(keys):
+            need = f" (required: {', '.join(required)})" if required else ""
+            raise RequestError(f"{name}:{n}: expected an object with keys from {', '.join(keys)}{need}")
         yield n, obj
+
+
+def item_records(lines, name: str):
+    """``(line number, item dict)`` of a JSON-lines item file (``{id, title, categories?, year?, text?,
+    timestamp?}`` per line), as ``genre items add --file`` and bulk embedding read it."""
+    return json_lines(lines, name, ITEM_KEYS)
 
 
 def item_text(template: str, item: ItemInput) -> str:

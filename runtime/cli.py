@@ -204,20 +204,15 @@ def items_events(bundle_path, profile, state_dir, file, item_id, at, as_json):
 
     The whole input is checked before anything is recorded; then it is written in batches of 10,000, each
     durable in the state folder (a running `genre serve` on it sees them on its next request)."""
-    from .fsutil import loads_strict
+    from .catalog import json_lines
     from .recommender import MAX_EVENTS
 
     events = []
-    for n, line in enumerate(file or [], 1):
-        if not line.strip():
-            continue
-        try:
-            obj = loads_strict(line)
-        except ValueError as exc:
-            raise click.ClickException(f"{file.name}:{n}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-        t = obj.get("time") if isinstance(obj, dict) else None
-        if (not isinstance(obj, dict) or set(obj) != {"item_id", "time"} or not isinstance(obj["item_id"], str)
-                or isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < float("inf")):
+    keys = ("item_id", "time")
+    for n, obj in (run_api(lambda: list(json_lines(file, file.name, keys, keys))) if file is not None else []):
+        t = obj["time"]
+        if not isinstance(obj["item_id"], str) or isinstance(t, bool) or not isinstance(t, (int, float)) \
+                or not 0 <= t < float("inf"):
             raise click.ClickException(f"{file.name}:{n}: expected {{\"item_id\": string, \"time\": unix seconds >= 0}}")
         events.append(obj)
     if (item_id is None) != (at is None):
