@@ -198,8 +198,7 @@ class Recommender:
                 raise RequestError(f"events[{k}].time must be unix seconds in [0, {MAX_TIME}], got {t!r}")
             ids.append(iid)
             times.append(float(t))
-        self.catalog.refresh()
-        unknown = self.catalog.record_events(ids, times)
+        unknown = self.catalog.record_events(ids, times)  # applies other processes' writes first
         missing = set(unknown)
         return {"counted": sum(1 for i in ids if i not in missing), "unknown_ids": unknown}
 
