@@ -234,12 +234,16 @@ class Catalog:
         with self.lock:
             yield self
 
+    def _active_rows(self, ids: list[str]) -> np.ndarray:
+        """int64 per id: its row if the item is active, else -1 (unknown or removed)."""
+        known = self.index.get_many(ids) if self.packed else [self.index.get(i) for i in ids]
+        return np.array([-1 if r is None or not self.active[r] else r for r in known], np.int64)
+
     def rows(self, ids) -> tuple[np.ndarray, list[str]]:
         """(rows of the active items among ``ids``, in order; the other ids, sorted and unique)."""
         ids = list(ids)
-        known = self.index.get_many(ids) if self.packed else [self.index.get(i) for i in ids]
-        unknown = sorted({i for i, r in zip(ids, known) if r is None or not self.active[r]})
-        return np.array([r for r in known if r is not None and self.active[r]], np.int64), unknown
+        r = self._active_rows(ids)
+        return r[r >= 0], sorted({i for i, x in zip(ids, r) if x < 0})
 
     def popularity(self, now: float | None = None) -> np.ndarray:
         """The popularity feature the blend reads: the bundle's static one, or with a trend the decayed
@@ -257,13 +261,12 @@ class Catalog:
             raise RequestError(f"events need one time per item ({len(ids)} items, {len(times)} times)")
         with self.lock, _FileLock(self.updates_path):
             self._sync()  # another process's writes first: they stay in the file we write
-            known = self.index.get_many(list(ids)) if self.packed else [self.index.get(i) for i in ids]
-            ok = [r is not None and bool(self.active[r]) for r in known]
-            rows = np.array([r for r, k in zip(known, ok) if k], np.int64)
-            when = np.array([t for t, k in zip(times, ok) if k], np.float64)
+            r = self._active_rows(list(ids))
+            ok = r >= 0
+            when = np.asarray(times, np.float64)[ok]
             new = Trend(self.trend.counts, self.trend.half_life, self.trend.as_of)
-            new.add(rows, when)  # checks the events before anything is written
-            if len(rows):
+            new.add(r[ok], when)  # checks the events before anything is written
+            if ok.any():
                 # persist first: if the write fails, memory stays as it was
                 self._write([{"op": "events", "ids": [i for i, k in zip(ids, ok) if k], "times": when.tolist()}],
                             self._added, self._removed, trend=new)
@@ -530,9 +533,8 @@ class Catalog:
             counts[:nb], as_of = self._trend_base
         t = Trend(counts, self.trend.half_life, as_of)
         for ids, times in events:
-            known = [self.index.get(i) for i in ids]
-            keep = [j for j, r in enumerate(known) if r is not None and self.active[r]]
-            t.add(np.array([known[j] for j in keep], np.int64), np.array([times[j] for j in keep], np.float64))
+            r = self._active_rows(ids)
+            t.add(r[r >= 0], np.asarray(times, np.float64)[r >= 0])
         self.trend.replace(t.counts, t.as_of)
 
     def _read(self, path: Path) -> tuple[list, list[str], dict | None, list]:
