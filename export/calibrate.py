@@ -28,10 +28,11 @@ def blend_parts(t, emb: np.ndarray):
                          t.conf.train.max_eval_users)
     with torch.no_grad():
         u = scorer.user_vectors(users)
-        dot = (u @ scorer.E.T).numpy()
+        dot = (u @ scorer.E.T).cpu().numpy()
         cids, cm = pad([t.prep.hist[x] for x in users])
-        cf = t.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None).numpy()
-    pop = t.rec.pop.numpy()[None, :] if scorer.pop_rows is None else scorer.pop_rows(users)
+        dev = scorer.dev
+        cf = t.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), None).cpu().numpy()
+    pop = t.rec.pop.cpu().numpy()[None, :] if scorer.pop_rows is None else scorer.pop_rows(users)
     return users, dot, cf, pop
 
 POP_STEPS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # popularity's weight, in units that put it on CF's scale

@@ -23,7 +23,9 @@ from genre_edge.variants import BUILT
 
 from .data import load_dataset
 from .data.fetch import DATASETS
+from .device import DEVICES
 from .evaluate import category_features
+from .precision import PRECISIONS
 from .reports import comparison_markdown, quality_table, teacher_summary
 from .split import make_split
 from .train_config import load_config, packaged_config
@@ -167,6 +169,16 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
+# where and in what precision training and distillation run (override the config's train.device/precision)
+DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(DEVICES), default=None, envvar="GENRE_DEVICE",
+    help="cpu, cuda (an NVIDIA GPU through a CUDA build of torch; several processes: GPU LOCAL_RANK each) or auto "
+         "(cuda when torch sees one). Env GENRE_DEVICE; default: the config's (cpu).")
+PRECISION_OPTION = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, envvar="GENRE_PRECISION",
+    help="fp32, or bf16 autocast for the forward pass (GPUs from Ampere on, CPUs with AVX-512 BF16/AMX). "
+         "Env GENRE_PRECISION; default: the config's (fp32).")
+
 @click.command()
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML, or a packaged name (ml-100k, ml-100k-quick).")
@@ -175,8 +187,10 @@ def _main_process() -> bool:
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")
 @click.option("--seed", type=int, default=None, help="Override [train] seed (runs of several seeds: mean +- sd).")
+@DEVICE_OPTION
+@PRECISION_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def train(config_path, out_dir, data_dir, restart, seed, as_json):
+def train(config_path, out_dir, data_dir, restart, seed, device, precision, as_json):
     """Train the teacher (encoder + user model + head + CF); resumes from --out/checkpoint.
 
     Data-parallel over several processes when started by a launcher, e.g. `accelerate launch
@@ -189,7 +203,8 @@ def train(config_path, out_dir, data_dir, restart, seed, as_json):
     from .train import train as run
 
     path = config_path if Path(config_path).suffix == ".toml" else run_api(packaged_config, config_path)
-    conf = run_api(load_config, path, {"train": {"seed": seed}} if seed is not None else None)
+    over = {k: v for k, v in (("seed", seed), ("device", device), ("precision", precision)) if v is not None}
+    conf = run_api(load_config, path, {"train": over} if over else None)
     rep = run_api(run, conf, out_dir, data_dir, restart=restart, progress=not as_json)
     if not _main_process():
         return  # several processes (accelerate launch / torchrun): rank 0 reports
@@ -210,8 +225,10 @@ def train(config_path, out_dir, data_dir, restart, seed, as_json):
 @click.option("--epochs", type=int, default=None, help="Distillation epochs (overrides the config).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
+@DEVICE_OPTION
+@PRECISION_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json):
+def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, device, precision, as_json):
     """Distill the teacher encoder into a student keeping a subset of its layers."""
     from .distill import DistillConfig, distill as run
 
@@ -223,6 +240,7 @@ def distill(teacher_dir, config_path, out_dir, layers, epochs, data_dir, as_json
             raise click.ClickException(f"--layers {layers!r}: expected comma-separated integers like 0,2,5") from None
     if epochs is not None:
         over["epochs"] = epochs
+    over.update({k: v for k, v in (("device", device), ("precision", precision)) if v is not None})
     base = cfgmod.read_toml(config_path) if config_path else {}
     conf = run_api(cfgmod.from_dict, DistillConfig, {**base, **over}, f"{config_path or 'distill options'}:")
     rep = run_api(run, teacher_dir, conf, out_dir, progress=not as_json, data_dir=data_dir)

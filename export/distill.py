@@ -19,6 +19,7 @@ from genre_edge.text_template import render
 from . import require
 from .augment import AugmentConfig, augmented_texts
 from .curves import Curves
+from .device import DEVICES, resolve_device
 from .distributed import DataParallel
 from .model_folder import ModelDir, save_student
 from .precision import PRECISIONS, autocast, check_precision
@@ -55,6 +56,7 @@ class DistillConfig:
     threads: int = cfg.bounded(0, 0, 256)
     precision: str = cfg.choice("fp32", PRECISIONS, "the student's forward pass: fp32, or bf16 autocast "
                                 "(export/precision.py)")
+    device: str = cfg.choice("cpu", DEVICES, "where distillation runs: cpu, cuda or auto (export/device.py)")
     # extra views: augmented renderings of each item (field dropout, token noise, WordNet synonyms)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Free-text requests (export/requests.py, the "train" part: no template or mood phrase of the
@@ -92,10 +94,38 @@ class _ItemFields:
 def _encode(tower, T, texts: list[str]):
     import torch
 
+    dev = next(tower.parameters()).device
     ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
     with torch.no_grad():
-        return torch.cat([tower(torch.as_tensor(ids[a: a + 256]), torch.as_tensor(mask[a: a + 256]))
-                          for a in range(0, len(ids), 256)])
+        return torch.cat([tower(torch.as_tensor(ids[a: a + 256], device=dev),
+                                torch.as_tensor(mask[a: a + 256], device=dev)) for a in range(0, len(ids), 256)])
+
+
+def batch_loss(torch, conf: DistillConfig, student, ids, mask, target, items, U, E_t, a: float, user_rows):
+    """One distillation batch's loss on the student's device: embedding match (cosine + MSE to the teacher's
+    ``target`` rows), ranking match for item texts (KL of ``a``-sharpened scores of the teacher users ``U``
+    [``user_rows``] over the batch's items, teacher rows ``E_t`` on the other side; ``items`` -1 for request
+    texts) and, for request texts, the teacher's ranking of the whole catalog."""
+    dev = target.device
+    with autocast(torch, conf.precision, dev.type):
+        e = student(torch.as_tensor(ids, device=dev), torch.as_tensor(mask, device=dev))
+    e = e.float()  # the losses in float32
+    t = target
+    loss = (1 - (e * t).sum(-1)).mean() + conf.mse_weight * ((e - t) ** 2).sum(-1).mean()
+    keep = items >= 0
+    if user_rows is not None:
+        ub = U[torch.as_tensor(user_rows, device=dev)]
+        st = torch.log_softmax(a * ub @ E_t[torch.as_tensor(items[keep], device=dev)].T, -1)
+        ss = torch.log_softmax(a * ub @ e[torch.as_tensor(np.flatnonzero(keep), device=dev)].T, -1)
+        loss = loss + conf.kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True, reduction="batchmean")
+    req = ~keep
+    if conf.request_kl_weight and req.any():
+        rows = torch.as_tensor(np.flatnonzero(req), device=dev)  # index lists, not masks: no host sync on a GPU
+        st = torch.log_softmax(a * t[rows] @ E_t.T, -1)
+        ss = torch.log_softmax(a * e[rows] @ E_t.T, -1)
+        loss = loss + conf.request_kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True,
+                                                                          reduction="batchmean")
+    return loss
 
 
 def _view_text(view: str, it: dict, i: int, full: str) -> str:
@@ -122,7 +152,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     out_dir = dp.out_dir(Path(out_dir))
     progress = progress and dp.main
     torch.set_num_threads(dp.threads(conf.threads) if dp.world > 1 else conf.threads or os.cpu_count() or 1)
-    check_precision(conf.precision)
+    dev = resolve_device(torch, conf.device)  # cpu, or this process's GPU
+    check_precision(conf.precision, dev.type)
     torch.manual_seed(conf.seed)
     rng = np.random.default_rng(conf.seed)  # batch order and the users of the ranking loss: the same everywhere
     T = ModelDir(teacher_dir)
@@ -130,6 +161,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     if max(conf.layers) >= n_layers:
         raise ConfigError(f"layers: teacher has {n_layers} layers (0..{n_layers - 1}); got {list(conf.layers)}")
     t_tower, t_rec = T.modules()
+    t_tower.to(dev)
+    t_rec.to(dev)
     # student: the teacher's embeddings + the chosen layers + the teacher's adapter
     s_bert = load_hf_encoder(T.path / "encoder")
     s_bert.encoder.layer = torch.nn.ModuleList([s_bert.encoder.layer[i] for i in conf.layers])
@@ -138,6 +171,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     student.adapter.load_state_dict(t_tower.adapter.state_dict())
     for n, p in student.named_parameters():
         p.requires_grad_(conf.train_embeddings or not n.startswith("bert.embeddings."))
+    student.to(dev)
     dp.broadcast(student.parameters())
     # texts: every catalog item under several views (augmentation for robustness to short queries)
     it = T.items
@@ -163,15 +197,15 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     ids, mask = tokenize(T.path / "encoder" / "tokenizer.json", texts, T.conf.encoder.max_tokens)
     fids, fmask = tokenize(T.path / "encoder" / "tokenizer.json", list(it["text"]), T.conf.encoder.max_tokens)
     with torch.no_grad():
-        target = torch.cat([t_tower(torch.as_tensor(ids[a : a + 256]), torch.as_tensor(mask[a : a + 256]))
-                            for a in range(0, len(ids), 256)])
+        target = torch.cat([t_tower(torch.as_tensor(ids[a : a + 256], device=dev),
+                                    torch.as_tensor(mask[a : a + 256], device=dev)) for a in range(0, len(ids), 256)])
     # teacher user vectors for the ranking (KL) loss
     prep = Prepared(T.conf, data_dir)
     users = np.flatnonzero([len(h) for h in prep.hist])
     scorer = Scorer(T.conf, t_rec, T.emb, prep.hist)
     U = scorer.user_vectors(users)
     a = float(t_rec.head.log_a.exp()) if T.conf.cf.kind == "none" else 20.0  # temperature of the score softmax
-    E_t = torch.as_tensor(T.emb)
+    E_t = torch.as_tensor(T.emb, device=dev)
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=conf.lr)
     total = conf.epochs * ((len(texts) + conf.batch_size - 1) // conf.batch_size)
     warm = max(1, int(conf.warmup * total))
@@ -188,25 +222,12 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         for s0 in bar:
             (sel,) = dp.shard(order[s0 : s0 + bs])  # this process's share of the batch
             L = int(mask[sel].sum(1).max())
-            with autocast(torch, conf.precision):
-                e = student(torch.as_tensor(ids[sel, :L]), torch.as_tensor(mask[sel, :L]))
-            e = e.float()  # the losses in float32
-            t = target[sel]
-            loss = (1 - (e * t).sum(-1)).mean() + conf.mse_weight * ((e - t) ** 2).sum(-1).mean()
-            keep = item_of[sel] >= 0
-            if conf.kl_weight and keep.any():
-                ub = U[torch.as_tensor(rng.choice(len(U), size=min(64, len(U)), replace=False))]
-                items = torch.as_tensor(item_of[sel][keep])
-                st = torch.log_softmax(a * ub @ E_t[items].T, -1)
-                ss = torch.log_softmax(a * ub @ e[torch.as_tensor(keep)].T, -1)
-                loss = loss + conf.kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True, reduction="batchmean")
-            req = ~keep
-            if conf.request_kl_weight and req.any():
-                rows = torch.as_tensor(req)
-                st = torch.log_softmax(a * t[rows] @ E_t.T, -1)
-                ss = torch.log_softmax(a * e[rows] @ E_t.T, -1)
-                loss = loss + conf.request_kl_weight * torch.nn.functional.kl_div(ss, st, log_target=True,
-                                                                                  reduction="batchmean")
+            items = item_of[sel]
+            # the ranking loss's teacher users (drawn only when it runs: the same random stream as always)
+            user_rows = (rng.choice(len(U), size=min(64, len(U)), replace=False)
+                         if conf.kl_weight and (items >= 0).any() else None)
+            loss = batch_loss(torch, conf, student, ids[sel, :L], mask[sel, :L], target[torch.as_tensor(sel, device=dev)],
+                              items, U, E_t, a, user_rows)
             opt.zero_grad()
             loss.backward()
             dp.average_grads([p for g in opt.param_groups for p in g["params"]])  # no-op in one process
@@ -217,7 +238,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
             curves.scalars(sched.last_epoch, {"loss": losses[-1]}, "distill_step/")
         student.eval()
         with torch.no_grad():
-            full = torch.cat([student(torch.as_tensor(fids[a0 : a0 + 256]), torch.as_tensor(fmask[a0 : a0 + 256]))
+            full = torch.cat([student(torch.as_tensor(fids[a0 : a0 + 256], device=dev),
+                                      torch.as_tensor(fmask[a0 : a0 + 256], device=dev))
                               for a0 in range(0, len(fids), 256)])
         cos = (full * E_t).sum(-1)
         history.append({"epoch": ep, "loss": float(np.mean(losses)), "cos_mean": float(cos.mean()), "cos_min": float(cos.min())})
@@ -232,9 +254,9 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
                   f"min {history[-1]['cos_min']:.4f}", flush=True)
     # write the student model folder: teacher's folder with the encoder replaced
     report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
-              "request_texts": n_req,
+              "request_texts": n_req, "device": str(dev),
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
     curves.close()  # before the folder is swapped: save_student carries the curves into the new folder
-    save_student(T, Path(out_dir), student.bert, student.adapter, full.numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
+    save_student(T, Path(out_dir), student.bert, student.adapter, full.cpu().numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))
     dp.close()  # several processes: wait for all; the other ranks' private folders go
     return report

@@ -20,6 +20,7 @@ from genre_edge.tokenize import load_tokenizer
 
 from .curves import TB_DIR
 from .registry import HEADS, USER_MODELS, resolve
+from .runloop import cpu_tensors
 from .train_config import Config, load_config
 
 FORMAT = "genre-teacher/1"
@@ -117,7 +118,7 @@ def save_model(out: Path, conf: Config, enc_path: Path, tower, rec, emb: np.ndar
     save_encoder(tower.bert, enc_path, conf.encoder.max_tokens, out / "encoder")
     params = {"tower.adapter.weight": tower.adapter.weight, "tower.adapter.bias": tower.adapter.bias}
     params.update({f"rec.{k}": v for k, v in rec.state_dict().items() if k not in ("cf.W", "pop")})
-    save_file({k: v.detach().contiguous() for k, v in params.items()}, str(out / "recommender.safetensors"))
+    save_file(cpu_tensors(params), str(out / "recommender.safetensors"))
     atomic_save_npy(out / "item_embeddings.npy", emb.astype(np.float32))
     atomic_save_npy(out / "popularity.npy", pop)
     if cf_table is not None:
@@ -149,8 +150,7 @@ def save_student(teacher: "ModelDir", out: Path, bert, adapter, emb: np.ndarray,
         if (teacher.path / "encoder" / f).is_file():
             shutil.copy(teacher.path / "encoder" / f, tmp / "encoder" / f)
     st = load_file(str(teacher.path / "recommender.safetensors"))
-    st["tower.adapter.weight"] = adapter.weight.detach().contiguous()
-    st["tower.adapter.bias"] = adapter.bias.detach().contiguous()
+    st.update(cpu_tensors({"tower.adapter.weight": adapter.weight, "tower.adapter.bias": adapter.bias}))
     save_file(st, str(tmp / "recommender.safetensors"))
     atomic_save_npy(tmp / "item_embeddings.npy", emb)
     atomic_write_json(tmp / "distill.json", report)

@@ -236,13 +236,17 @@ class DotHead(nn.Module):
         [D, K] product; the others are gathered per example. Why: at batch 4096 with 128 shared negatives
         the gathered tensor is 0.8 GB, and its backward (a scatter-add into ``rows``) was ~60% of a
         training step on a large log (py-spy)."""
-        cols = torch.arange(inv.shape[1])
-        own = torch.ones(inv.shape[1], dtype=torch.bool)
-        own[shared] = False
-        dot = torch.empty(inv.shape, dtype=u.dtype)
-        dot = dot.index_copy(1, cols[shared], u @ rows[inv[0, shared]].T)
-        if own.any():
-            dot = dot.index_copy(1, cols[own], torch.einsum("bd,bcd->bc", u, rows[inv[:, own]]))
+        # which columns are shared is known from the shapes: index lists made on the host, so no boolean-mask
+        # indexing (a device-to-host sync on a GPU) in the step
+        every = range(inv.shape[1])
+        sh = set(every[shared])
+        cols_sh = torch.tensor(every[shared], dtype=torch.long, device=u.device)
+        own = [c for c in every if c not in sh]
+        dot = torch.empty(inv.shape, dtype=u.dtype, device=u.device)
+        dot = dot.index_copy(1, cols_sh, u @ rows[inv[0, shared]].T)
+        if own:
+            cols_own = torch.tensor(own, dtype=torch.long, device=u.device)
+            dot = dot.index_copy(1, cols_own, torch.einsum("bd,bcd->bc", u, rows[inv[:, cols_own]]))
         return self.blend(dot, cf, pop)
 
 
@@ -298,27 +302,30 @@ class CFPart(nn.Module):
     def history_weights(self, hmask: torch.Tensor) -> torch.Tensor:
         """Vote of each (left-aligned, oldest-first) history slot: recent items count more."""
         m = hmask.float()
-        hl, floor = float(self.recency[0]), float(self.recency[1])
-        if hl <= 0:
-            return m
+        # read as tensors, not Python numbers: no device-to-host copy per step on a GPU (half-life 0 = off)
+        hl, floor = self.recency[0], self.recency[1]
+        on = hl > 0
         n = m.sum(1, keepdim=True)
-        from_end = (n - 1 - torch.arange(m.shape[1], dtype=m.dtype)).clamp(min=0)
-        return m * (floor + (1 - floor) * torch.pow(0.5, from_end / hl))
+        from_end = (n - 1 - torch.arange(m.shape[1], dtype=m.dtype, device=m.device)).clamp(min=0)
+        decay = torch.pow(0.5, from_end / torch.where(on, hl, torch.ones_like(hl)))
+        return m * torch.where(on, floor + (1 - floor) * decay, torch.ones_like(decay))
 
     def scores(self, hist: torch.Tensor, hmask: torch.Tensor, cand: torch.Tensor | None) -> torch.Tensor:
         """hist [B, H] item ids, hmask [B, H], cand [B, C] ids or None (all items) -> [B, C]."""
         B = hist.shape[0]
         if self.kind == "none":
             shape = (B, self.n_items) if cand is None else cand.shape
-            return torch.zeros(shape)
+            return torch.zeros(shape, device=hist.device)
         if self.kind == "mf":
             m = self.history_weights(hmask)
             pu = (self.P(hist) * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-6)
             if cand is None:
                 return pu @ self.Q.weight.T
             return torch.einsum("bd,bcd->bc", pu, self.Q(cand))
-        X = torch.zeros(B, self.n_items)
-        X.scatter_(1, hist, self.history_weights(hmask))
+        # summed, as the runtime's bincount sums: padded slots (id 0, weight 0) add nothing. scatter_ (last
+        # write wins) let a row's padding overwrite item 0's vote with 0 whenever item 0 was in a history
+        X = torch.zeros(B, self.n_items, device=hist.device)
+        X.scatter_add_(1, hist, self.history_weights(hmask))
         full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
         return full if cand is None else torch.gather(full, 1, cand)
 

@@ -106,7 +106,7 @@ class MultiTrainer:
                 p.requires_grad_(ep > conf.train.freeze_epochs)
             plan = []
             for i, (name, t) in enumerate(self.domains):
-                t.E = torch.as_tensor(t.all_embeddings())
+                t.E = t.table(t.all_embeddings())
                 t.P = t.profile_vectors()
                 plan += [(i, b) for b in t._batches()]
             losses = {name: [] for name, _ in self.domains}

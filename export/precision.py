@@ -25,10 +25,10 @@ def autocast(torch, precision: str, device_type: str = "cpu"):
     raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
-def check_precision(precision: str) -> None:
-    """Warn where bf16 would be emulated (slower than fp32): an x86 CPU without AVX-512 BF16 or AMX, as the
-    runtime's machine detection sees it (the flags this process can use)."""
-    if precision != "bf16":
+def check_precision(precision: str, device_type: str = "cpu") -> None:
+    """Warn where bf16 would be emulated (slower than fp32): training on an x86 CPU without AVX-512 BF16 or
+    AMX, as the runtime's machine detection sees it (the flags this process can use)."""
+    if precision != "bf16" or device_type != "cpu":
         return
     from genre_edge.profile import machine_info
 

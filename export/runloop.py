@@ -80,6 +80,11 @@ class RunState:
         return best
 
 
+def cpu_tensors(named: dict) -> dict:
+    """Detached, contiguous CPU copies of tensors (what safetensors files hold, wherever training ran)."""
+    return {k: v.detach().cpu().contiguous() for k, v in named.items()}
+
+
 def restore(named: dict, best: dict | None) -> None:
     """Put the selected parameters back (nothing to do when no epoch was selected)."""
     import torch
@@ -140,9 +145,9 @@ def save_checkpoint(out: Path, named: dict, opt, state: RunState, best: dict | N
     tmp = out / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous() for k, v in named.items()}, str(tmp / "params.safetensors"))
+    save_file(cpu_tensors(named), str(tmp / "params.safetensors"))
     if best is not None:
-        save_file(best, str(tmp / "best.safetensors"))
+        save_file(cpu_tensors(best), str(tmp / "best.safetensors"))
     # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
     names = {id(p): n for n, p in named.items()}
     ost = {}
@@ -151,8 +156,8 @@ def save_checkpoint(out: Path, named: dict, opt, state: RunState, best: dict | N
             st = opt.state.get(p)
             if st:
                 for k, v in st.items():
-                    ost[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous()
-    save_file(ost, str(tmp / "optim.safetensors"))
+                    ost[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    save_file(cpu_tensors(ost), str(tmp / "optim.safetensors"))
     atomic_write_json(tmp / "progress.json", state.to_json())
     # swap in one rename
     old = out / "checkpoint.old"
@@ -185,7 +190,9 @@ def load_checkpoint(out: Path, named: dict, opt):
     for group in opt.param_groups:
         for p in group["params"]:
             n = names[id(p)]
-            st = {k.split("::", 1)[1]: v for k, v in ost.items() if k.split("::", 1)[0] == n}
+            # moments next to their parameter (a GPU run's resume); AdamW keeps its step count on the CPU
+            st = {k: v if k == "step" else v.to(p.device)
+                  for k, v in ((k.split("::", 1)[1], v) for k, v in ost.items() if k.split("::", 1)[0] == n)}
             if st:
                 opt.state[p] = st
     best = load_file(str(ck / "best.safetensors")) if (ck / "best.safetensors").is_file() else None

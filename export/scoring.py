@@ -21,14 +21,16 @@ def pad(seqs: list[np.ndarray], cap: int | None = None) -> tuple[np.ndarray, np.
 
 
 class Scorer:
-    """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones."""
+    """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones. Runs where
+    ``rec`` lives (CPU, or the training GPU); the scores come back as numpy."""
 
     def __init__(self, conf: Config, rec, emb, hist: list[np.ndarray], profiles=None, pop_rows=None):
         import torch
 
         self.torch = torch
         self.conf, self.rec, self.hist = conf, rec, hist
-        self.E = torch.as_tensor(emb)
+        self.dev = rec.pop.device
+        self.E = torch.as_tensor(emb, device=self.dev)
         self.profiles = profiles  # (P [n_users, D], has [n_users] bool) from Trainer.profile_vectors, or None
         self.pop_rows = pop_rows  # users -> [B, N] trending popularity (popularity_rows), or None: static
 
@@ -36,7 +38,7 @@ class Scorer:
         torch = self.torch
         ids, m = pad([self.hist[u] for u in users], self.conf.user_model.max_history)
         with torch.no_grad():
-            u, _ = self.rec.user(self.E[torch.as_tensor(ids)], torch.as_tensor(m))
+            u, _ = self.rec.user(self.E[torch.as_tensor(ids, device=self.dev)], torch.as_tensor(m, device=self.dev))
             if self.profiles is not None:
                 u = blend_profile(u, users, self.profiles, self.conf.user_model.profile_weight)
         return u
@@ -46,9 +48,9 @@ class Scorer:
         with torch.no_grad():
             u = self.user_vectors(users)
             cids, cm = pad([self.hist[x] for x in users])
-            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), None)
+            cf = self.rec.cf.scores(torch.as_tensor(cids, device=self.dev), torch.as_tensor(cm, device=self.dev), None)
             pop = (self.rec.pop.expand(len(users), -1) if self.pop_rows is None
-                   else torch.as_tensor(self.pop_rows(users)))
+                   else torch.as_tensor(self.pop_rows(users), device=self.dev))
             s = self.rec.head.blend(u @ self.E.T, cf, pop)
             if self.conf.head.kind == "mlp":
                 k = min(self.conf.head.rerank_top, s.shape[1])
@@ -58,7 +60,7 @@ class Scorer:
                 out = s - (s.max() - s.min() + 1e3)
                 out.scatter_(1, top, fine - fine.min() + 1.0 + out.max())
                 s = out
-        return s.numpy()
+        return s.cpu().numpy()
 
 
 def popularity_rows(rec, split, when: np.ndarray):
@@ -74,11 +76,11 @@ def mean_by_owner(e, owner: np.ndarray, n_users: int):
     """(P [n_users, D] = mean of each user's rows of ``e``, has [n_users]) for per-user LLM text embeddings."""
     import torch
 
-    P = torch.zeros(n_users, e.shape[1])
+    P = torch.zeros(n_users, e.shape[1], device=e.device)
     if len(owner):
-        P.index_add_(0, torch.as_tensor(owner), e)
+        P.index_add_(0, torch.as_tensor(owner, device=e.device), e)
     counts = np.bincount(owner, minlength=n_users)
-    P = P / torch.as_tensor(np.maximum(counts, 1), dtype=P.dtype)[:, None]
+    P = P / torch.as_tensor(np.maximum(counts, 1), dtype=P.dtype, device=e.device)[:, None]
     return P, counts > 0
 
 
@@ -87,9 +89,9 @@ def blend_profile(u, users, profiles, w: float):
     import torch
 
     P, has = profiles
-    idx = torch.as_tensor(np.asarray(users, np.int64))
-    h = torch.as_tensor(has)[idx][:, None]
-    return torch.where(h, (1 - w) * u + w * P[idx], u)
+    idx = torch.as_tensor(np.asarray(users, np.int64), device=u.device)
+    h = torch.as_tensor(has, device=u.device)[idx][:, None]
+    return torch.where(h, (1 - w) * u + w * P.to(u.device)[idx], u)
 
 
 def zero_shot_scores(emb: np.ndarray, hist: list[np.ndarray], max_history: int):

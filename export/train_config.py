@@ -12,6 +12,7 @@ from genre_edge.errors import ConfigError
 
 
 from .augment import AugmentConfig
+from .device import DEVICES
 from .precision import PRECISIONS
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
 from .split import SplitConfig
@@ -119,6 +120,8 @@ class TrainConfig:
     threads: int = cfg.bounded(0, 0, 256, "torch threads; 0 = all cores")
     precision: str = cfg.choice("fp32", PRECISIONS, "the training step's forward pass: fp32, or bf16 autocast "
                                 "(CPUs with AVX-512 BF16/AMX, GPUs from Ampere; export/precision.py)")
+    device: str = cfg.choice("cpu", DEVICES, "where training runs: cpu, cuda (torch's GPU; with several processes "
+                             "each takes GPU LOCAL_RANK) or auto (cuda when torch sees one; export/device.py)")
     max_eval_users: int = cfg.bounded(0, 0, None, "evaluation during training (epochs, calibration, WiSE-FT, "
                                       "the report) on a fixed random sample of this many users; 0 = all")
     calibrate_blend: bool = True  # fit the head's content/CF/popularity blend on validation nDCG@10

@@ -19,6 +19,7 @@ from . import require
 from .augment import augmented_texts
 from .calibrate import calibrate, grid_blend
 from .curves import Curves, training_choices
+from .device import resolve_device
 from .distributed import DataParallel
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
@@ -62,7 +63,8 @@ class Trainer:
         self.progress = progress and self.dp.main
         threads = self.dp.threads(conf.train.threads) if self.dp.world > 1 else conf.train.threads or os.cpu_count() or 1
         self.torch.set_num_threads(threads)
-        check_precision(conf.train.precision)
+        self.dev = resolve_device(self.torch, conf.train.device)  # cpu, or this process's GPU
+        check_precision(conf.train.precision, self.dev.type)
         self.torch.manual_seed(conf.train.seed)
         self.rng = np.random.default_rng(conf.train.seed)  # batch order and shared negatives: the same everywhere
         # draws per example (augmented texts, impression negatives) differ by process: their own stream
@@ -90,6 +92,8 @@ class Trainer:
                                              tower=tower, enc_path=self.enc_path)
         if conf.train.init_from:
             self._init_from(Path(conf.train.init_from))
+        self.tower.to(self.dev)
+        self.rec.to(self.dev)
         self.dp.broadcast([*self.tower.parameters(), *self.rec.parameters()])
         self.feats = category_features(self.prep.data.items.categories)
 
@@ -121,8 +125,8 @@ class Trainer:
         self.tower.eval()
         hs = []
         for a in range(0, len(self.ids_all), 256):
-            ids = torch.as_tensor(self.ids_all[a : a + 256])
-            m = torch.as_tensor(self.mask_all[a : a + 256])
+            ids = torch.as_tensor(self.ids_all[a : a + 256], device=self.dev)
+            m = torch.as_tensor(self.mask_all[a : a + 256], device=self.dev)
             if self.tower.n_top == 0:
                 from .models import pool  # torch
 
@@ -131,7 +135,7 @@ class Trainer:
             else:
                 hs.append(self.tower.bottom(ids, m))
         self.bottom = torch.cat(hs)
-        self.tmask = torch.as_tensor(self.mask_all)
+        self.tmask = torch.as_tensor(self.mask_all, device=self.dev)
 
     def encode(self, idx, grad: bool):
         """Item embeddings; while training (``grad``) a ``augment.prob`` share of items read one of
@@ -141,7 +145,7 @@ class Trainer:
             idx = np.asarray(idx, np.int64)
             v = self.rng_example.integers(1, len(self.aug_texts) + 1, len(idx))
             idx = np.where(self.rng_example.random(len(idx)) < self.conf.augment.prob, idx + v * len(self.texts), idx)
-        idx = torch.as_tensor(idx)
+        idx = torch.as_tensor(idx, device=self.dev)
         ctx = torch.enable_grad() if grad else torch.no_grad()
         with ctx:
             if self.tower.n_top == 0:
@@ -151,7 +155,11 @@ class Trainer:
     def all_embeddings(self) -> np.ndarray:
         self.tower.eval()
         out = [self.encode(np.arange(a, min(a + 512, len(self.ids))), False) for a in range(0, len(self.ids), 512)]
-        return self.torch.cat(out).numpy()
+        return self.torch.cat(out).cpu().numpy()
+
+    def table(self, emb: np.ndarray):
+        """The item-embedding table the steps read histories from, on the training device."""
+        return self.torch.as_tensor(emb, device=self.dev)
 
     def profile_vectors(self):
         """(P [n_users, D], has [n_users]): the mean of each user's LLM texts with the current tower, or None."""
@@ -225,8 +233,10 @@ class Trainer:
                 sel = np.concatenate([sel, order[: B - len(sel)]])
             yield users[sel], items[sel], times[sel]
 
-    def _step(self, users, targets, times, opt, seen):
-        torch = self.torch
+    def _loss(self, users, targets, times, seen):
+        """The training loss of one batch (sampled softmax over the positive, shared and impression negatives),
+        every tensor on the training device; :meth:`_step` takes the gradient step."""
+        torch, dev = self.torch, self.dev
         conf = self.conf
         K = conf.train.negatives
         B = len(targets)
@@ -241,32 +251,35 @@ class Trainer:
                              + ([inv_flat[B + K:].reshape(B, M)] if M else []), 1)
         self.tower.train()
         self.rec.train()
-        with autocast(torch, conf.train.precision):  # fp32: nothing; bf16: the forward pass in bfloat16
+        with autocast(torch, conf.train.precision, dev.type):  # fp32: nothing; bf16: the forward pass in bfloat16
             e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
-            inv_t = torch.as_tensor(inv)  # [B, 1 + K (+ M)] rows of e
+            inv_t = torch.as_tensor(inv, device=dev)  # [B, 1 + K (+ M)] rows of e
             hists = self.example_histories(users, targets, times)
             hids, hm = pad(hists, conf.user_model.max_history)
-            u, _ = self.rec.user(self.E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            u, _ = self.rec.user(self.E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
             if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
                 u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
             cids, cm = pad(hists)
-            cids_t, cm_t = torch.as_tensor(cids), torch.as_tensor(cm)
-            cand_ids = torch.as_tensor(cand_ids_np)
+            cids_t, cm_t = torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev)
+            cand_ids = torch.as_tensor(cand_ids_np, device=dev)
             cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
             pop = self.rec.pop[cand_ids]
             logits = self.rec.head.score_rows(u, e, inv_t, cf, pop, shared=slice(1, K + 1))
         logits = logits.float()  # masks, loss and gradients clipping in float32
         # accidental hits: a sampled negative the user liked in training is not a negative
-        hit = torch.as_tensor(seen[users[:, None], negs[None, :]])
+        hit = torch.as_tensor(seen[users[:, None], negs[None, :]], device=dev)
         logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(hit, -1e9)
         if M:  # missing impression slots (fewer shown items than M) are switched off
-            logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~imp_ok), -1e9)
-        loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long))
+            logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~imp_ok, device=dev), -1e9)
+        return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
+
+    def _step(self, users, targets, times, opt, seen):
+        loss = self._loss(users, targets, times, seen)
         opt.zero_grad()
         loss.backward()
         params = [p for g in opt.param_groups for p in g["params"]]
         self.dp.average_grads(params)  # no-op in one process
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        self.torch.nn.utils.clip_grad_norm_(params, 5.0)
         opt.step()
         return self.dp.mean(loss.item())
 
@@ -281,7 +294,7 @@ class Trainer:
 
     def _valid_loss(self, n: int = 2048) -> float:
         """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
-        torch = self.torch
+        torch, dev = self.torch, self.dev
         va = self.prep.split.valid
         va = va.take(va.label == 1)
         rng = np.random.default_rng(12345)
@@ -292,17 +305,18 @@ class Trainer:
         with torch.no_grad():
             E = self.E
             hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
-            u, _ = self.rec.user(E[torch.as_tensor(hids)], torch.as_tensor(hm))
+            u, _ = self.rec.user(E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
             if self.P is not None:
                 u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
             cids, cm = pad([self.prep.hist[x] for x in users])
-            cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1))
-            cf = self.rec.cf.scores(torch.as_tensor(cids), torch.as_tensor(cm), cand)
+            cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1),
+                                   device=dev)
+            cf = self.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), cand)
             logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
-            return float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long)))
+            return float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long,
+                                                                                 device=dev)))
 
     def fit(self, restart: bool = False) -> dict:
-        torch = self.torch
         from tqdm.auto import tqdm
 
         conf = self.conf
@@ -329,7 +343,7 @@ class Trainer:
             t_ep = time.perf_counter()
             for p in tower_params:  # freeze/unfreeze schedule: user model and head adapt first
                 p.requires_grad_(ep > conf.train.freeze_epochs)
-            self.E = torch.as_tensor(self.all_embeddings())
+            self.E = self.table(self.all_embeddings())
             self.P = self.profile_vectors()
             losses = []
             batches = list(self._batches())
@@ -375,9 +389,10 @@ class Trainer:
 
     def epoch_record(self, ep: int, losses: list[float]) -> dict:
         """Refresh the item table and measure an epoch: train loss, validation loss and nDCG@10."""
-        self.E = self.torch.as_tensor(self.all_embeddings())
+        emb = self.all_embeddings()
+        self.E = self.table(emb)
         vl = self._valid_loss()
-        val = self.evaluate("valid", self.E.numpy())
+        val = self.evaluate("valid", emb)
         return {"epoch": ep, "train_loss": float(np.mean(losses)) if losses else float("nan"), "valid_loss": vl,
                 "valid_ndcg@10": val["ndcg@10"], "valid_recall@20": val["recall@20"]}
 
@@ -387,7 +402,7 @@ class Trainer:
         ``start``: what :meth:`start_metrics` measured; ``history``/``best_epoch``: the run's."""
         torch, conf = self.torch, self.conf
         emb = self.all_embeddings()
-        self.E = torch.as_tensor(emb)
+        self.E = self.table(emb)
         calibration = calibrate(self, emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
         report = {
             "format": FORMAT,
@@ -408,6 +423,7 @@ class Trainer:
                                      "positives_with_impressions": self.prep.impression_coverage},
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
+            "device": str(self.dev),
             **(extra or {}),
         }
         p = self.prep

@@ -221,6 +221,38 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
     assert dev.contributions(hists[2].astype(np.int64), item).sum() == pytest.approx(ref[2][item], rel=1e-4, abs=1e-5)
 
 
+def test_cf_votes_of_item_zero_and_repeats_count_as_on_the_device():
+    """Histories are padded with id 0 (weight 0): the PyTorch CF part must still count a real item 0 in a padded
+    row (it lost it when padding overwrote the vote: Toy Story, row 0 of ml-100k, voted for no one), and an item
+    seen twice votes twice, as the device's bincount counts it."""
+    import numpy as np
+    import torch
+
+    from genre_edge.scorer import CFScorer
+    from genre_edge_export.models import CFPart, neighbour_table
+
+    rng = np.random.default_rng(1)
+    n = 30
+    W = rng.normal(size=(n, n)).astype(np.float32)
+    np.fill_diagonal(W, 0)
+    idx, w = neighbour_table(W, 10)
+    part = CFPart("ease", n, (idx, w), recency_floor=0.5)
+    part.recency[0] = 3.0
+    hists = [np.array([0, 4]), np.array([7, 0, 9, 0]), np.array([5, 6, 8, 11, 12, 13])]
+    ids = torch.zeros(len(hists), 6, dtype=torch.long)
+    mask = torch.zeros(len(hists), 6)
+    for r, h in enumerate(hists):
+        ids[r, : len(h)] = torch.as_tensor(h)
+        mask[r, : len(h)] = 1
+    with torch.no_grad():
+        ref = part.scores(ids, mask, None).numpy()
+    dev = CFScorer("ease", idx=idx, w=w, half_life=3.0, floor=0.5)
+    for r, h in enumerate(hists):
+        np.testing.assert_allclose(ref[r], dev.scores(h.astype(np.int64), n), rtol=1e-5, atol=1e-6)
+    # what the lost vote gave: the scores of item 4 alone (the check above is the one that would fail)
+    assert not np.allclose(ref[0], dev.scores(np.array([4]), n), atol=1e-4)
+
+
 def test_mind_impressions_give_negatives_of_training_clicks_only(tmp_path, toy_data, enc):
     """MIND keeps shown-but-not-clicked news in impression logs: those become the click's negatives."""
     import random
