@@ -51,6 +51,7 @@ max_eval_users = {eval_users}
 interpolate = false
 threads = {threads}
 precision = "{precision}"
+device = "{device}"
 """
 
 
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-users", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="train.precision")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="train.device (cuda: a CUDA "
+                    "build of torch and a GPU)")
     ap.add_argument("--steps", type=int, default=0, help="training steps (0 = one epoch over every positive); the "
                     "epoch time is then extrapolated from the steps' time")
     ap.add_argument("--tmp", default=None, help="folder for the log and the model (~1 GB at 20M events)")
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
         gen_s = time.perf_counter() - t
         conf = tmp / "large.toml"
         conf.write_text(CONFIG.format(data=data, batch=a.batch, eval_users=a.eval_users, threads=a.threads,
-                                      steps=a.steps, precision=a.precision))
+                                      steps=a.steps, precision=a.precision, device=a.device))
         t = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", "genre_edge.cli", "train", "--config", str(conf), "--out",
                             str(tmp / "model")], capture_output=True, text=True)
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
     # wall time between the first and the last logged step loss, per step (the steps alone: not the item
     # encoding or the validation before and after them)
     step_s = (steps[-1].wall_time - steps[0].wall_time) / (n_steps - 1) if n_steps > 1 else float("nan")
-    res = {"machine": machine(), "precision": a.precision, "events": a.events, "users": a.users, "items": a.items, "batch": a.batch,
+    res = {"machine": machine(), "precision": a.precision, "device": rep.get("device", a.device), "events": a.events, "users": a.users, "items": a.items, "batch": a.batch,
            "generate_s": gen_s, "train_wall_s": wall, "train_seconds": rep.get("train_seconds"),
            "peak_rss_mib": peak, "train_positives": positives, "epoch": hist[-1],
            "zero_shot": rep.get("zero_shot"), "steps": n_steps, "epoch_steps": epoch_steps, "step_s": step_s,
@@ -112,7 +115,7 @@ def main(argv=None) -> int:
          "`genre train` in a child process, the content model (frozen encoder + adapter, attention user model, dot "
          "head, no CF), " + ("one epoch over every training positive" if not a.steps else
                              f"the first {a.steps} steps of an epoch (its time extrapolated from theirs)")
-         + f", batch {a.batch}, 128 shared negatives, {a.precision}, validation nDCG@10 on {a.eval_users:,} users (synthetic "
+         + f", batch {a.batch}, 128 shared negatives, {a.precision} on {res['device']}, validation nDCG@10 on {a.eval_users:,} users (synthetic "
          "events carry no signal: the metric only shows the pipeline ran).", "",
          "| step | value |", "|---|---|",
          f"| wall time of `genre train` (load, split, item encoding, the steps, validation, save) | {wall / 60:.1f} min |",

@@ -343,11 +343,12 @@ def embed_catalog(bundle_path, items_path, out_dir, engine, workers, device, pro
 @click.option("--encoder", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="student: distil a 3-layer encoder (fastest); teacher: ship the teacher's 6-layer encoder, int8 "
                    "(closest to the teacher on free-text requests, ~2x slower to encode, +6 MB).")
-def quickstart(config_name, work_dir, data_dir, distill_epochs, encoder):
+@DEVICE_OPTION
+def quickstart(config_name, work_dir, data_dir, distill_epochs, encoder, device):
     """The whole pipeline on the embedded default: data, train, distill, export, recommend, bench."""
     from .quickstart import run
 
-    run_api(run, config_name, work_dir, data_dir, distill_epochs, encoder)
+    run_api(run, config_name, work_dir, data_dir, distill_epochs, encoder, device)
 
 
 def recommend_torch(model_dir, user, history, k, as_json):

@@ -50,17 +50,18 @@ def demo_profiles() -> list[str]:
 
 
 def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: int | None,
-        encoder: str = "student") -> dict:
+        encoder: str = "student", device: str | None = None) -> dict:
     """``encoder``: ``student`` distils a smaller encoder (the default: fastest on a device);
     ``teacher`` exports the teacher's own encoder, int8 (on ml-100k its free-text top-10 overlaps
     the teacher's 0.81 against the student's 0.4, at ~2x the encode time; benchmarks/results/
-    requests-ml-100k-teacher-int8.md)."""
+    requests-ml-100k-teacher-int8.md). ``device``: where training and distillation run (export/device.py;
+    None: the config's)."""
     if encoder not in ENCODERS:
         raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
     t_all = time.perf_counter()
     work = Path(work_dir)
     path = Path(config_name) if config_name.endswith(".toml") else packaged_config(config_name)
-    conf = load_config(path)
+    conf = load_config(path, {"train": {"device": device}} if device else None)
     quick = "quick" in conf.name
     _step("1/6 data: MovieLens 100K")
     res = get_ml100k(data_dir)
@@ -76,7 +77,7 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
         rep = train(conf, teacher, data_dir)
     click.echo(teacher_summary(rep))
     if encoder == "student":
-        dconf = DistillConfig(epochs=distill_epochs or (4 if quick else 8))
+        dconf = DistillConfig(epochs=distill_epochs or (4 if quick else 8), device=conf.train.device)
         _step(f"3/6 distill the encoder into a {len(dconf.layers)}-layer student (teacher layers "
               f"{', '.join(map(str, dconf.layers))})")
         student = work / "student"
