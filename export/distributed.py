@@ -4,7 +4,7 @@ Processes come from a launcher: ``accelerate launch --num_processes N ...`` or `
 --nproc-per-node N ...`` set ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``; without them
 training is one process, exactly as before. Every process holds the whole model and the same data;
 each global batch is split across the processes, their gradients are averaged (``all_reduce`` with
-gloo: training runs on CPUs) before the optimizer step, so N processes at batch B/N each follow the one
+gloo, on CPU tensors or, with ``--device cuda``, on each process's GPU) before the optimizer step, so N processes at batch B/N each follow the one
 process at batch B. Evaluation, model selection and calibration need no communication: the weights
 are identical everywhere, so every process decides the same; only rank 0 writes the model folder
 (the others write to a private temporary folder, removed at the end).
@@ -37,7 +37,8 @@ class DataParallel:
             return cls()
         import torch.distributed as dist
 
-        # gloo: training runs on the CPU (its tensors are CPU tensors; NCCL would need them on a GPU)
+        # gloo: it reduces CPU tensors and, through host memory, CUDA ones (--device cuda: one GPU per process);
+        # NCCL would be faster between GPUs but cannot reduce CPU tensors, and CPU training is the common case
         backend = "gloo"
         if not dist.is_initialized():
             dist.init_process_group(backend)
