@@ -192,6 +192,7 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
 
     from genre_edge.scorer import CFScorer
     from genre_edge_export.models import CFPart, neighbour_table
+    from genre_edge_export.scoring import pad
 
     rng = np.random.default_rng(0)
     n = 40
@@ -203,11 +204,7 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
         torch.nn.init.normal_(part.Q.weight)
     part.recency[0] = 4.0
     hists = [rng.choice(n, size=s, replace=False) for s in (1, 5, 17)]
-    ids = torch.zeros(len(hists), 17, dtype=torch.long)
-    mask = torch.zeros(len(hists), 17)
-    for r, h in enumerate(hists):
-        ids[r, : len(h)] = torch.as_tensor(h)
-        mask[r, : len(h)] = 1
+    ids, mask = map(torch.as_tensor, pad(hists))  # left-aligned, padded with id 0 at weight 0, as training pads
     with torch.no_grad():
         ref = part.scores(ids, mask, None).numpy()
     dev = (CFScorer("ease", idx=idx, w=w, half_life=4.0, floor=0.3) if kind == "ease" else
@@ -230,6 +227,7 @@ def test_cf_votes_of_item_zero_and_repeats_count_as_on_the_device():
 
     from genre_edge.scorer import CFScorer
     from genre_edge_export.models import CFPart, neighbour_table
+    from genre_edge_export.scoring import pad
 
     rng = np.random.default_rng(1)
     n = 30
@@ -239,11 +237,7 @@ def test_cf_votes_of_item_zero_and_repeats_count_as_on_the_device():
     part = CFPart("ease", n, (idx, w), recency_floor=0.5)
     part.recency[0] = 3.0
     hists = [np.array([0, 4]), np.array([7, 0, 9, 0]), np.array([5, 6, 8, 11, 12, 13])]
-    ids = torch.zeros(len(hists), 6, dtype=torch.long)
-    mask = torch.zeros(len(hists), 6)
-    for r, h in enumerate(hists):
-        ids[r, : len(h)] = torch.as_tensor(h)
-        mask[r, : len(h)] = 1
+    ids, mask = map(torch.as_tensor, pad(hists))
     with torch.no_grad():
         ref = part.scores(ids, mask, None).numpy()
     dev = CFScorer("ease", idx=idx, w=w, half_life=3.0, floor=0.5)
