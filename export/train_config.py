@@ -108,6 +108,11 @@ class TrainConfig:
     impression_negatives: int = cfg.bounded(
         4, 0, 1000, "per positive, up to this many items shown in the same impression but not clicked (the "
         "user's label-0 events at the same timestamp, as in MIND); 0 = off. Data without them uses sampled ones only")
+    cf_negatives: int = cfg.bounded(
+        0, 0, 1000, "per positive, this many hard negatives drawn from the user's cf_negative_pool best items by "
+        "the CF part (never a training positive of the user): items CF ranks alike, which content must separate; 0 = off")
+    cf_negative_pool: int = cfg.bounded(50, 1, 100000, "how many of the CF part's best items per user cf_negatives "
+                                        "draws from")
     # What a training example's user model and CF part see: "before" = the user's training positives strictly
     # before the target event (next-item prediction: what serving does, and what a temporal holdout tests);
     # "others" = every other training positive of the user, later ones included (fill in the blank).
@@ -190,6 +195,9 @@ class Config:
         if self.train.max_train_positives and self.cf.kind != "none":
             raise ConfigError("train.max_train_positives (few-shot) needs cf.kind = 'none': the CF part would "
                               "still learn from every training interaction")
+        if self.train.cf_negatives and self.cf.kind not in ("ease", "cooccurrence"):
+            raise ConfigError(f"train.cf_negatives needs cf.kind = 'ease' or 'cooccurrence' (a fitted neighbour table "
+                              f"ranks each user's pool before training), not {self.cf.kind!r}; or set cf_negatives = 0")
         if self.head.kind == "mlp" and self.head.rerank_top < 20:
             raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
 

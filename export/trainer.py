@@ -243,7 +243,11 @@ class Trainer:
         negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
         M = conf.train.impression_negatives if self.prep.impression_coverage > 0 else 0
         imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng_example) if M else (None, None)
-        # candidates per example: [positive, K shared sampled negatives, M own impression negatives]
+        if conf.train.cf_negatives:  # the example's own hard negatives join its impression negatives
+            hard, hard_ok = self.cf_negatives(users)
+            imp, imp_ok = (hard, hard_ok) if not M else (np.concatenate([imp, hard], 1), np.concatenate([imp_ok, hard_ok], 1))
+            M += hard.shape[1]
+        # candidates per example: [positive, K shared sampled negatives, M own (impression, CF) negatives]
         cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([imp] if M else []), 1)
         # unique over the B + K (+ B*M) distinct slots, not the B x (1 + K + M) grid: the same rows, ~10x less sorting
         cand, inv_flat = np.unique(np.concatenate([targets, negs] + ([imp.ravel()] if M else [])), return_inverse=True)
@@ -272,6 +276,41 @@ class Trainer:
         if M:  # missing impression slots (fewer shown items than M) are switched off
             logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~imp_ok, device=dev), -1e9)
         return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
+
+    def cf_negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``train.cf_negatives`` hard negatives per example: ids [B, n] drawn uniformly (with replacement) from
+        the user's :meth:`cf_pool`, and a validity mask (False where the user's pool is short).
+
+        Why: shared negatives are mostly items no one would rank high, which CF already separates; the
+        negatives CF ranks alike with the positive are where a content score can add to it."""
+        pool, ok = self.cf_pool()
+        pick = self.rng_example.integers(0, pool.shape[1], (len(users), self.conf.train.cf_negatives))
+        return pool[users[:, None], pick].astype(np.int64), ok[users[:, None], pick]
+
+    def cf_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per user, the ``train.cf_negative_pool`` warm items the CF part scores highest from the user's whole
+        training history, the user's training positives excluded (int32 [users, pool]), and which slots hold
+        an item (users with a short pool). Computed once: the neighbour table does not change in training."""
+        if getattr(self, "_cf_pool", None) is None:
+            torch, h = self.torch, self.prep.hist
+            n = min(self.conf.train.cf_negative_pool, len(self.prep.warm_pool))
+            cold = np.ones(self.prep.split.n_items, bool)
+            cold[self.prep.warm_pool] = False
+            pool, ok = np.zeros((len(h), n), np.int32), np.zeros((len(h), n), bool)
+            with torch.no_grad():
+                for lo in range(0, len(h), 1024):
+                    rows = range(lo, min(len(h), lo + 1024))
+                    cids, cm = pad([h[u] for u in rows])
+                    s = self.rec.cf.scores(torch.as_tensor(cids, device=self.dev), torch.as_tensor(cm, device=self.dev),
+                                           None).float().cpu().numpy()
+                    s[:, cold] = -np.inf
+                    for r, u in enumerate(rows):
+                        s[r, h[u]] = -np.inf
+                    top = np.argpartition(-s, n - 1, axis=1)[:, :n]
+                    pool[lo: lo + len(rows)] = top
+                    ok[lo: lo + len(rows)] = np.isfinite(np.take_along_axis(s, top, 1))
+            self._cf_pool = (pool, ok)
+        return self._cf_pool
 
     def _step(self, users, targets, times, opt, seen):
         loss = self._loss(users, targets, times, seen)
@@ -421,6 +460,7 @@ class Trainer:
             "interpolation": interpolation,
             "impression_negatives": {"per_positive": conf.train.impression_negatives,
                                      "positives_with_impressions": self.prep.impression_coverage},
+            "cf_negatives": {"per_positive": conf.train.cf_negatives, "pool": conf.train.cf_negative_pool},
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
             "device": str(self.dev),

@@ -436,3 +436,57 @@ def test_sasrec_trains_exports_and_serves_with_parity(tmp_path, toy_data, enc):
     hist = list(r.catalog.ids[:6])
     res = r.recommend(hist, k=5, explain=True)
     assert len(res.items) == 5 and not set(x.id for x in res.items) & set(hist)
+
+
+def test_cf_negatives_are_each_users_best_cf_items_never_a_positive(tmp_path, toy_data, enc):
+    """``train.cf_negatives``: each example's own hard negatives come from its user's pool, the warm items the CF
+    part ranks highest from the user's training history, never an item the user liked in training."""
+    import numpy as np
+    import torch
+
+    from genre_edge_export.scoring import pad
+    from genre_edge_export.train import train
+    from genre_edge_export.trainer import Trainer
+
+    conf = tiny_config(toy_data, enc, train={"cf_negatives": 5, "cf_negative_pool": 8})
+    t = Trainer(conf, tmp_path / "t", progress=False)
+    pool, ok = t.cf_pool()
+    warm = set(t.prep.warm_pool.tolist())
+    assert pool.shape == (len(t.prep.hist), 8)
+    for u, h in enumerate(t.prep.hist):
+        if not len(h):
+            continue
+        ids, m = map(torch.as_tensor, pad([h]))
+        with torch.no_grad():
+            s = t.rec.cf.scores(ids, m, None)[0].numpy()
+        mine = pool[u][ok[u]]
+        rest = np.array(sorted(warm - set(h.tolist()) - set(mine.tolist())), np.int64)
+        assert not set(mine.tolist()) & set(h.tolist()) and set(mine.tolist()) <= warm
+        assert len(mine) == min(8, len(warm - set(h.tolist())))
+        if len(rest):  # the pool is the top of the user's CF ranking (ties at its edge either way)
+            assert s[mine].min() >= s[rest].max() - 1e-6
+    users = np.arange(len(t.prep.hist))
+    neg, neg_ok = t.cf_negatives(users)
+    assert neg.shape == neg_ok.shape == (len(users), 5)
+    for u in users:
+        assert set(neg[u][neg_ok[u]].tolist()) <= set(pool[u][ok[u]].tolist())
+
+    # a pool as large as the warm catalog: the slots a user's own positives would fill are switched off
+    big = Trainer(tiny_config(toy_data, enc, train={"cf_negatives": 5, "cf_negative_pool": 100000}),
+                  tmp_path / "big", progress=False)
+    bpool, bok = big.cf_pool()
+    assert bpool.shape[1] == len(warm)
+    assert [int(r.sum()) for r in bok] == [len(warm - set(h.tolist())) for h in big.prep.hist]
+
+    rep = train(conf, tmp_path / "m", progress=False)
+    assert rep["cf_negatives"] == {"per_positive": 5, "pool": 8}
+    assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
+
+
+@pytest.mark.parametrize("kind", ["mf", "none"])
+def test_cf_negatives_need_a_fitted_neighbour_table(toy_data, enc, kind):
+    from genre_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.cf_negatives needs cf.kind = 'ease' or 'cooccurrence'.*"
+                                          + repr(kind)):
+        tiny_config(toy_data, enc, cf={"kind": kind}, train={"cf_negatives": 4})
