@@ -4,12 +4,14 @@
         --teachers runs/seeds2/s0,runs/seeds2/s1,runs/seeds2/s2 --out benchmarks/results
 
 Warm users (the upper bound of what content can add to the strongest tuned CF): the scores of the
-``ease-recency`` baseline (tuned on validation as in ``genre eval baselines``) plus w x the trained
+``ease-recency`` baseline (tuned on validation as in ``genre eval baselines``) plus the trained
 teacher's content score (its user vector . item embeddings, no CF), both z-scored per user over the
-items; w chosen on validation nDCG@10 from ``WARM_GRID`` (w = 0 is the baseline itself), test scored
-once with the chosen w, per teacher seed, and compared with the baseline per user (paired bootstrap
-CI over users, sign-flip permutation p). If even this free blend gains nothing on test, content holds
-no warm signal that CF lacks, whatever head learns the blend.
+items, in the four ``WARM_FORMS``: one weight, one per history-length third, a weight gated by the
+item's training count, and a second weight for the untrained encoder's score. Each form's weights are
+chosen on validation nDCG@10 (weight 0 is the baseline itself), test is scored once with the choice,
+per teacher seed, and compared with the baseline per user (paired bootstrap CI over users, sign-flip
+permutation p, Holm over the forms). If even these free blends gain nothing on test, content holds no
+warm signal that CF lacks, whatever head learns the blend.
 
 Cold items (never trained on): (1 - a) x z(trained teacher) + a x z(zero-shot encoder) over the cold
 candidates, for every a in ``COLD_GRID``, on cold-validation and on cold-test. Test is shown for every a
@@ -31,6 +33,50 @@ WARM_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 COLD_GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
+# How the teacher's content score joins the baseline's (each form's weights chosen on validation):
+# one weight; one weight per third of the users by history length (content for short histories);
+# a weight gated by the item's training count, w / (1 + count / k) (content for rarely rated items);
+# one weight each for the teacher's score and the untrained encoder's (a second, pretrained view).
+WARM_FORMS = ("w", "w by history length", "w x rarity gate", "w + zero-shot view")
+GATE_W = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
+GATE_K = (5, 20, 50, 200)
+
+
+def choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user):
+    """(the weights chosen, their validation nDCG@10, blend(which) -> score matrix) for one of ``WARM_FORMS``:
+    every weight searched on validation nDCG@10 (ties: the smaller weight, i.e. closer to the baseline).
+    ``B``/``C``/``Z``: baseline, teacher content and zero-shot content scores per split (z-scored);
+    ``history_len``: per split, every user's history length; ``valid_users``: the users evaluate() scores on
+    validation, in its order; ``per_user(S, which)``: per-user nDCG@10 of score matrix ``S``."""
+    def best(options, make):
+        valid = {o: per_user(make(o, "valid"), "valid") for o in options}
+        o = max(options, key=lambda o: (valid[o].mean(), -np.sum(o)))
+        return str(o), float(valid[o].mean()), lambda which: make(o, which)
+
+    if form == "w":
+        return best(WARM_GRID, lambda w, which: B[which] + w * C[which])
+    if form == "w + zero-shot view":
+        return best([(w, z) for w in WARM_GRID for z in WARM_GRID],
+                    lambda o, which: B[which] + o[0] * C[which] + o[1] * Z[which])
+    if form == "w x rarity gate":
+        def make(o, which):
+            return B[which] + o[0] / (1.0 + item_count[None, :] / o[1]) * C[which]
+        return best([(0.0, 1.0)] + [(w, k) for w in GATE_W for k in GATE_K], make)
+    if form == "w by history length":
+        # buckets: thirds of the validation users by history length; each bucket's weight is chosen
+        # on its own users (per-user metrics add up, so the buckets' choices are independent)
+        edges = np.quantile(history_len["valid"][valid_users], [1 / 3, 2 / 3])
+        bucket = {w: np.digitize(history_len[w], edges) for w in ("valid", "test")}
+        valid = {w: per_user(B["valid"] + w * C["valid"], "valid") for w in WARM_GRID}
+        ws = [max(WARM_GRID, key=lambda w: (valid[w][bucket["valid"][valid_users] == b].mean(), -w)) for b in range(3)]
+
+        def make(which):
+            return B[which] + np.asarray(ws)[bucket[which]][:, None] * C[which]
+        return (f"{ws} (history length < {edges[0]:g}, < {edges[1]:g}, more)",
+                float(per_user(make("valid"), "valid").mean()), make)
+    raise ValueError(f"unknown blend form {form!r}; valid: {', '.join(WARM_FORMS)}")
+
+
 def zscore(s: np.ndarray) -> np.ndarray:
     """Per-row z-scores (scores on different scales become comparable before they are added)."""
     s = np.asarray(s, np.float64)
@@ -41,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genre_edge.bench.report import markdown_table, write_results
-    from genre_edge_export.ab import Arm, paired_stats
+    from genre_edge_export.ab import Arm, holm, paired_stats
     from genre_edge_export.baselines import interaction_matrix, tune
     from genre_edge_export.evaluate import evaluate
     from genre_edge_export.model_folder import ModelDir
@@ -72,34 +118,47 @@ def main(argv: list[str] | None = None) -> int:
     base, params, _ = tune("ease-recency", sp, interaction_matrix(sp))
 
     # ---------------------------------------------------------------- warm users
+    # Score matrices once per split (all users x all items; evaluate() reads its users' rows): the
+    # baseline, the zero-shot encoder's content score, each teacher's content score, all z-scored.
     H = {w: sp.histories(w) for w in ("valid", "test", "cold_valid", "cold")}
-    warm_rows, per_user = [], {}
+    everyone = np.arange(sp.n_users)
+    B = {w: zscore(base.score(everyone, H[w])) for w in ("valid", "test")}
+    Z = {w: zscore(Arm("zero-shot", list(prep.data.items.ids), H[w], list(prep.data.users), split=sp,
+                       prep=prep).score(everyone)) for w in ("valid", "test")}
+    history_len = {w: np.array([len(h) for h in H[w]]) for w in ("valid", "test")}
+    valid_users = np.flatnonzero([len(x) > 0 for x in sp.user_items(sp.valid)])  # evaluate()'s users, in order
+    item_count = np.bincount(np.concatenate(sp.train_histories()), minlength=sp.n_items)
+
+    def per_user(S, which):
+        out = {"ndcg@10": []}
+        evaluate(lambda us: S[us], sp, which, n_neg=1, per_user_out=out, ranking_only=True)
+        return np.asarray(out["ndcg@10"])
+
+    base_valid, base_test = per_user(B["valid"], "valid"), per_user(B["test"], "test")
+    warm_rows, per_seed = [], {f: [] for f in WARM_FORMS}
     for t, M in zip(teachers, models):
         _, rec = M.modules()
-        sc = {w: Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, sp.request_times(w)))
-              for w in H}
-
-        def blend(which, w, sc=sc):
-            def f(users):
-                out = zscore(base.score(users, H[which]))
-                if w:
-                    with torch.no_grad():
-                        u = sc[which].user_vectors(users).numpy()
-                    out = out + w * zscore(u @ sc[which].E.numpy().T)
-                return out
-            return f
-        valid = {w: evaluate(blend("valid", w), sp, "valid", n_neg=1)["ndcg@10"] for w in WARM_GRID}
-        chosen = max(WARM_GRID, key=lambda w: (valid[w], -w))  # ties: the smaller weight
-        pa, pb = {"ndcg@10": []}, {"ndcg@10": []}
-        ta = evaluate(blend("test", 0.0), sp, "test", n_neg=1, per_user_out=pa)["ndcg@10"]
-        tb = evaluate(blend("test", chosen), sp, "test", n_neg=1, per_user_out=pb)["ndcg@10"]
-        per_user[t] = (pa["ndcg@10"], pb["ndcg@10"])
-        warm_rows.append({"teacher": t, "valid: baseline": valid[0.0], "valid: best blend": valid[chosen],
-                          "chosen w": f"{chosen:g}", "test: baseline": ta, "test: blend": tb, "test diff": tb - ta,
-                          "valid grid": {str(w): v for w, v in valid.items()}})
-    a_mean = np.mean([per_user[t][0] for t in teachers], axis=0)
-    b_mean = np.mean([per_user[t][1] for t in teachers], axis=0)
-    warm_stats = paired_stats(a_mean, b_mean)
+        C = {}
+        for w in ("valid", "test"):
+            sc = Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, sp.request_times(w)))
+            with torch.no_grad():
+                C[w] = zscore(sc.user_vectors(everyone).numpy() @ sc.E.numpy().T)
+        for form in WARM_FORMS:
+            chosen, valid_best, blend = choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user)
+            tb = per_user(blend("test"), "test")
+            per_seed[form].append(tb)
+            warm_rows.append({"blend": form, "teacher": t, "valid: baseline": float(base_valid.mean()),
+                              "valid: best blend": valid_best, "chosen": chosen,
+                              "test: baseline": float(base_test.mean()), "test: blend": float(tb.mean()),
+                              "test diff": float(tb.mean() - base_test.mean())})
+    warm_stats = {f: paired_stats(base_test, np.mean(per_seed[f], axis=0)) for f in WARM_FORMS}
+    for f, p_adj in holm({f: warm_stats[f]["p_permutation"] for f in WARM_FORMS}).items():
+        warm_stats[f]["p_holm"] = p_adj
+    warm_summary = [{"blend": f, "test: baseline": s["mean_a"], "test: blend (seed mean)": s["mean_b"],
+                     "diff": f"{s['diff']:+.4f} ({100 * s['rel_diff']:+.1f}%)",
+                     "95% CI": f"[{s['ci95'][0]:+.4f}, {s['ci95'][1]:+.4f}]", "p": s["p_permutation"],
+                     "p (Holm)": s["p_holm"], "wins/losses/ties": f"{s['wins_b']}/{s['losses_b']}/{s['ties']}"}
+                    for f, s in warm_stats.items()]
 
     # ---------------------------------------------------------------- cold items
     zero = {w: Arm("zero-shot", list(prep.data.items.ids), H[w], list(prep.data.users), split=sp, prep=prep).score
@@ -130,19 +189,20 @@ def main(argv: list[str] | None = None) -> int:
            "baseline_params": params, "warm": warm_rows, "warm_paired_seed_mean": warm_stats,
            "cold": {f"{w}:{al}": v for (w, al), v in cold.items()}, "cold_choice": choice,
            "command": "python benchmarks/content_headroom.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    s = warm_stats
     md = [f"# What content adds to tuned CF, and the cold trade-off ({a.config})", "",
           f"Reproduce: `{res['command']}`", "",
-          "## Warm users: the tuned baseline + w x the teacher's content score (z-scored per user)", "",
-          f"Baseline: `ease-recency` tuned on validation ({params}). w chosen on validation nDCG@10 from "
-          f"{list(WARM_GRID)}; test scored once with the chosen w.", "",
-          markdown_table([{k: v for k, v in r.items() if k != "valid grid"} for r in warm_rows],
-                         ["teacher", "valid: baseline", "valid: best blend", "chosen w", "test: baseline",
-                          "test: blend", "test diff"]), "",
-          f"Blend (per-user nDCG@10 averaged over the {len(teachers)} seeds) minus baseline on test, {s['users']} users: "
-          f"{s['diff']:+.4f} ({100 * s['rel_diff']:+.1f}%), 95% paired bootstrap CI [{s['ci95'][0]:+.4f}, "
-          f"{s['ci95'][1]:+.4f}], sign-flip p {s['p_permutation']:.3f}, wins/losses/ties "
-          f"{s['wins_b']}/{s['losses_b']}/{s['ties']}.", "",
+          "## Warm users: the tuned baseline + the teacher's content score (z-scored per user)", "",
+          f"Baseline: `ease-recency` tuned on validation ({params}). Four ways to add the content score, each one's "
+          f"weights chosen on validation nDCG@10 (ties: the smaller weight), test scored once with the choice: "
+          f"`w` (one weight from {list(WARM_GRID)}); `w by history length` (one per third of the users by history "
+          f"length); `w x rarity gate` (w / (1 + item count / k), w in {list(GATE_W)}, k in {list(GATE_K)}: content "
+          f"for rarely rated items); `w + zero-shot view` (a second weight for the untrained encoder's score).", "",
+          f"Blend (per-user nDCG@10 averaged over the {len(teachers)} seeds) minus baseline on test, "
+          f"{warm_stats['w']['users']} users; p: sign-flip permutation, Holm-adjusted over the {len(WARM_FORMS)} forms:", "",
+          markdown_table(warm_summary, list(warm_summary[0])), "",
+          "Per teacher seed:", "",
+          markdown_table(warm_rows, ["blend", "teacher", "valid: baseline", "valid: best blend", "chosen",
+                                     "test: baseline", "test: blend", "test diff"]), "",
           "## Cold items: (1 - a) x trained teacher + a x zero-shot encoder (z-scored over cold candidates)", "",
           f"Mean +- sd over the {len(teachers)} teachers. Test shown for every a, for the record; validation chooses "
           f"a = {choice}.", "",

@@ -15,7 +15,7 @@ def test_packaged_configs_load():
     from importlib.resources import files
 
     names = sorted(p.name[:-5] for p in files("genre_edge_export.configs").iterdir() if p.name.endswith(".toml"))
-    assert {"ml-100k-quick-next", "ml-100k-quick-sasrec", "synth-news-quick"} <= set(names)
+    assert {"ml-100k-quick-next", "ml-100k-quick-sasrec", "ml-100k-quick-hard", "synth-news-quick"} <= set(names)
     from genre_edge_export.distill import DistillConfig
     from genre_edge_export.llm import EnrichConfig
 
