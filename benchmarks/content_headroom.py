@@ -42,8 +42,17 @@ GATE_W = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 GATE_K = (5, 20, 50, 200)
 
 
+def describe(chosen) -> str:
+    """A blend's chosen weights as the report shows them."""
+    if isinstance(chosen, dict):
+        e = chosen["history_length_edges"]
+        return f"{chosen['weights']} (history length < {e[0]:g}, < {e[1]:g}, more)"
+    return f"{chosen:g}" if isinstance(chosen, float) else str(chosen)
+
+
 def choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user):
-    """(the weights chosen, their validation nDCG@10, blend(which) -> score matrix) for one of ``WARM_FORMS``:
+    """(the weights chosen, their validation nDCG@10, blend(which) -> score matrix) for one of ``WARM_FORMS``
+    (weights: w; (w, k) for the gate; (w, zero-shot w); {"weights": per third, "history_length_edges"}):
     every weight searched on validation nDCG@10 (ties: the smaller weight, i.e. closer to the baseline).
     ``B``/``C``/``Z``: baseline, teacher content and zero-shot content scores per split (z-scored);
     ``history_len``: per split, every user's history length; ``valid_users``: the users evaluate() scores on
@@ -51,7 +60,7 @@ def choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user):
     def best(options, make):
         valid = {o: per_user(make(o, "valid"), "valid") for o in options}
         o = max(options, key=lambda o: (valid[o].mean(), -np.sum(o)))
-        return str(o), float(valid[o].mean()), lambda which: make(o, which)
+        return o, float(valid[o].mean()), lambda which: make(o, which)
 
     if form == "w":
         return best(WARM_GRID, lambda w, which: B[which] + w * C[which])
@@ -72,7 +81,7 @@ def choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user):
 
         def make(which):
             return B[which] + np.asarray(ws)[bucket[which]][:, None] * C[which]
-        return (f"{ws} (history length < {edges[0]:g}, < {edges[1]:g}, more)",
+        return ({"weights": ws, "history_length_edges": [float(e) for e in edges]},
                 float(per_user(make("valid"), "valid").mean()), make)
     raise ValueError(f"unknown blend form {form!r}; valid: {', '.join(WARM_FORMS)}")
 
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             tb = per_user(blend("test"), "test")
             per_seed[form].append(tb)
             warm_rows.append({"blend": form, "teacher": t, "valid: baseline": float(base_valid.mean()),
-                              "valid: best blend": valid_best, "chosen": chosen,
+                              "valid: best blend": valid_best, "chosen": describe(chosen), "chosen_weights": chosen,
                               "test: baseline": float(base_test.mean()), "test: blend": float(tb.mean()),
                               "test diff": float(tb.mean() - base_test.mean())})
     warm_stats = {f: paired_stats(base_test, np.mean(per_seed[f], axis=0)) for f in WARM_FORMS}

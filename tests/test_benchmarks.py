@@ -282,3 +282,70 @@ def test_arm64_setup_takes_the_debian_archive_from_apt_or_refuses(tmp_path):
     osrel.write_text("ID=ubuntu\n")  # an Ubuntu archive holds no Debian suites
     p = run()
     assert p.returncode == 2 and "DEBIAN_MIRROR" in p.stderr
+
+
+def test_content_headroom_blends_choose_their_weights_on_validation_only():
+    """Each warm blend form's weights are the best on validation (brute force), per history-length third for
+    that form, and the choice does not move when the test scores do (test is scored once, after)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import content_headroom as ch
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 30, 12
+    target = rng.integers(0, n_items, n_users)
+
+    def per_user(S, which):  # hit@1 of each user's target: a metric the weights change
+        return (np.argmax(S, 1) == target).astype(float)
+
+    def mats():
+        return {w: rng.normal(size=(n_users, n_items)) for w in ("valid", "test")}
+    B, C, Z = mats(), mats(), mats()
+    # thirds by history length that want different content weights: content finds the target for the
+    # shortest histories and misleads for the longest
+    hl = {w: np.repeat([5, 40, 90], n_users // 3) + rng.integers(0, 5, n_users) for w in ("valid", "test")}
+    rows = np.arange(n_users)
+    C["valid"][rows[:10], target[:10]] += 3.0
+    C["valid"][rows[20:], (target[20:] + 1) % n_items] += 3.0
+    count = rng.integers(0, 300, n_items)
+    users = np.arange(n_users)
+    for form in ch.WARM_FORMS:
+        chosen, valid, blend = ch.choose_blend(form, B, C, Z, hl, count, users, per_user)
+        assert valid == per_user(blend("valid"), "valid").mean()
+        if form == "w":
+            assert valid == max(per_user(B["valid"] + w * C["valid"], "valid").mean() for w in ch.WARM_GRID)
+            w = chosen
+            np.testing.assert_array_equal(blend("test"), B["test"] + w * C["test"])
+        if form == "w + zero-shot view":
+            assert valid == max(per_user(B["valid"] + w * C["valid"] + z * Z["valid"], "valid").mean()
+                                for w in ch.WARM_GRID for z in ch.WARM_GRID)
+        if form == "w by history length":
+            edges = np.quantile(hl["valid"], [1 / 3, 2 / 3])
+            bucket = np.digitize(hl["valid"], edges)
+            ws = chosen["weights"]
+            assert ws[0] > ws[2]
+            for b in range(3):
+                sel = bucket == b
+                best = max(per_user(B["valid"] + w * C["valid"], "valid")[sel].mean() for w in ch.WARM_GRID)
+                assert per_user(B["valid"] + ws[b] * C["valid"], "valid")[sel].mean() == best
+        # other test scores: the same choice
+        other = {"valid": B["valid"], "test": -B["test"]}
+        again = ch.choose_blend(form, other, {"valid": C["valid"], "test": C["test"] * 3}, Z, hl, count, users, per_user)
+        assert again[0] == chosen
+    with pytest.raises(ValueError, match="unknown blend form 'x'; valid: w, "):
+        ch.choose_blend("x", B, C, Z, hl, count, users, per_user)
+
+
+def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import hard_negatives as hn
+
+    from genre_edge_export.train_config import load_config, packaged_config
+
+    path = hn.variant_config(tmp_path, 64, 20)
+    c, q = load_config(path), load_config(packaged_config("ml-100k-quick"))
+    assert (c.train.cf_negatives, c.train.cf_negative_pool) == (64, 20) and c.name == "ml-100k-quick-hard-64-20"
+    assert (c.split, c.encoder, c.user_model, c.head, c.cf) == (q.split, q.encoder, q.user_model, q.head, q.cf)
+    assert {k: v for k, v in vars(c.train).items() if not k.startswith("cf_")} == \
+        {k: v for k, v in vars(q.train).items() if not k.startswith("cf_")}
