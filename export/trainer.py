@@ -75,6 +75,7 @@ class Trainer:
         # augmented renderings (export/augment.py): rows N..N*(V+1) of the token and bottom-layer caches
         self.aug_texts = augmented_texts(self.prep.data.items, conf.encoder.template, conf.augment)
         self.P = None  # profile vectors used by training steps, refreshed every epoch
+        self._cf_pool = None  # train.cf_negatives: each user's best CF items (cf_pool), built at the first step
         n = len(self.texts)
         # user interest profiles (user_model.profile_weight): embedded by the same tower, rows after those
         profs = self.prep.profiles if conf.user_model.profile_weight > 0 else None
@@ -291,15 +292,16 @@ class Trainer:
         """Per user, the ``train.cf_negative_pool`` warm items the CF part scores highest from the user's whole
         training history, the user's training positives excluded (int32 [users, pool]), and which slots hold
         an item (users with a short pool). Computed once: the neighbour table does not change in training."""
-        if getattr(self, "_cf_pool", None) is None:
+        if self._cf_pool is None:
             torch, h = self.torch, self.prep.hist
             n = min(self.conf.train.cf_negative_pool, len(self.prep.warm_pool))
             cold = np.ones(self.prep.split.n_items, bool)
             cold[self.prep.warm_pool] = False
             pool, ok = np.zeros((len(h), n), np.int32), np.zeros((len(h), n), bool)
+            chunk = max(1, min(1024, (1 << 25) // len(cold)))  # users per pass: ~128 MB of scores whatever the catalog
             with torch.no_grad():
-                for lo in range(0, len(h), 1024):
-                    rows = range(lo, min(len(h), lo + 1024))
+                for lo in range(0, len(h), chunk):
+                    rows = range(lo, min(len(h), lo + chunk))
                     cids, cm = pad([h[u] for u in rows])
                     s = self.rec.cf.scores(torch.as_tensor(cids, device=self.dev), torch.as_tensor(cm, device=self.dev),
                                            None).float().cpu().numpy()
