@@ -242,16 +242,20 @@ class Trainer:
         K = conf.train.negatives
         B = len(targets)
         negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
-        M = conf.train.impression_negatives if self.prep.impression_coverage > 0 else 0
-        imp, imp_ok = self.prep.impression_negatives(users, times, M, self.rng_example) if M else (None, None)
-        if conf.train.cf_negatives:  # the example's own hard negatives join its impression negatives
-            hard, hard_ok = self.cf_negatives(users)
-            imp, imp_ok = (hard, hard_ok) if not M else (np.concatenate([imp, hard], 1), np.concatenate([imp_ok, hard_ok], 1))
-            M += hard.shape[1]
-        # candidates per example: [positive, K shared sampled negatives, M own (impression, CF) negatives]
-        cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([imp] if M else []), 1)
+        # each example's own negatives, (ids [B, m], valid slots [B, m]) per source: impressions, then CF
+        sources = []
+        if conf.train.impression_negatives and self.prep.impression_coverage > 0:
+            sources.append(self.prep.impression_negatives(users, times, conf.train.impression_negatives,
+                                                          self.rng_example))
+        if conf.train.cf_negatives:
+            sources.append(self.cf_negatives(users))
+        own, own_ok = (np.concatenate([s[0] for s in sources], 1), np.concatenate([s[1] for s in sources], 1)) \
+            if sources else (None, None)
+        M = own.shape[1] if sources else 0
+        # candidates per example: [positive, K shared sampled negatives, M own negatives]
+        cand_ids_np = np.concatenate([targets[:, None], np.broadcast_to(negs, (B, K))] + ([own] if M else []), 1)
         # unique over the B + K (+ B*M) distinct slots, not the B x (1 + K + M) grid: the same rows, ~10x less sorting
-        cand, inv_flat = np.unique(np.concatenate([targets, negs] + ([imp.ravel()] if M else [])), return_inverse=True)
+        cand, inv_flat = np.unique(np.concatenate([targets, negs] + ([own.ravel()] if M else [])), return_inverse=True)
         inv = np.concatenate([inv_flat[:B, None], np.broadcast_to(inv_flat[B: B + K], (B, K))]
                              + ([inv_flat[B + K:].reshape(B, M)] if M else []), 1)
         self.tower.train()
@@ -274,8 +278,8 @@ class Trainer:
         # accidental hits: a sampled negative the user liked in training is not a negative
         hit = torch.as_tensor(seen[users[:, None], negs[None, :]], device=dev)
         logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(hit, -1e9)
-        if M:  # missing impression slots (fewer shown items than M) are switched off
-            logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~imp_ok, device=dev), -1e9)
+        if M:  # missing own slots (fewer shown items, a short CF pool) are switched off
+            logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~own_ok, device=dev), -1e9)
         return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
 
     def cf_negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
