@@ -337,6 +337,42 @@ def test_content_headroom_blends_choose_their_weights_on_validation_only():
         ch.choose_blend("x", B, C, Z, hl, count, users, per_user)
 
 
+def test_cold_prior_fits_on_warm_items_and_adds_a_scaled_prior_to_the_candidates_only():
+    """The prior's ridge strength is the cross-validated one and its fit recovers a linear popularity; the
+    prior moves only the candidate columns, by s times the scores' spread; the scale is validation's best
+    (ties: the smaller)."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_prior as cp
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 8))
+    w_true = rng.normal(size=8)
+    y = X @ w_true + 0.5 + 0.01 * rng.normal(size=400)
+    w, b, lam = cp.fit_prior(X, y)
+    assert lam == min(cp.RIDGE_GRID)  # nearly noise-free: the least shrinkage predicts held-out items best
+    np.testing.assert_allclose(w, w_true, atol=0.01)
+    assert abs(b - 0.5) < 0.01
+    # pure noise: shrinking everything is best out of fold
+    assert cp.fit_prior(X, rng.normal(size=400))[2] == max(cp.RIDGE_GRID)
+    with pytest.raises(ValueError, match="at least 5 items"):
+        cp.fit_prior(X[:3], y[:3])
+
+    S = rng.normal(size=(6, 10))
+    prior = rng.normal(size=10)
+    items = np.array([1, 4, 7])
+    out = cp.with_prior(S, prior, items, 2.0)
+    others = np.setdiff1d(np.arange(10), items)
+    np.testing.assert_array_equal(out[:, others], S[:, others])
+    p = prior[items]
+    np.testing.assert_allclose(out[:, items] - S[:, items],
+                               np.broadcast_to(2.0 * S[:, items].std() * (p - p.mean()) / p.std(), (6, 3)))
+    np.testing.assert_array_equal(cp.with_prior(S, prior, items, 0.0), S)
+    assert cp.choose_scale({0.0: 0.1, 0.5: 0.3, 1.0: 0.3, 2.0: 0.2}) == 0.5
+    assert cp.choose_scale({0.0: 0.4, 0.5: 0.3}) == 0.0
+
+
 def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import hard_negatives as hn
