@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     zero = {w: Arm("zero-shot", ids, H[w], users_all, split=sp, prep=prep).score(everyone) for w in H}
     zero_pu = {v: per_user(zero[v[0]], v) for v in views}
+    # a small cold set can be left with no held-out positives once its top items are dropped: no such view
+    views = [v for v in views if len(zero_pu[v])]
+    if ("cold_valid", 0) not in views:
+        ap.error(f"--config {a.config}: no user has a held-out positive among its cold-validation items")
     warm = sp.warm_items
     seeds, teacher_pu, prior_pu = [], {v: [] for v in views}, {v: [] for v in views}
     for t, M in zip(teachers, models):

@@ -28,6 +28,8 @@ METRICS = ("ndcg@10", "recall@20", "hit@10")
 def main(argv: list[str] | None = None) -> int:
     from genre_edge.bench.report import markdown_table, write_report
     from genre_edge_export.ab import holm, replay
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.train_config import load_config, packaged_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="ml-100k-quick", help="training config (its split) of the bundle and teachers")
@@ -43,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     drops = [int(x) for x in a.drops.split(",")]
     arms = {}  # built once (the encoder embeds the catalog once), scored at every drop level
     rows, raw = [], []
-    for which in ("cold", "cold_valid"):
+    # a split without cold-validation items (cold_valid_quantile = 0, or a small data set) reports cold test only
+    cpath = a.config if Path(a.config).suffix == ".toml" else packaged_config(a.config)
+    sp = Prepared(load_config(cpath), a.data_dir).split
+    kinds = [w for w in ("cold", "cold_valid") if (sp.held_out(w).label == 1).any()]
+    if not kinds:
+        ap.error(f"--config {a.config}: its split holds no cold items (split.kind = \"cold_item\" makes them)")
+    for which in kinds:
         for drop in drops:
             n_seeds = len([t for t in a.teachers.split(",") if t.strip()])
             pairs = [("zero-shot", "zero-shot", f"teachers ({n_seeds} seeds)", a.teachers),

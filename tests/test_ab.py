@@ -156,3 +156,14 @@ def test_paired_stats_agree_with_scipy():
         assert abs(ours["p_permutation"] - perm) < 0.02 + 0.1 * perm
         t = stats.ttest_rel(b, a)
         assert ours["t_paired"] == pytest.approx(t.statistic, rel=1e-9)
+
+
+def test_replay_names_a_held_out_set_the_split_does_not_have(tiny_bundle):
+    """The tiny split has no cold-validation items: a clear error, not an empty comparison."""
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.ab import replay
+
+    conf = str(tiny_bundle / "teacher" / "config.toml")
+    with pytest.raises(ConfigError, match="which=cold_valid: this split .cold_item. has no held-out positives there "
+                                          ".no cold-validation items: set split.cold_valid_quantile."):
+        replay("zero-shot", str(tiny_bundle / "teacher"), conf, which="cold_valid")

@@ -373,6 +373,63 @@ def test_cold_prior_fits_on_warm_items_and_adds_a_scaled_prior_to_the_candidates
     assert cp.choose_scale({0.0: 0.4, 0.5: 0.3}) == 0.0
 
 
+def test_cold_report_compares_the_bundle_with_its_own_teacher(tiny_bundle, tmp_path):
+    """With --bundle-teacher, each cold view gets a bundle-vs-teacher row whose reference is that teacher's own
+    score (the teachers row's arm, one seed here) and whose arm is the bundle's score against zero-shot; a split
+    without cold-validation items (the tiny one) reports cold test only."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_report
+
+    teacher, bundle = tiny_bundle / "teacher", tiny_bundle / "bundle"
+    assert cold_report.main(["--config", str(teacher / "config.toml"), "--bundle", str(bundle), "--teachers",
+                             str(teacher), "--bundle-teacher", str(teacher), "--drops", "0,1", "--bootstrap", "50",
+                             "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "cold-config.json").read_text())["rows"]
+    assert {r["items"] for r in rows} == {"cold test"} and len(rows) == 6  # 2 drop levels x 3 comparisons
+    for without in ("-", rows[-1]["without"]):
+        by = {(r["arm"], r["vs"]): r for r in rows if r["without"] == without}
+        assert set(by) == {("teachers (1 seeds)", "zero-shot"), ("shipped int8 bundle", "zero-shot"),
+                           ("shipped int8 bundle", "its teacher")}
+        own = by[("shipped int8 bundle", "its teacher")]
+        assert abs(own["reference"] - float(by[("teachers (1 seeds)", "zero-shot")]["arm ndcg@10"])) <= 5e-5
+        assert own["arm ndcg@10"] == by[("shipped int8 bundle", "zero-shot")]["arm ndcg@10"]
+        assert abs(own["reference"] + own["diff"] - float(own["arm ndcg@10"])) <= 5e-5
+        if own["reference"]:
+            assert abs(own["kept"] - float(own["arm ndcg@10"]) / own["reference"]) < 1e-3
+    assert rows[-1]["without"] != "-"
+    assert "--bundle-teacher" in (tmp_path / "cold-config.md").read_text()
+
+
+def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp_path, toy_data):
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export.train import train
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_prior
+
+    conf = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"), split={"cold_quantile": 0.85, "cold_valid_quantile": 0.6})
+    train(conf, tmp_path / "t", progress=False)
+    teacher = tmp_path / "t"
+    assert cold_prior.main(["--config", str(teacher / "config.toml"), "--teachers", f"{teacher},{teacher}",
+                            "--bootstrap", "50", "--threads", "1", "--name", "cp", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "cp.json").read_text())
+    assert len(res["seeds"]) == 2
+    for seed in res["seeds"]:
+        valid = {s: seed[f"cold_valid-0 s={s:g}"] for s in cold_prior.PRIOR_GRID}
+        assert seed["s chosen on cold-valid"] == cold_prior.choose_scale(valid)
+        assert seed["ridge lambda (5-fold CV, warm items)"] in cold_prior.RIDGE_GRID
+    test_rows = [r for r in res["rows"] if r["items"].startswith("cold test")]
+    assert test_rows and all(isinstance(r["p (Holm, test rows)"], float) for r in test_rows)
+    assert all(r["p (Holm, test rows)"] == "in-sample" for r in res["rows"] if r["items"].startswith("cold validation"))
+    # a split without cold-validation items cannot choose the weight: refused with the reason
+    text = (teacher / "config.toml").read_text()
+    assert "cold_valid_quantile = 0.6" in text
+    (tmp_path / "none.toml").write_text(text.replace("cold_valid_quantile = 0.6", "cold_valid_quantile = 0.0"))
+    with pytest.raises(SystemExit) as e:
+        cold_prior.main(["--config", str(tmp_path / "none.toml"), "--teachers", str(teacher)])
+    assert e.value.code == 2
+
+
 def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import hard_negatives as hn
