@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
+from teacher_args import add_teacher_args, load_teachers  # noqa: E402
 
 PRIOR_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 RIDGE_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
@@ -76,37 +77,19 @@ def choose_scale(valid_ndcg: dict[float, float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
 
     from genre_edge.bench.report import markdown_table, write_results
     from genre_edge_export.ab import Arm, holm, paired_stats
     from genre_edge_export.evaluate import evaluate
-    from genre_edge_export.model_folder import ModelDir
-    from genre_edge_export.prepare import Prepared
     from genre_edge_export.scoring import Scorer, popularity_rows
-    from genre_edge_export.train_config import load_config, packaged_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="ml-100k-quick", help="training config (its data and split) of the teachers")
-    ap.add_argument("--teachers", required=True, help="comma-separated teacher folders (training seeds)")
-    ap.add_argument("--dir", dest="data_dir", default=None, help="data cache folder")
-    ap.add_argument("--threads", type=int, default=2)
+    add_teacher_args(ap)
     ap.add_argument("--bootstrap", type=int, default=2000)
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    cpath = Path(a.config) if Path(a.config).is_file() else packaged_config(a.config)
-    prep = Prepared(load_config(cpath), a.data_dir)
+    cpath, prep, teachers, models = load_teachers(ap, a)
     sp = prep.split
     ids, users_all = list(prep.data.items.ids), list(prep.data.users)
-    teachers = [t.strip() for t in a.teachers.split(",") if t.strip()]
-    models = []
-    for t in teachers:
-        M = ModelDir(t)
-        if list(M.items["ids"]) != ids:
-            ap.error(f"--teachers: {t} was trained on other items than --config {a.config}'s data set")
-        models.append(M)
     if len(sp.cold_items) == 0 or len(sp.cold_valid_items) == 0:
         ap.error(f"--config {a.config}: its split has no cold-test or no cold-validation items")
 

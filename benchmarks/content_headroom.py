@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
+from teacher_args import add_teacher_args, load_teachers  # noqa: E402
 
 WARM_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 COLD_GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -99,31 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     from genre_edge_export.ab import Arm, holm, paired_stats
     from genre_edge_export.baselines import interaction_matrix, tune
     from genre_edge_export.evaluate import evaluate
-    from genre_edge_export.model_folder import ModelDir
-    from genre_edge_export.prepare import Prepared
     from genre_edge_export.scoring import Scorer, popularity_rows
-    from genre_edge_export.train_config import load_config, packaged_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="ml-100k-quick", help="training config (its data and split) of the teachers")
-    ap.add_argument("--teachers", required=True, help="comma-separated teacher folders (training seeds)")
-    ap.add_argument("--dir", dest="data_dir", default=None, help="data cache folder")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--out", default="benchmarks/results")
+    add_teacher_args(ap)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    cpath = Path(a.config) if Path(a.config).is_file() else packaged_config(a.config)
-    conf = load_config(cpath)
-    prep = Prepared(conf, a.data_dir)
+    cpath, prep, teachers, models = load_teachers(ap, a)
     sp = prep.split
-    teachers = [t.strip() for t in a.teachers.split(",") if t.strip()]
-    models = []
-    for t in teachers:
-        M = ModelDir(t)
-        if list(M.items["ids"]) != list(prep.data.items.ids):
-            ap.error(f"--teachers: {t} was trained on other items than --config {a.config}'s data set")
-        models.append(M)
     base, params, _ = tune("ease-recency", sp, interaction_matrix(sp))
 
     # ---------------------------------------------------------------- warm users

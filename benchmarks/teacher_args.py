@@ -1,0 +1,38 @@
+"""The arguments and loading that the benchmarks reading trained teachers of one config share
+(``content_headroom.py``, ``cold_prior.py``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_teacher_args(ap: argparse.ArgumentParser) -> None:
+    """--config, --teachers, --dir, --threads, --name, --out."""
+    ap.add_argument("--config", default="ml-100k-quick", help="training config (its data and split) of the teachers")
+    ap.add_argument("--teachers", required=True, help="comma-separated teacher folders (training seeds)")
+    ap.add_argument("--dir", dest="data_dir", default=None, help="data cache folder")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--out", default="benchmarks/results")
+
+
+def load_teachers(ap: argparse.ArgumentParser, a: argparse.Namespace):
+    """(config path, Prepared data of the config, teacher folders, their ModelDirs); torch threads set from
+    --threads; a teacher trained on other items than the config's data set is refused (exit 2)."""
+    import torch
+
+    from genre_edge_export.model_folder import ModelDir
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.train_config import load_config, packaged_config
+
+    torch.set_num_threads(a.threads)
+    cpath = Path(a.config) if Path(a.config).is_file() else packaged_config(a.config)
+    prep = Prepared(load_config(cpath), a.data_dir)
+    teachers = [t.strip() for t in a.teachers.split(",") if t.strip()]
+    models = []
+    for t in teachers:
+        M = ModelDir(t)
+        if list(M.items["ids"]) != list(prep.data.items.ids):
+            ap.error(f"--teachers: {t} was trained on other items than --config {a.config}'s data set")
+        models.append(M)
+    return cpath, prep, teachers, models
