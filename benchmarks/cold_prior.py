@@ -77,7 +77,6 @@ def choose_scale(valid_ndcg: dict[float, float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     from genre_edge.bench.report import markdown_table, write_results
     from genre_edge_export.ab import Arm, holm, paired_stats
     from genre_edge_export.evaluate import evaluate
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         for v in views:
             teacher_pu[v].append(curve[v][0.0])
             prior_pu[v].append(curve[v][choice])
-        gain = np.corrcoef(prior[warm], prep.pop[warm])[0, 1]
+        r_fit = np.corrcoef(prior[warm], prep.pop[warm])[0, 1]  # in-sample: how much of popularity text predicts
         seeds.append({"teacher": t, "ridge lambda (5-fold CV, warm items)": lam,
-                      "prior vs popularity, warm items (r)": float(gain), "s chosen on cold-valid": choice,
+                      "prior vs popularity, warm items (r)": float(r_fit), "s chosen on cold-valid": choice,
                       **{f"{v[0]}-{v[1]} s={s:g}": float(curve[v][s].mean()) for v in views for s in PRIOR_GRID}})
 
     def label(v):

@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [w for w in ("cold", "cold_valid") if (sp.held_out(w).label == 1).any()]
     if not kinds:
         ap.error(f"--config {a.config}: its split holds no cold items (split.kind = \"cold_item\" makes them)")
+    n_seeds = len([t for t in a.teachers.split(",") if t.strip()])
+    # (reference name, its arm, arm name, its spec): both arms against zero-shot, the bundle against its teacher
+    pairs = [("zero-shot", "zero-shot", f"teachers ({n_seeds} seeds)", a.teachers),
+             ("zero-shot", "zero-shot", "shipped int8 bundle", a.bundle)]
+    if a.bundle_teacher:
+        pairs.append(("its teacher", a.bundle_teacher, "shipped int8 bundle", a.bundle))
     for which in kinds:
         for drop in drops:
-            n_seeds = len([t for t in a.teachers.split(",") if t.strip()])
-            pairs = [("zero-shot", "zero-shot", f"teachers ({n_seeds} seeds)", a.teachers),
-                     ("zero-shot", "zero-shot", "shipped int8 bundle", a.bundle)]
-            if a.bundle_teacher:
-                pairs.append(("its teacher", a.bundle_teacher, "shipped int8 bundle", a.bundle))
             for ref, ref_spec, label, spec in pairs:
                 r = replay(ref_spec, spec, a.config, a.data_dir, which=which, metrics=METRICS, n_boot=a.bootstrap,
                            drop_top_items=drop, arms=arms)

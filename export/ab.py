@@ -212,7 +212,8 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
     held = split.held_out(which)
     if not (held.label == 1).any():  # evaluate() would score nobody: say why instead of failing on empty arms
         raise ConfigError(f"which={which}: this split ({conf.split.kind}) has no held-out positives there"
-                          + (" (no cold-validation items: set split.cold_valid_quantile)" if which == "cold_valid" else "")
+                          + (" (no cold-validation items: set split.cold_valid_quantile)"
+                             if which == "cold_valid" and not drop_top_items else "")
                           + (f" once the top {drop_top_items} items are dropped" if drop_top_items else ""))
     res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": split.summary(),
            "dropped_items": [{"id": str(ids[i]), "title": prep.data.items.title[i]} for i in dropped]}
