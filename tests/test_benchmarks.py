@@ -371,6 +371,42 @@ def test_cold_prior_fits_on_warm_items_and_adds_a_scaled_prior_to_the_candidates
     np.testing.assert_array_equal(cp.with_prior(S, prior, items, 0.0), S)
     assert cp.choose_scale({0.0: 0.1, 0.5: 0.3, 1.0: 0.3, 2.0: 0.2}) == 0.5
     assert cp.choose_scale({0.0: 0.4, 0.5: 0.3}) == 0.0
+    # (variant, weight) keys: the best, then the smaller weight, then the first variant
+    assert cp.choose_scale({("a", 0.0): 0.2, ("a", 1.0): 0.3, ("b", 0.5): 0.3, ("b", 2.0): 0.1}) == ("b", 0.5)
+    assert cp.choose_scale({("a", 0.0): 0.2, ("b", 0.0): 0.2, ("b", 1.0): 0.1}) == ("a", 0.0)
+
+
+def test_release_recency_prior_halves_per_half_life_and_leaves_unknown_years_neutral():
+    """Age runs from the middle of the release year to each user's request time (never below 0); an unknown
+    year (0) is NaN and, as a prior, counts as the candidates' mean; a per-user prior moves each row by its own
+    values."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_prior as cp
+
+    year = np.array([1995, 1997, 1998, 0])
+    t = (np.array([1998.5, 1996.5]) - 1970.0) * cp.SECONDS_PER_YEAR  # two users' request times
+    R = cp.release_recency(year, t, half_life=1.0)
+    assert R.shape == (2, 4)
+    np.testing.assert_allclose(R[0, :3], [0.5 ** 3, 0.5 ** 1, 1.0])  # 3 years, 1 year, released then
+    np.testing.assert_allclose(R[1, :3], [0.5 ** 1, 1.0, 1.0])  # not yet released: age 0, not negative
+    assert np.isnan(R[:, 3]).all()
+    np.testing.assert_allclose(cp.release_recency(year, t, 2.0)[0, 0], 0.5 ** 1.5)
+    with pytest.raises(ValueError, match="half_life must be > 0"):
+        cp.release_recency(year, t, 0.0)
+
+    S = np.zeros((2, 5))
+    S[:, 1:] = [[1.0], [-1.0]]  # a spread for the scale, no order within a row
+    items = np.array([1, 2, 3, 4])
+    prior = np.full((2, 5), np.nan)
+    prior[:, 1:4] = R[:, :3]
+    out = cp.with_prior(S, prior, items, 1.0)
+    p = np.where(np.isnan(prior[:, items]), np.nanmean(prior[:, items]), prior[:, items])
+    np.testing.assert_allclose(out[:, items] - S[:, items], 1.0 * (p - p.mean()) / p.std())
+    assert out[0, 1] < out[0, 2] < out[0, 3]  # newer is higher for the user asking in mid-1998
+    assert out[1, 2] == out[1, 3]  # both unreleased for the user asking in mid-1996: a tie
+    np.testing.assert_array_equal(out[:, 0], S[:, 0])
 
 
 def test_cold_report_compares_the_bundle_with_its_own_teacher(tiny_bundle, tmp_path):
@@ -421,6 +457,19 @@ def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp
     test_rows = [r for r in res["rows"] if r["items"].startswith("cold test")]
     assert test_rows and all(isinstance(r["p (Holm, test rows)"], float) for r in test_rows)
     assert all(r["p (Holm, test rows)"] == "in-sample" for r in res["rows"] if r["items"].startswith("cold validation"))
+    # the release-recency prior: (half-life, s) chosen together on cold-validation; the teacher itself (s = 0)
+    # is the same row whatever the prior
+    assert cold_prior.main(["--config", str(teacher / "config.toml"), "--teachers", str(teacher), "--prior",
+                            "release-recency", "--bootstrap", "50", "--threads", "1", "--out", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "cold-prior-recency-config.json").read_text())
+    seed, text_seed = rec["seeds"][0], res["seeds"][0]
+    valid = {(f"h={h:g}y", s): seed[f"cold_valid-0 h={h:g}y s={s:g}"]
+             for h in cold_prior.RECENCY_HALF_LIVES for s in cold_prior.PRIOR_GRID}
+    label, s = cold_prior.choose_scale(valid)
+    assert seed["s chosen on cold-valid"] == s
+    assert seed["half-life chosen (years)"] == (label[2:-1] if s else "-")
+    assert seed["cold-0 h=8y s=0"] == seed["cold-0 h=0.5y s=0"] == text_seed["cold-0 s=0"]
+    assert rec["prior"] == "release-recency" and "release-recency prior" in (tmp_path / "cold-prior-recency-config.md").read_text()
     # a split without cold-validation items cannot choose the weight: refused with the reason
     text = (teacher / "config.toml").read_text()
     assert "cold_valid_quantile = 0.6" in text
