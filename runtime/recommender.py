@@ -53,10 +53,15 @@ class Recommendation:
     reasons: list[dict] = field(default_factory=list)
 
 
+# what a request with no (known) history and no query gets: the most popular items (Response.strategy)
+POPULAR = "popular"
+POPULAR_PRESET = Preset(content=0.0, cf=0.0, pop=1.0)
+
+
 @dataclass
 class Response:
     items: list[Recommendation]
-    strategy: str
+    strategy: str  # the strategy served: one of STRATEGIES, or POPULAR for a request with nothing to personalise
     unknown_ids: list[str]
     timings_ms: dict
     parsed: dict | None = None  # what the request parser understood in the query (None: not parsed)
@@ -237,7 +242,8 @@ class Recommender:
 
         ``history`` is oldest first: the user model reads its last ``max_history`` items and the CF
         part weights recent items more when the bundle was calibrated that way. Unknown ids are
-        reported in ``unknown_ids`` and otherwise ignored.
+        reported in ``unknown_ids`` and otherwise ignored. With no known history and no query (a new
+        user) the answer is the most popular items that pass the filters (``strategy == "popular"``).
         """
         t0 = time.perf_counter()
         # --- request -> validated options (presets from the bundle, overridden per request)
@@ -274,8 +280,12 @@ class Recommender:
                     skips = tuple(s["skips"])
             hist, unknown = cat.rows(history)
             pop = cat.popularity(req.now)  # static, or trending as of the request time
-            if len(hist) == 0 and not query and strategy != "cf":
-                strategy, preset = "cf", self.presets["cf"]  # nothing to personalise on: popularity
+            if len(hist) == 0 and not query:
+                # nothing to personalise on (a new user): the most popular items, static or trending as of
+                # ``now``, whatever the blend weights - calibrated presets can weigh popularity 0 (ml-100k's
+                # do: CF carries it), and content and CF are 0 for an empty history, so any preset would
+                # rank every item alike
+                strategy, preset = POPULAR, POPULAR_PRESET
             t_req = time.perf_counter()
             # --- encoder (query text, on device): tokenizer, then the ONNX encoder
             q = None
@@ -312,7 +322,7 @@ class Recommender:
                 pool = rows[top_n(scores.values, mask, max(self.rerank_top, req.k))]
             else:
                 pool = top_n(scores, mask, max(self.rerank_top, req.k))
-            if self.head_session is not None:
+            if self.head_session is not None and strategy != POPULAR:
                 scores = scores.copy()
                 scores[pool] = self._head(u, pool, cf, pop)
             pool = pool[np.argsort(-scores[pool], kind="stable")]

@@ -139,8 +139,18 @@ def test_recommend_options(rec):
     assert q.strategy == "query" and any(z["source"] == "query" for x in q.items for z in x.reasons)
     only_q = rec.recommend([], query="space robot future", k=3)
     assert len(only_q.items) == 3
-    pop = rec.recommend([], k=3)
-    assert pop.strategy == "cf" and len(pop.items) == 3
+    # nothing to personalise on (no history, only unknown ids, any strategy): the most popular items, even where
+    # the calibrated presets weigh popularity 0 (every preset would rank every item alike)
+    order = np.argsort(-rec.catalog.popularity(None), kind="stable")
+    for kwargs in ({}, {"strategy": "cf"}, {"strategy": "hybrid", "explain": True}):
+        for history in ([], ["no-such-item"]):
+            pop = rec.recommend(history, k=3, **kwargs)
+            assert pop.strategy == "popular" and pop.unknown_ids == history
+            assert [x.id for x in pop.items] == [rec.catalog.ids[i] for i in order[:3]]
+            assert all(x.reasons == [{"source": "popularity", "share": 1.0}] for x in pop.items) == bool(kwargs.get("explain"))
+    genre = rec.catalog.categories[order[-1]][0]  # the least popular item's: filters still apply, popular first
+    in_genre = [rec.catalog.ids[i] for i in order if genre in rec.catalog.categories[i]]
+    assert [x.id for x in rec.recommend([], k=3, include_categories=[genre]).items] == in_genre[:3]
 
 
 @pytest.mark.parametrize("kwargs, msg", [
