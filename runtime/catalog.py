@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError, RequestError
-from .request import check_text
+from .request import MAX_TIME, MAX_YEAR, check_text
 from .catalog_rows import Int8Rows
 from .item_columns import IdIndex, StrColumn, TupleColumn, push
 from .trending import Trend
@@ -67,10 +67,12 @@ class ItemInput:
             raise RequestError(f"item {self.id!r}: categories must be at most 50 strings of 1-100 characters")
         for c in cats:
             check_text(c, f"item {self.id!r}: categories")
-        for name in ("year", "timestamp"):
+        # bounded as the columns that keep them (years int32) and the request filters that read them: a value
+        # past them was once accepted, journaled, and then failed every load of the catalog
+        for name, hi, unit in (("year", MAX_YEAR, " (0 = unknown)"), ("timestamp", MAX_TIME, " (unix seconds, 0 = unknown)")):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= 2**62):
-                raise RequestError(f"item {self.id!r}: {name} must be a non-negative integer")
+            if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= hi):
+                raise RequestError(f"item {self.id!r}: {name} must be an integer in 0..{hi}{unit}, got {v!r}")
         self.categories = cats
         return self
 

@@ -228,11 +228,17 @@ def test_catalog_updates_persist_and_survive_reload(bundle_copy, tmp_path):
     ({"id": "a\x00b", "title": "x"}, "control characters"),
     ({"id": "a", "title": ""}, "title must be"),
     ({"id": "a", "title": "x", "year": -1}, "year must be"),
+    ({"id": "a", "title": "x", "year": 10001}, r"year must be an integer in 0\.\.10000 \(0 = unknown\), got 10001"),
+    ({"id": "a", "title": "x", "year": 3_000_000_000}, "year must be"),  # past int32: once journaled, then failed loads
+    ({"id": "a", "title": "x", "timestamp": 2**63}, "timestamp must be an integer in 0.."),
     ({"id": "a", "title": "x", "categories": [""]}, "categories must be"),
 ])
-def test_bad_items(rec, item, msg):
+def test_bad_items(rec, bundle_copy, tmp_path, item, msg):
     with pytest.raises(RequestError, match=msg):
         rec.add_items([item])
+    # refused before anything was written: the state folder still loads, without the item
+    again = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "state")
+    assert "a" not in again.catalog.index
 
 
 def test_session_feedback(rec):
