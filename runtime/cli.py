@@ -132,6 +132,8 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
         lines.append(f"understood: {r.parsed['summary']}")
     if r.unknown_ids:
         lines.append(f"unknown ids (ignored): {', '.join(r.unknown_ids)}")
+    if not r.items:
+        lines.append("no item passes the filters (the request's and what the query asked for)")
     for n, it in enumerate(r.items, 1):
         lines.append(f"{n:>3}. {it.title} ({it.year}) [{', '.join(it.categories)}] id={it.id} score={it.score:.3f}")
         if it.reasons:

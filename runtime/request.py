@@ -116,6 +116,12 @@ class Request:
                 raise RequestError(f"{f.name} must be a number in [{lo}, {hi}], got {v!r}")
             if not lo <= v <= hi:
                 raise RequestError(f"{f.name} must be in [{lo}, {hi}], got {v!r}")
+        # a range no item can fall in is a mistake to name, not an empty answer (a query's parsed years that
+        # miss the request's range do give one: both were asked for)
+        for lo_name, hi_name in (("year_min", "year_max"), ("since", "until")):
+            a, b = getattr(self, lo_name), getattr(self, hi_name)
+            if a is not None and b is not None and a > b:
+                raise RequestError(f"{lo_name} ({a}) is after {hi_name} ({b}): no item can match; swap them or drop one")
         for name in ("exclude_seen", "explain", "parse_query"):
             if not isinstance(getattr(self, name), bool):
                 raise RequestError(f"{name} must be true or false")

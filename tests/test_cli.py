@@ -29,6 +29,13 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert len(out["items"]) == 3 and out["unknown_ids"] == ["zzz"]
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "0"])
     assert r.exit_code == 1 and "k must be" in r.output
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--year-min", "1990", "--year-max", "1980"])
+    assert r.exit_code == 1 and "year_min (1990) is after year_max (1980)" in r.output
+    # a new user: the most popular items, said so; filters nothing passes: said so, not a blank list
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "-k", "2"])
+    assert r.exit_code == 0 and "strategy popular" in r.output and " 2. " in r.output
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--year-min", "3000"])
+    assert r.exit_code == 0 and "no item passes the filters" in r.output
     r = CliRunner().invoke(main, ["bundle", "verify", b])
     assert r.exit_code == 0 and "ok" in r.output
     r = CliRunner().invoke(main, ["bundle", "info", b, "--json"])

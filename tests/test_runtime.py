@@ -163,6 +163,8 @@ def test_recommend_options(rec):
     ({"history": [1, 2]}, "list of item id strings"),
     ({"include_categories": 5}, "include_categories must be a list"),
     ({"year_min": "1990"}, "year_min must be an integer"),
+    ({"year_min": 1990, "year_max": 1980}, r"year_min \(1990\) is after year_max \(1980\): no item can match"),
+    ({"since": 10, "until": 9}, r"since \(10\) is after until \(9\)"),
     ({"query_weight": 3}, "query_weight must be in"),
 ])
 def test_bad_requests(rec, kwargs, msg):

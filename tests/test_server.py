@@ -49,6 +49,7 @@ def test_recommend_and_catalog_over_http(server):
     ("POST", "/recommend", {"history": "m0"}, None, 422),
     ("POST", "/recommend", {"history": ["m0"], "colour": "red"}, None, 422),
     ("POST", "/recommend", {"history": ["m0"], "strategy": "query"}, None, 400),
+    ("POST", "/recommend", {"history": ["m0"], "year_min": 1990, "year_max": 1980}, None, 400),
     ("POST", "/recommend", None, b"{not json", 422),
     ("POST", "/recommend", {"history": ["m0"] * 20000}, None, 422),
     ("POST", "/items", {"items": []}, None, 422),
