@@ -246,7 +246,9 @@ def packaged_config(name: str) -> Path:
     """Path of a config shipped under ``export/configs/``."""
     from importlib.resources import files
 
-    p = Path(str(files("genre_edge_export.configs") / f"{name}.toml"))
+    root = Path(str(files("genre_edge_export.configs")))
+    p = root / f"{name}.toml"
     if not p.is_file():
-        raise ConfigError(f"no packaged config {name!r}")
+        names = sorted(q.stem for q in root.glob("*.toml"))
+        raise ConfigError(f"no packaged config {name!r} and no such file; packaged: {', '.join(names)}")
     return p

@@ -26,6 +26,8 @@ def test_packaged_configs_load():
             continue
         c = load_config(packaged_config(name))
         assert c.name and c.data.source
+    with pytest.raises(ConfigError, match="no packaged config 'ml-100k-quik' and no such file; packaged: .*ml-100k-quick,"):
+        packaged_config("ml-100k-quik")
 
 
 @pytest.mark.parametrize("text, needle", [
