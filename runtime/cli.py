@@ -397,7 +397,8 @@ def profile_validate(paths):
 @state_opt
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="GENRE_HOST",
               help="Address to listen on (env GENRE_HOST).")
-@click.option("--port", default=8080, show_default=True, type=int, envvar="GENRE_PORT", help="Port (env GENRE_PORT).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), envvar="GENRE_PORT",
+              help="Port (env GENRE_PORT; 0 = any free port).")  # range-checked: 99999 served on 34463
 @click.option("--api-key-file", type=click.Path(dir_okay=False, exists=True), envvar="GENRE_API_KEY_FILE",
               help="File holding the API key that writes (POST/DELETE /items) need in X-API-Key "
                    "(env GENRE_API_KEY_FILE, or the key itself in GENRE_API_KEY).")

@@ -56,6 +56,9 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["dim"] == 32
     r = CliRunner().invoke(main, ["bench", "--bundle", b, "--profile", "nope", "--reps", "5"])
     assert r.exit_code == 1 and "unknown profile 'nope'" in r.output
+    # a port past 65535 was wrapped by the socket layer (99999 listened on 34463): refused before loading
+    r = CliRunner().invoke(main, ["serve", "--bundle", b, "--port", "99999"])
+    assert r.exit_code == 2 and "99999 is not in the range 0<=x<=65535" in r.output
 
 
 def test_recommend_model_reaches_the_export_side_through_its_hook(tiny_bundle):
