@@ -343,7 +343,9 @@ class Recommender:
         """Scores of every catalog row for a history of catalog row indices (oldest first), as
         :meth:`recommend` ranks them before filters and re-ranking; for offline evaluation
         (``genre ab``). With an MLP head, its top ``rerank_top`` items are re-scored and kept above
-        the rest, as served. ``now``: the request time trending popularity is read at (as ``Request.now``)."""
+        the rest, as served. ``now``: the request time trending popularity is read at (as ``Request.now``).
+        An empty history scores as the blend gives it, as the teacher's scorer does: the most-popular answer
+        :meth:`recommend` gives a new user is a serving rule, kept out of the model's offline comparisons."""
         if strategy not in STRATEGIES or strategy == "query":
             raise RequestError(f"strategy must be one of content, cf, hybrid for score_all, not {strategy!r}")
         preset, cat = self.presets[strategy], self.catalog
