@@ -25,7 +25,7 @@ demo-full: install
 	$(BIN)/genre quickstart --config ml-100k --work runs/full
 
 # The headline table (README "Headline"): every baseline tuned on validation, 3 training seeds of the quick
-# preset, the paired A/B against the strongest tuned baseline -> runs/headline/ab.md (about 8 minutes here)
+# preset, the paired A/B against the strongest tuned baseline -> runs/headline/ab.md (about 5 minutes here)
 headline: install
 	$(BIN)/genre eval baselines --data ml-100k --out runs/headline
 	for s in 0 1 2; do $(BIN)/genre train --config ml-100k-quick --seed $$s --out runs/headline/s$$s || exit 1; done
