@@ -98,6 +98,18 @@ def test_cpuinfo_flags_the_process_cannot_run_are_dropped():
     assert detect(full).name == "x86-avx512-vnni"
     # a recorded cpuinfo without numpy features is taken as written (tests describe other machines)
     assert "avx512_vnni" in machine_info(cpuinfo=X86_512, device_tree="", tegra="", arch="x86_64").cpu_flags
+    # a host with AVX-VNNI and AMX as well (Zen 5, Sapphire Rapids): numpy cannot confirm those, so once the
+    # listed flags are shown not to be this CPU's they go too - kept, the emulated Haswell's int8 index
+    # skipped its 7-bit queries and saturated
+    newer = X86_512.replace("avx512_vnni", "avx512_vnni avx_vnni amx_tile amx_int8")
+    info = machine_info(cpuinfo=newer, device_tree="", tegra="", arch="x86_64", numpy_features=haswell)
+    assert not {"avx_vnni", "amx_int8", "amx_tile", "avx512_vnni"} & info.cpu_flags
+    assert detect(info).name == "x86-avx2" and saturates_u8s8(info.cpu_flags, info.arch)
+    # where the listed flags agree with numpy's view (Alder Lake: AVX-VNNI without AVX-512) they stay
+    alder = X86_AVX2.replace("fma", "fma avx_vnni")
+    info = machine_info(cpuinfo=alder, device_tree="", tegra="", arch="x86_64",
+                        numpy_features={"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False})
+    assert "avx_vnni" in info.cpu_flags and not saturates_u8s8(info.cpu_flags, info.arch)
 
 
 def test_gpu_profiles_place_small_models_on_the_cpu_and_fall_back_quietly(monkeypatch, caplog):
