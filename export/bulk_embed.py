@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -109,6 +110,9 @@ def embed_catalog(bundle: str | Path, items_path: str | Path, out: str | Path, e
     items_path, out = Path(items_path), Path(out)
     if not items_path.is_file():
         raise ConfigError(f"items file {items_path} does not exist")
+    with open(items_path, "rb") as fh:  # an empty file would leave a manifest of 0 shards that no export can use
+        if not any(line.strip() for line in fh):
+            raise ConfigError(f"items file {items_path} holds no items (JSON lines: one {{id, title, ...}} per line)")
     if (out / MANIFEST).exists() or (out / "shards").exists():
         raise ConfigError(f"{out} already holds embeddings: choose a new folder (nothing is overwritten)")
     require("pyarrow", "scale", "bulk embedding (Parquet shards)")
@@ -119,13 +123,24 @@ def embed_catalog(bundle: str | Path, items_path: str | Path, out: str | Path, e
     chosen = probe.variant
     enc_file = b.manifest.models.encoder[chosen].file
     t0 = time.perf_counter()
-    (out / "shards.tmp").mkdir(parents=True, exist_ok=False)
-    if engine == "local":
-        n = _embed_local(probe, items_path, out / "shards.tmp", batch_size, shard_rows, progress)
-    else:
-        del probe
-        n = _embed_ray(str(bundle), profile, chosen, items_path, out / "shards.tmp", batch_size, workers, device,
-                       shard_rows, address)
+    tmp, made_out = out / "shards.tmp", not out.exists()
+    if tmp.exists():  # an interrupted run's partial shards: never part of a manifest, so nothing is lost
+        log.warning("removing %s left by an interrupted run", tmp)
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if engine == "local":
+            n = _embed_local(probe, items_path, tmp, batch_size, shard_rows, progress)
+        else:
+            del probe
+            n = _embed_ray(str(bundle), profile, chosen, items_path, tmp, batch_size, workers, device,
+                           shard_rows, address)
+    except BaseException:
+        # a bad line or an interrupt: no partial shards left behind (a retry into the same folder starts clean)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_out and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     seconds = time.perf_counter() - t0
     (out / "shards.tmp").rename(out / "shards")
     shards = []

@@ -62,6 +62,32 @@ def test_bad_item_lines_are_named(tiny_bundle, tmp_path, line, msg):
     with pytest.raises(ConfigError, match=f"items.jsonl:2: .*{msg}"):
         embed_catalog(tiny_bundle / "bundle", tmp_path / "items.jsonl", tmp_path / "out", profile="x86-avx512-vnni")
     assert not (tmp_path / "out" / "embeddings.json").exists()
+    # a file without items (empty, or blank lines) is named, and no folder of 0 shards is left behind
+    (tmp_path / "items.jsonl").write_text("\n  \n")
+    with pytest.raises(ConfigError, match="items.jsonl holds no items"):
+        embed_catalog(tiny_bundle / "bundle", tmp_path / "items.jsonl", tmp_path / "out", profile="x86-avx512-vnni")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_or_interrupted_run_leaves_nothing_a_retry_trips_on(tiny_bundle, tmp_path):
+    """A bad line stops the run with its partial shards removed (it once left shards.tmp, and the retry into
+    the same folder died with FileExistsError); shards.tmp left by a killed run is cleared with a warning."""
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.bulk_embed import embed_catalog
+
+    (tmp_path / "out").mkdir()
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(f'{{"id": "i{k}", "title": "Item {k}"}}\n' for k in range(5)) + "{broken\n")
+    with pytest.raises(ConfigError, match="items.jsonl:6: not valid JSON"):
+        embed_catalog(tiny_bundle / "bundle", items, tmp_path / "out", profile="x86-avx512-vnni", batch_size=2,
+                      shard_rows=2)
+    assert list((tmp_path / "out").iterdir()) == []  # the folder the user made stays, empty
+    (tmp_path / "out" / "shards.tmp").mkdir()
+    (tmp_path / "out" / "shards.tmp" / "part-00000.parquet").write_bytes(b"half")
+    items.write_text("".join(f'{{"id": "i{k}", "title": "Item {k}"}}\n' for k in range(5)))
+    m = embed_catalog(tiny_bundle / "bundle", items, tmp_path / "out", profile="x86-avx512-vnni", batch_size=2,
+                      shard_rows=2)
+    assert m["rows"] == 5 and not (tmp_path / "out" / "shards.tmp").exists()
 
 
 def test_ray_engine_on_a_local_instance_matches_the_local_engine(tiny_bundle, tmp_path):
