@@ -182,7 +182,8 @@ PRECISION_OPTION = click.option(
 @click.command()
 @click.option("--config", "config_path", required=True, envvar="GENRE_CONFIG",
               help="Training TOML, or a packaged name (ml-100k, ml-100k-quick).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The model folder to write (a checkpoint there is resumed).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="The model folder to write (a checkpoint of the same config there is resumed, "
+                   "with more epochs if asked; another config's is refused: --restart or a new folder).")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")

@@ -27,7 +27,7 @@ from genre_edge.errors import ConfigError
 from genre_edge.fsutil import atomic_write_json, atomic_write_text
 
 from . import require
-from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
+from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, run_config, wise_ft
 from .trainer import Trainer
 from .train_config import Config
 
@@ -89,10 +89,10 @@ class MultiTrainer:
             emb0[name] = t.all_embeddings()
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
         opt = optimizer(conf, self.tower, [t.rec for _, t in self.domains])
-        state, best = load_checkpoint(self.out, self._trainable(), opt)
+        state, best = load_checkpoint(self.out, self._trainable(), opt, run_config(conf))
         if state is None:
             state = RunState(FORMAT, start={"domains": {name: {"history": [], **t.start_metrics(emb0[name])}
-                                                          for name, t in self.domains}})
+                                                          for name, t in self.domains}}, config=run_config(conf))
             if conf.train.init_from:  # the transferred start is a candidate, as in single-domain training
                 start = float(np.mean([d["transfer_initial"]["valid"]["ndcg@10"]
                                        for d in state.start["domains"].values()]))

@@ -41,6 +41,9 @@ class RunState:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     start: dict = field(default_factory=dict)
+    # what the run trains (run_config): a checkpoint resumes only the same run; empty in checkpoints from
+    # before it was recorded
+    config: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """``progress.json``: the fields, with ``start``'s keys at the top level (the layout since format 1)."""
@@ -168,9 +171,35 @@ def save_checkpoint(out: Path, named: dict, opt, state: RunState, best: dict | N
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out: Path, named: dict, opt):
+# what a resumed run may change: more epochs (or patience) to go on training
+RESUMABLE = ("train.epochs", "train.patience")
+
+
+def run_config(conf: Config) -> dict:
+    """The config as a checkpoint records it: everything but where the run computes (``train.device``:
+    a run checkpointed on a GPU may go on on the CPU, and back)."""
+    from genre_edge.config import to_dict
+
+    d = to_dict(conf)
+    d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+    return json.loads(json.dumps(d, default=str))  # as progress.json gives it back (paths as strings)
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys where two nested dicts differ."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix or "(the config)"]
+    out = []
+    for k in sorted(set(a) | set(b)):
+        out += _differences(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def load_checkpoint(out: Path, named: dict, opt, config: dict | None = None):
     """(progress state, best parameters) from ``out/checkpoint`` into ``named`` and ``opt``; (None, None)
-    when there is none. A checkpoint of other parameters is refused."""
+    when there is none. A checkpoint of other parameters is refused, and so is one of another ``config``
+    (:func:`run_config`): with the same parameter names it would have been resumed as if it were this run
+    (a finished run of another config was rewritten under the new config's name)."""
     import torch
     from safetensors.torch import load_file
 
@@ -182,6 +211,16 @@ def load_checkpoint(out: Path, named: dict, opt):
     if set(params) != set(named):
         raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
                           "use a new --out folder or --restart")
+    if config is not None and state.config:
+        diff = [k for k in _differences(state.config, config) if k not in RESUMABLE]
+        if diff:
+            raise ConfigError(f"{ck}: checkpoint of another training config (differs in {', '.join(diff[:6])}"
+                              f"{', ...' if len(diff) > 6 else ''}); use a new --out folder, or --restart to train "
+                              f"this config there from scratch (a resume may change only {', '.join(RESUMABLE)})")
+    if config is not None:
+        if not state.config:
+            log.warning("%s: checkpoint without its config (an older version wrote it): resumed as this config", ck)
+        state.config = config  # the resumed run is this config's (more epochs, say) from the next save on
     with torch.no_grad():
         for n, p in named.items():
             p.copy_(params[n])

@@ -25,7 +25,7 @@ from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
 from .precision import autocast, check_precision
 from .prepare import Prepared, encoder_path, first_seen
-from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, wise_ft
+from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, run_config, wise_ft
 from .scoring import Scorer, blend_profile, mean_by_owner, pad, popularity_rows, zero_shot_scores
 from .text import item_texts, tokenize
 from .train_config import Config, load_config
@@ -371,10 +371,10 @@ class Trainer:
         emb0 = self.all_embeddings()  # adapter starts at zero: the pretrained space
         theta0 = {k: v.detach().clone() for k, v in self._tower_trainable().items()}
         opt = optimizer(conf, self.tower, [self.rec])
-        state, best = load_checkpoint(self.out, self._trainable(), opt)
+        state, best = load_checkpoint(self.out, self._trainable(), opt, run_config(conf))
         self.curves = Curves(self.out, fresh=state is None)  # a resumed run appends to its curves
         if state is None:
-            state = RunState(FORMAT, start=self.start_metrics(emb0))
+            state = RunState(FORMAT, start=self.start_metrics(emb0), config=run_config(conf))
             if conf.train.init_from:
                 # the transferred model is a candidate like every epoch: a few target examples must
                 # not make it worse (100 positives did, on ml-100k genre domains, before this)

@@ -62,6 +62,13 @@ def test_resume_continues_from_checkpoint(tmp_path, toy_data, enc):
 
     with pytest.raises(ConfigError, match="checkpoint does not match"):
         train(conf3, tmp_path / "m", progress=False)
+    # the same parameters under another config (here no CF part): refused, not resumed as if it were this run
+    # (a finished run of one config was once rewritten under another's name, with the first one's weights)
+    conf4 = tiny_config(toy_data, enc, train={"epochs": 2}, cf={"kind": "none"})
+    with pytest.raises(ConfigError, match=r"checkpoint of another training config \(differs in cf\.kind\)"):
+        train(conf4, tmp_path / "m", progress=False)
+    rep = train(conf4, tmp_path / "m", restart=True, progress=False)  # --restart: this config from scratch
+    assert [h["epoch"] for h in rep["history"]] == [1, 2]
 
 
 def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
