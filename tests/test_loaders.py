@@ -237,3 +237,26 @@ def test_columnar_reader_hands_bad_lines_to_the_row_reader_which_names_them(tmp_
         load_generic(tmp_path / "c.toml")
     with pytest.raises(DataError, match="log.csv"):
         load_generic(tmp_path / "c.toml", columnar=True)
+
+
+@pytest.mark.parametrize("columnar", [None, False])
+@pytest.mark.parametrize("time, fmt, msg", [
+    ("-5", "unix", r"time '-5' is outside unix seconds 0\.\.253402300799"),
+    ("1e30", "unix", "is outside unix seconds"),  # once an OSError traceback in `genre data stats`
+    ("1700000000000", "unix", 'looks like milliseconds: set time_format = "unix_ms"'),
+    ("nan", "unix", "time 'nan' is not a unix time"),
+    ("1e30", "unix_ms", "is outside unix seconds"),
+])
+def test_times_outside_unix_seconds_name_the_line(tmp_path, time, fmt, msg, columnar):
+    """The columnar reader hands such a log to the row reader, which names the line (and a likely unit)."""
+    from genre_edge.errors import DataError
+    from genre_edge_export.data.loaders import load_generic
+
+    (tmp_path / "items.csv").write_text("item_id,title\na,A\nb,B\n")
+    (tmp_path / "log.csv").write_text(f"user_id,item_id,timestamp\n1,a,1000\n1,b,{time}\n")
+    (tmp_path / "c.toml").write_text(f'[interactions]\npath = "log.csv"\ntime_format = "{fmt}"\n'
+                                     '[items]\npath = "items.csv"\n')
+    with pytest.raises(DataError, match=f"log.csv:3: {msg}" if msg.startswith("time") else msg):
+        load_generic(tmp_path / "c.toml", columnar=columnar)
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n1,a,1000\n1,b,2000000\n")
+    assert load_generic(tmp_path / "c.toml", columnar=columnar).interactions.time.max() == (2000 if fmt == "unix_ms" else 2000000)

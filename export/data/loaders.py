@@ -452,17 +452,35 @@ def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...]):
         yield lineno, {k: ("" if v is None else v) for k, v in rec.items()}
 
 
+# unix seconds a log's times may take: 1970 .. the end of year 9999 (what dates can show; past it, a
+# millisecond log read as seconds, or garbage, failed later as an OSError traceback in `genre data stats`)
+MAX_UNIX_TIME = 253402300799
+
+
+def _time_range_error(v, seconds: float, fmt: str, where: str) -> DataError:
+    """The error for a time ``v`` (as written) that is ``seconds`` after 1970, outside the range."""
+    if seconds != seconds:  # NaN
+        return DataError(f"{where}: time {v!r} is not a {fmt} time")
+    hint = ""
+    if fmt == "unix" and 0 <= seconds / 1000 <= MAX_UNIX_TIME:
+        hint = '; it looks like milliseconds: set time_format = "unix_ms" under [interactions]'
+    return DataError(f"{where}: time {v!r} is outside unix seconds 0..{MAX_UNIX_TIME} (1970 to 9999){hint}")
+
+
 def _parse_time(v, fmt: str, path: Path, lineno: int) -> int:
     try:
         if fmt == "iso":
             dt = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=_dt.timezone.utc)
-            return int(dt.timestamp())
-        t = float(v)
-        return int(t / 1000) if fmt == "unix_ms" else int(t)
-    except (TypeError, ValueError):
+            t = dt.timestamp()
+        else:
+            t = float(v) / (1000 if fmt == "unix_ms" else 1)
+    except (TypeError, ValueError, OverflowError):
         raise DataError(f"{path}:{lineno}: time {v!r} is not a {fmt} time") from None
+    if not 0 <= t <= MAX_UNIX_TIME:  # also NaN
+        raise _time_range_error(v, t, fmt, f"{path}:{lineno}")
+    return int(t)
 
 
 def _format(path: Path, fmt: str) -> str:
@@ -515,6 +533,9 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
         tm = t.column(xc.time).cast(pa.float64()).to_numpy()
         if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(tm).any():
             raise pa.ArrowInvalid("empty user, item or time values")
+        secs_all = tm / 1000.0 if xc.time_format == "unix_ms" else tm
+        if ((secs_all < 0) | (secs_all > MAX_UNIX_TIME)).any():
+            raise pa.ArrowInvalid("times outside unix seconds 0..9999-12-31")  # the row path names the line
         rating = t.column(xc.rating).cast(pa.float64()).to_numpy(zero_copy_only=False) if xc.rating else None
         if rating is not None and fmt != "parquet" and np.isnan(rating).any():
             raise pa.ArrowInvalid("empty rating values")  # the row path names the line
