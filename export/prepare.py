@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genre_edge.errors import ConfigError
+from genre_edge.errors import ConfigError, DataError
 
 from . import require
 from .baselines import cooccurrence_cosine, ease_weights, interaction_matrix
@@ -42,6 +42,19 @@ def encoder_path(conf: Config) -> Path:
     return p
 
 
+def check_split(split, dataset) -> None:
+    """A split without training positives or without a validation user who has one cannot train or select
+    a model: said here with the counts (it failed later as a KeyError in the first epoch's record)."""
+    sm = split.summary()
+    if sm["train"]["positives"] == 0 or sm["valid"]["positives"] == 0:
+        raise DataError(
+            f"data set {dataset.name!r} ({dataset.n_users} users, {dataset.n_items} items, "
+            f"{len(dataset.interactions)} events, {int(dataset.interactions.label.sum())} positives) is too small for "
+            f"the {sm['kind']!r} split: {sm['train']['positives']} training and {sm['valid']['positives']} validation "
+            f"positives; each user needs at least [split] min_train = {split.config.min_train} events to give "
+            "validation and test ones (or use more data)")
+
+
 class Prepared:
     """Data, split, histories, popularity and CF table for a config (deterministic)."""
 
@@ -57,6 +70,7 @@ class Prepared:
         self.profiles = user_side_texts(conf.data, conf.encoder.template, dataset.users)  # LLM texts per user
         self.data = dataset
         self.split = make_split(dataset, conf.split)
+        check_split(self.split, dataset)
         self.hist = self.split.train_histories()
         # next-item examples need each history item's time; at 20M events the copy costs ~250 MB: only then
         self.hist_time = self.split.train_history_times() if conf.train.example_history == "before" else None

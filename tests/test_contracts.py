@@ -133,8 +133,12 @@ def test_run_state_keeps_the_checkpoint_layout_and_selects():
 
     st = RunState("genre-teacher/1", start={"zero_shot": {"valid": {"ndcg@10": 0.1}}})
     d = st.to_json()
-    assert list(d) == ["format", "epoch", "best_ndcg", "best_epoch", "bad_epochs", "history", "seconds", "zero_shot"]
+    assert list(d) == ["format", "epoch", "best_ndcg", "best_epoch", "bad_epochs", "history", "seconds", "config",
+                       "zero_shot"]
     assert RunState.from_json(json.loads(json.dumps(d)), "p") == st
+    # a progress file from before the config was recorded still loads (its resume is checked against nothing)
+    old = {k: v for k, v in d.items() if k != "config"}
+    assert RunState.from_json(old, "p") == st and RunState.from_json(old, "p").config == {}
     with pytest.raises(ConfigError, match="not a training progress file"):
         RunState.from_json([], "progress.json")
     w = {"w": torch.zeros(2)}

@@ -260,3 +260,27 @@ def test_times_outside_unix_seconds_name_the_line(tmp_path, time, fmt, msg, colu
         load_generic(tmp_path / "c.toml", columnar=columnar)
     (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n1,a,1000\n1,b,2000000\n")
     assert load_generic(tmp_path / "c.toml", columnar=columnar).interactions.time.max() == (2000 if fmt == "unix_ms" else 2000000)
+
+
+def test_a_data_set_too_small_for_its_split_is_named_before_training(tmp_path):
+    """Two events of one user: no validation positive to choose a model on. Said with the counts by the
+    training data preparation and by `genre eval baselines` (training failed with a KeyError in its first
+    epoch record; the baselines wrote a report of empty rows)."""
+    from click.testing import CliRunner
+
+    from genre_edge.cli import main
+    from genre_edge.errors import DataError
+    from genre_edge_export.data.loaders import load_generic
+    from genre_edge_export.prepare import check_split
+    from genre_edge_export.split import make_split
+
+    (tmp_path / "items.csv").write_text("item_id,title\na,A\nb,B\n")
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n1,a,100\n1,b,200\n")
+    (tmp_path / "data.toml").write_text('[interactions]\npath = "log.csv"\n[items]\npath = "items.csv"\n')
+    ds = load_generic(tmp_path / "data.toml")
+    with pytest.raises(DataError, match=r"\(1 users, 2 items, 2 events, 2 positives\) is too small for the 'cold_item' "
+                                        r"split: 1 training and 0 validation positives; .*min_train = 3"):
+        check_split(make_split(ds), ds)
+    r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(tmp_path / "data.toml"), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 1 and "is too small for the 'cold_item' split" in r.output
+    assert not (tmp_path / "r").exists()
