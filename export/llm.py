@@ -171,11 +171,13 @@ MAX_RETRY_AFTER_S = 600.0  # a server asking for more is waited for this long, t
 
 
 class TransientError(Exception):
-    """A failure worth retrying (timeout, connection, 429, 5xx); ``retry_after``: seconds the server asked for."""
+    """A failure worth retrying (timeout, connection, 429, 5xx); ``retry_after``: seconds the server asked for;
+    ``unreachable``: no connection was made at all (nothing listens there, a wrong host)."""
 
-    def __init__(self, msg: str, retry_after: float | None = None):
+    def __init__(self, msg: str, retry_after: float | None = None, unreachable: bool = False):
         super().__init__(msg)
         self.retry_after = retry_after
+        self.unreachable = unreachable
 
 
 def strict_schema(schema: dict) -> dict:
@@ -255,7 +257,9 @@ class OpenAIBackend:
                 raise TransientError(f"HTTP {exc.status_code}", _retry_after(exc.response)) from None
             raise AnswerError(f"HTTP {exc.status_code}: {str(exc)[:200]}") from None
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from None
+            # a timeout is a server that answered too slowly; a connection error, one that never answered
+            raise TransientError(f"{type(exc).__name__}: {exc}",
+                                 unreachable=not isinstance(exc, openai.APITimeoutError)) from None
         try:
             choice = resp.choices[0]
             text = choice.message.content
@@ -386,6 +390,7 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
     cache, rejects = JsonlStore(out / "cache.jsonl"), JsonlStore(out / "rejects.jsonl")
     cached = {r["key"]: r["answer"] for r in cache.read() if "key" in r and "answer" in r}
     summary = {"out": str(out), "model": be.model_id, "tasks": {}}
+    link = {"reached": False, "unreachable": None}  # whether the endpoint ever answered; why it could not be
     for task in TASKS:
         if not getattr(conf.tasks, task):
             continue
@@ -399,10 +404,13 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
             if ck in cached:
                 store.append({"id": key, "model": be.model_id, "v": FORMAT_VERSION, **cached[ck]})
                 return "cache", 0
-            last = None
+            if link["unreachable"]:
+                return "skipped", 0
+            last, never_connected = None, True
             for attempt in range(conf.backend.max_retries + 1):
                 try:
                     text, usage = be.complete(prompt, task)
+                    link["reached"] = True
                     obj = parse_answer(text, task)
                     cache.append({"key": ck, "answer": obj})
                     cached[ck] = obj
@@ -410,12 +418,21 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                     return "ok", int(usage.get("total_tokens", 0))
                 except TransientError as exc:
                     last = str(exc)
+                    never_connected &= exc.unreachable
+                    if not exc.unreachable:
+                        link["reached"] = True
                     if attempt < conf.backend.max_retries:
                         wait = conf.backend.backoff_s * 2 ** attempt * (0.5 + random.random())
                         time.sleep(max(wait, min(exc.retry_after or 0.0, MAX_RETRY_AFTER_S)))
                 except AnswerError as exc:
-                    last = str(exc)
+                    link["reached"] = True
+                    last, never_connected = str(exc), False
                     break
+            if never_connected and not link["reached"]:
+                # every try of the first items found nothing listening: stop here instead of spending the
+                # retries of every item (hours on a large catalog) and reporting each as a rejected answer
+                link["unreachable"] = last
+                return "skipped", 0
             rejects.append({"task": task, "id": key, "model": be.model_id, "reason": last,
                             "time": int(time.time())})
             return "rejected", 0
@@ -429,6 +446,8 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
             futs = [pool.submit(one, k, p) for k, p in todo]
             for f in as_completed(futs):
                 what, tok = f.result()
+                if what == "skipped":
+                    continue
                 key = {"ok": "generated", "cache": "from_cache", "rejected": "rejected"}[what]
                 stats[key] += 1
                 stats["tokens"] += tok
@@ -437,6 +456,11 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                     bar.set_postfix(tokens=stats["tokens"], rejected=stats["rejected"])
         if bar is not None:
             bar.close()
+        if link["unreachable"]:
+            where = getattr(conf.backend, "base_url", "") or conf.backend.kind
+            raise GenreError(f"cannot reach the LLM endpoint {where} ({link['unreachable']}); start an "
+                             "OpenAI-compatible server there (llama.cpp's llama-server, vLLM, Ollama) or set [backend] "
+                             f"base_url in the enrichment config (stopped at task {task!r}: nothing generated)")
         summary["tasks"][task] = stats
         log.info("enrich %s: %s", task, stats)
     return summary

@@ -153,6 +153,35 @@ def test_enrichment_validates_retries_caches_and_resumes(toy_data, tmp_path, fak
     assert sum(fake_llm.calls.values()) - calls == 4 + 2  # only the rejected ones (m3 three times)
 
 
+def test_an_endpoint_nothing_listens_on_stops_the_run_with_its_address(toy_data, tmp_path, monkeypatch):
+    """Nothing listening at base_url: the run stops once the first items have used their retries, with an
+    error naming the address (it went on through every item's retries and reported success, each item a
+    'rejected' answer); no answer of the endpoint is recorded as rejected."""
+    import socket
+
+    from genre_edge import config as cfgmod
+    from genre_edge.errors import GenreError
+    from genre_edge_export.data import load_dataset
+    from genre_edge_export.llm import BACKENDS, EnrichConfig, enrich
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("GENRE_TEST_KEY", "k")
+    conf = cfgmod.load(EnrichConfig, write_conf(tmp_path, toy_data, f"http://127.0.0.1:{port}/v1"))
+    be, calls = BACKENDS["openai"](conf.backend), []  # the real client, its calls counted
+    real = be.complete
+    be.complete = lambda prompt, task: (calls.append(prompt), real(prompt, task))[1]
+    with pytest.raises(GenreError, match=rf"cannot reach the LLM endpoint http://127\.0\.0\.1:{port}/v1 "
+                                         r"\(APIConnectionError.*stopped at task 'items': nothing generated"):
+        enrich(conf, progress=False, backend=be)
+    # the items in flight (concurrency 4) used their 3 tries; the other items were not asked at all
+    n = len(load_dataset(toy_data).items)
+    assert 3 <= len(calls) <= 4 * 3 < n * 3
+    rejects = tmp_path / "enrich" / "rejects.jsonl"
+    assert not rejects.exists() or rejects.read_text().strip() == ""
+
+
 def test_user_profiles_synthetic_items_and_training_input(toy_data, tmp_path, fake_llm, monkeypatch):
     from genre_edge import config as cfgmod
     from genre_edge_export.llm import EnrichConfig, enrich
