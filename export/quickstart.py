@@ -17,6 +17,7 @@ from .data import load_dataset
 from .data.fetch import get_ml100k
 from .distill import DistillConfig, distill
 from .reports import quality_table, teacher_summary
+from .runloop import checkpoint_differences
 from .train import train
 from .train_config import load_config, packaged_config
 
@@ -74,7 +75,13 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
         rep = json.loads((teacher / "report.json").read_text())
         click.echo("  (already trained with this config; reusing it)", err=True)
     else:
-        rep = train(conf, teacher, data_dir)
+        # the demo's own folder: another config's teacher there is replaced (an interrupted run of this
+        # config is resumed)
+        stale = checkpoint_differences(teacher, conf)
+        if stale:
+            click.echo(f"  ({teacher} holds a teacher of another config ({', '.join(stale[:4])}): training this "
+                       "one from scratch)", err=True)
+        rep = train(conf, teacher, data_dir, restart=bool(stale))
     click.echo(teacher_summary(rep))
     if encoder == "student":
         dconf = DistillConfig(epochs=distill_epochs or (4 if quick else 8), device=conf.train.device)

@@ -195,6 +195,17 @@ def _differences(a, b, prefix: str = "") -> list[str]:
     return out
 
 
+def checkpoint_differences(out: Path, conf: Config) -> list[str]:
+    """The config keys in which ``out``'s checkpoint was trained differently from ``conf`` (beyond what a
+    resume may change); empty when there is no checkpoint, or it is ``conf``'s, or it predates the record."""
+    f = out / "checkpoint" / "progress.json"
+    try:
+        recorded = json.loads(f.read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return []  # none, or unreadable: load_checkpoint says what is wrong with it
+    return [k for k in _differences(recorded, run_config(conf)) if k not in RESUMABLE] if recorded else []
+
+
 def load_checkpoint(out: Path, named: dict, opt, config: dict | None = None):
     """(progress state, best parameters) from ``out/checkpoint`` into ``named`` and ``opt``; (None, None)
     when there is none. A checkpoint of other parameters is refused, and so is one of another ``config``
@@ -213,7 +224,7 @@ def load_checkpoint(out: Path, named: dict, opt, config: dict | None = None):
                           "use a new --out folder or --restart")
     if config is not None and state.config:
         diff = [k for k in _differences(state.config, config) if k not in RESUMABLE]
-        if diff:
+        if diff:  # (checkpoint_differences says the same before a run, for callers that restart instead)
             raise ConfigError(f"{ck}: checkpoint of another training config (differs in {', '.join(diff[:6])}"
                               f"{', ...' if len(diff) > 6 else ''}); use a new --out folder, or --restart to train "
                               f"this config there from scratch (a resume may change only {', '.join(RESUMABLE)})")

@@ -67,8 +67,14 @@ def test_resume_continues_from_checkpoint(tmp_path, toy_data, enc):
     conf4 = tiny_config(toy_data, enc, train={"epochs": 2}, cf={"kind": "none"})
     with pytest.raises(ConfigError, match=r"checkpoint of another training config \(differs in cf\.kind\)"):
         train(conf4, tmp_path / "m", progress=False)
+    from genre_edge_export.runloop import checkpoint_differences
+
+    assert checkpoint_differences(tmp_path / "m", conf4) == ["cf.kind"]  # what quickstart restarts on
+    assert checkpoint_differences(tmp_path / "m", conf2) == []  # more epochs of the same run: resumable
+    assert checkpoint_differences(tmp_path / "nowhere", conf4) == []
     rep = train(conf4, tmp_path / "m", restart=True, progress=False)  # --restart: this config from scratch
     assert [h["epoch"] for h in rep["history"]] == [1, 2]
+    assert checkpoint_differences(tmp_path / "m", conf4) == []
 
 
 def test_mlp_and_mf_bundle_export_and_serve(tmp_path, toy_data, enc):
