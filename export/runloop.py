@@ -195,6 +195,11 @@ def _differences(a, b, prefix: str = "") -> list[str]:
     return out
 
 
+def _not_resumable(recorded: dict, config: dict) -> list[str]:
+    """The keys in which a checkpoint's ``recorded`` config differs from ``config`` beyond RESUMABLE ones."""
+    return [k for k in _differences(recorded, config) if k not in RESUMABLE] if recorded else []
+
+
 def checkpoint_differences(out: Path, conf: Config) -> list[str]:
     """The config keys in which ``out``'s checkpoint was trained differently from ``conf`` (beyond what a
     resume may change); empty when there is no checkpoint, or it is ``conf``'s, or it predates the record."""
@@ -203,7 +208,7 @@ def checkpoint_differences(out: Path, conf: Config) -> list[str]:
         recorded = json.loads(f.read_text()).get("config") or {}
     except (OSError, ValueError, AttributeError):
         return []  # none, or unreadable: load_checkpoint says what is wrong with it
-    return [k for k in _differences(recorded, run_config(conf)) if k not in RESUMABLE] if recorded else []
+    return _not_resumable(recorded, run_config(conf))
 
 
 def load_checkpoint(out: Path, named: dict, opt, config: dict | None = None):
@@ -222,13 +227,12 @@ def load_checkpoint(out: Path, named: dict, opt, config: dict | None = None):
     if set(params) != set(named):
         raise ConfigError(f"{ck}: checkpoint does not match this config (different trainable parameters); "
                           "use a new --out folder or --restart")
-    if config is not None and state.config:
-        diff = [k for k in _differences(state.config, config) if k not in RESUMABLE]
-        if diff:  # (checkpoint_differences says the same before a run, for callers that restart instead)
+    if config is not None:
+        diff = _not_resumable(state.config, config)
+        if diff:
             raise ConfigError(f"{ck}: checkpoint of another training config (differs in {', '.join(diff[:6])}"
                               f"{', ...' if len(diff) > 6 else ''}); use a new --out folder, or --restart to train "
                               f"this config there from scratch (a resume may change only {', '.join(RESUMABLE)})")
-    if config is not None:
         if not state.config:
             log.warning("%s: checkpoint without its config (an older version wrote it): resumed as this config", ck)
         state.config = config  # the resumed run is this config's (more epochs, say) from the next save on
