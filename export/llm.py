@@ -406,7 +406,7 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                 return "cache", 0
             if link["unreachable"]:
                 return "skipped", 0
-            last, never_connected = None, True
+            last = None
             for attempt in range(conf.backend.max_retries + 1):
                 try:
                     text, usage = be.complete(prompt, task)
@@ -418,7 +418,6 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                     return "ok", int(usage.get("total_tokens", 0))
                 except TransientError as exc:
                     last = str(exc)
-                    never_connected &= exc.unreachable
                     if not exc.unreachable:
                         link["reached"] = True
                     if attempt < conf.backend.max_retries:
@@ -426,11 +425,11 @@ def enrich(conf: EnrichConfig, data_dir: str | None = None, progress: bool = Tru
                         time.sleep(max(wait, min(exc.retry_after or 0.0, MAX_RETRY_AFTER_S)))
                 except AnswerError as exc:
                     link["reached"] = True
-                    last, never_connected = str(exc), False
+                    last = str(exc)
                     break
-            if never_connected and not link["reached"]:
-                # every try of the first items found nothing listening: stop here instead of spending the
-                # retries of every item (hours on a large catalog) and reporting each as a rejected answer
+            if not link["reached"]:
+                # every try so far, this item's and the others', found nothing listening: stop here instead of
+                # spending every item's retries (hours on a large catalog) and reporting each as a rejected answer
                 link["unreachable"] = last
                 return "skipped", 0
             rejects.append({"task": task, "id": key, "model": be.model_id, "reason": last,
