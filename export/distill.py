@@ -147,6 +147,9 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
 
     from .models import ItemTower, load_hf_encoder
 
+    where, teacher = Path(out_dir).resolve(), Path(teacher_dir).resolve()
+    if where == teacher or where in teacher.parents:  # the student's files would overwrite the teacher's
+        raise ConfigError(f"--out {out_dir} holds the teacher ({teacher}); choose another folder for the student")
     t0 = time.perf_counter()
     dp = DataParallel.from_env()  # several processes (accelerate launch / torchrun): a share of every batch each
     out_dir = dp.out_dir(Path(out_dir))
