@@ -33,7 +33,7 @@ from genre_edge.tokenize import load_tokenizer
 from genre_edge.variants import SAME_FILE
 
 from .evaluate import category_features, evaluate
-from .model_folder import ModelDir
+from .model_folder import ModelDir, check_replaceable
 from .onnx_export import OPSET, cosine_rows, encoder_parity, export_encoder, export_head, export_user_model, ort_session
 from .prepare import Prepared
 from .quantize import QUANT_PRESETS, quantize
@@ -176,7 +176,7 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         variants.setdefault(SAME_FILE.get(v, v), [])
     out = Path(out)
     work = Path(str(out) + ".tmp")
-    _check_out(out, [Path(model_dir)] + ([Path(teacher_dir)] if teacher_dir else []))
+    check_replaceable(out, [Path(model_dir)] + ([Path(teacher_dir)] if teacher_dir else []), ("manifest.json",), "bundle")
     shutil.rmtree(work, ignore_errors=True)
     (work / "models").mkdir(parents=True)
     (work / "catalog").mkdir()
@@ -461,32 +461,6 @@ def write_manifest(b: BundleBuild, keep_fp32: bool) -> Manifest:
         files=files)
     atomic_write_json(b.work / "manifest.json", manifest_json(manifest))
     return manifest
-
-
-def _ours(folder: Path) -> bool:
-    """Whether ``folder`` may be replaced whole by an export: absent, empty, or a bundle (or a bundle's
-    work/rejected folder: a manifest.json, or the models/ and catalog/ folders an export writes first)."""
-    if not folder.exists():
-        return True
-    if not folder.is_dir():
-        return False
-    return (not any(folder.iterdir()) or (folder / "manifest.json").is_file()
-            or ((folder / "models").is_dir() and (folder / "catalog").is_dir()))
-
-
-def _check_out(out: Path, model_dirs: list[Path]) -> None:
-    """Refuse an ``out`` the export would wrongly replace: a bundle folder is replaced whole (``<out>.tmp``
-    renamed over it), so ``--out`` naming a model folder deleted that model, and any other folder its files."""
-    where = out.resolve()
-    for m in model_dirs:
-        m = m.resolve()
-        if m == where or where in m.parents:
-            raise ConfigError(f"--out {out} holds the model being exported ({m}); choose another folder for the bundle")
-    for f, what in ((out, "--out"), (Path(str(out) + ".tmp"), "its work folder"),
-                    (Path(str(out) + ".rejected"), "its rejected-bundle folder")):
-        if not _ours(f):
-            raise ConfigError(f"{what} {f} exists and is not a bundle (no manifest.json): an export replaces that "
-                              "folder whole, so choose a new or empty one; nothing was written")
 
 
 def publish(b: BundleBuild, manifest: Manifest, out: Path, tar: bool) -> dict:

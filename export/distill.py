@@ -21,7 +21,7 @@ from .augment import AugmentConfig, augmented_texts
 from .curves import Curves
 from .device import DEVICES, resolve_device
 from .distributed import DataParallel
-from .model_folder import ModelDir, save_student
+from .model_folder import MODEL_MARKERS, ModelDir, check_replaceable, save_student
 from .precision import PRECISIONS, autocast, check_precision
 from .prepare import Prepared
 from .requests import encoder_texts
@@ -147,9 +147,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
 
     from .models import ItemTower, load_hf_encoder
 
-    where, teacher = Path(out_dir).resolve(), Path(teacher_dir).resolve()
-    if where == teacher or where in teacher.parents:  # the student's files would overwrite the teacher's
-        raise ConfigError(f"--out {out_dir} holds the teacher ({teacher}); choose another folder for the student")
+    # the student's folder replaces --out whole: never the teacher's, nor a folder of other files
+    check_replaceable(Path(out_dir), [Path(teacher_dir)], MODEL_MARKERS, "model")
     t0 = time.perf_counter()
     dp = DataParallel.from_env()  # several processes (accelerate launch / torchrun): a share of every batch each
     out_dir = dp.out_dir(Path(out_dir))

@@ -97,6 +97,24 @@ def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=N
     return tower, Recommender(d, um, head, cf, pop)
 
 
+MODEL_MARKERS = ("config.toml", "recommender.safetensors")  # what every model folder (teacher, student) holds
+
+
+def check_replaceable(out: Path, sources: list[Path], markers: tuple[str, ...], kind: str) -> None:
+    """Refuse an output folder that a writer replacing it whole (``<out>.tmp`` renamed over it, ``<out>`` deleted
+    first) would wrongly destroy: one that is or holds a ``sources`` folder (the model being read), or that
+    exists, is not empty and lacks the ``markers`` of a ``kind`` folder (anything else: a user's files).
+    ``--out ~/work`` once meant ``rm -rf ~/work``. (``<out>.tmp``, ``<out>.rejected``: the writers' own.)"""
+    where = out.resolve()
+    for src in sources:
+        src = src.resolve()
+        if src == where or where in src.parents:
+            raise ConfigError(f"--out {out} holds {src}, which this command reads; choose another folder for the {kind}")
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or all((out / m).exists() for m in markers))):
+        raise ConfigError(f"--out {out} exists and is not a {kind} folder (no {' + '.join(markers)}): it would be "
+                          f"replaced whole, so choose a new or empty one; nothing was written")
+
+
 def save_encoder(bert, tokenizer_src: Path, max_tokens: int, dst: Path) -> None:
     """Write a Hugging Face encoder and its tokenizer files to ``dst`` (swapped in with one rename)."""
     tmp = dst.with_name(dst.name + ".tmp")

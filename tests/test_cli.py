@@ -103,21 +103,20 @@ def test_export_and_distill_refuse_outputs_that_would_destroy_a_model_or_other_f
     student, teacher = tiny_bundle / "student", tiny_bundle / "teacher"
     before = sorted(p.name for p in student.iterdir())
     r = CliRunner().invoke(main, ["export", "--model", str(student), "--out", str(student)])
-    assert r.exit_code == 1 and "holds the model being exported" in r.output
+    assert r.exit_code == 1 and "which this command reads; choose another folder for the bundle" in r.output
     r = CliRunner().invoke(main, ["export", "--model", str(student), "--out", str(tiny_bundle)])  # its parent
-    assert r.exit_code == 1 and "holds the model being exported" in r.output
+    assert r.exit_code == 1 and "which this command reads; choose another folder for the bundle" in r.output
     assert sorted(p.name for p in student.iterdir()) == before
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     r = CliRunner().invoke(main, ["export", "--model", str(student), "--out", str(tmp_path / "mine")])
-    assert r.exit_code == 1 and "exists and is not a bundle (no manifest.json)" in r.output
+    assert r.exit_code == 1 and "exists and is not a bundle folder (no manifest.json)" in r.output
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
-    (tmp_path / "b.tmp").mkdir()
-    (tmp_path / "b.tmp" / "x").write_text("")
-    r = CliRunner().invoke(main, ["export", "--model", str(student), "--out", str(tmp_path / "b")])
-    assert r.exit_code == 1 and "its work folder" in r.output and (tmp_path / "b.tmp" / "x").exists()
     r = CliRunner().invoke(main, ["distill", "--teacher", str(teacher), "--out", str(teacher)])
-    assert r.exit_code == 1 and "holds the teacher" in r.output
+    assert r.exit_code == 1 and "which this command reads; choose another folder for the model" in r.output
+    r = CliRunner().invoke(main, ["distill", "--teacher", str(teacher), "--out", str(tmp_path / "mine")])
+    assert r.exit_code == 1 and "is not a model folder (no config.toml + recommender.safetensors)" in r.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     shutil.copytree(tiny_bundle / "bundle", tmp_path / "again")  # a bundle folder is an export's to replace
     r = CliRunner().invoke(main, ["export", "--model", str(student), "--teacher", str(teacher), "--out",
                                   str(tmp_path / "again"), "--profile", "x86-avx512-vnni", "--min-kept", "0",
