@@ -420,9 +420,13 @@ def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_rea
 
     from .server import LOOPBACK_HOSTS
 
-    key = Path(api_key_file).read_text(encoding="utf-8").strip() if api_key_file else os.environ.get("GENRE_API_KEY")
+    # stripped either way: an HTTP header value cannot start or end with spaces, so a key that did could never match
+    env_key = os.environ.get("GENRE_API_KEY")
+    key = Path(api_key_file).read_text(encoding="utf-8").strip() if api_key_file else (env_key or "").strip()
     if api_key_file and not key:
         raise click.ClickException(f"--api-key-file {api_key_file}: the file is empty")
+    if not api_key_file and env_key is not None and not key:
+        raise click.ClickException("GENRE_API_KEY is set but empty: set the key, or unset it to serve without one")
     if protect_reads and not key:
         raise click.ClickException("--protect-reads needs an API key (--api-key-file or GENRE_API_KEY)")
     if not key and host not in LOOPBACK_HOSTS:

@@ -59,6 +59,13 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     # a port past 65535 was wrapped by the socket layer (99999 listened on 34463): refused before loading
     r = CliRunner().invoke(main, ["serve", "--bundle", b, "--port", "99999"])
     assert r.exit_code == 2 and "99999 is not in the range 0<=x<=65535" in r.output
+    # an API key that cannot protect anything is refused before serving: an empty key file, a blank
+    # GENRE_API_KEY (once taken as the key " ", which no X-API-Key header can carry: writes locked out)
+    (tmp_path / "key").write_text("\n")
+    r = CliRunner().invoke(main, ["serve", "--bundle", b, "--api-key-file", str(tmp_path / "key")])
+    assert r.exit_code == 1 and "the file is empty" in r.output
+    r = CliRunner().invoke(main, ["serve", "--bundle", b], env={"GENRE_API_KEY": "  "})
+    assert r.exit_code == 1 and "GENRE_API_KEY is set but empty" in r.output
 
 
 def test_recommend_model_reaches_the_export_side_through_its_hook(tiny_bundle):
