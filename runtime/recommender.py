@@ -374,7 +374,9 @@ class Recommender:
         """(blended scores of every catalog row, CF scores): content + CF + popularity ``pop``."""
         cat = self.catalog
         cf = self.cf.scores(hist, len(cat.ids)) if preset.cf else np.zeros(len(cat.ids), np.float32)
-        return blend(self.catalog_scorer.scores(cat, u), cf, pop, preset), cf
+        # a preset without content (cf, and a new user's popular list) skips the catalog scan it would zero out
+        content = self.catalog_scorer.scores(cat, u) if preset.content else np.float32(0.0)
+        return blend(content, cf, pop, preset), cf
 
     def _candidate_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset, pop: np.ndarray):
         """Mode ``ann``: (rows, blended scores, CF scores) over a candidate set - the approximate index's

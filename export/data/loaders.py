@@ -533,7 +533,7 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
         tm = t.column(xc.time).cast(pa.float64()).to_numpy()
         if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(tm).any():
             raise pa.ArrowInvalid("empty user, item or time values")
-        secs_all = tm / 1000.0 if xc.time_format == "unix_ms" else tm
+        secs_all = tm / 1000.0 if xc.time_format == "unix_ms" else tm  # once: tens of millions of rows
         if ((secs_all < 0) | (secs_all > MAX_UNIX_TIME)).any():
             raise pa.ArrowInvalid("times outside unix seconds 0..9999-12-31")  # the row path names the line
         rating = t.column(xc.rating).cast(pa.float64()).to_numpy(zero_copy_only=False) if xc.rating else None
@@ -558,7 +558,7 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
     users = pc.dictionary_encode(uid.filter(keep))  # codes in order of first appearance, as the row path
     u = users.indices.to_numpy(zero_copy_only=False)
     i = idx.filter(keep).to_numpy(zero_copy_only=False)
-    secs = np.trunc(tm[known] / 1000.0 if xc.time_format == "unix_ms" else tm[known]).astype(np.int64)
+    secs = np.trunc(secs_all[known]).astype(np.int64)
     r = rating[known] if rating is not None else np.full(len(u), np.nan)
     if xc.label:
         lab = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(xc.label).cast(pa.string()).combine_chunks().filter(keep)))
