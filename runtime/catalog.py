@@ -345,6 +345,29 @@ class Catalog:
             rows = np.concatenate([np.asarray(head, np.int64), *by_pop])
             return rows[offset:offset + limit].tolist(), len(rows)
 
+    def resolve_categories(self, names) -> tuple[tuple[str, ...], list[str]]:
+        """The catalog's own spelling of category ``names`` and the names no catalog item has had.
+
+        A name is kept as given when an item has it, else it stands for every name equal to it ignoring
+        case ('drama' finds 'Drama', 'sci-fi' 'Sci-Fi'): a filter a user typed in lower case should not
+        silently match nothing. Call it under :meth:`locked` (the names can change with catalog updates).
+        """
+        out, unknown, folded = [], [], None
+        for name in names:
+            if name in self.cat_names:
+                out.append(name)
+                continue
+            if folded is None:
+                folded = {}
+                for c in self.cat_names:
+                    folded.setdefault(c.casefold(), []).append(c)
+            same = folded.get(name.casefold())
+            if same:
+                out.extend(same)
+            else:
+                unknown.append(name)
+        return tuple(dict.fromkeys(out)), unknown
+
     def facets(self) -> dict:
         """The categories and the year range of the active items (what filters can choose from)."""
         with self.lock:

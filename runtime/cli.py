@@ -127,6 +127,13 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
                   popularity_penalty=popularity_penalty, exploration=exploration, seed=seed, now=now, explain=explain)
     rec = _load(bundle_path, profile, state_dir)
     r = run_api(rec.recommend, req)
+    if r.unknown_categories:
+        # a misspelt filter would quietly empty the list (--include) or exclude nothing (--exclude)
+        known = rec.catalog.facets()["categories"]
+        raise click.ClickException(
+            f"no catalog item has the categor{'ies' if len(r.unknown_categories) > 1 else 'y'} "
+            f"{', '.join(map(repr, r.unknown_categories))} (names match ignoring case); the catalog's categories: "
+            f"{', '.join(known) or '(none)'}")
     lines = [f"profile {rec.profile.name} ({rec.variant}), strategy {r.strategy}, {r.timings_ms['total']:.2f} ms"]
     if r.parsed is not None:
         lines.append(f"understood: {r.parsed['summary']}")

@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class Response:
     unknown_ids: list[str]
     timings_ms: dict
     parsed: dict | None = None  # what the request parser understood in the query (None: not parsed)
+    # the request's include/exclude category names no catalog item has (they match nothing; names are
+    # matched ignoring case, so these are misspellings or categories this catalog lacks)
+    unknown_categories: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,6 +282,7 @@ class Recommender:
                     history = history + s["clicks"]
                     skips = tuple(s["skips"])
             hist, unknown = cat.rows(history)
+            filters, unknown_cats = _resolve_categories(cat, filters)
             pop = cat.popularity(req.now)  # static, or trending as of the request time
             if len(hist) == 0 and not query:
                 # nothing to personalise on (a new user): the most popular items, static or trending as of
@@ -317,7 +321,7 @@ class Recommender:
             if not mask.any():
                 return Response([], strategy, unknown,
                                 _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()),
-                                parsed.to_dict() if parsed else None)
+                                parsed.to_dict() if parsed else None, unknown_cats)
             if self.catalog_scorer.approximate:
                 pool = rows[top_n(scores.values, mask, max(self.rerank_top, req.k))]
             else:
@@ -337,7 +341,7 @@ class Recommender:
                 for rec, reasons in zip(items, self._explain(picked, hw, att, hist, q, qw, preset, pop)):
                     rec.reasons = reasons
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
-                        parsed.to_dict() if parsed else None)
+                        parsed.to_dict() if parsed else None, unknown_cats)
 
     def score_all(self, history: np.ndarray, strategy: str = "hybrid", now: float | None = None) -> np.ndarray:
         """Scores of every catalog row for a history of catalog row indices (oldest first), as
@@ -537,6 +541,19 @@ def _filters(req: Request, parsed) -> Filters:
     return Filters(req.include_categories, tuple(dict.fromkeys(req.exclude_categories + parsed.exclude_categories)),
                    max(lo) if lo else None, min(hi) if hi else None, req.since, req.until,
                    parsed.require_categories, parsed.include_categories, parsed.exclude_years)
+
+
+def _resolve_categories(cat, f: Filters) -> tuple[Filters, list[str]]:
+    """``f`` with the request's category names in the catalog's spelling, and the names no item has
+    (the parser's categories come from the catalog already)."""
+    if not f.include_categories and not f.exclude_categories:
+        return f, []
+    inc, unk_inc = cat.resolve_categories(f.include_categories)
+    exc, unk_exc = cat.resolve_categories(f.exclude_categories)
+    if unk_inc and not inc:
+        # every included name is unknown: the filter must still match nothing (an empty tuple is no filter)
+        inc = tuple(unk_inc)
+    return replace(f, include_categories=inc, exclude_categories=exc), list(dict.fromkeys(unk_inc + unk_exc))
 
 
 def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:

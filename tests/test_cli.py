@@ -36,6 +36,12 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0 and "strategy popular" in r.output and " 2. " in r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--year-min", "3000"])
     assert r.exit_code == 0 and "no item passes the filters" in r.output
+    # a misspelt category is an error naming it and the valid ones; case does not matter
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--include", "Horrror"])
+    assert r.exit_code == 1 and "'Horrror'" in r.output and "Horror" in r.output.split("categories:")[-1]
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--include", "horror",
+                                  "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["items"]
     r = CliRunner().invoke(main, ["bundle", "verify", b])
     assert r.exit_code == 0 and "ok" in r.output
     r = CliRunner().invoke(main, ["bundle", "info", b, "--json"])

@@ -123,6 +123,26 @@ def test_recommend_options(rec):
     assert all(not {"Action", "Comedy"} & set(x.categories) for x in r.items)
     r = rec.recommend(hist, k=5, year_min=1990, year_max=1995)
     assert all(1990 <= x.year <= 1995 for x in r.items)
+    assert r.unknown_categories == []
+
+
+def test_category_filters_match_ignoring_case_and_name_the_unknown(rec):
+    hist = ["m0", "m6"]
+    exact = rec.recommend(hist, k=5, include_categories=["Horror"], exclude_categories=["Comedy"])
+    # a user types lower case: the same list, not an empty one (include) or no exclusion (exclude)
+    lower = rec.recommend(hist, k=5, include_categories=["horror"], exclude_categories=["COMEDY"])
+    assert [x.id for x in lower.items] == [x.id for x in exact.items] and lower.items
+    assert lower.unknown_categories == []
+    # a name no item has: named in the response; an include of only unknown names still matches nothing
+    r = rec.recommend(hist, k=5, include_categories=["Horrror"], exclude_categories=["Nope"])
+    assert r.items == [] and r.unknown_categories == ["Horrror", "Nope"]
+    assert r.to_dict()["unknown_categories"] == ["Horrror", "Nope"]
+    # known and unknown together: the known one filters as usual
+    r = rec.recommend(hist, k=5, include_categories=["Horrror", "horror"])
+    assert [x.id for x in r.items] == [x.id for x in rec.recommend(hist, k=5, include_categories=["Horror"]).items]
+    assert r.unknown_categories == ["Horrror"]
+    r = rec.recommend(hist, k=5, exclude_categories=["Nope"])
+    assert [x.id for x in r.items] == [x.id for x in rec.recommend(hist, k=5).items]
     r = rec.recommend(hist, k=5, exclude_seen=False)
     assert len(r.items) == 5
     a = rec.recommend(hist, k=5, exploration=1.0, seed=3)

@@ -224,7 +224,8 @@ function render(res, wall) {
     tb.append(el("tr", {}, el("td", { text: stage }), el("td", { class: "num", text: ms.toFixed(2) }), el("td", {}, bar)));
   }
   const unknown = res.unknown_ids && res.unknown_ids.length ? `; not in the catalog: ${res.unknown_ids.join(", ")}` : "";
-  setStatus(`${res.items.length} items, strategy ${res.strategy}, ${total.toFixed(1)} ms on the server (${wall.toFixed(0)} ms round trip)${unknown}`);
+  const cats = res.unknown_categories && res.unknown_categories.length ? `; no item has the categories: ${res.unknown_categories.join(", ")}` : "";
+  setStatus(`${res.items.length} items, strategy ${res.strategy}, ${total.toFixed(1)} ms on the server (${wall.toFixed(0)} ms round trip)${unknown}${cats}`);
 }
 
 // ---------------------------------------------------------------- on-device catalog updates
