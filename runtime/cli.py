@@ -174,11 +174,13 @@ def items():
 @state_opt
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
               help="JSON lines: {id, title, categories?, year?, text?, timestamp?}. '-' reads stdin.")
-@click.option("--id", "item_id", default=None, help="Item id (a new id adds, a known one updates).")
+@click.option("--id", "item_id", default=None,
+              help="Item id (a new id adds, a known one updates: categories and year not given are kept).")
 @click.option("--title", default=None, help="Item title.")
-@click.option("--categories", default="", help="Comma-separated.")
-@click.option("--year", type=int, default=0, help="Release year (0 = unknown).")
-@click.option("--text", default="", help="Extra description the encoder reads.")
+@click.option("--categories", default=None, help="Comma-separated ('' clears them on an update).")
+@click.option("--year", type=int, default=None, help="Release year (0 = unknown).")
+@click.option("--text", default="", help="Extra description the encoder reads (give it again on an update: "
+              "the catalog keeps no item texts).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def items_add(bundle_path, profile, state_dir, file, item_id, title, categories, year, text, as_json):
     """Add or update items (text encoded on device)."""
@@ -187,11 +189,26 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
     recs = []
     if file is not None:
         recs = [obj for _, obj in run_api(lambda: list(item_records(file, file.name)))]
+    if file is not None and not recs:
+        raise click.ClickException(f"{file.name}: no items in it")
+    rec = None
     if item_id or title:
-        recs.append({"id": item_id or "", "title": title or "", "categories": split_ids(categories), "year": year, "text": text})
+        one = {"id": item_id or "", "title": title or "", "categories": split_ids(categories), "year": year or 0,
+               "text": text}
+        if item_id and (categories is None or year is None):
+            # an update from the command line names what changes: a retitled item keeps its categories and
+            # year (dropping them re-encoded it without its genres and took it out of category filters)
+            rec = _load(bundle_path, profile, state_dir)
+            found = run_api(rec.search_items, item_id, 1)["items"]
+            if found and found[0]["id"] == item_id:
+                if categories is None:
+                    one["categories"] = found[0]["categories"]
+                if year is None:
+                    one["year"] = found[0]["year"]
+        recs.append(one)
     if not recs:
-        raise click.ClickException("nothing to add: give --file or --id and --title")
-    rec = _load(bundle_path, profile, state_dir)
+        raise click.ClickException("nothing to add: give --file, or --id and --title")
+    rec = rec or _load(bundle_path, profile, state_dir)
     try:
         added = run_api(rec.add_items, recs)
     except TypeError as exc:

@@ -156,12 +156,22 @@ class Recommender:
         return self.encoder.embed(list(texts))
 
     def add_items(self, items: list[ItemInput | dict]) -> list[str]:
-        """Add or update items (encoded on device with the bundle's encoder); durable on return."""
+        """Add or update items (encoded on device with the bundle's encoder); durable on return.
+
+        An update replaces the item whole (title, categories, year, text: fields left out take their
+        defaults), as ``POST /items`` does; ``genre items add --id`` keeps the categories and year it
+        is not given."""
         objs = [(ItemInput(**it) if isinstance(it, dict) else it) for it in items]
         for it in objs:
             it.validate()
         if len({o.id for o in objs}) != len(objs):
-            raise RequestError("duplicate item ids in one request")
+            seen, dup = set(), []
+            for o in objs:
+                if o.id in seen and o.id not in dup:
+                    dup.append(o.id)
+                seen.add(o.id)
+            raise RequestError(f"duplicate item ids in one request: {', '.join(map(repr, dup[:5]))}"
+                               + (f" and {len(dup) - 5} more" if len(dup) > 5 else "") + " (give each item once)")
         emb = self.encoder.embed([item_text(self.template, o) for o in objs])
         self.catalog.add(objs, emb)
         return [o.id for o in objs]

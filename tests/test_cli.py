@@ -54,6 +54,25 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "zed", "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["items"][0] == {"id": "z1", "title": "Zed", "categories": ["Comedy"],
                                                                      "year": 0, "on_device": True}
+    # a retitle from the command line keeps what it does not name (it once dropped categories and year)
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed II",
+                                  "--year", "1999"])
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed III"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "z1", "--json"])
+    assert json.loads(r.output)["items"][0] == {"id": "z1", "title": "Zed III", "categories": ["Comedy"], "year": 1999,
+                                                "on_device": True}
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
+                                  "--categories", "", "--year", "0"])
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "z1", "--json"])
+    assert json.loads(r.output)["items"][0] == {"id": "z1", "title": "Zed", "categories": [], "year": 0, "on_device": True}
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", "-"],
+                           input='{"id": "d1", "title": "A"}\n{"id": "d1", "title": "B"}\n')
+    assert r.exit_code == 1 and "duplicate item ids in one request: 'd1'" in r.output
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", "-"], input="")
+    assert r.exit_code == 1 and "<stdin>: no items in it" in r.output
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
+                                  "--categories", "Comedy"])
     r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "bad\x01text"])
     assert r.exit_code == 1 and "control characters" in r.output
     r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "z1", "nope"])
