@@ -47,7 +47,7 @@ class AugmentConfig:
     wordnet: str = ""  # WordNet dict folder; "" = search WORDNET_DIRS and $WNHOME/dict
     variants: int = cfg.bounded(2, 0, 16, "augmented texts pre-rendered per item")
     prob: float = cfg.bounded(0.5, 0.0, 1.0, "share of training examples shown an augmented text")
-    seed: int = 0
+    seed: int = cfg.bounded(0, 0, cfg.MAX_SEED, "seed of the augmented texts")
 
     @property
     def active(self) -> bool:

@@ -190,7 +190,7 @@ PRECISION_OPTION = click.option(
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--restart", is_flag=True, help="Ignore an existing checkpoint in --out.")
-@click.option("--seed", type=int, default=None, help="Override [train] seed (runs of several seeds: mean +- sd).")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Override [train] seed (runs of several seeds: mean +- sd).")
 @DEVICE_OPTION
 @PRECISION_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -414,7 +414,7 @@ def recommend_torch(model_dir, user, history, k, as_json):
               help="Held-out users to compare on.")
 @click.option("--bootstrap", "n_boot", type=click.IntRange(100, 100000), default=2000, show_default=True,
               help="Bootstrap resamples for the confidence intervals.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and permutations.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the bootstrap and permutations.")
 @click.option("--drop-top-items", type=click.IntRange(min=0), default=0, show_default=True,
               help="Robustness: take the N held-out items with the most positives out of candidates and truth.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -52,7 +52,7 @@ class DistillConfig:
     views: tuple[str, ...] = cfg.choice(("full", "title", "genres"), VIEWS)
     kl_weight: float = cfg.bounded(1.0, 0.0, 100.0)
     mse_weight: float = cfg.bounded(1.0, 0.0, 100.0)
-    seed: int = 0
+    seed: int = cfg.bounded(0, 0, cfg.MAX_SEED, "distillation seed")
     threads: int = cfg.bounded(0, 0, 256)
     precision: str = cfg.choice("fp32", PRECISIONS, "the student's forward pass: fp32, or bf16 autocast "
                                 "(export/precision.py)")

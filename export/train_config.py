@@ -120,7 +120,7 @@ class TrainConfig:
     lr: float = cfg.bounded(2e-3, 0.0, 1.0)
     encoder_lr: float = cfg.bounded(2e-5, 0.0, 1.0)
     weight_decay: float = cfg.bounded(0.0, 0.0, 1.0)
-    seed: int = 0
+    seed: int = cfg.bounded(0, 0, cfg.MAX_SEED, "training seed (initialisation, sampling, splits of the data it samples)")
     patience: int = cfg.bounded(2, 0, 1000, "epochs without validation nDCG@10 gain before stopping")
     threads: int = cfg.bounded(0, 0, 256, "torch threads; 0 = all cores")
     precision: str = cfg.choice("fp32", PRECISIONS, "the training step's forward pass: fp32, or bf16 autocast "

@@ -551,11 +551,11 @@ def _limit_malloc_arenas(n: int = 2) -> None:
               help="Profile name, a .toml path, 'auto' or 'all' (repeatable). Profiles for hardware this machine "
                    "lacks are reported as skipped, with the reason.")
 @click.option("--all-variants", is_flag=True, help="Bench every encoder variant in the bundle, not just the profile's.")
-@click.option("--history-len", type=int, default=50, show_default=True, help="Items in each request's history.")
-@click.option("--reps", type=int, default=300, show_default=True, help="Requests per measurement after warm-up.")
-@click.option("--starts", type=int, default=3, show_default=True,
+@click.option("--history-len", type=click.IntRange(0, 10000), default=50, show_default=True, help="Items in each request's history.")
+@click.option("--reps", type=click.IntRange(5, 100000), default=300, show_default=True, help="Requests per measurement after warm-up.")
+@click.option("--starts", type=click.IntRange(1, 50), default=3, show_default=True,
               help="Fresh processes per round for the cold-start median.")
-@click.option("--rounds", type=int, default=3, show_default=True,
+@click.option("--rounds", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Interleaved rounds: every profile/variant runs once per round, so drift on a busy machine "
                    "lands on every row alike; percentiles pool all rounds.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
@@ -569,9 +569,6 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, rounds
     from .bench.machine import machine
     from .profile import detect
 
-    if not 5 <= reps <= 100000 or not 0 <= history_len <= 10000 or not 1 <= starts <= 50 or not 1 <= rounds <= 20:
-        raise click.ClickException("--reps must be in 5..100000, --history-len in 0..10000, --starts in 1..50, "
-                                   "--rounds in 1..20")
     profiles = [run_api(detect).name if p == "auto" else p for p in profiles]
     if "all" in profiles:
         profiles = ["all"]

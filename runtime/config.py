@@ -28,6 +28,10 @@ def choice(default, choices, doc: str = ""):
     return dataclasses.field(default=default, metadata={"choices": tuple(choices), "doc": doc})
 
 
+# seeds reach numpy's generators, which take 0..2**32-1 (a negative one failed deep inside them with a traceback)
+MAX_SEED = 2**32 - 1
+
+
 def bounded(default, lo=None, hi=None, doc: str = ""):
     """A numeric field with inclusive bounds."""
     return dataclasses.field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})

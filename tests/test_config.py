@@ -36,6 +36,10 @@ def test_packaged_configs_load():
     ("[train]\nepochz = 3\n", "train.epochz: unknown key; valid keys are"),
     ("[train]\nepochs = 0\n", "train.epochs: 0 is below the minimum 1"),
     ("[train]\nlr = 'fast'\n", "train.lr: expected a number"),
+    # seeds reach numpy's generators (0..2**32-1): a negative one was a traceback from inside numpy
+    ("[train]\nseed = -1\n", "train.seed: -1 is below the minimum 0"),
+    ("[train]\nseed = 4294967296\n", "train.seed: 4294967296 is above the maximum 4294967295"),
+    ("[augment]\nseed = -3\n", "augment.seed: -3 is below the minimum 0"),
     ("[encoder]\ntemplate = '{title} {plot}'\n", "unknown field {plot}"),
     ("[cf]\nkind = 'svd'\n", "choose one of: none, cooccurrence, ease, mf"),
     ("[head]\nkind = 'mlp'\nrerank_top = 10\n", "rerank_top must be >= 20"),
