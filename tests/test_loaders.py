@@ -144,6 +144,16 @@ def test_generic_wrong_encoding_names_line(tmp_path):
         load_dataset(d / "c.toml")
 
 
+def test_generic_duplicate_item_ids_are_named(tmp_path):
+    d = tmp_path / "g"
+    d.mkdir()
+    (d / "items.csv").write_text("item_id,title\n1,one\n2,two\n1,uno\n")
+    (d / "inter.csv").write_text("user_id,item_id,timestamp\nu,1,5\n")
+    (d / "c.toml").write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\n')
+    with pytest.raises(DataError, match=r"items.csv: duplicate item ids: '1' \(each item once"):
+        load_dataset(d / "c.toml")
+
+
 def test_generic_bad_config_key(tmp_path):
     (tmp_path / "c.toml").write_text('[interactions]\npath="x"\ncolour="red"\n[items]\npath="y"\n')
     from genre_edge.errors import ConfigError
