@@ -226,14 +226,21 @@ class Recommender:
             raise RequestError("ids must be a list of strings")
         return self.catalog.remove(list(ids))
 
-    def feedback(self, session_id: str, item_id: str, event: str = "click") -> None:
-        """Record a click or skip in an interactive session; the next call with that session reflects it."""
+    def feedback(self, session_id: str, item_id: str, event: str = "click") -> bool:
+        """Record a click or skip in an interactive session; the next call with that session reflects it.
+
+        Returns False, recording nothing, when ``item_id`` is not in the catalog (a click on an unknown id
+        would only push the session's real clicks out of its bounded list)."""
         if event not in ("click", "skip"):
             raise RequestError(f"event must be 'click' or 'skip', not {event!r}")
         if not isinstance(session_id, str) or not session_id or len(session_id) > 200:
             raise RequestError("session_id must be a non-empty string of at most 200 characters")
         if not isinstance(item_id, str) or not item_id or len(item_id) > 200:
             raise RequestError("item_id must be a non-empty string of at most 200 characters")
+        self.catalog.refresh()  # another process's catalog writes
+        with self.catalog.locked() as cat:
+            if cat.rows([item_id])[1]:
+                return False
         with self._lock:
             s = self.sessions.pop(session_id, None) or {"clicks": [], "skips": set()}
             if event == "click":
@@ -245,6 +252,7 @@ class Recommender:
             self.sessions[session_id] = s
             while len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
+        return True
 
     def recommend(self, history: Request | list[str] | None = None, **options) -> Response:
         """Recommend for a :class:`~genre_edge.request.Request`, or for a history of item ids and

@@ -629,7 +629,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
     def feedback(body: FeedbackBody):
         if not sessions:
             raise RequestError(NO_SESSIONS)
-        serving.rec.feedback(body.session_id, body.item_id, body.event)
+        if not serving.rec.feedback(body.session_id, body.item_id, body.event):
+            return err(404, "not_found", f"item {body.item_id!r} is not in the catalog (nothing recorded)")
         return {"ok": True}
 
     @app.post("/events", dependencies=[Depends(write_access)])  # changes every user's popularity

@@ -275,13 +275,17 @@ def test_session_feedback(rec):
         rec.feedback("s1", "m1", "like")
     with pytest.raises(RequestError, match="item_id"):
         rec.feedback("s1", "x" * 201, "skip")
+    # an id the catalog lacks is not recorded (it would push real clicks out of the bounded list)
+    assert rec.feedback("s1", "nope", "click") is False and "nope" not in rec.sessions["s1"]["clicks"]
+    assert rec.feedback("s1", "m6", "click") is True
     # a session's memory is bounded however many skips and clicks arrive
     from genre_edge.recommender import MAX_SESSION_EVENTS as N
 
+    rec.add_items([{"id": f"many{i}", "title": f"Item {i}"} for i in range(N + 50)])
     for i in range(N + 50):
-        rec.feedback("s2", f"junk{i}", "skip")
-        rec.feedback("s2", f"junk{i}", "click")
-    assert len(rec.sessions["s2"]["skips"]) == N and rec.sessions["s2"]["clicks"][-1] == f"junk{N + 49}"
+        rec.feedback("s2", f"many{i}", "skip")
+        rec.feedback("s2", f"many{i}", "click")
+    assert len(rec.sessions["s2"]["skips"]) == N and rec.sessions["s2"]["clicks"][-1] == f"many{N + 49}"
     assert len(rec.sessions["s2"]["clicks"]) == N
 
 

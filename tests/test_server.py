@@ -54,6 +54,7 @@ def test_recommend_and_catalog_over_http(server):
     ("POST", "/recommend", {"history": ["m0"] * 20000}, None, 422),
     ("POST", "/items", {"items": []}, None, 422),
     ("POST", "/feedback", {"session_id": "s", "item_id": "m1", "event": "love"}, None, 422),
+    ("POST", "/feedback", {"session_id": "s", "item_id": "not-an-item", "event": "click"}, None, 404),
     ("POST", "/events", {"events": [{"item_id": "m1", "time": -5}]}, None, 422),
     ("POST", "/events", {"events": []}, None, 422),
     ("POST", "/events", {"events": [{"item_id": "m1", "time": 5}]}, None, 400),  # a static bundle: no trend
