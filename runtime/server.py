@@ -562,8 +562,9 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
                 fields = spec.get("components", {}).get("schemas", {}).get(ref, {}).get("properties", {})
                 args = ", ".join(f"{k}: {v.get('description', v.get('type', ''))}" for k, v in fields.items())
                 lock = " (API key)" if op.get("security") else ""
+                about = " ".join(op.get("description", "").split())  # the endpoint's docstring: what it answers
                 rows.append(f"<h3>{method.upper()} {html.escape(path)}{lock}</h3><p>{html.escape(op.get('summary', ''))}"
-                            f"</p><p><small>{html.escape(args)}</small></p>")
+                            f"</p>{f'<p>{html.escape(about)}</p>' if about else ''}<p><small>{html.escape(args)}</small></p>")
         page = (f"<!doctype html><meta charset=utf-8><title>genre-edge API</title><h1>genre-edge API</h1>"
                 f"<p>Machine-readable: <a href='openapi.json'>openapi.json</a></p>{''.join(rows)}")
         return HTMLResponse(page)
@@ -610,6 +611,10 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     @app.post("/recommend", dependencies=[Depends(read_access)])
     def recommend(body: RecommendBody):
+        """Recommend for a history and/or a free-text query. Answers {items: [{id, title, score, categories,
+        year, reasons}], strategy, unknown_ids (history ids not in the catalog, ignored), timings_ms (per
+        stage), parsed (what the query parser understood, or null), unknown_categories (filter names no
+        item has; names match ignoring case)}."""
         if body.session_id is not None and not sessions:
             raise RequestError(NO_SESSIONS)
         return serving.rec.recommend(Request(**body.model_dump())).to_dict()
@@ -627,6 +632,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     @app.post("/feedback", dependencies=[Depends(read_access)])  # session state, not the catalog
     def feedback(body: FeedbackBody):
+        """A click or skip in a session: the next request with its session_id reflects it. 404 (nothing
+        recorded) for an item id the catalog lacks."""
         if not sessions:
             raise RequestError(NO_SESSIONS)
         if not serving.rec.feedback(body.session_id, body.item_id, body.event):
