@@ -7,6 +7,7 @@ or invoked, so this module never names the export package and the runtime instal
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -453,6 +454,7 @@ def serve(bundle_path, profile, state_dir, host, port, api_key_file, protect_rea
         raise click.ClickException("GENRE_API_KEY is set but empty: set the key, or unset it to serve without one")
     if protect_reads and not key:
         raise click.ClickException("--protect-reads needs an API key (--api-key-file or GENRE_API_KEY)")
+    _check_listen(host, port)
     if not key and host not in LOOPBACK_HOSTS:
         log.warning("serving on %s without an API key: anyone who reaches it can change the catalog", host)
     hosts = tuple(allow_hosts) or (*LOOPBACK_HOSTS, *([host] if host not in ("0.0.0.0", "::") else []))
@@ -498,6 +500,29 @@ def _trim_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Stop with the reason when ``host:port`` cannot be listened on (a name that does not resolve, an
+    address this machine lacks, a port in use), before the bundle loads and "serving on ..." is printed:
+    uvicorn said it only after that line, in its own words, with exit code 3."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"--host {host!r}: not an address or a name this machine resolves ({exc.strerror})")
+    family, kind, proto, _, addr = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(addr)
+    except OSError as exc:
+        why = "the port is in use (another server? choose another --port)" if exc.errno == errno.EADDRINUSE else \
+            "this machine has no such address (--host 0.0.0.0 listens on all)" if exc.errno == errno.EADDRNOTAVAIL else \
+            "needs privileges for ports below 1024 (choose --port 1024 or above)" if exc.errno == errno.EACCES else \
+            exc.strerror
+        raise click.ClickException(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def _limit_blas_threads(n: int) -> None:

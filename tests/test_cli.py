@@ -84,6 +84,16 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     # a port past 65535 was wrapped by the socket layer (99999 listened on 34463): refused before loading
     r = CliRunner().invoke(main, ["serve", "--bundle", b, "--port", "99999"])
     assert r.exit_code == 2 and "99999 is not in the range 0<=x<=65535" in r.output
+    # an address or port that cannot be listened on is named before anything loads or says "serving on"
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        r = CliRunner().invoke(main, ["serve", "--bundle", b, "--port", str(busy.getsockname()[1])])
+    assert r.exit_code == 1 and "the port is in use" in r.output and "serving" not in r.output
+    r = CliRunner().invoke(main, ["serve", "--bundle", b, "--host", "999.1.1.1"])
+    assert r.exit_code == 1 and "--host '999.1.1.1': not an address or a name this machine resolves" in r.output
     # an API key that cannot protect anything is refused before serving: an empty key file, a blank
     # GENRE_API_KEY (once taken as the key " ", which no X-API-Key header can carry: writes locked out)
     (tmp_path / "key").write_text("\n")
