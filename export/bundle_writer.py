@@ -474,7 +474,20 @@ def publish(b: BundleBuild, manifest: Manifest, out: Path, tar: bool) -> dict:
                 "request": (g.min_request_kept, "request precision@10")}
         why = [f"{v} keeps {k:.3f} of the teacher's {need[what][1]} (required {need[what][0]:.3f})"
                for v, per in (g.variants or {}).items() for what, k in per.items() if not k >= need[what][0]]
-        raise QualityGateError(f"quality gate failed: {'; '.join(why)}; the rejected bundle is in {fail} for inspection")
+        fp32 = b.rows.get("model-onnx-fp32", {}).get("ndcg_kept")
+        warm = [per["warm"] for per in (g.variants or {}).values() if "warm" in per and not per["warm"] >= g.min_kept]
+        hint = ""
+        if warm and fp32 is not None:
+            # say where the quality went: before quantization (the exported model itself) or in it
+            hint = f" (the same model's fp32 export keeps {fp32:.3f}: "
+            hint += ("most of the loss comes before quantization: distil longer or with more layers (genre distill "
+                     "--epochs/--layers, genre quickstart --distill-epochs) or export the teacher's encoder"
+                     if fp32 < g.min_kept and fp32 - min(warm) < 1 - fp32 else
+                     "most of the loss comes from int8 (encoder or catalog): --keep-fp32 ships fp32, "
+                     "--catalog-dtype fp16 keeps the catalog in fp16")
+            hint += "; a small validation set makes this share noisy: --min-kept (genre export, genre quickstart) sets the bar)"
+        raise QualityGateError(f"quality gate failed: {'; '.join(why)}{hint}; the rejected bundle is in {fail} for "
+                               "inspection")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(b.work, out)
     result = {"bundle": str(out), "bytes": sum(f.bytes for f in manifest.files.values()), "manifest": manifest}

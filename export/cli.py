@@ -347,12 +347,15 @@ def embed_catalog(bundle_path, items_path, out_dir, engine, workers, device, pro
 @click.option("--encoder", type=click.Choice(["student", "teacher"]), default="student", show_default=True,
               help="student: distil a 3-layer encoder (fastest); teacher: ship the teacher's 6-layer encoder, int8 "
                    "(closest to the teacher on free-text requests, ~2x slower to encode, +6 MB).")
+@click.option("--min-kept", type=click.FloatRange(0.0, 1.5), default=0.97, show_default=True,
+              help="Quality gate of the export step: validation nDCG@10 kept vs the teacher (as genre export; a "
+                   "small data set of your own may need a lower bar: its validation nDCG@10 is noisy).")
 @DEVICE_OPTION
-def quickstart(config_name, work_dir, data_dir, distill_epochs, encoder, device):
+def quickstart(config_name, work_dir, data_dir, distill_epochs, encoder, min_kept, device):
     """The whole pipeline on the embedded default: data, train, distill, export, recommend, bench."""
     from .quickstart import run
 
-    run_api(run, config_name, work_dir, data_dir, distill_epochs, encoder, device)
+    run_api(run, config_name, work_dir, data_dir, distill_epochs, encoder, device, min_kept=min_kept)
 
 
 def recommend_torch(model_dir, user, history, k, as_json):

@@ -14,7 +14,8 @@ from genre_edge.errors import ConfigError
 
 from .bundle_writer import export_bundle
 from .data import load_dataset
-from .data.fetch import get_ml100k
+from .data.domain import domain
+from .data.fetch import DATASETS
 from .distill import DistillConfig, distill
 from .reports import quality_table, teacher_summary
 from .runloop import checkpoint_differences
@@ -51,7 +52,7 @@ def demo_profiles() -> list[str]:
 
 
 def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: int | None,
-        encoder: str = "student", device: str | None = None) -> dict:
+        encoder: str = "student", device: str | None = None, min_kept: float = 0.97) -> dict:
     """``encoder``: ``student`` distils a smaller encoder (the default: fastest on a device);
     ``teacher`` exports the teacher's own encoder, int8 (on ml-100k its free-text top-10 overlaps
     the teacher's 0.81 against the student's 0.4, at ~2x the encode time; benchmarks/results/
@@ -64,10 +65,7 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     path = Path(config_name) if config_name.endswith(".toml") else packaged_config(config_name)
     conf = load_config(path, {"train": {"device": device}} if device else None)
     quick = "quick" in conf.name
-    _step("1/6 data: MovieLens 100K")
-    res = get_ml100k(data_dir)
-    for s in res.steps:
-        click.echo(f"  {s}", err=True)
+    ds = _data(conf, data_dir)
     _step(f"2/6 train the teacher ({conf.name})")
     teacher = work / "teacher"
     if (teacher / "report.json").is_file() and (teacher / "config.toml").is_file() and \
@@ -97,7 +95,7 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     _step("4/6 export: ONNX, int8 per-channel quantization, quality gate, bundle")
     bundle = work / ("bundle" if encoder == "student" else "bundle-teacher")
     # 150 strongest CF neighbours per item (of 200 trained) keep the CPU bundle under 20 MB
-    out = export_bundle(student, bundle, demo_profiles(), teacher, data_dir=data_dir,
+    out = export_bundle(student, bundle, demo_profiles(), teacher, data_dir=data_dir, min_kept=min_kept,
                         progress=lambda m: click.echo(f"  {m}", err=True),
                         cf_neighbors=CF_NEIGHBORS if conf.cf.kind in ("ease", "cooccurrence") else None)
     click.echo(quality_table(out["manifest"]))
@@ -106,7 +104,6 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
                f"bundle {out['bytes'] / 1e6:.1f} MB at {bundle}")
     _step("5/6 recommend on device (ONNX Runtime only)")
     rec = Recommender.load(bundle, "auto", state_dir=work / "state")
-    ds = load_dataset(res.path)
     inter = ds.interactions
     u0 = int(inter.user[0])
     mine = inter.take((inter.user == u0) & (inter.label == 1))
@@ -123,14 +120,38 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     _print(rec.recommend([], k=3, explain=True))
     _step("6/6 latency on this machine (one thread)")
     lat = latency_bench(rec, history_len=50, reps=300)
+    width = max(map(len, lat))
     for name, st in lat.items():
-        click.echo(f"  {name:<28} p50 {st['p50']:.3f} ms  p95 {st['p95']:.3f} ms  p99 {st['p99']:.3f} ms")
+        click.echo(f"  {name:<{width}} p50 {st['p50']:.3f} ms  p95 {st['p95']:.3f} ms  p99 {st['p99']:.3f} ms")
     click.echo(f"\ndone in {time.perf_counter() - t_all:.0f} s. Try: genre recommend --bundle {bundle} "
                f"--history {','.join(history[-3:])} --query \"a dark thriller\" --explain")
     click.echo(f"training curves: tensorboard --logdir {work}  (or: python benchmarks/plot_curves.py --run {work})")
     click.echo(f"playground page: genre serve --bundle {bundle} --state-dir {work / 'state'}  "
                f"then open http://127.0.0.1:8080/")
     return {"bundle": str(bundle), "latency": lat}
+
+
+DATA_NAMES = {"ml-100k": "MovieLens 100K"}
+
+
+def _data(conf, data_dir: str | None):
+    """Step 1: the config's data set (fetched when it is a known name, else read from its path), in the
+    config's domain; what step 5 picks its example user from."""
+    src = conf.data.source
+    _step(f"1/6 data: {DATA_NAMES.get(src, src)}")
+    if src in DATASETS:
+        res = DATASETS[src](data_dir)
+        for s in res.steps:
+            click.echo(f"  {s}", err=True)
+        path = res.path
+    else:
+        path = Path(src)
+    ds = domain(load_dataset(path, conf.data.format, conf.data.threshold), conf.data.include_categories,
+                conf.data.exclude_categories)
+    inter = ds.interactions
+    click.echo(f"  {ds.n_users} users, {ds.n_items} items, {int((inter.label == 1).sum())} positive interactions",
+               err=True)
+    return ds
 
 
 def _print(resp):

@@ -116,7 +116,9 @@ def test_quality_gate_fails_clearly(tmp_path, toy_data, enc):
 
     conf = tiny_config(toy_data, enc)
     train(conf, tmp_path / "m", progress=False)
-    with pytest.raises(QualityGateError, match="quality gate failed"):
+    # and says where the quality went: the same model's fp32 export, before quantization, or int8
+    with pytest.raises(QualityGateError, match=r"quality gate failed: .*the same model.s fp32 export keeps [0-9.]+: "
+                                               r"most of the loss comes .*--min-kept \(genre export, genre quickstart\) sets"):
         export_bundle(tmp_path / "m", tmp_path / "b", ["x86-avx512-vnni"], min_kept=1.5, progress=lambda m: None)
     assert not (tmp_path / "b").exists() and (tmp_path / "b.rejected" / "manifest.json").is_file()
     # every shipped variant is held to each threshold, and the message names what failed
@@ -503,3 +505,22 @@ def test_cf_negatives_need_a_fitted_neighbour_table(toy_data, enc, kind):
     with pytest.raises(ConfigError, match=r"train.cf_negatives needs cf.kind = 'ease' or 'cooccurrence'.*"
                                           + repr(kind)):
         tiny_config(toy_data, enc, cf={"kind": kind}, train={"cf_negatives": 4})
+
+
+def test_quickstart_reads_the_configs_own_data_and_says_when_there_is_no_cold_figure(toy_data, enc, capsys):
+    """`genre quickstart --config my.toml` once fetched MovieLens in step 1 and took step 5's example user
+    from it, whatever the config's data; a split without cold items printed a cold nDCG@10 of 0."""
+    from genre_edge_export.quickstart import _data
+    from genre_edge_export.reports import teacher_summary
+
+    conf = tiny_config(toy_data, enc)
+    ds = _data(conf, None)
+    err = capsys.readouterr().err
+    assert f"1/6 data: {toy_data}" in err and "MovieLens" not in err
+    assert ds.n_items == 48 and f"{ds.n_users} users, 48 items" in err
+    no_cold = {"test": {"ndcg@10": 0.1, "recall@20": 0.2}, "cold": {"users": 0}}
+    text = teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": no_cold, "teacher": no_cold})
+    assert "0.0000" not in text and "no cold-test items" in text
+    cold = {"test": {"ndcg@10": 0.1, "recall@20": 0.2}, "cold": {"users": 3, "ndcg@10": 0.25}}
+    assert "0.2500" in teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": cold,
+                                        "teacher": cold})
