@@ -278,6 +278,10 @@ class QueryParser:
                                "no year is in all of them")
         rest = list(text)
         for a, b in taken:
+            # the preposition that introduced a constraint goes with it, wherever it stands ("something
+            # [from the 80s] with robots" embedded "something from with robots")
+            lead = _LEAD.search(text[:a])
+            a = lead.start() if lead else a
             rest[a:b] = " " * (b - a)
         words = re.findall(r"[\w']+", "".join(rest))
         left = " ".join(w for w in "".join(rest).split() if w.strip(" ,.;:!?-"))
@@ -295,6 +299,8 @@ def _unique(xs) -> list:
     return out
 
 
+# a preposition right before a constraint ("from the 80s", "made in 1995", "set in the 60s")
+_LEAD = re.compile(r"(?<![\w'])(?:(?:made|released|set)\s+)?(?:from|in|of|during)\s+$")
 # connectives left dangling at either end once a constraint is cut out ("funny from [the 90s]")
 _DANGLING = frozenset("a an the from in of and but or with to during made released set".split())
 

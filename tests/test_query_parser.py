@@ -61,6 +61,11 @@ def _c(p):
     ("something scary", (set(), set(), set(), None, None), "something scary"),
     ("a tense thriller about a heist, no romance", ({"Thriller"}, set(), {"Romance"}, None, None),
      "tense about a heist"),
+    # the preposition that introduced a constraint leaves with it, mid-sentence too
+    ("something from the 80s with robots", (set(), set(), set(), 1980, 1989), "something with robots"),
+    ("a story set in the 60s about jazz musicians", (set(), set(), set(), 1960, 1969), "story about jazz musicians"),
+    ("the fall of the berlin wall in 1989, told by a spy", (set(), set(), set(), 1989, 1989),
+     "fall of the berlin wall told by a spy"),
 ])
 def test_every_constraint_kind(parser, query, want, text):
     p = parser.parse(query)
