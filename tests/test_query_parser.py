@@ -139,6 +139,13 @@ def test_generator_is_deterministic_disjoint_and_truthful():
         assert rel.sum() >= 10
         i = int(np.flatnonzero(rel)[0])
         assert all(c in cats[i] for c in r.require) and not any(c in cats[i] for c in r.exclude)
+    # every request is one a reader could satisfy: the parser finds no contradiction in any of them (a mood
+    # naming a period next to another period once made "... from the forties released after 1949")
+    p = QueryParser.for_categories(ML_GENRES, SYN, years=(1922, 1998))
+    every = generate(cats, years, per_kind=10**6)
+    assert len(every) > 5000 and any("from the forties" in r.text for r in every)
+    for r in every:
+        p.parse(r.text)
     # no mood phrase is shared by two parts
     owner = {}
     for r in a:
