@@ -147,6 +147,8 @@ class QueryParser:
         self._decade = re.compile(rf"(?<![\w'-]){_DECADE}(?![\w'])")
         self._year = re.compile(rf"\b(?:(?:in|from|of|during|year|circa|around|released\s+in|made\s+in|an?)\s+{_YEAR}\b"
                                 rf"|{_YEAR}(?=\s+(?:film|movie|picture|release|title)s?\b))")
+        # more years chained to one ("from 1995 or 1996", "in 1994, 1995 and 1997"): a union, as decades are
+        self._year_more = re.compile(rf"\s*(?:,\s*(?:or\s+|and\s+)?|\s(?:or|and|&)\s+){_YEAR}\b")
 
     @classmethod
     def for_categories(cls, categories, synonyms: dict[str, tuple[str, ...]] | None = None,
@@ -228,8 +230,14 @@ class QueryParser:
             if free(m.start(), m.end()):
                 y = int(m.group(1) or m.group(2))
                 n = self._negation_at(text, m.start())
-                (excl_years if n is not None else spans).append((y, y))
+                into = excl_years if n is not None else spans
+                into.append((y, y))
                 take(m, n)
+                more = self._year_more.match(text, m.end())
+                while more and free(more.start(), more.end()):
+                    into.append((int(more.group(1)),) * 2)
+                    take(more)
+                    more = self._year_more.match(text, more.end())
         # categories: all-of, except runs joined by "or"; a negation covers the run it starts
         req, anyof, excl = [], [], []
         prev_end, prev_kind, group = -1, None, []

@@ -43,6 +43,9 @@ def _c(p):
     ("movies after the 80s", (set(), set(), set(), 1990, None), ""),
     ("since 1995", (set(), set(), set(), 1995, None), ""),
     ("a musical from the 50s or 60s", ({"Musical"}, set(), set(), 1950, 1969), ""),
+    # years chained to a year are a union too (the second year was embedded as text)
+    ("an action thriller from 1995 or 1996", ({"Action", "Thriller"}, set(), set(), 1995, 1996), ""),
+    ("in 1994, 1995 and 1997", (set(), set(), set(), 1994, 1997), ""),
     # categories: names, plural forms, synonyms; all-of vs any-of
     ("comedies", ({"Comedy"}, set(), set(), None, None), ""),
     ("science fiction", ({"Sci-Fi"}, set(), set(), None, None), ""),
