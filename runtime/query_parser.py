@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from .errors import RequestError
 
 NEGATIONS = ("no", "not", "without", "except", "excluding", "exclude", "but not", "anything but", "nothing",
-             "never", "avoid", "skip", "other than", "none of", "minus", "non")
+             "never", "avoid", "skip", "other than", "none of", "minus", "non", "don't", "dont", "doesn't",
+             "won't", "hate", "dislike")
+# words that may stand between a negation and what it negates ("no more horror", "don't want to see horror",
+# "not into westerns"); "I don't mind horror" keeps horror (mind is not among them)
+_NEG_GAP = ("a|an|the|any|more|from|in|made|of|want|wanna|like|need|see|watch|to|with|into|anything|something|"
+            "too|much|really|movie|movies|film|films")
 WORD_DECADES = {"twenties": 20, "thirties": 30, "forties": 40, "fifties": 50, "sixties": 60, "seventies": 70,
                 "eighties": 80, "nineties": 90}
 # words that carry no meaning of their own once the constraints are taken out of a request
@@ -35,7 +40,7 @@ picture pictures flick flicks title titles from in of made released during or an
 i i'd id want would like watch see give recommend find get let us good great nice new old year years era
 decade decades kind sort type genre genres category categories maybe perhaps tonight today now for that
 is are was be which who set style feel vibe time times vintage classic classics era's also just only
-really very pretty quite bit little more most best top""".split())
+really very pretty quite bit little more most best top do does did""".split())
 
 # Well-known category names (MovieLens genres, MIND news categories) and what else users call them.
 # Where a name form would catch other words (War: "wars" is in "Star Wars"), the phrases are listed in full.
@@ -139,14 +144,16 @@ class QueryParser:
         neg = "|".join(re.escape(n) for n in sorted(NEGATIONS, key=len, reverse=True))
         cats = "|".join(re.escape(p) for p in sorted(self.phrase_to_cat, key=len, reverse=True)) or r"(?!x)x"
         # a negation, then up to two words ("no more horror", "not a comedy"), then the thing negated
-        self._neg = re.compile(rf"\b(?:{neg})\b[\s-]+(?:(?:a|an|the|any|more|from|in|made|of)\s+){{0,2}}$")
+        # ("I don't want to see horror": the words between may be a verb of wanting and its particles)
+        self._neg = re.compile(rf"\b(?:{neg})\b[\s-]+(?:(?:{_NEG_GAP})\s+){{0,4}}$")
         self._cat = re.compile(rf"(?<![\w])({cats})(?![\w])")
         self._range = re.compile(rf"\b(?:between\s+{_YEAR}\s+and\s+{_YEAR}|(?:from\s+)?{_YEAR}\s*(?:-|–|to|through|until)\s*{_YEAR})\b")
         self._bound = re.compile(rf"\b(before|after|since|until|till|pre|post|older\s+than|newer\s+than|earlier\s+than|"
                                  rf"later\s+than|up\s+to|prior\s+to)[\s-]+(?:{_YEAR}\b|{_DECADE}(?![\w']))")
         self._decade = re.compile(rf"(?<![\w'-]){_DECADE}(?![\w'])")
         self._year = re.compile(rf"\b(?:(?:in|from|of|during|year|circa|around|released\s+in|made\s+in|an?)\s+{_YEAR}\b"
-                                rf"|{_YEAR}(?=\s+(?:film|movie|picture|release|title)s?\b))")
+                                rf"|{_YEAR}(?=\s+(?:film|movie|picture|release|title)s?\b)"
+                                rf"|(?:in|from|of|during|circa|around|released\s+in|made\s+in)\s+'(\d\d)(?![\w']))")
         # more years chained to one ("from 1995 or 1996", "in 1994, 1995 and 1997"): a union, as decades are
         self._year_more = re.compile(rf"\s*(?:,\s*(?:or\s+|and\s+)?|\s(?:or|and|&)\s+){_YEAR}\b")
 
@@ -175,6 +182,14 @@ class QueryParser:
         if part:
             lo, hi = {"early": (start, start + 3), "mid": (start + 3, start + 6), "late": (start + 6, start + 9)}[part.lower()]
         return lo, hi
+
+    def _century(self, yy: int) -> int:
+        """The year a two-digit "'95" means: of 19yy and 20yy, the one in or nearer to the catalog's years (1995
+        for films of the 1990s, 2015 for a catalog of recent items); without years, 19yy from '30 on."""
+        if not self.years:
+            return 2000 + yy if yy < 30 else 1900 + yy
+        lo, hi = self.years
+        return min((1900 + yy, 2000 + yy), key=lambda y: max(lo - y, 0, y - hi))  # the nearer to the catalog
 
     def _negation_at(self, text: str, start: int) -> int | None:
         """Where a negation governing the phrase at ``start`` begins (within 40 characters), or None."""
@@ -228,7 +243,7 @@ class QueryParser:
             take(m, n)
         for m in self._year.finditer(text):
             if free(m.start(), m.end()):
-                y = int(m.group(1) or m.group(2))
+                y = int(m.group(1) or m.group(2)) if m.group(3) is None else self._century(int(m.group(3)))
                 n = self._negation_at(text, m.start())
                 into = excl_years if n is not None else spans
                 into.append((y, y))

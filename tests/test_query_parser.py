@@ -59,6 +59,14 @@ def _c(p):
     ("anything but westerns", (set(), set(), {"Western"}, None, None), ""),
     ("a drama, no romance or comedy", ({"Drama"}, set(), {"Romance", "Comedy"}, None, None), ""),
     ("non-horror", (set(), set(), {"Horror"}, None, None), ""),
+    # said as a wish ("I don't want horror" once *required* horror)
+    ("I don't want horror", (set(), set(), {"Horror"}, None, None), ""),
+    ("i do not want to see any horror", (set(), set(), {"Horror"}, None, None), ""),
+    ("I hate westerns", (set(), set(), {"Western"}, None, None), ""),
+    ("a thriller, don't like romance", ({"Thriller"}, set(), {"Romance"}, None, None), ""),
+    ("I don't mind horror", ({"Horror"}, set(), set(), None, None), "i don't mind"),
+    # two-digit years, in the catalog's century
+    ("a crime drama from '95", ({"Crime", "Drama"}, set(), set(), 1995, 1995), ""),
     # mood words stay with the encoder
     ("something light and funny from the 90s", (set(), set(), set(), 1990, 1999), "something light and funny"),
     ("something scary", (set(), set(), set(), None, None), "something scary"),
@@ -101,6 +109,12 @@ def test_bad_input_never_crashes(parser, query):
     assert isinstance(p.text, str) and p.summary()
     if not query.strip(" ?!,.;") or query.startswith("the the"):
         assert p.text == "" and not p.has_constraints
+
+
+def test_two_digit_years_follow_the_catalog():
+    assert QueryParser.for_categories(["Comedy"], years=(2005, 2024)).parse("a comedy from '15").year_min == 2015
+    assert QueryParser.for_categories(["Comedy"], years=(2005, 2024)).parse("from '99").year_min == 1999
+    assert QueryParser.for_categories(["Comedy"], years=(1922, 1998)).parse("made in '62").year_max == 1962
 
 
 def test_two_digit_decades_follow_the_catalog(parser):
