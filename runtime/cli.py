@@ -90,7 +90,9 @@ def _load(bundle_path, profile, state_dir=None):
 @state_opt
 @click.option("--history", default="", help="Comma-separated item ids, oldest first.")
 @click.option("--user", default=None, help="With --model: a user id of the training data.")
-@click.option("--query", default=None, help="Free-text instruction, e.g. 'something light and funny from the 90s'.")
+@click.option("--query", default=None,
+              help="Free-text instruction, e.g. 'something light and funny from the 90s' or 'like Star Wars, but "
+                   "funnier'.")
 @click.option("--parse/--no-parse", "parse_query", default=True, show_default=True,
               help="Turn the query's years, decades, categories and negations into filters (the rest is embedded).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many items to recommend.")

@@ -79,6 +79,13 @@ class ParsedQuery:
     year_max: int | None = None
     exclude_years: tuple[tuple[int, int], ...] = ()  # "not from the 90s"
     matched: tuple[str, ...] = field(default=(), compare=False)  # the phrases taken as constraints
+    # catalog items the query named as examples ("movies like Star Wars"): their ids, which join the history
+    # as its most recent items (and so leave the results), and their titles for the summary
+    like: tuple[str, ...] = ()
+    like_titles: tuple[str, ...] = field(default=(), compare=False)
+    # and as counter-examples ("nothing like Star Wars"): left out of the results
+    unlike: tuple[str, ...] = ()
+    unlike_titles: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def has_constraints(self) -> bool:
@@ -100,6 +107,10 @@ class ParsedQuery:
             parts.append("category " + " or ".join(self.include_categories))
         if self.exclude_categories:
             parts.append("not " + ", ".join(self.exclude_categories))
+        if self.like_titles:
+            parts.append("like " + ", ".join(self.like_titles))
+        if self.unlike_titles:
+            parts.append("not like " + ", ".join(self.unlike_titles))
         if self.text:
             parts.append(f"text {self.text!r}")
         return ", ".join(parts) or "nothing to filter on"
@@ -109,7 +120,60 @@ class ParsedQuery:
                 "include_categories": list(self.include_categories),
                 "exclude_categories": list(self.exclude_categories), "year_min": self.year_min,
                 "year_max": self.year_max, "exclude_years": [list(r) for r in self.exclude_years],
-                "summary": self.summary()}
+                "like": list(self.like), "unlike": list(self.unlike), "summary": self.summary()}
+
+
+# "like X": the phrases that introduce an example item, and what may not stand before them ("nothing like")
+_LIKE = re.compile(r"(?<![\w'])(?:like|similar to|in the (?:style|vein) of|reminds? me of|as good as|such as)\s+")
+_NOT_LIKE = re.compile(r"(?<![\w'])(?:not|nothing|no|never|don't|dont|isn't|doesn't)\s+(?:\w+\s+)?$")
+_TITLE_WORD = re.compile(r"[^\s,;!?]+")
+_AND = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|\s(?:and|or|&)\s+)")
+MAX_TITLE_WORDS = 8
+
+
+def title_key(title: str) -> str:
+    """A title as a request would say it: lower case, without a trailing year, a leading or moved article
+    ("Godfather, The" and "the godfather" are both "godfather") or punctuation."""
+    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title.lower().replace("’", "'"))
+    t = re.sub(r",\s*(?:the|a|an)\s*$", "", t)
+    t = re.sub(r"^(?:the|a|an)\s+", "", t.strip())
+    return " ".join(re.findall(r"[^\W_]+", t))
+
+
+def named_items(query: str, find) -> tuple[list, str]:
+    """Items a query names as examples ("movies like Star Wars", "similar to The Godfather or Alien") or as
+    counter-examples ("nothing like Star Wars"), and the query without those phrases (lower case, as the
+    parser reads it). ``find(key)`` returns the item whose :func:`title_key` is ``key``, or None; after
+    "like" the longest run of words naming an item wins. Returns ``([item, ...], [item, ...], rest)``."""
+    low = query.lower().replace("’", "'")
+    found, unlike, cuts = [], [], []
+    for m in _LIKE.finditer(low):
+        if any(a <= m.start() < b for a, b in cuts):
+            continue
+        neg = _NOT_LIKE.search(low[:m.start()])
+        into = unlike if neg else found
+        pos, start = m.end(), (neg.start() if neg else m.start())
+        while True:
+            words = [w for _, w in zip(range(MAX_TITLE_WORDS), _TITLE_WORD.finditer(low, pos))]
+            hit = None
+            for w in reversed(words):
+                key = title_key(low[pos:w.end()])
+                item = find(key) if key else None
+                if item is not None:
+                    hit = (item, w.end())
+                    break
+            if hit is None:
+                break
+            into.append(hit[0])
+            cuts.append((start, hit[1]))
+            more = _AND.match(low, hit[1])
+            if more is None:
+                break
+            start, pos = hit[1], more.end()
+    rest = low
+    for a, b in sorted(cuts, reverse=True):
+        rest = rest[:a] + " " + rest[b:]
+    return found, unlike, rest
 
 
 def default_phrases(category: str) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -274,7 +275,11 @@ class Recommender:
         # --- parser: explicit constraints in the query become filters, the rest is embedded
         query, parsed = req.query, None
         if query and req.parse_query:
-            parsed = self.parser.parse(query)
+            like, unlike, rest = self._named_items(query)
+            parsed = self.parser.parse(rest)
+            if like or unlike:
+                parsed = replace(parsed, like=tuple(i for i, _ in like), like_titles=tuple(t for _, t in like),
+                                 unlike=tuple(i for i, _ in unlike), unlike_titles=tuple(t for _, t in unlike))
             query = parsed.text or (query if req.strategy == "query" else None)
         strategy = req.strategy or ("query" if query else self.defaults.strategy)
         preset = self.presets[strategy]
@@ -299,6 +304,10 @@ class Recommender:
                 if s:
                     history = history + s["clicks"]
                     skips = tuple(s["skips"])
+            if parsed is not None:
+                # items the query named as examples ("like Star Wars") are the history's most recent; its
+                # counter-examples ("nothing like ...") are left out as skipped ones are
+                history, skips = history + list(parsed.like), skips + parsed.unlike
             hist, unknown = cat.rows(history)
             filters, unknown_cats = _resolve_categories(cat, filters)
             pop = cat.popularity(req.now)  # static, or trending as of the request time
@@ -360,6 +369,28 @@ class Recommender:
                     rec.reasons = reasons
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
                         parsed.to_dict() if parsed else None, unknown_cats)
+
+    def _named_items(self, query: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
+        """``(like, unlike, rest)``: catalog items ``(id, title)`` the query names after "like", "similar
+        to", ... and after "nothing like", ... (query_parser.named_items), and the query without those
+        phrases. Titles are looked up through the catalog's title search only when such a phrase is there
+        (one pass over the titles per word looked up)."""
+        if not _LIKE_WORDS.search(query.lower()):
+            return [], [], query
+        from .query_parser import named_items, title_key
+
+        cat, seen = self.catalog, {}
+        cat.refresh()
+
+        def find(key):
+            if key not in seen:
+                probe = max(key.split(), key=len)  # the rarest-looking word: the fewest titles to compare
+                rows, _ = cat.search(probe, 200)
+                seen[key] = next(((cat.ids[r], cat.titles[r]) for r in rows if title_key(cat.titles[r]) == key), None)
+            return seen[key]
+
+        with cat.locked():
+            return named_items(query, find)
 
     def score_all(self, history: np.ndarray, strategy: str = "hybrid", now: float | None = None) -> np.ndarray:
         """Scores of every catalog row for a history of catalog row indices (oldest first), as
@@ -559,6 +590,9 @@ def _filters(req: Request, parsed) -> Filters:
     return Filters(req.include_categories, tuple(dict.fromkeys(req.exclude_categories + parsed.exclude_categories)),
                    max(lo) if lo else None, min(hi) if hi else None, req.since, req.until,
                    parsed.require_categories, parsed.include_categories, parsed.exclude_years)
+
+
+_LIKE_WORDS = re.compile(r"\blike\b|similar to|in the (?:style|vein) of|remind|as good as|such as")
 
 
 def _resolve_categories(cat, f: Filters) -> tuple[Filters, list[str]]:

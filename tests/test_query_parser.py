@@ -195,6 +195,44 @@ def test_parsed_requests_filter_and_say_what_they_understood(tiny_bundle, tmp_pa
         rec.recommend([], query="comedy but no comedy")
 
 
+def test_named_items_find_the_longest_title_after_like():
+    from genre_edge.query_parser import named_items, title_key
+
+    titles = {"Star Wars": "sw", "Godfather, The": "gf", "Godfather: Part II, The": "gf2", "Alien": "al", "Heat": "ht"}
+    find = {title_key(t): i for t, i in titles.items()}.get
+    assert title_key("Godfather, The (1972)") == title_key("the godfather") == "godfather"
+    like, unlike, rest = named_items("Movies like Star Wars but funnier", find)
+    assert like == ["sw"] and unlike == [] and rest.split() == ["movies", "but", "funnier"]
+    like, _, rest = named_items("similar to the Godfather part II or Alien, from the 90s", find)
+    assert like == ["gf2", "al"] and rest.split() == [",", "from", "the", "90s"]
+    like, unlike, rest = named_items("nothing like star wars, a comedy", find)
+    assert like == [] and unlike == ["sw"] and "star" not in rest
+    # what names no item stays text; "I'd like" is not an example
+    assert named_items("I'd like a comedy", find) == ([], [], "i'd like a comedy")
+    assert named_items("like star trek", find) == ([], [], "like star trek")
+
+
+@needs_export
+def test_a_query_naming_an_item_seeds_the_history_and_leaves_it_out(tiny_bundle, tmp_path):
+    """'movies like Star Wars' returned Star Wars first: the named item is now a history item (its
+    neighbours come up, explained by it) and not a result; 'nothing like X' leaves X out."""
+    from genre_edge.recommender import Recommender
+
+    shutil.copytree(tiny_bundle / "bundle", tmp_path / "b")
+    rec = Recommender.load(tmp_path / "b", "x86-avx512-vnni", state_dir=tmp_path / "s")
+    rec.add_items([{"id": "gf", "title": "Godfather, The", "categories": ["Drama"], "year": 1972}])
+    seeded = rec.recommend([], query="a film like the godfather", k=5, explain=True)
+    assert seeded.parsed["like"] == ["gf"] and "like Godfather, The" in seeded.parsed["summary"]
+    assert seeded.strategy != "popular" and "gf" not in [it.id for it in seeded.items]
+    assert all(any(r.get("id") == "gf" for r in it.reasons) for it in seeded.items)
+    same = rec.recommend(["gf"], k=5)
+    assert [it.id for it in seeded.items] == [it.id for it in same.items]
+    by_text = rec.recommend([], query="a film like the godfather", parse_query=False, k=48)
+    assert by_text.parsed is None and "gf" in [it.id for it in by_text.items]  # --no-parse: the text as it is
+    unlike = rec.recommend(["m0"], query="nothing like the godfather", k=48)
+    assert unlike.parsed["unlike"] == ["gf"] and "gf" not in [it.id for it in unlike.items]
+
+
 @needs_export
 def test_cli_and_http_show_the_parse(tiny_bundle, tmp_path):
     import httpx
