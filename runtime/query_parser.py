@@ -124,7 +124,9 @@ class ParsedQuery:
 
 
 # "like X": the phrases that introduce an example item, and what may not stand before them ("nothing like")
-_LIKE = re.compile(r"(?<![\w'])(?:like|similar to|in the (?:style|vein) of|reminds? me of|as good as|such as)\s+")
+# ("I'd like a comedy", "would like ..." are wishes, not comparisons)
+LIKE_PHRASE = re.compile(r"(?<![\w'])(?:(?<!'d\s)(?<!would\s)like|similar to|in the (?:style|vein) of|reminds? me of|"
+                         r"as good as|such as)\s+")
 _NOT_LIKE = re.compile(r"(?<![\w'])(?:not|nothing|no|never|don't|dont|isn't|doesn't)\s+(?:\w+\s+)?$")
 _TITLE_WORD = re.compile(r"[^\s,;!?]+")
 _AND = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|\s(?:and|or|&)\s+)")
@@ -147,7 +149,7 @@ def named_items(query: str, find) -> tuple[list, str]:
     "like" the longest run of words naming an item wins. Returns ``([item, ...], [item, ...], rest)``."""
     low = query.lower().replace("’", "'")
     found, unlike, cuts = [], [], []
-    for m in _LIKE.finditer(low):
+    for m in LIKE_PHRASE.finditer(low):
         if any(a <= m.start() < b for a, b in cuts):
             continue
         neg = _NOT_LIKE.search(low[:m.start()])

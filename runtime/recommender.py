@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -20,7 +19,7 @@ from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
-from .query_parser import QueryParser
+from .query_parser import LIKE_PHRASE, QueryParser
 # the limits are the request's; re-exported here for callers of earlier versions
 from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, MAX_TIME, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
@@ -375,19 +374,18 @@ class Recommender:
         to", ... and after "nothing like", ... (query_parser.named_items), and the query without those
         phrases. Titles are looked up through the catalog's title search only when such a phrase is there
         (one pass over the titles per word looked up)."""
-        if not _LIKE_WORDS.search(query.lower()):
+        if not LIKE_PHRASE.search(query.lower().replace("’", "'")):
             return [], [], query
         from .query_parser import named_items, title_key
 
-        cat, seen = self.catalog, {}
+        cat, searched = self.catalog, {}
         cat.refresh()
 
         def find(key):
-            if key not in seen:
-                probe = max(key.split(), key=len)  # the rarest-looking word: the fewest titles to compare
-                rows, _ = cat.search(probe, 200)
-                seen[key] = next(((cat.ids[r], cat.titles[r]) for r in rows if title_key(cat.titles[r]) == key), None)
-            return seen[key]
+            probe = max(key.split(), key=len)  # the rarest-looking word: the fewest titles to compare
+            if probe not in searched:  # one scan of the titles per word, whatever the phrases tried
+                searched[probe] = [(r, title_key(cat.titles[r])) for r in cat.search(probe, 200)[0]]
+            return next(((cat.ids[r], cat.titles[r]) for r, k in searched[probe] if k == key), None)
 
         with cat.locked():
             return named_items(query, find)
@@ -590,9 +588,6 @@ def _filters(req: Request, parsed) -> Filters:
     return Filters(req.include_categories, tuple(dict.fromkeys(req.exclude_categories + parsed.exclude_categories)),
                    max(lo) if lo else None, min(hi) if hi else None, req.since, req.until,
                    parsed.require_categories, parsed.include_categories, parsed.exclude_years)
-
-
-_LIKE_WORDS = re.compile(r"\blike\b|similar to|in the (?:style|vein) of|remind|as good as|such as")
 
 
 def _resolve_categories(cat, f: Filters) -> tuple[Filters, list[str]]:

@@ -209,6 +209,7 @@ def test_named_items_find_the_longest_title_after_like():
     assert like == [] and unlike == ["sw"] and "star" not in rest
     # what names no item stays text; "I'd like" is not an example
     assert named_items("I'd like a comedy", find) == ([], [], "i'd like a comedy")
+    assert named_items("I would like Star Wars", find)[0] == [] and named_items("I like Star Wars", find)[0] == ["sw"]
     assert named_items("like star trek", find) == ([], [], "like star trek")
 
 
