@@ -324,26 +324,41 @@ class Catalog:
                 rows = rows[np.argsort(-self.pop[rows], kind="stable")]
                 return rows[offset:offset + limit].tolist(), len(rows)
             exact = self.index.get(text.strip())
-            if self.packed and "\x00" not in t:  # one pass over a casefolded buffer, not a step per title
-                groups = []
-                for g in self.titles.find(t):
-                    g = g[self.active[g]]
-                    groups.append(g[g != exact] if exact is not None else g)
-            else:
-                starts, inner = [], []
-                for i, title in enumerate(self.titles):
-                    if i == exact or not self.active[i]:
-                        continue
-                    at = title.casefold().find(t)
-                    if at == 0:
-                        starts.append(i)
-                    elif at > 0:
-                        inner.append(i)
-                groups = [np.asarray(g, np.int64) for g in (starts, inner)]
-            by_pop = [g[np.argsort(-self.pop[g], kind="stable")] for g in groups]
             head = [exact] if exact is not None and self.active[exact] else []
-            rows = np.concatenate([np.asarray(head, np.int64), *by_pop])
+            parts = [np.asarray(head, np.int64), *self._title_matches(t, exact)]
+            # a leading article the catalog moved to the end ("the godfather" for "Godfather, The"): those
+            # titles follow the ones that contain the text as typed
+            m = re.match(r"(the|a|an)\s+(?=\S)", t)
+            if m:
+                moved = ", " + m.group(1)
+                starts = self._title_matches(t[m.end():], exact)[0]
+                parts.append(np.asarray([r for r in starts.tolist() if self.titles[r].casefold().rstrip().endswith(moved)],
+                                        np.int64))
+            rows = np.concatenate(parts)
+            if m and len(parts[-1]):
+                rows = rows[np.sort(np.unique(rows, return_index=True)[1])]  # first place of each row
             return rows[offset:offset + limit].tolist(), len(rows)
+
+    def _title_matches(self, t: str, exact: int | None) -> list[np.ndarray]:
+        """Active rows (but ``exact``) whose casefolded title starts with ``t``, then those containing it
+        elsewhere, each most popular first."""
+        if self.packed and "\x00" not in t:  # one pass over a casefolded buffer, not a step per title
+            groups = []
+            for g in self.titles.find(t):
+                g = g[self.active[g]]
+                groups.append(g[g != exact] if exact is not None else g)
+        else:
+            starts, inner = [], []
+            for i, title in enumerate(self.titles):
+                if i == exact or not self.active[i]:
+                    continue
+                at = title.casefold().find(t)
+                if at == 0:
+                    starts.append(i)
+                elif at > 0:
+                    inner.append(i)
+            groups = [np.asarray(g, np.int64) for g in (starts, inner)]
+        return [g[np.argsort(-self.pop[g], kind="stable")] for g in groups]
 
     def resolve_categories(self, names) -> tuple[tuple[str, ...], list[str]]:
         """The catalog's own spelling of category ``names`` and the names no catalog item has had.

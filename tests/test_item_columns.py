@@ -155,7 +155,7 @@ def test_a_packed_catalog_answers_every_request_as_the_list_catalog(tiny_bundle,
             assert [(i.id, i.title, i.categories) for i in a.items] == [(i.id, i.title, i.categories) for i in b.items]
             np.testing.assert_allclose([i.score for i in a.items], [i.score for i in b.items], atol=1e-4)
             assert a.unknown_ids == b.unknown_ids
-        for q in ("", first[:3], ids[2], "new", "zzz"):
+        for q in ("", first[:3], ids[2], "new", "zzz", "the " + first[:5]):
             assert packed.search_items(q, limit=50) == plain.search_items(q, limit=50)
 
     same()
