@@ -315,8 +315,9 @@ class Catalog:
     def search(self, text: str, limit: int, offset: int = 0) -> tuple[list[int], int]:
         """Active rows whose id is ``text`` or whose title contains it (case-insensitive), and how many
         match: the id first, then titles starting with it, then the other titles, each group most
-        popular first (what someone picking a history expects from a search box). Empty text: all
-        active items by popularity."""
+        popular first (what someone picking a history expects from a search box), then titles that
+        moved a leading article of ``text`` to their end ("the godfather": "Godfather, The"). Empty
+        text: all active items by popularity."""
         t = text.casefold().strip()
         with self.lock:
             if not t:
