@@ -117,6 +117,17 @@ def item_records(lines, name: str):
     return json_lines(lines, name, ITEM_KEYS)
 
 
+def repeated(ids, show: int = 3) -> str:
+    """The ids that occur more than once, quoted, at most ``show`` of them and how many more ("" if none)."""
+    seen, dup = set(), {}
+    for i in ids:
+        if i in seen:
+            dup[i] = None
+        seen.add(i)
+    more = f" and {len(dup) - show} more" if len(dup) > show else ""
+    return ", ".join(map(repr, list(dup)[:show])) + more if dup else ""
+
+
 def item_text(template: str, item: ItemInput) -> str:
     """The text the encoder sees for a new item (the bundle's template, like training)."""
     from .text_template import render

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from .bundle import Bundle, Preset, open_bundle
-from .catalog import Catalog, Filters, ItemInput, item_text
+from .catalog import Catalog, Filters, ItemInput, item_text, repeated
 from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
-from .query_parser import LIKE_PHRASE, QueryParser
+from .query_parser import LIKE_PHRASE, QueryParser, named_items, title_key
 # the limits are the request's; re-exported here for callers of earlier versions
 from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, MAX_TIME, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
@@ -164,14 +164,9 @@ class Recommender:
         objs = [(ItemInput(**it) if isinstance(it, dict) else it) for it in items]
         for it in objs:
             it.validate()
-        if len({o.id for o in objs}) != len(objs):
-            seen, dup = set(), []
-            for o in objs:
-                if o.id in seen and o.id not in dup:
-                    dup.append(o.id)
-                seen.add(o.id)
-            raise RequestError(f"duplicate item ids in one request: {', '.join(map(repr, dup[:5]))}"
-                               + (f" and {len(dup) - 5} more" if len(dup) > 5 else "") + " (give each item once)")
+        dup = repeated(o.id for o in objs)
+        if dup:
+            raise RequestError(f"duplicate item ids in one request: {dup} (give each item once)")
         emb = self.encoder.embed([item_text(self.template, o) for o in objs])
         self.catalog.add(objs, emb)
         return [o.id for o in objs]
@@ -376,8 +371,6 @@ class Recommender:
         (one pass over the titles per word looked up)."""
         if not LIKE_PHRASE.search(query.lower().replace("’", "'")):
             return [], [], query
-        from .query_parser import named_items, title_key
-
         cat, searched = self.catalog, {}
         cat.refresh()
 

@@ -28,13 +28,9 @@ class Items:
                 raise ValueError(f"items.text[{name!r}] has {len(col)} rows, ids has {n}")
         self._index = {iid: i for i, iid in enumerate(self.ids)}
         if len(self._index) != n:
-            seen, dup = set(), []
-            for iid in self.ids:
-                if iid in seen and iid not in dup:
-                    dup.append(iid)
-                seen.add(iid)
-            more = f" and {len(dup) - 3} more" if len(dup) > 3 else ""
-            raise ValueError(f"duplicate item ids: {', '.join(map(repr, dup[:3]))}{more} (each item once in the item file)")
+            from genre_edge.catalog import repeated
+
+            raise ValueError(f"duplicate item ids: {repeated(self.ids)} (each item once in the item file)")
 
     def __len__(self) -> int:
         return len(self.ids)
