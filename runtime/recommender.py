@@ -41,6 +41,8 @@ CF_CANDIDATES = 2000
 # Per session: the last clicks and skips kept (bounds memory: 1024 sessions x 400 ids of <= 200 chars).
 MAX_SESSION_EVENTS = 200
 MAX_EVENTS = 10_000  # interaction events per record_events call (POST /events)
+# "nothing like X": X and this many of its closest items by content are left out of the answer
+UNLIKE_NEIGHBOURS = 20
 
 
 @dataclass
@@ -339,6 +341,8 @@ class Recommender:
                     mask[hist] = False
                 if skips:
                     mask[cat.rows(skips)[0]] = False
+            if parsed is not None and parsed.unlike:
+                self._leave_out_unlike(cat, parsed.unlike, mask, rows if self.catalog_scorer.approximate else None)
             if not mask.any():
                 return Response([], strategy, unknown,
                                 _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()),
@@ -363,6 +367,18 @@ class Recommender:
                     rec.reasons = reasons
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
                         parsed.to_dict() if parsed else None, unknown_cats)
+
+    def _leave_out_unlike(self, cat, ids, mask: np.ndarray, rows: np.ndarray | None) -> None:
+        """Clear ``mask`` (per catalog row, or per candidate of ``rows``) for the items a request said it
+        wants nothing like and their UNLIKE_NEIGHBOURS closest items by content: "nothing like Star Wars"
+        left out Star Wars alone and served Return of the Jedi second."""
+        for r in cat.rows(list(ids))[0]:
+            e = np.asarray(cat.emb[np.array([r])], np.float32)[0]
+            sim = (np.asarray(cat.emb[rows], np.float32) @ e) if rows is not None else self.catalog_scorer.scores(cat, e)
+            near = np.argpartition(-sim, min(UNLIKE_NEIGHBOURS, len(sim) - 1))[:UNLIKE_NEIGHBOURS + 1]
+            mask[near] = False
+            if rows is None:
+                mask[r] = False
 
     def _named_items(self, query: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
         """``(like, unlike, rest)``: catalog items ``(id, title)`` the query names after "like", "similar

@@ -232,6 +232,14 @@ def test_a_query_naming_an_item_seeds_the_history_and_leaves_it_out(tiny_bundle,
     assert by_text.parsed is None and "gf" in [it.id for it in by_text.items]  # --no-parse: the text as it is
     unlike = rec.recommend(["m0"], query="nothing like the godfather", k=48)
     assert unlike.parsed["unlike"] == ["gf"] and "gf" not in [it.id for it in unlike.items]
+    # and its closest items by content with it: the 20 nearest to its row are not served either
+    from genre_edge.recommender import UNLIKE_NEIGHBOURS
+
+    cat = rec.catalog
+    e = np.asarray(cat.emb[np.array(cat.rows(["gf"])[0])], np.float32)[0]
+    sim = np.asarray(cat.emb[np.arange(len(cat.ids))], np.float32) @ e
+    near = {cat.ids[i] for i in np.argsort(-sim)[1:UNLIKE_NEIGHBOURS - 2]}  # clear of near-ties at the edge
+    assert not near & {it.id for it in unlike.items} and len(unlike.items) <= len(cat.ids) - UNLIKE_NEIGHBOURS - 1
 
 
 @needs_export
