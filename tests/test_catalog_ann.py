@@ -112,7 +112,8 @@ def test_ann_profile_answers_as_the_exact_one_when_candidates_cover_the_catalog(
     cats = sorted(exact.catalog.cat_names)
     requests = [dict(k=5), dict(k=8, mmr_lambda=0.5, explain=True), dict(k=5, strategy="cf"),
                 dict(k=5, strategy="content", exclude_categories=[cats[0]]), dict(k=5, query="something funny"),
-                dict(k=6, popularity_penalty=0.3, exclude_seen=False)]
+                dict(k=6, popularity_penalty=0.3, exclude_seen=False),
+                dict(k=10, query=f"nothing like {exact.catalog.titles[40]}")]  # it and its neighbours left out
     for i, opts in enumerate(requests):
         hist = ids[i * 5: i * 5 + 7]
         a, b = exact.recommend(hist, **opts), ann.recommend(hist, **opts)
@@ -121,6 +122,7 @@ def test_ann_profile_answers_as_the_exact_one_when_candidates_cover_the_catalog(
         if opts.get("explain"):
             assert [x.reasons for x in a.items] == [x.reasons for x in b.items]
     assert [x.id for x in exact.recommend([], k=5).items] == [x.id for x in ann.recommend([], k=5).items]
+    assert ann.recommend(ids[:2], query=f"nothing like {exact.catalog.titles[40]}").parsed["unlike"] == [ids[40]]
     # an item added on the device is a candidate at once, scored exactly
     new = {"id": "ann-new", "title": "Brand new", "categories": [cats[0]], "year": 2001}
     for r in (exact, ann):
