@@ -43,6 +43,8 @@ MAX_SESSION_EVENTS = 200
 MAX_EVENTS = 10_000  # interaction events per record_events call (POST /events)
 # "nothing like X": X and this many of its closest items by content are left out of the answer
 UNLIKE_NEIGHBOURS = 20
+# title scans one request's "like X" phrases may make (each is a pass over the catalog's titles)
+MAX_TITLE_SCANS = 8
 
 
 @dataclass
@@ -393,6 +395,8 @@ class Recommender:
         def find(key):
             probe = max(key.split(), key=len)  # the rarest-looking word: the fewest titles to compare
             if probe not in searched:  # one scan of the titles per word, whatever the phrases tried
+                if len(searched) >= MAX_TITLE_SCANS:  # bounded: a query of many "like"s is not a scan each
+                    return None
                 searched[probe] = [(r, title_key(cat.titles[r])) for r in cat.search(probe, 200)[0]]
             return next(((cat.ids[r], cat.titles[r]) for r, k in searched[probe] if k == key), None)
 

@@ -230,6 +230,14 @@ def test_a_query_naming_an_item_seeds_the_history_and_leaves_it_out(tiny_bundle,
     assert [it.id for it in seeded.items] == [it.id for it in same.items]
     by_text = rec.recommend([], query="a film like the godfather", parse_query=False, k=48)
     assert by_text.parsed is None and "gf" in [it.id for it in by_text.items]  # --no-parse: the text as it is
+    # a query of many "like"s makes a bounded number of title scans (each is a pass over the catalog)
+    from genre_edge.recommender import MAX_TITLE_SCANS
+
+    calls, search = [], rec.catalog.search
+    rec.catalog.search = lambda *a, **k: calls.append(a) or search(*a, **k)
+    rec.recommend([], query=" ".join(f"like word{i}x story{i}y" for i in range(60)), k=3)
+    del rec.catalog.search
+    assert 0 < len(calls) <= MAX_TITLE_SCANS
     unlike = rec.recommend(["m0"], query="nothing like the godfather", k=48)
     assert unlike.parsed["unlike"] == ["gf"] and "gf" not in [it.id for it in unlike.items]
     # and its closest items by content with it: the 20 nearest to its row are not served either
