@@ -17,6 +17,9 @@ def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra
     for part in ("warm", "cold"):
         md.append(f"\n## {'Warm users (per-user temporal holdout)' if part == 'warm' else 'Cold items (never seen in training)'}\n")
         table_rows = [{"model": r["model"], **r[part]} for r in rows]
+        if not any(r.get("users") for r in table_rows):  # e.g. no item first seen late enough in this split
+            md.append(f"No {'test users' if part == 'warm' else 'cold-test items'} in this split: nothing to compare.\n")
+            continue
         md.append(markdown_table(table_rows, ["model"] + METRIC_COLS + ["users"]))
     return "\n".join(md)
 

@@ -97,3 +97,14 @@ def test_max_eval_users_scores_a_fixed_sample_of_users(toy_data):
     assert evaluate(score, split, "valid", max_users=n + 10)["users"] == n
     users = np.arange(100)
     assert np.array_equal(sample_users(users, 0), users) and len(set(sample_users(users, 7).tolist())) == 7
+
+
+def test_report_says_when_a_split_has_no_cold_items():
+    """A split without cold items printed a table of empty rows with 0 users."""
+    from genre_edge_export.reports import comparison_markdown
+
+    split = {"kind": "cold_item", "train": {"events": 10}, "test": {"positives": 3, "users": 2}, "cold_items": 0,
+             "cold_test": {"positives": 0}}
+    rows = [{"model": "ease", "warm": {"ndcg@10": 0.1, "users": 2}, "cold": {"users": 0}}]
+    md = comparison_markdown("t", rows, split)
+    assert "No cold-test items in this split" in md and "| ease | 0.1" in md.replace("0.1000", "0.1")
