@@ -279,7 +279,9 @@ class Recommender:
                 parsed = replace(parsed, like=tuple(i for i, _ in like), like_titles=tuple(t for _, t in like),
                                  unlike=tuple(i for i, _ in unlike), unlike_titles=tuple(t for _, t in unlike))
             query = parsed.text or (query if req.strategy == "query" else None)
-        strategy = req.strategy or ("query" if query else self.defaults.strategy)
+        # items named as examples ("like Star Wars") are a query too: what the answer centres on
+        named = parsed is not None and bool(parsed.like)
+        strategy = req.strategy or ("query" if query or named else self.defaults.strategy)
         preset = self.presets[strategy]
         qw = (0.5 if preset.query_weight is None else preset.query_weight) if req.query_weight is None \
             else req.query_weight
@@ -324,6 +326,14 @@ class Recommender:
                 q = self.encoder.run(ids, amask)[0].astype(np.float32)
             else:
                 t_tok = t_req
+            if named:
+                # the named items' mean embedding, with the text's when there is text left: one direction
+                # the user vector leans to with the query weight, as a text query's does
+                like_rows = cat.rows(list(parsed.like))[0]
+                if len(like_rows):
+                    e = np.asarray(cat.emb[like_rows], np.float32).mean(0)
+                    e /= max(float(np.linalg.norm(e)), 1e-9)
+                    q = e if q is None else q / max(float(np.linalg.norm(q)), 1e-9) + e
             t_enc = time.perf_counter()
             # --- user model
             hw, u, att = self._user_vector(hist, q, qw)
