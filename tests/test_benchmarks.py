@@ -1,5 +1,6 @@
 """The committed benchmark scripts run end to end on a tiny real bundle (no timing is asserted)."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,21 @@ def test_scale_curve_runs_on_a_small_catalog(tiny_bundle, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_curve.py"), "--bundle",
                           str(tiny_bundle / "bundle"), "--sizes", "ten"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--sizes must be comma-separated integers" in bad.stderr
+
+
+def test_like_requests_compares_the_three_ways_on_the_tiny_bundle(tiny_bundle, toy_data, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle / "bundle", b)
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "like_requests.py"), "--bundle", str(b), "--data",
+                        str(toy_data), "--items", "6", "--name", "l", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "l.json").read_text())
+    rows = {(r["context"], r["way"]): r for r in res["rows"]}
+    assert len(rows) == 6 and all(r["items"] == 6 for r in rows.values()) and len(res["items"]) == 6
+    # the parsed request never serves the item it names, as the history way never does
+    assert rows[("no history", "named")]["X returned"] == 0 and rows[("20-item history", "history")]["X returned"] == 0
+    assert "co-like rate" in (tmp_path / "l.md").read_text()
 
 
 def test_compare_runs_every_reference_on_the_tiny_models(tiny_bundle, tmp_path):
