@@ -27,6 +27,10 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert len(out["items"]) == 3 and out["unknown_ids"] == ["zzz"]
+    # a title given for an id is named with its id
+    title = json.loads((tiny_bundle / "bundle" / "catalog" / "items.json").read_text())["title"][0]
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", title.upper(), "-k", "2"])
+    assert r.exit_code == 0 and f"{title.upper()!r} is the title of id m0" in r.output, r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "0"])
     assert r.exit_code == 1 and "k must be" in r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--year-min", "1990", "--year-max", "1980"])
