@@ -39,7 +39,9 @@ def _ids(rec):
 def test_recommend_keeps_its_promises_or_explains(rec, data):
     cats = sorted(rec.catalog.cat_names)
     history = data.draw(st.lists(_ids(rec), max_size=30))
-    query = data.draw(st.none() | text | huge)
+    titles = st.sampled_from(list(rec.catalog.titles))
+    query = data.draw(st.none() | text | huge | titles.map(lambda t: f"something like {t}")
+                      | st.tuples(titles, text).map(lambda p: f"nothing like {p[0]}, {p[1]}"))
     k = data.draw(st.integers(-3, 1200))
     inc = data.draw(st.lists(st.sampled_from(cats) | text, max_size=3))
     exc = data.draw(st.lists(st.sampled_from(cats), max_size=2))
@@ -52,13 +54,16 @@ def test_recommend_keeps_its_promises_or_explains(rec, data):
         assert str(e)  # says what was wrong
         return
     assert 1 <= k <= 1000 and len(r.items) <= k
-    known = {h for h in history if h in rec.catalog.index}
+    # items the query named ("like X", "nothing like X") are never served, as history items are not
+    named = set(r.parsed["like"] + r.parsed["unlike"]) if r.parsed else set()
+    known = {h for h in history if h in rec.catalog.index} | named
+    fold = lambda names: {c.casefold() for c in names}  # noqa: E731 - category names match ignoring case
     for it in r.items:
         i = rec.catalog.index[it.id]
         assert rec.catalog.active[i] and it.id not in known and np.isfinite(it.score)
-        assert not set(exc) & set(it.categories)
+        assert not fold(exc) & fold(it.categories)
         if inc:
-            assert set(inc) & set(it.categories)
+            assert fold(inc) & fold(it.categories)
         if y0 is not None:
             assert it.year >= y0
         if y1 is not None:
