@@ -120,10 +120,24 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
     if bool(bundle_path) == bool(model_dir):
         raise click.ClickException("give exactly one of --bundle (on-device path) or --model (PyTorch path)")
     if model_dir:
+        # the PyTorch path checks a trained model on a history: the request options are the bundle path's
+        given = [name for name, v in (("--query", query), ("--strategy", strategy), ("--include", include or None),
+                                      ("--exclude", exclude or None), ("--year-min", year_min), ("--year-max", year_max),
+                                      ("--mmr", mmr_lambda), ("--freshness", freshness),
+                                      ("--popularity-penalty", popularity_penalty), ("--explore", exploration),
+                                      ("--seed", seed), ("--now", now), ("--state-dir", state_dir)) if v is not None]
+        if given:
+            raise click.ClickException(f"{', '.join(given)}: request options of the on-device path (--bundle); "
+                                       "--model ranks for --user or --history only")
+        if user is not None and history:
+            raise click.ClickException("give --user or --history with --model, not both")
         ep = plugin(HOOKS_GROUP, "recommend-model")
         if ep is None:
             raise click.ClickException(str(MissingExtraError("export", "'genre recommend --model'")))
         return ep.load()(model_dir, user, split_ids(history), k, as_json)
+    if user is not None:
+        raise click.ClickException("--user is a user of the training data (--model); a bundle knows no users: give "
+                                   "their items with --history")
     req = run_api(Request.create, split_ids(history), query=query, parse_query=parse_query, k=k, strategy=strategy,
                   include_categories=split_ids(include), exclude_categories=split_ids(exclude), year_min=year_min,
                   year_max=year_max, mmr_lambda=mmr_lambda, freshness_half_life_days=freshness,

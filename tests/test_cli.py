@@ -31,6 +31,11 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     title = json.loads((tiny_bundle / "bundle" / "catalog" / "items.json").read_text())["title"][0]
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", title.upper(), "-k", "2"])
     assert r.exit_code == 0 and f"{title.upper()!r} is the title of id m0" in r.output, r.output
+    # options a path does not take are named, not silently dropped
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--user", "u1"])
+    assert r.exit_code == 1 and "--user is a user of the training data (--model)" in r.output
+    r = CliRunner().invoke(main, ["recommend", "--model", b, "--history", "m0", "--query", "x", "--include", "A"])
+    assert r.exit_code == 1 and "--query, --include: request options of the on-device path" in r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "0"])
     assert r.exit_code == 1 and "k must be" in r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--year-min", "1990", "--year-max", "1980"])
