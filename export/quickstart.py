@@ -60,6 +60,9 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     None: the config's)."""
     if encoder not in ENCODERS:
         raise ConfigError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+    if encoder == "teacher" and distill_epochs is not None:
+        raise ConfigError("--distill-epochs distils a student; --encoder teacher ships the teacher's encoder and "
+                          "distils nothing: give one of them")
     t_all = time.perf_counter()
     work = Path(work_dir)
     path = Path(config_name) if config_name.endswith(".toml") else packaged_config(config_name)

@@ -32,6 +32,9 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", title.upper(), "-k", "2"])
     assert r.exit_code == 0 and f"{title.upper()!r} is the title of id m0" in r.output, r.output
     # options a path does not take are named, not silently dropped
+    r = CliRunner().invoke(main, ["quickstart", "--encoder", "teacher", "--distill-epochs", "3", "--work",
+                                  str(tmp_path / "qs")])
+    assert r.exit_code == 1 and "--distill-epochs distils a student" in r.output and not (tmp_path / "qs").exists()
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--user", "u1"])
     assert r.exit_code == 1 and "--user is a user of the training data (--model)" in r.output
     r = CliRunner().invoke(main, ["recommend", "--model", b, "--history", "m0", "--query", "x", "--include", "A"])
