@@ -105,6 +105,9 @@ def embed_catalog(bundle: str | Path, items_path: str | Path, out: str | Path, e
     for name, v, lo in (("batch_size", batch_size, 1), ("workers", workers, 1), ("shard_rows", shard_rows, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ConfigError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if engine == "local" and (workers != 1 or address):
+        raise ConfigError("workers and address are the Ray engine's (--engine ray); the local engine runs in this "
+                          "process")
     if device == "cuda" and profile == "auto":
         profile = "x86-cuda"  # a GPU does not mean the GPU build is installed: the profile says so explicitly
     items_path, out = Path(items_path), Path(out)
@@ -121,6 +124,11 @@ def embed_catalog(bundle: str | Path, items_path: str | Path, out: str | Path, e
     b = open_bundle(bundle, verify=True)
     probe = EmbedBatch(str(bundle), profile, variant)  # fails early (bad profile/variant) and names the variant
     chosen = probe.variant
+    if engine == "local" and device == "cuda" and "CUDAExecutionProvider" not in probe.encoder.session.get_providers():
+        # (Ray workers may run elsewhere, with their own onnxruntime: they are not judged by this process)
+        raise ConfigError("device cuda: this process's onnxruntime runs the encoder on "
+                          f"{probe.encoder.session.get_providers()[0]}, not CUDA (install the GPU build: pip uninstall "
+                          "-y onnxruntime && pip install onnxruntime-gpu; README 'GPU hosts'), or use device cpu")
     enc_file = b.manifest.models.encoder[chosen].file
     t0 = time.perf_counter()
     tmp, made_out = out / "shards.tmp", not out.exists()

@@ -43,6 +43,15 @@ def test_local_engine_writes_checked_shards_of_the_encoders_vectors(tiny_bundle,
     np.testing.assert_allclose(emb, _reference(tiny_bundle, tmp_path / "items.jsonl", "fp32"), atol=1e-5)
     with pytest.raises(ConfigError, match="already holds embeddings"):
         embed_catalog(tiny_bundle / "bundle", tmp_path / "items.jsonl", tmp_path / "out", profile="x86-avx512-vnni")
+    # what the local engine would ignore is refused: Ray's options, and cuda on an onnxruntime without it
+    with pytest.raises(ConfigError, match="workers and address are the Ray engine's"):
+        embed_catalog(tiny_bundle / "bundle", tmp_path / "items.jsonl", tmp_path / "o2", workers=2)
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ConfigError, match="device cuda: this process's onnxruntime runs the encoder on CPU"):
+            embed_catalog(tiny_bundle / "bundle", tmp_path / "items.jsonl", tmp_path / "o3", device="cuda")
+        assert not (tmp_path / "o3").exists()
     # a shard changed after writing is refused
     shard = tmp_path / "out" / m["shards"][0]["file"]
     shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
