@@ -28,7 +28,7 @@ import numpy as np
 from .errors import BundleError, RequestError
 from .request import MAX_TIME, MAX_YEAR, check_text
 from .catalog_rows import Int8Rows
-from .item_columns import IdIndex, StrColumn, TupleColumn, push
+from .item_columns import IdIndex, StrColumn, TupleColumn, fold, push
 from .trending import Trend
 from .fsutil import atomic_write_bytes, atomic_write_json, loads_strict
 
@@ -329,7 +329,7 @@ class Catalog:
         popular first (what someone picking a history expects from a search box), then titles that
         moved a leading article of ``text`` to their end ("the godfather": "Godfather, The"). Empty
         text: all active items by popularity."""
-        t = text.casefold().strip()
+        t = fold(text).strip()
         with self.lock:
             if not t:
                 rows = np.flatnonzero(self.active)
@@ -344,7 +344,7 @@ class Catalog:
             if m:
                 moved = ", " + m.group(1)
                 starts = self._title_matches(t[m.end():], exact)[0]
-                parts.append(np.asarray([r for r in starts.tolist() if self.titles[r].casefold().rstrip().endswith(moved)],
+                parts.append(np.asarray([r for r in starts.tolist() if fold(self.titles[r]).rstrip().endswith(moved)],
                                         np.int64))
             rows = np.concatenate(parts)
             if m and len(parts[-1]):
@@ -352,9 +352,9 @@ class Catalog:
             return rows[offset:offset + limit].tolist(), len(rows)
 
     def _title_matches(self, t: str, exact: int | None) -> list[np.ndarray]:
-        """Active rows (but ``exact``) whose casefolded title starts with ``t``, then those containing it
-        elsewhere, each most popular first."""
-        if self.packed and "\x00" not in t:  # one pass over a casefolded buffer, not a step per title
+        """Active rows (but ``exact``) whose folded title (item_columns.fold: no case, no accents) starts
+        with ``t``, then those containing it elsewhere, each most popular first."""
+        if self.packed and "\x00" not in t:  # one pass over a folded buffer, not a step per title
             groups = []
             for g in self.titles.find(t):
                 g = g[self.active[g]]
@@ -364,7 +364,7 @@ class Catalog:
             for i, title in enumerate(self.titles):
                 if i == exact or not self.active[i]:
                     continue
-                at = title.casefold().find(t)
+                at = fold(title).find(t)
                 if at == 0:
                     starts.append(i)
                 elif at > 0:

@@ -157,12 +157,12 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
     if r.unknown_ids:
         lines.append(f"unknown ids (ignored): {', '.join(r.unknown_ids)}")
         # --history takes ids; a title given instead is named with its id (the first few only)
-        from .query_parser import title_key
+        from .query_parser import title_key, title_keys
 
         for bad in r.unknown_ids[:5]:
             if not title_key(bad):
                 continue
-            hits = [it for it in rec.search_items(bad, 20)["items"] if title_key(it["title"]) == title_key(bad)]
+            hits = [it for it in rec.search_items(bad, 20)["items"] if title_key(bad) in title_keys(it["title"])]
             if hits:
                 lines.append(f"  {bad!r} is the title of id {hits[0]['id']} ({hits[0]['title']}, {hits[0]['year']}): "
                              "--history takes ids (genre items search finds them)")

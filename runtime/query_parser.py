@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import RequestError
+from .item_columns import fold
 
 NEGATIONS = ("no", "not", "without", "except", "excluding", "exclude", "but not", "anything but", "nothing",
              "never", "avoid", "skip", "other than", "none of", "minus", "non", "don't", "dont", "doesn't",
@@ -134,12 +135,24 @@ MAX_TITLE_WORDS = 8
 
 
 def title_key(title: str) -> str:
-    """A title as a request would say it: lower case, without a trailing year, a leading or moved article
-    ("Godfather, The" and "the godfather" are both "godfather") or punctuation."""
-    t = re.sub(r"\s*\(\d{4}\)\s*$", "", title.lower().replace("’", "'"))
+    """A title as a request would say it: lower case without accents (item_columns.fold: "amelie" is
+    "Amélie"), without a trailing year, a leading or moved article ("Godfather, The" and "the godfather"
+    are both "godfather") or punctuation."""
+    t = re.sub(r"\s*\(\d{4}\)\s*$", "", fold(title).replace("’", "'"))
     t = re.sub(r",\s*(?:the|a|an)\s*$", "", t)
     t = re.sub(r"^(?:the|a|an)\s+", "", t.strip())
     return " ".join(re.findall(r"[^\W_]+", t))
+
+
+def title_keys(title: str) -> set[str]:
+    """The :func:`title_key` forms a title answers to: as a whole, and without or as its parenthesised
+    alternative ("Seven (Se7en)": "seven se7en", "seven", "se7en"; "Metisse (Café au Lait)": "cafe au lait")."""
+    base = re.sub(r"\s*\(\d{4}\)\s*$", "", title)
+    keys = {title_key(base)}
+    m = re.fullmatch(r"\s*(.+?)\s*\(([^()]+)\)\s*", base)
+    if m:
+        keys |= {title_key(m.group(1)), title_key(m.group(2))}
+    return keys - {""}
 
 
 def named_items(query: str, find) -> tuple[list, str]:

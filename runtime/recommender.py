@@ -19,7 +19,7 @@ from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
-from .query_parser import LIKE_PHRASE, QueryParser, named_items, title_key
+from .query_parser import LIKE_PHRASE, QueryParser, named_items, title_keys
 # the limits are the request's; re-exported here for callers of earlier versions
 from .request import MAX_HISTORY, MAX_K, MAX_QUERY_CHARS, MAX_TIME, STRATEGIES, Request, check_text  # noqa: F401
 from .rerank import Rerank, rerank
@@ -407,8 +407,8 @@ class Recommender:
             if probe not in searched:  # one scan of the titles per word, whatever the phrases tried
                 if len(searched) >= MAX_TITLE_SCANS:  # bounded: a query of many "like"s is not a scan each
                     return None
-                searched[probe] = [(r, title_key(cat.titles[r])) for r in cat.search(probe, 200)[0]]
-            return next(((cat.ids[r], cat.titles[r]) for r, k in searched[probe] if k == key), None)
+                searched[probe] = [(r, title_keys(cat.titles[r])) for r in cat.search(probe, 200)[0]]
+            return next(((cat.ids[r], cat.titles[r]) for r, ks in searched[probe] if key in ks), None)
 
         with cat.locked():
             return named_items(query, find)

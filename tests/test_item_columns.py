@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from genre_edge import item_columns
 from genre_edge.catalog import Catalog, Filters
-from genre_edge.item_columns import IdIndex, StrColumn, TupleColumn, push
+from genre_edge.item_columns import IdIndex, StrColumn, TupleColumn, fold, push
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\ud800", "é", "😀", "\x00"]), max_size=12)
 
@@ -31,11 +31,12 @@ def test_str_column_reads_as_the_list_it_packs(values, sets, appends):
 
 @given(st.lists(st.text(alphabet="abAB ßSsİi\u0307é", max_size=8), max_size=25),
        st.lists(st.tuples(st.integers(0, 30), st.text(alphabet="abAB ßs", max_size=6)), max_size=6),
-       st.lists(st.text(alphabet="abAB ßs", max_size=6), max_size=4), st.text(alphabet="abAB ßSsi", max_size=3))
+       st.lists(st.text(alphabet="abAB ßs", max_size=6), max_size=4), st.text(alphabet="abAB ßSsié", max_size=3))
 @settings(max_examples=300, deadline=None)
 def test_str_column_find_is_str_find_per_row(values, sets, appends, text):
-    """The vectorised title search gives, per row, what casefold().find() gives: rows matching at the
-    start, rows matching later, none twice; rows set or appended since are searched as they are now."""
+    """The vectorised title search gives, per row, what fold(row).find() gives (case and accents set
+    aside): rows matching at the start, rows matching later, none twice; rows set or appended since are
+    searched as they are now."""
     col, ref = StrColumn(values), list(values)
     col.find("x")  # the casefolded buffer is built before the changes below: they must still be seen
     for i, v in sets:
@@ -44,9 +45,9 @@ def test_str_column_find_is_str_find_per_row(values, sets, appends, text):
     for v in appends:
         col.append(v)
         ref.append(v)
-    t = text.casefold()
+    t = fold(text)
     starts, inner = col.find(t)
-    want = [r.casefold().find(t) for r in ref]
+    want = [fold(r).find(t) for r in ref]
     assert starts.tolist() == [i for i, a in enumerate(want) if a == 0]
     assert inner.tolist() == [i for i, a in enumerate(want) if a > 0]
     with pytest.raises(ValueError, match="NUL"):

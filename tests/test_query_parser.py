@@ -201,6 +201,10 @@ def test_named_items_find_the_longest_title_after_like():
     titles = {"Star Wars": "sw", "Godfather, The": "gf", "Godfather: Part II, The": "gf2", "Alien": "al", "Heat": "ht"}
     find = {title_key(t): i for t, i in titles.items()}.get
     assert title_key("Godfather, The (1972)") == title_key("the godfather") == "godfather"
+    from genre_edge.query_parser import title_keys
+
+    assert title_key("Amélie") == "amelie" and title_keys("Metisse (Café au Lait)") >= {"cafe au lait", "metisse"}
+    assert title_keys("Seven (Se7en) (1995)") == {"seven se7en", "seven", "se7en"}
     like, unlike, rest = named_items("Movies like Star Wars but funnier", find)
     assert like == ["sw"] and unlike == [] and rest.split() == ["movies", "but", "funnier"]
     like, _, rest = named_items("similar to the Godfather part II or Alien, from the 90s", find)

@@ -272,6 +272,10 @@ def test_search_finds_a_title_typed_with_its_article(rec):
     got = [it["id"] for it in rec.search_items("The G")["items"]]
     assert got[0] == "tg" and {"gf", "gf2"} <= set(got) and len(got) == 3  # as typed, then the moved article
     assert len(got) == len(set(got))
+    # accents do not matter either way
+    rec.add_items([{"id": "ca", "title": "Café au Lait"}])
+    assert [it["id"] for it in rec.search_items("cafe AU")["items"]] == ["ca"]
+    assert [it["id"] for it in rec.search_items("CAFÉ au")["items"]] == ["ca"]
 
 
 def test_session_feedback(rec):
