@@ -299,7 +299,9 @@ def items_search(bundle_path, profile, state_dir, query, limit, offset, as_json)
     lines = [f"{it['id']}\t{it['title']}" + (f" ({it['year']})" if it["year"] else "") +
              (f"  [{', '.join(it['categories'])}]" if it["categories"] else "") + ("  on device" if it["on_device"] else "")
              for it in res["items"]]
-    emit(res, as_json, "\n".join(lines + [f"{len(res['items'])} of {res['total']} matching item(s)"]))
+    n, off = len(res["items"]), res["offset"]
+    shown = f"{off + 1}-{off + n}" if off and n else str(n)  # with --offset: which of the matches these are
+    emit(res, as_json, "\n".join(lines + [f"{shown} of {res['total']} matching item(s)"]))
 
 
 @items.command("remove")
