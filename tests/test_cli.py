@@ -85,6 +85,8 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 1 and "<stdin>: no items in it" in r.output
     r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
                                   "--categories", "Comedy"])
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "", "--offset", "3", "--limit", "2"])
+    assert r.exit_code == 0 and r.output.rstrip().endswith("4-5 of 49 matching item(s)"), r.output
     r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "bad\x01text"])
     assert r.exit_code == 1 and "control characters" in r.output
     r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "z1", "nope"])
