@@ -115,7 +115,11 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     click.echo(f"user {ds.users[u0]} liked: " + "; ".join(ds.items.title[ds.items.index(h)] for h in history[-5:]))
     r = rec.recommend(history, k=5, explain=True)
     _print(r)
-    for q in ("something light and funny from the 90s", "a romantic comedy from the 80s, no drama"):
+    # an instruction naming an item: the most popular one this user has not liked
+    popular = rec.search_items("", 50)["items"]
+    example = next((it["title"] for it in popular if it["id"] not in history), None)
+    for q in ("something light and funny from the 90s", "a romantic comedy from the 80s, no drama",
+              *([f"something like {example}"] if example else [])):
         r = rec.recommend(history, query=q, k=5, explain=True)
         click.echo(f'\nsame user, with the instruction "{q}" (understood: {r.parsed["summary"]}):')
         _print(r)
