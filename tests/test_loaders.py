@@ -134,24 +134,26 @@ def test_generic_csv_and_jsonl(tmp_path, toy_data):
     assert ds.report["rows_with_unknown_items"] == 1
 
 
-def test_generic_wrong_encoding_names_line(tmp_path):
+def _generic(tmp_path, items: bytes, inter: str):
+    """A generic data set of an items.csv and an inter.csv with the default column names: its config."""
     d = tmp_path / "g"
     d.mkdir()
-    (d / "items.csv").write_bytes(b"item_id,title\n1,ok\n2,caf\xe9\n")
-    (d / "inter.csv").write_text("user_id,item_id,timestamp\n")
+    (d / "items.csv").write_bytes(items)
+    (d / "inter.csv").write_text(inter)
     (d / "c.toml").write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\n')
+    return d / "c.toml"
+
+
+def test_generic_wrong_encoding_names_line(tmp_path):
+    conf = _generic(tmp_path, b"item_id,title\n1,ok\n2,caf\xe9\n", "user_id,item_id,timestamp\n")
     with pytest.raises(DataError, match="not valid utf-8"):
-        load_dataset(d / "c.toml")
+        load_dataset(conf)
 
 
 def test_generic_duplicate_item_ids_are_named(tmp_path):
-    d = tmp_path / "g"
-    d.mkdir()
-    (d / "items.csv").write_text("item_id,title\n1,one\n2,two\n1,uno\n")
-    (d / "inter.csv").write_text("user_id,item_id,timestamp\nu,1,5\n")
-    (d / "c.toml").write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\n')
+    conf = _generic(tmp_path, b"item_id,title\n1,one\n2,two\n1,uno\n", "user_id,item_id,timestamp\nu,1,5\n")
     with pytest.raises(DataError, match=r"items.csv: duplicate item ids: '1' \(each item once"):
-        load_dataset(d / "c.toml")
+        load_dataset(conf)
 
 
 def test_generic_bad_config_key(tmp_path):
