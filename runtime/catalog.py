@@ -376,8 +376,9 @@ class Catalog:
         """The catalog's own spelling of category ``names`` and the names no catalog item has had.
 
         A name is kept as given when an item has it, else it stands for every name equal to it ignoring
-        case ('drama' finds 'Drama', 'sci-fi' 'Sci-Fi'): a filter a user typed in lower case should not
-        silently match nothing. Call it under :meth:`locked` (the names can change with catalog updates).
+        case and accents ('drama' finds 'Drama', 'sci-fi' 'Sci-Fi', 'comedie' 'Comédie'): a filter a user
+        typed in lower case should not silently match nothing. Call it under :meth:`locked` (the names can
+        change with catalog updates).
         """
         out, unknown, folded = [], [], None
         for name in names:
@@ -387,8 +388,8 @@ class Catalog:
             if folded is None:
                 folded = {}
                 for c in self.cat_names:
-                    folded.setdefault(c.casefold(), []).append(c)
-            same = folded.get(name.casefold())
+                    folded.setdefault(fold(c), []).append(c)
+            same = folded.get(fold(name))
             if same:
                 out.extend(same)
             else:

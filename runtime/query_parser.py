@@ -80,8 +80,8 @@ class ParsedQuery:
     year_max: int | None = None
     exclude_years: tuple[tuple[int, int], ...] = ()  # "not from the 90s"
     matched: tuple[str, ...] = field(default=(), compare=False)  # the phrases taken as constraints
-    # catalog items the query named as examples ("movies like Star Wars"): their ids, which join the history
-    # as its most recent items (and so leave the results), and their titles for the summary
+    # catalog items the query named as examples ("movies like Star Wars"): their ids (the recommender centres
+    # the answer on them and leaves them out of it) and their titles for the summary
     like: tuple[str, ...] = ()
     like_titles: tuple[str, ...] = field(default=(), compare=False)
     # and as counter-examples ("nothing like Star Wars"): left out of the results
@@ -155,7 +155,7 @@ def title_keys(title: str) -> set[str]:
     return keys - {""}
 
 
-def named_items(query: str, find) -> tuple[list, str]:
+def named_items(query: str, find) -> tuple[list, list, str]:
     """Items a query names as examples ("movies like Star Wars", "similar to The Godfather or Alien") or as
     counter-examples ("nothing like Star Wars"), and the query without those phrases (lower case, as the
     parser reads it). ``find(key)`` returns the item whose :func:`title_key` is ``key``, or None; after
@@ -222,8 +222,8 @@ class QueryParser:
         self.years = years
         neg = "|".join(re.escape(n) for n in sorted(NEGATIONS, key=len, reverse=True))
         cats = "|".join(re.escape(p) for p in sorted(self.phrase_to_cat, key=len, reverse=True)) or r"(?!x)x"
-        # a negation, then up to two words ("no more horror", "not a comedy"), then the thing negated
-        # ("I don't want to see horror": the words between may be a verb of wanting and its particles)
+        # a negation, then up to four words ("no more horror", "not a comedy", "I don't want to see any
+        # horror": articles, a verb of wanting and its particles), then the thing negated
         self._neg = re.compile(rf"\b(?:{neg})\b[\s-]+(?:(?:{_NEG_GAP})\s+){{0,4}}$")
         self._cat = re.compile(rf"(?<![\w])({cats})(?![\w])")
         self._range = re.compile(rf"\b(?:between\s+{_YEAR}\s+and\s+{_YEAR}|(?:from\s+)?{_YEAR}\s*(?:-|–|to|through|until)\s*{_YEAR})\b")
