@@ -143,6 +143,9 @@ def test_category_filters_match_ignoring_case_and_name_the_unknown(rec):
     assert r.unknown_categories == ["Horrror"]
     r = rec.recommend(hist, k=5, exclude_categories=["Nope"])
     assert [x.id for x in r.items] == [x.id for x in rec.recommend(hist, k=5).items]
+    rec.add_items([{"id": "fr", "title": "Un film", "categories": ["Comédie"]}])
+    r = rec.recommend(hist, k=5, include_categories=["COMEDIE"])
+    assert [x.id for x in r.items] == ["fr"] and r.unknown_categories == []
     r = rec.recommend(hist, k=5, exclude_seen=False)
     assert len(r.items) == 5
     a = rec.recommend(hist, k=5, exploration=1.0, seed=3)
