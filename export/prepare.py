@@ -55,15 +55,27 @@ def check_split(split, dataset) -> None:
             "validation and test ones (or use more data)")
 
 
+def config_dataset(conf: Config, data_dir: str | None = None, steps: list | None = None):
+    """The config's data set, in its domain: ``data.source`` fetched when it is a known name (what the fetch
+    did is appended to ``steps``), else read from its path."""
+    src = conf.data.source
+    if src in DATASETS:
+        res = DATASETS[src](data_dir)
+        path = res.path
+        if steps is not None:
+            steps.extend(res.steps)
+    else:
+        path = Path(src)
+    return domain(load_dataset(path, conf.data.format, conf.data.threshold), conf.data.include_categories,
+                  conf.data.exclude_categories)
+
+
 class Prepared:
     """Data, split, histories, popularity and CF table for a config (deterministic)."""
 
     def __init__(self, conf: Config, data_dir: str | None = None, dataset=None):
-        if dataset is None:
-            src = conf.data.source
-            path = DATASETS[src](data_dir).path if src in DATASETS else Path(src)
-            dataset = load_dataset(path, conf.data.format, conf.data.threshold)
-        dataset = domain(dataset, conf.data.include_categories, conf.data.exclude_categories)
+        dataset = config_dataset(conf, data_dir) if dataset is None else \
+            domain(dataset, conf.data.include_categories, conf.data.exclude_categories)
         if conf.data.enrichment:
             dataset.items.text.update(load_item_enrichment(conf.data.enrichment, dataset.items.ids))
         self.conf = conf

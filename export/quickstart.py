@@ -13,10 +13,8 @@ from genre_edge.recommender import Recommender
 from genre_edge.errors import ConfigError
 
 from .bundle_writer import export_bundle
-from .data import load_dataset
-from .data.domain import domain
-from .data.fetch import DATASETS
 from .distill import DistillConfig, distill
+from .prepare import config_dataset
 from .reports import quality_table, teacher_summary
 from .runloop import checkpoint_differences
 from .train import train
@@ -144,17 +142,11 @@ DATA_NAMES = {"ml-100k": "MovieLens 100K"}
 def _data(conf, data_dir: str | None):
     """Step 1: the config's data set (fetched when it is a known name, else read from its path), in the
     config's domain; what step 5 picks its example user from."""
-    src = conf.data.source
-    _step(f"1/6 data: {DATA_NAMES.get(src, src)}")
-    if src in DATASETS:
-        res = DATASETS[src](data_dir)
-        for s in res.steps:
-            click.echo(f"  {s}", err=True)
-        path = res.path
-    else:
-        path = Path(src)
-    ds = domain(load_dataset(path, conf.data.format, conf.data.threshold), conf.data.include_categories,
-                conf.data.exclude_categories)
+    _step(f"1/6 data: {DATA_NAMES.get(conf.data.source, conf.data.source)}")
+    steps: list[str] = []
+    ds = config_dataset(conf, data_dir, steps)
+    for s in steps:
+        click.echo(f"  {s}", err=True)
     inter = ds.interactions
     click.echo(f"  {ds.n_users} users, {ds.n_items} items, {int((inter.label == 1).sum())} positive interactions",
                err=True)
