@@ -620,10 +620,10 @@ def _resolve_categories(cat, f: Filters) -> tuple[Filters, list[str]]:
         return f, []
     inc, unk_inc = cat.resolve_categories(f.include_categories)
     exc, unk_exc = cat.resolve_categories(f.exclude_categories)
-    if unk_inc and not inc:
-        # every included name is unknown: the filter must still match nothing (an empty tuple is no filter)
-        inc = tuple(unk_inc)
-    return replace(f, include_categories=inc, exclude_categories=exc), list(dict.fromkeys(unk_inc + unk_exc))
+    # unknown included names stay: they match nothing (so an include of only unknown names still filters
+    # everything out, where an empty tuple would be no filter)
+    return (replace(f, include_categories=inc + tuple(unk_inc), exclude_categories=exc),
+            list(dict.fromkeys(unk_inc + unk_exc)))
 
 
 def _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr) -> dict:
