@@ -85,7 +85,7 @@ class Arm:
                 raise ConfigError("the zero-shot arm needs the prepared data set (its texts and encoder)")
             self.kind, self.score = "zero-shot", self._zero_shot(prep, histories)
         elif spec.startswith("baseline:"):
-            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when)
+            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when, prep)
         elif (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories, when, split)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
@@ -95,10 +95,16 @@ class Arm:
                               "(config.toml + recommender.safetensors)" + domains_hint(p))
 
     @staticmethod
-    def _baseline(name: str, split, histories: list[np.ndarray], when: np.ndarray | None = None):
+    def _baseline(name: str, split, histories: list[np.ndarray], when: np.ndarray | None = None,
+                  prep: Prepared | None = None):
         if name not in BASELINES:
             raise ConfigError(f"baseline:{name}: unknown baseline; choose from {', '.join(BASELINES)}")
-        model, params, _ = tune(name, split, interaction_matrix(split))
+        features = None
+        if getattr(BASELINES[name], "uses_features", False):
+            if prep is None:
+                raise ConfigError(f"baseline:{name} needs the prepared data set (its items' categories)")
+            features = category_features(prep.data.items.categories)
+        model, params, _ = tune(name, split, interaction_matrix(split), item_features=features)
         log.info("arm baseline:%s tuned on validation: %s", name, params)
         return scores_for(model, histories, when)
 
@@ -106,22 +112,11 @@ class Arm:
     def _zero_shot(prep: Prepared, histories: list[np.ndarray]):
         """The untrained reference: the config's pretrained encoder (never the transfer source's
         fine-tuned one), its item texts, the mean of the last ``max_history`` history items."""
-        import torch
-
-        from .models import ItemTower, load_hf_encoder
-        from .prepare import default_encoder_path
+        from .prepare import pretrained_item_embeddings
         from .scoring import zero_shot_scores
-        from .text import item_texts
 
-        conf = prep.conf
-        enc = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
-        tower = ItemTower(load_hf_encoder(enc), conf.encoder.pooling, 0, adapter=False)  # zero adapter: pretrained
-        ids, mask = tokenize(enc / "tokenizer.json", item_texts(prep.data.items, conf.encoder.template),
-                             conf.encoder.max_tokens)
-        with torch.no_grad():
-            emb = torch.cat([tower(torch.as_tensor(ids[a: a + 256]), torch.as_tensor(mask[a: a + 256]))
-                             for a in range(0, len(ids), 256)]).numpy()
-        return zero_shot_scores(emb, histories, conf.user_model.max_history)
+        emb = pretrained_item_embeddings(prep.conf, prep.data.items)
+        return zero_shot_scores(emb, histories, prep.conf.user_model.max_history)
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray], when: np.ndarray | None = None,

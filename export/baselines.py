@@ -1,5 +1,6 @@
 """Reference baselines on the same split and metrics: popularity, item-kNN, EASE, EASE with the
-hybrid's recency weighting, ALS (implicit).
+hybrid's recency weighting, EASE with the items' categories as side information (no language model),
+ALS (implicit).
 
 These are the bars the LLM recommender must beat, so each is tuned with the same care: every
 hyper-parameter grid of :data:`GRIDS` is searched on validation nDCG@10 (models fitted on the
@@ -169,30 +170,101 @@ class EASERecency(EASE):
     name = "ease-recency"
 
 
+class EASECategories(EASERecency):
+    """EASE + recency with the items' categories as side information (collective EASE: each category is
+    one more "user" row of the interaction matrix, weighted ``side_weight``; Ning & Karypis 2012, Jeunen et
+    al. 2020). What content metadata alone adds to CF, without a language model: the bar for the hybrid's
+    CF part with the encoder's item similarity (``cf.side_information = "encoder"``)."""
+    name = "ease-categories"
+    uses_features = True
+
+    def __init__(self, lam: float = 250.0, half_life: float = 0.0, floor: float = 1.0, side_weight: float = 30.0):
+        super().__init__(lam, half_life, floor)
+        self.side_weight = side_weight
+
+    def fit(self, X: np.ndarray):
+        self.X = X
+        return self
+
+    def fit_features(self, F: np.ndarray):
+        """``F``: items x features (multi-hot categories; :func:`genre_edge_export.evaluate.category_features`)."""
+        self.W = _ease_cache(self.X, self.lam, side_similarity(F), self.side_weight)
+        return self
+
+
 _EASE: dict = {}
 
 
-def _ease_cache(X: np.ndarray, lam: float) -> np.ndarray:
-    # one inversion per (matrix, lambda): the recency grid re-uses it
-    key = (id(X), X.shape, float(X.sum()), float(lam))
+def _ease_cache(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_weight: float = 0.0) -> np.ndarray:
+    # one inversion per (matrix, lambda, side information): the recency grid re-uses it
+    key = (id(X), X.shape, float(X.sum()), float(lam), None if S is None else (id(S), float(side_weight)))
     if key not in _EASE:
         if len(_EASE) > 8:
             _EASE.clear()
-        _EASE[key] = ease_weights(X, lam)
+        _EASE[key] = ease_weights(X, lam, S, side_weight)
     return _EASE[key]
 
 
-def ease_weights(X: np.ndarray, lam: float) -> np.ndarray:
+_SIDE: dict = {}
+
+
+def side_similarity(F: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the items' feature rows (items x items; an item without features: 0), cached
+    per feature matrix (a grid fits many models on one)."""
+    key = (id(F), F.shape, float(np.abs(F).sum()))
+    if key not in _SIDE:
+        _SIDE.clear()
+        fits_in_memory(8.0 * F.shape[0] ** 2, f"side information over {F.shape[0]} items (a dense items x items "
+                       "similarity)", "use cf.side_information = \"none\" for catalogs this large")
+        Fn = np.asarray(F, np.float64)
+        Fn = Fn / np.maximum(np.linalg.norm(Fn, axis=1, keepdims=True), 1e-12)
+        _SIDE[key] = Fn @ Fn.T
+    return _SIDE[key]
+
+
+def ease_weights(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_weight: float = 0.0) -> np.ndarray:
+    """EASE's item-item weights (zero diagonal). With side information ``S`` (items x items, e.g. the cosine of
+    item-text embeddings, :func:`side_similarity`), the Gram matrix is ``X'X + side_weight * S``: the same as
+    appending the item features, scaled by sqrt(side_weight), as extra rows of ``X`` (collective EASE). Items
+    alike by content then vote for each other although no user rated both, and an item without training
+    interactions gets weights from its content alone."""
     n = X.shape[1]
     # the Gram matrix, its inverse and the weights: three dense items x items arrays
     fits_in_memory(3 * 8.0 * n * n, f"EASE over {n} items (a dense {n} x {n} inverse)",
                    "use cf.kind = \"cooccurrence\" or \"mf\", which scale with the catalog")
     G = (X.T @ X).astype(np.float64)
+    if S is not None and side_weight:
+        G += side_weight * S
     G[np.diag_indices_from(G)] += lam
     P = np.linalg.inv(G)
     B = -P / np.diag(P)[None, :]
     np.fill_diagonal(B, 0.0)
     return B.astype(np.float32)
+
+
+def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side_weights, max_users: int = 0):
+    """(lambda, side information weight, every grid point's row): the EASE of best validation nDCG@10 over
+    ``lambdas`` x ``side_weights`` (``S``: items x items similarity, or None), each point at its best recency of
+    no recency + :data:`RECENCY_GRID` (what the hybrid's blend calibration searches). The CF part alone, before
+    any training, fitted on the training events; ties: the smaller weight, then the smaller lambda."""
+    hist = split.histories("valid")
+    rows = []
+    for lam in lambdas:
+        for w in side_weights:
+            B = ease_weights(X, lam, S, w)
+            best = None
+            for hl, floor in ((0.0, 1.0),) + RECENCY_GRID:
+                rw = recency_weights(hl, floor) if hl > 0 else None
+                nd = evaluate(lambda us, rw=rw: history_rows(us, hist, len(B), rw) @ B, split, "valid", n_neg=1,
+                              max_users=max_users, ranking_only=True).get("ndcg@10", 0.0)
+                if best is None or nd > best["valid_ndcg@10"]:
+                    best = {"lambda": float(lam), "side_weight": float(w), "half_life": hl, "floor": floor,
+                            "valid_ndcg@10": nd}
+            rows.append(best)
+    top = max(rows, key=lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"]))
+    log.info("CF part: EASE lambda %g, side information weight %g chosen on validation (ndcg@10 %.4f alone)",
+             top["lambda"], top["side_weight"], top["valid_ndcg@10"])
+    return top["lambda"], top["side_weight"], rows
 
 
 class ALS:
@@ -244,6 +316,7 @@ BASELINES: dict[str, Callable[..., object]] = {
     "item-knn": ItemKNN,
     "ease": EASE,
     "ease-recency": EASERecency,
+    "ease-categories": EASECategories,
     "als": ALS,
 }
 
@@ -252,13 +325,19 @@ BASELINES: dict[str, Callable[..., object]] = {
 # (half-life, floor) pairs of the CF recency weighting: searched on validation by the ease-recency baseline
 # and, with "no recency" added, by the hybrid's blend calibration (export/calibrate.py): both get the same grid.
 RECENCY_GRID = ((5.0, 0.1), (10.0, 0.1), (25.0, 0.1), (10.0, 0.3), (25.0, 0.3), (50.0, 0.3))
+# side information weights of collective EASE (the ease-categories baseline; cf.side_weight = "auto" of the
+# hybrid's CF part): 0 (plain EASE) up to an item similarity of 300 co-ratings (ml-100k's median item has 27)
+SIDE_WEIGHTS = (0.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+EASE_LAMBDAS = (100.0, 250.0, 500.0, 1000.0)  # ease-recency's and ease-categories' grid; cf.ease_lambda = "auto"
 GRIDS: dict[str, list[dict]] = {
     "popularity": [{}],
     "trending": [{"share": s} for s in TREND_SHARES],  # half-life as a share of the log's span (export/trend.py)
     "item-knn": [{"k": k, "shrink": s} for k in (20, 50, 100, 200, 400) for s in (0.0, 10.0, 50.0, 200.0)],
     "ease": [{"lam": lam} for lam in (10.0, 30.0, 100.0, 250.0, 500.0, 1000.0, 3000.0)],
-    "ease-recency": [{"lam": lam, "half_life": h, "floor": f} for lam in (100.0, 250.0, 500.0, 1000.0)
+    "ease-recency": [{"lam": lam, "half_life": h, "floor": f} for lam in EASE_LAMBDAS
                      for h, f in RECENCY_GRID],
+    "ease-categories": [{"lam": lam, "half_life": h, "floor": f, "side_weight": b} for lam in EASE_LAMBDAS
+                        for b in SIDE_WEIGHTS for h, f in RECENCY_GRID],
     "als": [{"factors": f, "regularization": r, "alpha": a} for f in (32, 64, 128) for r in (0.01, 0.1)
             for a in (1.0, 10.0, 40.0)],
 }
@@ -275,15 +354,21 @@ class BaselineResult:
     grid: list = None  # every grid point: params + validation nDCG@10
 
 
-def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None):
-    """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores)."""
+def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
+         item_features: np.ndarray | None = None):
+    """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores).
+    ``item_features`` (items x features): what baselines with side information (``uses_features``) read."""
     train_hist = split.histories("valid")  # validation reads the training events only
     rows, best = [], None
     when = split.request_times("valid")
+    if getattr(BASELINES[name], "uses_features", False) and (item_features is None or not np.any(item_features)):
+        raise ConfigError(f"baseline {name} needs the items' categories, and this data set's items have none")
     for params in (GRIDS[name] if grid is None else grid):
         model = BASELINES[name](**params).fit(X)
         if getattr(model, "uses_time", False):
             model.fit_events(split)
+        if getattr(model, "uses_features", False):
+            model.fit_features(item_features)
         nd = evaluate(scores_for(model, train_hist, when), split, "valid", n_neg=1).get("ndcg@10", 0.0)
         rows.append({**params, "valid_ndcg@10": nd})
         if best is None or nd > best[0]:
@@ -292,10 +377,12 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None)
     return best[1], best[2], rows
 
 
-def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ease", "ease-recency", "als"),
+def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ease", "ease-recency", "ease-categories",
+                                       "als"),
                   item_features=None, ks=(10, 20), tuned: bool = True) -> list[BaselineResult]:
     """Each baseline tuned on validation (``tuned``; else the classes' defaults), then scored once on
-    the warm test users and the cold items."""
+    the warm test users and the cold items. ``item_features``: the items' multi-hot categories (the
+    diversity metric's space, and ease-categories' side information; without them it is skipped)."""
     X = interaction_matrix(split)
     valid_hist, test_hist = split.histories("valid"), split.histories("test")  # test: + validation events
     out = []
@@ -303,8 +390,11 @@ def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ea
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         t0 = time.perf_counter()
+        if getattr(BASELINES[name], "uses_features", False) and (item_features is None or not np.any(item_features)):
+            log.warning("skipping %s: the items have no categories", name)
+            continue
         try:
-            model, params, grid = tune(name, split, X, None if tuned else [{}])
+            model, params, grid = tune(name, split, X, None if tuned else [{}], item_features)
         except ImportError as exc:
             log.warning("skipping %s: %s", name, exc)
             continue

@@ -128,7 +128,7 @@ log = logging.getLogger(__name__)
 @click.option("--data", "data_spec", default="ml-100k", show_default=True, help="Data set name or path.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
-@click.option("--only", default="popularity,trending,item-knn,ease,ease-recency,als", show_default=True,
+@click.option("--only", default="popularity,trending,item-knn,ease,ease-recency,ease-categories,als", show_default=True,
               help="Comma-separated baselines to run.")
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="Search each baseline's grid on validation nDCG@10 (--no-tune: the classes' defaults).")

@@ -12,6 +12,7 @@ from genre_edge.errors import ConfigError
 
 
 from .augment import AugmentConfig
+from .baselines import SIDE_WEIGHTS
 from .device import DEVICES
 from .precision import PRECISIONS
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
@@ -89,7 +90,9 @@ class HeadConfig:
 class CFConfig:
     kind: str = cfg.choice("ease", tuple(CF_PARTS))
     neighbors: int = cfg.bounded(200, 1, 100000, "neighbour table size per item (cooccurrence/ease)")
-    ease_lambda: float = cfg.bounded(250.0, 0.0, None)
+    # EASE's L2 weight; "auto" = chosen on validation nDCG@10 of the CF part alone from the grid the ease-recency
+    # baseline searches (EASE_LAMBDAS), jointly with an "auto" side_weight
+    ease_lambda: float | str = 250.0
     mf_dim: int = cfg.bounded(64, 2, 1024)
     # Recency: history item at position p from the end votes with floor + (1 - floor) * 0.5 ** (p / half_life).
     # "auto" = half-life and floor chosen on validation nDCG@10 with the blend, from the grid the ease-recency
@@ -97,6 +100,20 @@ class CFConfig:
     recency_half_life: str = cfg.choice("auto", ("auto", "0", "5", "10", "25", "50", "100"))
     recency_floor: float = cfg.bounded(0.5, 0.0, 1.0, "weight left to the oldest history items (with a fixed "
                                        "recency_half_life; auto chooses the floor too)")
+    # kind = "ease": item similarity added to EASE's Gram matrix (collective EASE; export/baselines.py:
+    # ease_weights), so items alike by content vote for each other although no user rated both. "encoder" = the
+    # cosine of the config's *pretrained* encoder's item-text embeddings (the language model, before any training);
+    # "categories" = of the items' category sets (what the ease-categories baseline uses); "none" = plain EASE.
+    side_information: str = cfg.choice("none", ("none", "encoder", "categories"))
+    # its weight, in co-ratings: "auto" = chosen on validation nDCG@10 of the CF part alone (each weight at its best
+    # recency of the grid) from SIDE_WEIGHTS, which include 0 (plain EASE); or a fixed one
+    side_weight: str = cfg.choice("auto", ("auto",) + tuple(f"{w:g}" for w in SIDE_WEIGHTS))
+
+    def validate(self):
+        if isinstance(self.ease_lambda, str) and self.ease_lambda != "auto":
+            raise ConfigError(f"cf.ease_lambda: {self.ease_lambda!r} is not valid; give a number >= 0 or \"auto\"")
+        if not isinstance(self.ease_lambda, str) and self.ease_lambda < 0:
+            raise ConfigError(f"cf.ease_lambda: {self.ease_lambda!r} is below the minimum 0")
 
 
 @dataclass(frozen=True)
@@ -198,6 +215,9 @@ class Config:
         if self.train.cf_negatives and self.cf.kind not in ("ease", "cooccurrence"):
             raise ConfigError(f"train.cf_negatives needs cf.kind = 'ease' or 'cooccurrence' (a fitted neighbour table "
                               f"ranks each user's pool before training), not {self.cf.kind!r}; or set cf_negatives = 0")
+        if self.cf.side_information != "none" and self.cf.kind != "ease":
+            raise ConfigError(f"cf.side_information = {self.cf.side_information!r} needs cf.kind = 'ease' (it joins "
+                              f"EASE's Gram matrix), not {self.cf.kind!r}; or set side_information = 'none'")
         if self.head.kind == "mlp" and self.head.rerank_top < 20:
             raise ConfigError("head.rerank_top must be >= 20 with head.kind = 'mlp' (metrics look at the top 20)")
 

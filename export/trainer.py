@@ -467,6 +467,7 @@ class Trainer:
             "impression_negatives": {"per_positive": conf.train.impression_negatives,
                                      "positives_with_impressions": self.prep.impression_coverage},
             "cf_negatives": {"per_positive": conf.train.cf_negatives, "pool": conf.train.cf_negative_pool},
+            "cf_ease": self.prep.cf_ease,
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
             "device": str(self.dev),
