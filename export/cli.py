@@ -136,7 +136,8 @@ log = logging.getLogger(__name__)
               help="Folder for the JSON and Markdown report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def baselines(data_spec, data_dir, only, tune, out_dir, as_json):
-    """Popularity, item-kNN, EASE and ALS on the standard split (warm users and cold items)."""
+    """Popularity, trending, item-kNN, EASE (plain, with recency, with the items' categories as side information)
+    and ALS on the standard split (warm users and cold items), each tuned on validation."""
     from .baselines import BASELINES, run_baselines
 
     names = [n.strip() for n in only.split(",") if n.strip()]

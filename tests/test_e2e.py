@@ -26,9 +26,15 @@ def test_real_teacher_on_ml100k_slice(tmp_path):
     ds.interactions = inter.take(keep)
     conf = cfgmod.from_dict(Config, {
         "encoder": {"trainable_layers": 1},
+        # the packaged presets' CF part: the real encoder's item similarity in EASE, chosen on validation
+        "cf": {"side_information": "encoder", "ease_lambda": "auto", "neighbors": 500},
         "train": {"epochs": 2, "steps_per_epoch": 8, "batch_size": 64, "negatives": 64, "threads": 1, "patience": 0},
     })
     rep = train(conf, tmp_path / "m", progress=False, dataset=ds)
+    grid = rep["cf_ease"]["grid"]
+    assert rep["cf_ease"]["side_information"] == "encoder" and len(grid) == 24
+    assert max(g["valid_ndcg@10"] for g in grid) == max(
+        g["valid_ndcg@10"] for g in grid if (g["lambda"], g["side_weight"]) == (rep["cf_ease"]["lambda"], rep["cf_ease"]["side_weight"]))
     h = rep["history"]
     assert h[-1]["valid_loss"] < h[0]["valid_loss"] + 0.05 and h[-1]["train_loss"] < 5.0
     assert h[-1]["valid_ndcg@10"] > rep["zero_shot"]["valid"]["ndcg@10"]
