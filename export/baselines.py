@@ -354,6 +354,11 @@ class BaselineResult:
     grid: list = None  # every grid point: params + validation nDCG@10
 
 
+def lacks_features(name: str, item_features: np.ndarray | None) -> bool:
+    """Whether baseline ``name`` reads side information (``uses_features``) and ``item_features`` has none."""
+    return getattr(BASELINES[name], "uses_features", False) and (item_features is None or not np.any(item_features))
+
+
 def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
          item_features: np.ndarray | None = None):
     """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores).
@@ -361,7 +366,7 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
     train_hist = split.histories("valid")  # validation reads the training events only
     rows, best = [], None
     when = split.request_times("valid")
-    if getattr(BASELINES[name], "uses_features", False) and (item_features is None or not np.any(item_features)):
+    if lacks_features(name, item_features):
         raise ConfigError(f"baseline {name} needs the items' categories, and this data set's items have none")
     for params in (GRIDS[name] if grid is None else grid):
         model = BASELINES[name](**params).fit(X)
@@ -390,7 +395,7 @@ def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ea
         if name not in BASELINES:
             raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
         t0 = time.perf_counter()
-        if getattr(BASELINES[name], "uses_features", False) and (item_features is None or not np.any(item_features)):
+        if lacks_features(name, item_features):
             log.warning("skipping %s: the items have no categories", name)
             continue
         try:
