@@ -12,7 +12,6 @@ from genre_edge.errors import ConfigError
 
 
 from .augment import AugmentConfig
-from .baselines import SIDE_WEIGHTS
 from .device import DEVICES
 from .precision import PRECISIONS
 from .registry import CF_PARTS, HEADS, POOLINGS, USER_MODELS
@@ -105,15 +104,17 @@ class CFConfig:
     # cosine of the config's *pretrained* encoder's item-text embeddings (the language model, before any training);
     # "categories" = of the items' category sets (what the ease-categories baseline uses); "none" = plain EASE.
     side_information: str = cfg.choice("none", ("none", "encoder", "categories"))
-    # its weight, in co-ratings: "auto" = chosen on validation nDCG@10 of the CF part alone (each weight at its best
-    # recency of the grid) from SIDE_WEIGHTS, which include 0 (plain EASE); or a fixed one
-    side_weight: str = cfg.choice("auto", ("auto",) + tuple(f"{w:g}" for w in SIDE_WEIGHTS))
+    # its weight, in co-ratings (a number >= 0), or "auto" = chosen on validation nDCG@10 of the CF part alone (each
+    # weight at its best recency of the grid) from SIDE_WEIGHTS (export/baselines.py), which include 0 (plain EASE)
+    side_weight: float | str = "auto"
 
     def validate(self):
-        if isinstance(self.ease_lambda, str) and self.ease_lambda != "auto":
-            raise ConfigError(f"cf.ease_lambda: {self.ease_lambda!r} is not valid; give a number >= 0 or \"auto\"")
-        if not isinstance(self.ease_lambda, str) and self.ease_lambda < 0:
-            raise ConfigError(f"cf.ease_lambda: {self.ease_lambda!r} is below the minimum 0")
+        for key in ("ease_lambda", "side_weight"):
+            v = getattr(self, key)
+            if isinstance(v, str) and v != "auto":
+                raise ConfigError(f"cf.{key}: {v!r} is not valid; give a number >= 0 or \"auto\"")
+            if not isinstance(v, str) and v < 0:
+                raise ConfigError(f"cf.{key}: {v!r} is below the minimum 0")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,10 @@ class Config:
         if self.train.cf_negatives and self.cf.kind not in ("ease", "cooccurrence"):
             raise ConfigError(f"train.cf_negatives needs cf.kind = 'ease' or 'cooccurrence' (a fitted neighbour table "
                               f"ranks each user's pool before training), not {self.cf.kind!r}; or set cf_negatives = 0")
+        if self.cf.side_information == "none" and self.cf.side_weight != "auto":
+            raise ConfigError(f"cf.side_weight = {self.cf.side_weight!r} weighs side information, and "
+                              "cf.side_information is 'none'; set side_information = 'encoder' or 'categories', or drop "
+                              "side_weight")
         if self.cf.side_information != "none" and self.cf.kind != "ease":
             raise ConfigError(f"cf.side_information = {self.cf.side_information!r} needs cf.kind = 'ease' (it joins "
                               f"EASE's Gram matrix), not {self.cf.kind!r}; or set side_information = 'none'")

@@ -90,17 +90,22 @@ def test_cf_config_side_information_and_lambda_are_validated():
     def conf(**cf):
         return cfgmod.from_dict(Config, {"cf": cf}, "t.toml:")
 
-    c = conf(kind="ease", side_information="encoder", ease_lambda="auto", side_weight="30")
-    assert c.cf.ease_lambda == "auto" and c.cf.side_weight == "30"
-    assert conf(ease_lambda=100).cf.ease_lambda == 100.0
+    c = conf(kind="ease", side_information="encoder", ease_lambda="auto", side_weight=30)
+    assert c.cf.ease_lambda == "auto" and c.cf.side_weight == 30.0
+    assert conf(ease_lambda=100).cf.ease_lambda == 100.0 and conf(side_weight="auto").cf.side_weight == "auto"
+    assert conf(side_information="categories", side_weight=0).cf.side_weight == 0.0
     with pytest.raises(ConfigError, match=r"cf.ease_lambda: 'fast' is not valid.*auto"):
         conf(ease_lambda="fast")
     with pytest.raises(ConfigError, match="cf.ease_lambda: -1.0 is below the minimum 0"):
         conf(ease_lambda=-1)
-    with pytest.raises(ConfigError, match=r"cf.side_weight: '7' is not valid; choose one of: auto, 0, 3"):
-        conf(side_weight="7")
+    with pytest.raises(ConfigError, match=r"cf.side_weight: '30' is not valid; give a number >= 0 or \"auto\""):
+        conf(side_information="encoder", side_weight="30")
+    with pytest.raises(ConfigError, match="cf.side_weight: -3.0 is below the minimum 0"):
+        conf(side_information="encoder", side_weight=-3)
     with pytest.raises(ConfigError, match=r"cf.side_information: 'genres' is not valid; choose one of: none, encoder"):
         conf(side_information="genres")
+    with pytest.raises(ConfigError, match="cf.side_weight = 30.0 weighs side information, and cf.side_information is 'none'"):
+        conf(side_weight=30)
     with pytest.raises(ConfigError, match="side_information = 'encoder' needs cf.kind = 'ease'"):
         conf(kind="cooccurrence", side_information="encoder")
 
@@ -129,7 +134,7 @@ def test_the_hybrids_cf_part_reads_side_information_chosen_on_validation_and_lea
     idx, w = p.cf_table
     assert not np.any(w[unrated] != 0)  # they vote for no one ...
     assert not np.any((w != 0) & np.isin(idx, unrated))  # ... and no one votes for them
-    fixed = Prepared(tiny_config(toy_data, enc, cf={"side_information": what, "side_weight": "300"}))
+    fixed = Prepared(tiny_config(toy_data, enc, cf={"side_information": what, "side_weight": 300}))
     assert fixed.cf_ease["side_weight"] == 300.0 and fixed.cf_ease["grid"] is None
     dense = np.zeros((p.split.n_items,) * 2)
     np.put_along_axis(dense, fixed.cf_table[0].astype(np.int64), fixed.cf_table[1], 1)
