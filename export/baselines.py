@@ -188,7 +188,7 @@ class EASECategories(EASERecency):
 
     def fit_features(self, F: np.ndarray):
         """``F``: items x features (multi-hot categories; :func:`genre_edge_export.evaluate.category_features`)."""
-        self.W = _ease_cache(self.X, self.lam, side_similarity(F), self.side_weight)
+        self.W = _ease_cache(self.X, self.lam, _cached_side_similarity(F), self.side_weight)
         return self
 
 
@@ -205,20 +205,25 @@ def _ease_cache(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_wei
     return _EASE[key]
 
 
+def side_similarity(F: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the items' feature rows (items x items, float64; an item without features: 0)."""
+    fits_in_memory(8.0 * F.shape[0] ** 2, f"side information over {F.shape[0]} items (a dense items x items "
+                   "similarity)", "use cf.side_information = \"none\" for catalogs this large")
+    Fn = np.asarray(F, np.float64)
+    Fn = Fn / np.maximum(np.linalg.norm(Fn, axis=1, keepdims=True), 1e-12)
+    return Fn @ Fn.T
+
+
 _SIDE: dict = {}
 
 
-def side_similarity(F: np.ndarray) -> np.ndarray:
-    """Cosine similarity of the items' feature rows (items x items; an item without features: 0), cached
-    per feature matrix (a grid fits many models on one)."""
+def _cached_side_similarity(F: np.ndarray) -> np.ndarray:
+    # one similarity per feature matrix while a baseline's grid fits many models on it (and one object, so that
+    # _ease_cache's key sees the same matrix); training computes its own (prepare.py) and keeps nothing here
     key = (id(F), F.shape, float(np.abs(F).sum()))
     if key not in _SIDE:
         _SIDE.clear()
-        fits_in_memory(8.0 * F.shape[0] ** 2, f"side information over {F.shape[0]} items (a dense items x items "
-                       "similarity)", "use cf.side_information = \"none\" for catalogs this large")
-        Fn = np.asarray(F, np.float64)
-        Fn = Fn / np.maximum(np.linalg.norm(Fn, axis=1, keepdims=True), 1e-12)
-        _SIDE[key] = Fn @ Fn.T
+        _SIDE[key] = side_similarity(F)
     return _SIDE[key]
 
 
@@ -243,12 +248,14 @@ def ease_weights(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_we
 
 
 def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side_weights, max_users: int = 0):
-    """(lambda, side information weight, every grid point's row): the EASE of best validation nDCG@10 over
+    """(lambda, side information weight, every grid point's row, the chosen weights): the EASE of best validation
+    nDCG@10 over
     ``lambdas`` x ``side_weights`` (``S``: items x items similarity, or None), each point at its best recency of
     no recency + :data:`RECENCY_GRID` (what the hybrid's blend calibration searches). The CF part alone, before
     any training, fitted on the training events; ties: the smaller weight, then the smaller lambda."""
     hist = split.histories("valid")
-    rows = []
+    rows, chosen = [], None
+    key = lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"])  # noqa: E731
     for lam in lambdas:
         for w in side_weights:
             B = ease_weights(X, lam, S, w)
@@ -261,10 +268,12 @@ def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side
                     best = {"lambda": float(lam), "side_weight": float(w), "half_life": hl, "floor": floor,
                             "valid_ndcg@10": nd}
             rows.append(best)
-    top = max(rows, key=lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"]))
+            if chosen is None or key(best) > key(chosen[0]):
+                chosen = (best, B)  # kept, so the caller need not invert the chosen point again
+    top, B = chosen
     log.info("CF part: EASE lambda %g, side information weight %g chosen on validation (ndcg@10 %.4f alone)",
              top["lambda"], top["side_weight"], top["valid_ndcg@10"])
-    return top["lambda"], top["side_weight"], rows
+    return top["lambda"], top["side_weight"], rows, B
 
 
 class ALS:

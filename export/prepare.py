@@ -121,9 +121,7 @@ class Prepared:
 
             X = interaction_matrix(self.split, self.hist)
             if conf.cf.kind == "ease":
-                S = self._side_similarity(X)
-                lam, weight = self._ease_parameters(X, S)
-                W = ease_weights(X, lam, S, weight)
+                W = self._ease(X, self._side_similarity(X))
             else:
                 W = cooccurrence_cosine(X, 0)
             self.cf_table = neighbour_table(W, conf.cf.neighbors)
@@ -145,22 +143,26 @@ class Prepared:
         # among items with training interactions only: an item without any keeps no CF weights (as before, and as
         # items added on the device), so the content tower alone ranks new items - content-only CF votes for them,
         # chosen for warm users, ranked ml-100k's cold items at half the trained tower's nDCG@10 (0.047 vs 0.088)
-        rated = X.sum(0) > 0
-        return np.where(rated[:, None] & rated[None, :], side_similarity(F), 0.0)
+        unrated = X.sum(0) == 0
+        S = side_similarity(F)
+        S[unrated] = 0.0  # in place: one items x items array, not two
+        S[:, unrated] = 0.0
+        return S
 
-    def _ease_parameters(self, X: np.ndarray, S: np.ndarray | None) -> tuple[float, float]:
-        """(lambda, side information weight): the config's, or ("auto") chosen on validation with the CF part
-        alone (:func:`choose_ease`); recorded in ``cf_ease`` for the training report."""
+    def _ease(self, X: np.ndarray, S: np.ndarray | None) -> np.ndarray:
+        """EASE's weights with the config's lambda and side information weight, or ("auto") those chosen on
+        validation with the CF part alone (:func:`choose_ease`); recorded in ``cf_ease`` for the training report."""
         c = self.conf.cf
         lams = EASE_LAMBDAS if c.ease_lambda == "auto" else (float(c.ease_lambda),)
         weights = (0.0,) if S is None else SIDE_WEIGHTS if c.side_weight == "auto" else (float(c.side_weight),)
         grid = None
         if len(lams) * len(weights) > 1:
-            lam, weight, grid = choose_ease(self.split, X, lams, S, weights, self.conf.train.max_eval_users)
+            lam, weight, grid, W = choose_ease(self.split, X, lams, S, weights, self.conf.train.max_eval_users)
         else:
             lam, weight = lams[0], weights[0]
+            W = ease_weights(X, lam, S, weight)
         self.cf_ease = {"lambda": lam, "side_information": c.side_information, "side_weight": weight, "grid": grid}
-        return lam, weight
+        return W
 
     def _impressions(self) -> None:
         """Index the training negatives by (user, timestamp): items shown with a click but not

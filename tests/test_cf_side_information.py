@@ -53,14 +53,14 @@ def test_choose_ease_searches_lambda_and_weight_on_validation_and_keeps_plain_ea
     split = make_split(ds, SplitConfig(cold_quantile=0.6))
     X = interaction_matrix(split)
     S = side_similarity(category_features(ds.items.categories))
-    lam, w, rows = choose_ease(split, X, (10.0, 100.0), S, (0.0, 3.0, 30.0))
+    lam, w, rows, _ = choose_ease(split, X, (10.0, 100.0), S, (0.0, 3.0, 30.0))
     assert [(r["lambda"], r["side_weight"]) for r in rows] == [(a, b) for a in (10.0, 100.0) for b in (0.0, 3.0, 30.0)]
     assert {(r["half_life"], r["floor"]) for r in rows} <= {(0.0, 1.0)} | set(RECENCY_GRID)
     best = max(r["valid_ndcg@10"] for r in rows)
     chosen = [r for r in rows if (r["lambda"], r["side_weight"]) == (lam, w)][0]
     assert chosen["valid_ndcg@10"] == best
     # among equals the smaller weight (closer to plain EASE): identical similarity at weight 0 ties everywhere
-    lam0, w0, rows0 = choose_ease(split, X, (10.0,), np.zeros_like(S), (0.0, 3.0, 30.0))
+    lam0, w0, rows0, _ = choose_ease(split, X, (10.0,), np.zeros_like(S), (0.0, 3.0, 30.0))
     assert w0 == 0.0 and len({round(r["valid_ndcg@10"], 12) for r in rows0}) == 1
 
 
