@@ -242,11 +242,14 @@ class DotHead(nn.Module):
         sh = set(every[shared])
         cols_sh = torch.tensor(every[shared], dtype=torch.long, device=u.device)
         own = [c for c in every if c not in sh]
-        dot = torch.empty(inv.shape, dtype=u.dtype, device=u.device)
-        dot = dot.index_copy(1, cols_sh, u @ rows[inv[0, shared]].T)
+        # the products' dtype, not u's: under bf16 autocast they come out bf16 while u is fp32, and index_copy
+        # wants one dtype (a bf16 run on an H200 stopped there)
+        prod = u @ rows[inv[0, shared]].T
+        dot = torch.empty(inv.shape, dtype=prod.dtype, device=u.device).index_copy(1, cols_sh, prod)
         if own:
             cols_own = torch.tensor(own, dtype=torch.long, device=u.device)
-            dot = dot.index_copy(1, cols_own, torch.einsum("bd,bcd->bc", u, rows[inv[:, cols_own]]))
+            own_dot = torch.einsum("bd,bcd->bc", u, rows[inv[:, cols_own]])
+            dot = dot.index_copy(1, cols_own, own_dot.to(dot.dtype))
         return self.blend(dot, cf, pop)
 
 
@@ -326,7 +329,10 @@ class CFPart(nn.Module):
         # write wins) let a row's padding overwrite item 0's vote with 0 whenever item 0 was in a history
         X = torch.zeros(B, self.n_items, device=hist.device)
         X.scatter_add_(1, hist, self.history_weights(hmask))
-        full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
+        # in fp32 even under bf16 autocast: CUDA has no bf16 sparse product ("addmm_sparse_cuda" not implemented
+        # for 'BFloat16', seen on an H200), and the vote sums hundreds of small weights that bf16 would round
+        with torch.autocast(device_type=X.device.type, enabled=False):
+            full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
         return full if cand is None else torch.gather(full, 1, cand)
 
 

@@ -471,6 +471,7 @@ class Trainer:
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
             "device": str(self.dev),
+            "precision": conf.train.precision,
             **(extra or {}),
         }
         p = self.prep

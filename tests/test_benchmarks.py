@@ -1,5 +1,6 @@
 """The committed benchmark scripts run end to end on a tiny real bundle (no timing is asserted)."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,25 @@ def test_runtime_bench_writes_json_markdown_and_targets(tiny_bundle, tmp_path):
     assert p.returncode == (0 if all(t["met"] for t in res["targets"].values()) else 1)
     md = (tmp_path / "runtime-tiny.md").read_text()
     assert "## Targets" in md and "p99" in md
+
+
+def test_machine_record_names_the_gpus_and_a_given_git_sha(tmp_path, monkeypatch):
+    """Benchmark records name the GPU (nvidia-smi's list; none without it or when it fails) and take the sha
+    from GENRE_GIT_SHA where the code runs from a copy without .git."""
+    from genre_edge.bench import machine as mach
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho 'NVIDIA H200, 580.159.04'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("GENRE_GIT_SHA", "abc123def456")
+    m = mach.machine()
+    assert m["gpus"] == ["NVIDIA H200, 580.159.04"] and m["git"] == "abc123def456"
+    assert "GPU: NVIDIA H200, 580.159.04" in mach.machine_markdown(m)
+    fake.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2; exit 9\n")
+    monkeypatch.delenv("GENRE_GIT_SHA")
+    m = mach.machine()
+    assert m["gpus"] == [] and "GPU" not in mach.machine_markdown(m) and m["git"] != "abc123def456"
 
 
 def test_runtime_bench_rejects_a_folder_without_bundle(tmp_path):

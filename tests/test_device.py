@@ -59,6 +59,47 @@ def test_a_training_step_runs_wholly_on_the_training_device(tmp_path, toy_data, 
     assert grads and all(g.device == meta for g in grads)
 
 
+def test_the_sparse_cf_vote_stays_fp32_under_bf16_autocast():
+    """CUDA has no bf16 sparse product: on an H200, `--precision bf16` with an EASE/co-occurrence CF part
+    stopped at its first step ("addmm_sparse_cuda" not implemented for 'BFloat16'). The vote runs with autocast
+    off, so it is fp32 under any autocast (here the CPU's, where the product did run in bf16 and rounded it)."""
+    import torch
+
+    from genre_edge_export.models import CFPart, neighbour_table
+
+    rng = np.random.default_rng(0)
+    W = (rng.normal(size=(50, 50)) * 1e-2).astype(np.float32)
+    cf = CFPart("ease", 50, neighbour_table(W, 20))
+    hist, mask = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]]), torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    ref = cf.scores(hist, mask, None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cf.scores(hist, mask, None)
+        cand = cf.scores(hist, mask, torch.tensor([[7, 8], [9, 10]]))
+    assert got.dtype == torch.float32 and cand.dtype == torch.float32
+    assert torch.equal(got, ref) and torch.equal(cand, ref.gather(1, torch.tensor([[7, 8], [9, 10]])))
+
+
+def test_the_dot_head_scores_shared_negatives_under_bf16_autocast():
+    """A fp32 user vector against fp32 rows under bf16 autocast (CUDA keeps some user-model outputs in fp32):
+    the products come out bf16, and the first bf16 run on an H200 stopped at `index_copy` (Float vs BFloat16).
+    CPU autocast promotes index_copy to the wider type and CUDA's does not, so that failure shows only on a GPU;
+    here: score_rows gives forward's scores within bf16 rounding, in fp32 after the blend."""
+    import torch
+
+    from genre_edge_export.models import DotHead
+
+    torch.manual_seed(0)
+    head = DotHead(8)
+    u, rows = torch.randn(3, 8), torch.randn(20, 8)
+    inv = torch.tensor([[0, 5, 6, 7], [1, 5, 6, 7], [2, 5, 6, 7]])  # one own positive, three shared negatives
+    cf, pop = torch.randn(3, 4), torch.randn(3, 4)
+    ref = head(u, rows[inv], cf, pop)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = head.score_rows(u, rows, inv, cf, pop, shared=slice(1, 4))
+    assert got.dtype == torch.float32 and not torch.equal(got, ref)  # the products really ran in bf16
+    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.3)
+
+
 def test_a_distillation_batch_runs_wholly_on_the_device(tmp_path, toy_data, enc):
     """distill.batch_loss with the student, the teacher's rows and user vectors on meta: embedding match, the
     ranking KL over items and the request KL over the catalog, forward and backward."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,12 @@ FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "
 
 
 def git_sha() -> str:
-    """HEAD of the checkout, with ``-dirty`` when tracked files differ (so numbers can be traced)."""
+    """HEAD of the checkout, with ``-dirty`` when tracked files differ (so numbers can be traced).
+
+    ``GENRE_GIT_SHA`` names it where the code runs from a copy without ``.git`` (a tree sent to another
+    machine to measure there)."""
+    if os.environ.get("GENRE_GIT_SHA"):
+        return os.environ["GENRE_GIT_SHA"]
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10).stdout.strip()
@@ -22,6 +28,19 @@ def git_sha() -> str:
         return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def gpus() -> list[str]:
+    """The NVIDIA GPUs ``nvidia-smi`` lists ("name, driver"), none where it is missing or fails: a GPU number
+    without the GPU it ran on cannot be compared."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def cpu_model_and_flags() -> tuple[str, list[str]]:
@@ -43,11 +62,12 @@ def machine() -> dict:
     return {
         "cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "arch": platform.machine(),
         "os": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "onnxruntime": ort.__version__, "git": git_sha(),
+        "onnxruntime": ort.__version__, "gpus": gpus(), "git": git_sha(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def machine_markdown(m: dict) -> str:
-    return (f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}); "
+    gpu = f"; GPU: {' | '.join(m['gpus'])}" if m.get("gpus") else ""
+    return (f"Machine: {m['cpu']} ({m['arch']}, {m['cores']} cores, flags: {', '.join(m['cpu_flags']) or 'none'}{gpu}); "
             f"onnxruntime {m['onnxruntime']}, numpy {m['numpy']}, Python {m['python']}; git {m['git']}; {m['date']}.")
