@@ -330,10 +330,12 @@ BASELINES: dict[str, Callable[..., object]] = {
 }
 
 # Hyper-parameter grids searched on validation nDCG@10. Log-spaced and wide enough that the choice
-# is inside the grid on data sets of the ml-100k..ml-1m size (the report shows where it landed).
+# is inside the grid on ml-100k (checked: `grid_edges`, and the baselines report flags a choice on an edge).
 # (half-life, floor) pairs of the CF recency weighting: searched on validation by the ease-recency baseline
 # and, with "no recency" added, by the hybrid's blend calibration (export/calibrate.py): both get the same grid.
-RECENCY_GRID = ((5.0, 0.1), (10.0, 0.1), (25.0, 0.1), (10.0, 0.3), (25.0, 0.3), (50.0, 0.3))
+# A product of both axes: six hand-picked pairs put ease-categories' choice on a corner (half-life 5, floor 0.1)
+# and missed ease-recency's better (5, 0.2).
+RECENCY_GRID = tuple((h, f) for h in (2.5, 5.0, 10.0, 25.0, 50.0) for f in (0.03, 0.1, 0.2, 0.3))
 # side information weights of collective EASE (the ease-categories baseline; cf.side_weight = "auto" of the
 # hybrid's CF part): 0 (plain EASE) up to an item similarity of 300 co-ratings (ml-100k's median item has 27)
 SIDE_WEIGHTS = (0.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -347,9 +349,31 @@ GRIDS: dict[str, list[dict]] = {
                      for h, f in RECENCY_GRID],
     "ease-categories": [{"lam": lam, "half_life": h, "floor": f, "side_weight": b} for lam in EASE_LAMBDAS
                         for b in SIDE_WEIGHTS for h, f in RECENCY_GRID],
-    "als": [{"factors": f, "regularization": r, "alpha": a} for f in (32, 64, 128) for r in (0.01, 0.1)
-            for a in (1.0, 10.0, 40.0)],
+    # the smallest factors, regularization and alpha of an earlier 3 x 2 x 3 grid were all chosen: widened
+    "als": [{"factors": f, "regularization": r, "alpha": a} for f in (16, 32, 64, 128) for r in (1e-4, 1e-3, 1e-2, 0.1)
+            for a in (0.3, 1.0, 3.0, 10.0, 40.0)],
 }
+# parameters whose smallest searched value, 0, is a natural bound (off) rather than an edge to search past
+NATURAL_ZERO = ("shrink", "side_weight", "floor", "half_life")
+
+
+def grid_edges(rows: list[dict], chosen: dict) -> list[str]:
+    """The chosen parameters that sit on an edge of the searched grid ("floor=0.03 (lowest searched)"): there,
+    a value outside the grid may be better, and the report says so instead of calling the baseline tuned. Only
+    numeric parameters searched at more than one value count; 0 of a :data:`NATURAL_ZERO` parameter is a
+    bound, not an edge."""
+    out = []
+    for p, v in chosen.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        vals = sorted({r[p] for r in rows if isinstance(r.get(p), (int, float))})
+        if len(vals) < 2 or (v == 0 and p in NATURAL_ZERO):
+            continue
+        if v == vals[0]:
+            out.append(f"{p}={v:g} (lowest searched)")
+        elif v == vals[-1]:
+            out.append(f"{p}={v:g} (highest searched)")
+    return out
 
 
 @dataclass
@@ -361,6 +385,7 @@ class BaselineResult:
     valid: dict
     params: dict = None  # the values chosen on validation
     grid: list = None  # every grid point: params + validation nDCG@10
+    at_edge: list = None  # chosen values on an edge of the grid (grid_edges)
 
 
 def lacks_features(name: str, item_features: np.ndarray | None) -> bool:
@@ -421,8 +446,10 @@ def run_baselines(split: Split, names=("popularity", "trending", "item-knn", "ea
                           item_features=item_features),
             valid=evaluate(scores_for(model, valid_hist, split.request_times("valid")), split, "valid", ks,
                            item_features=item_features),
-            params=params, grid=grid,
+            params=params, grid=grid, at_edge=grid_edges(grid, params),
         )
+        if res.at_edge:
+            log.warning("%s: chosen on an edge of its grid: %s", name, ", ".join(res.at_edge))
         log.info("%s: warm ndcg@10 %.4f, cold ndcg@10 %.4f", name, res.warm.get("ndcg@10", 0), res.cold.get("ndcg@10", 0))
         out.append(res)
     return out

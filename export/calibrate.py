@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from .baselines import RECENCY_GRID
+from .baselines import RECENCY_GRID, grid_edges
 from .evaluate import evaluate, sample_users
 from .scoring import pad
 from .trend import popularity_options
@@ -110,6 +110,8 @@ def calibrate(t, emb: np.ndarray) -> dict:
              f"trending, half-life {pop_hl:.0f} s" if pop_hl else "static", nd)
     return {"before": {"content": a0, "cf": b0, "pop": c0}, "after": {"content": a, "cf": b, "pop": c},
             "recency_half_life": hl, "recency_floor": float(t.rec.cf.recency[1]), "recency_grid": recency,
+            "recency_at_edge": grid_edges([r for r in recency if r["half_life"] > 0], {"half_life": hl, "floor": floor})
+            if recency and hl > 0 else [],
             "popularity_half_life_s": pop_hl, "popularity_grid": pop_grid_rows, "valid_ndcg@10": nd}
 
 

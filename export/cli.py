@@ -151,10 +151,11 @@ def baselines(data_spec, data_dir, only, tune, out_dir, as_json):
     run_api(check_split, split, ds)  # nothing to tune on: said, not a report of empty rows
     results = run_baselines(split, names, item_features=category_features(ds.items.categories), tuned=tune)
     rows = [{"model": r.name, "fit_seconds": r.fit_seconds, "warm": r.warm, "cold": r.cold, "valid": r.valid,
-             "params": r.params, "grid": r.grid} for r in results]
+             "params": r.params, "grid": r.grid, "at_edge": r.at_edge} for r in results]
     payload = {"data": ds.name, "split": split.summary(), "tuned": tune, "results": rows, "machine": platform.platform()}
     chosen = "\n".join(f"- {r.name}: {r.params or 'no parameters'} (best of {len(r.grid)}; validation nDCG@10 "
-                       f"{max(g['valid_ndcg@10'] for g in r.grid):.4f})" for r in results)
+                       f"{max(g['valid_ndcg@10'] for g in r.grid):.4f})"
+                       + (f"; **on the grid's edge: {', '.join(r.at_edge)}**" if r.at_edge else "") for r in results)
     md = comparison_markdown(f"Reference baselines on {ds.name}", rows, split.summary(),
                              ("Each baseline's hyper-parameters were chosen on validation nDCG@10 (grids in "
                               "export/baselines.py; the test split is scored once):\n" + chosen + "\n") if tune else "")

@@ -10,7 +10,7 @@ import numpy as np
 from genre_edge.errors import ConfigError, DataError
 
 from . import require
-from .baselines import (EASE_LAMBDAS, SIDE_WEIGHTS, choose_ease, cooccurrence_cosine, ease_weights,
+from .baselines import (EASE_LAMBDAS, SIDE_WEIGHTS, choose_ease, cooccurrence_cosine, ease_weights, grid_edges,
                         interaction_matrix, side_similarity)
 from .data import load_dataset
 from .data.domain import domain
@@ -161,7 +161,10 @@ class Prepared:
         else:
             lam, weight = lams[0], weights[0]
             W = ease_weights(X, lam, S, weight)
-        self.cf_ease = {"lambda": lam, "side_information": c.side_information, "side_weight": weight, "grid": grid}
+        self.cf_ease = {"lambda": lam, "side_information": c.side_information, "side_weight": weight, "grid": grid,
+                        "at_edge": grid_edges(grid, {"lambda": lam, "side_weight": weight}) if grid else []}
+        if self.cf_ease["at_edge"]:
+            log.warning("CF part chosen on an edge of its grid: %s", ", ".join(self.cf_ease["at_edge"]))
         return W
 
     def _impressions(self) -> None:

@@ -34,7 +34,7 @@ def test_als_baseline_runs(toy_data):
 
 
 def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
-    from genre_edge_export.baselines import EASE, recency_weights, run_baselines, tune
+    from genre_edge_export.baselines import EASE, EASE_LAMBDAS, RECENCY_GRID, recency_weights, run_baselines, tune
     from genre_edge_export.baselines import interaction_matrix
 
     split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
@@ -44,7 +44,7 @@ def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
     assert [r["lam"] for r in rows] == [1.0, 30.0, 3000.0]
     assert params == grid[int(np.argmax([r["valid_ndcg@10"] for r in rows]))] and model.lam == params["lam"]
     (r,) = run_baselines(split, ("ease-recency",))
-    assert {"lam", "half_life", "floor"} <= set(r.params) and len(r.grid) == 24
+    assert {"lam", "half_life", "floor"} <= set(r.params) and len(r.grid) == len(EASE_LAMBDAS) * len(RECENCY_GRID)
     assert max(g["valid_ndcg@10"] for g in r.grid) == pytest.approx(r.valid["ndcg@10"])
     # the hybrid's recency weighting: the last item counts 1, one half-life back floor + (1 - floor) / 2
     w = recency_weights(10.0, 0.2)(11)
@@ -62,7 +62,7 @@ def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_ba
     chosen pair is the best on validation and travels into the bundle the device reads."""
     import json
 
-    from genre_edge_export.baselines import GRIDS, RECENCY_GRID
+    from genre_edge_export.baselines import GRIDS, RECENCY_GRID, grid_edges
 
     cal = json.loads((tiny_bundle / "teacher" / "report.json").read_text())["calibration"]
     pairs = [(r["half_life"], r["floor"]) for r in cal["recency_grid"]]
@@ -70,8 +70,52 @@ def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_ba
     assert {(g["half_life"], g["floor"]) for g in GRIDS["ease-recency"]} == set(RECENCY_GRID)
     best = max(cal["recency_grid"], key=lambda r: r["valid_ndcg@10"])
     assert (cal["recency_half_life"], cal["recency_floor"]) == (best["half_life"], pytest.approx(best["floor"]))
+    on = [r for r in cal["recency_grid"] if r["half_life"] > 0]
+    assert cal["recency_at_edge"] == (grid_edges(on, {k: best[k] for k in ("half_life", "floor")})
+                                      if best["half_life"] > 0 else [])
     cf = json.loads((tiny_bundle / "bundle" / "manifest.json").read_text())["catalog"]["cf"]
     assert cf["recency_half_life"] == best["half_life"] and cf["recency_floor"] == pytest.approx(best["floor"])
+
+
+def test_grid_edges_flag_choices_a_wider_grid_could_beat():
+    """A chosen value at the lowest or highest searched value of a parameter is flagged (the baseline may not be
+    tuned), except 0 where 0 means off; a parameter searched at one value, or a non-number, is not an edge; the
+    recency grid is a product of its axes, so each axis has neighbours on both sides of an interior choice."""
+    from genre_edge_export.baselines import GRIDS, RECENCY_GRID, grid_edges
+
+    rows = [{"lam": lam, "floor": f, "kind": "x"} for lam in (10.0, 100.0, 1000.0) for f in (0.0, 0.1, 0.3)]
+    assert grid_edges(rows, {"lam": 100.0, "floor": 0.1, "kind": "x"}) == []
+    assert grid_edges(rows, {"lam": 10.0, "floor": 0.3}) == ["lam=10 (lowest searched)", "floor=0.3 (highest searched)"]
+    assert grid_edges(rows, {"lam": 1000.0, "floor": 0.0}) == ["lam=1000 (highest searched)"]  # floor 0: off
+    assert grid_edges([{"k": 5, "a": 1.0}, {"k": 5, "a": 2.0}], {"k": 5, "a": 2.0}) == ["a=2 (highest searched)"]
+    assert len(RECENCY_GRID) == len({h for h, _ in RECENCY_GRID}) * len({f for _, f in RECENCY_GRID})
+    # ml-100k's choices (ease-recency: half-life 5, floor 0.2; ease-categories: 5, 0.1) sit inside every axis
+    for chosen in ({"lam": 250.0, "half_life": 5.0, "floor": 0.2}, {"lam": 500.0, "half_life": 5.0, "floor": 0.1}):
+        assert grid_edges(GRIDS["ease-recency"], chosen) == []
+
+
+def test_eval_baselines_report_names_choices_on_a_grid_edge(toy_data, tmp_path):
+    """`genre eval baselines`: every row carries its grid-edge flags (the same as grid_edges says), and the
+    Markdown names them next to the chosen values, so a baseline chosen on an edge is not reported as tuned."""
+    import json
+
+    from click.testing import CliRunner
+
+    from genre_edge.cli import main
+    from genre_edge_export.baselines import grid_edges
+
+    r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(toy_data), "--only", "ease,ease-recency",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    (j,) = tmp_path.glob("baselines-*.json")
+    rows = json.loads(j.read_text())["results"]
+    md = j.with_suffix(".md").read_text()
+    assert [x["model"] for x in rows] == ["ease", "ease-recency"]
+    assert not rows[0]["at_edge"] and rows[1]["at_edge"]  # the toy log's recency wants shorter half-lives
+    for x in rows:
+        assert x["at_edge"] == grid_edges(x["grid"], x["params"])
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"- {x['model']}:"))
+        assert ("on the grid's edge" in line) == bool(x["at_edge"]) and all(e in line for e in x["at_edge"])
 
 
 def test_max_eval_users_scores_a_fixed_sample_of_users(toy_data):

@@ -117,16 +117,18 @@ def test_the_hybrids_cf_part_reads_side_information_chosen_on_validation_and_lea
     differs from plain EASE's, and items without training interactions get no CF weights (content ranks them)."""
     pytest.importorskip("torch")
     from conftest import tiny_config, tiny_encoder
-    from genre_edge_export.baselines import EASE_LAMBDAS, SIDE_WEIGHTS
+    from genre_edge_export.baselines import EASE_LAMBDAS, SIDE_WEIGHTS, grid_edges
     from genre_edge_export.prepare import Prepared
 
     enc = tiny_encoder(tmp_path / "enc")
     plain = Prepared(tiny_config(toy_data, enc))
-    assert plain.cf_ease == {"lambda": 250.0, "side_information": "none", "side_weight": 0.0, "grid": None}
+    assert plain.cf_ease == {"lambda": 250.0, "side_information": "none", "side_weight": 0.0, "grid": None,
+                             "at_edge": []}
     p = Prepared(tiny_config(toy_data, enc, cf={"side_information": what, "ease_lambda": "auto"}))
     e = p.cf_ease
     assert e["side_information"] == what and len(e["grid"]) == len(EASE_LAMBDAS) * len(SIDE_WEIGHTS)
     best = max(e["grid"], key=lambda r: r["valid_ndcg@10"])
+    assert e["at_edge"] == grid_edges(e["grid"], {"lambda": e["lambda"], "side_weight": e["side_weight"]})
     assert max(r["valid_ndcg@10"] for r in e["grid"] if (r["lambda"], r["side_weight"]) == (e["lambda"], e["side_weight"])) \
         == best["valid_ndcg@10"]
     unrated = np.setdiff1d(np.arange(p.split.n_items), np.concatenate(p.hist))
