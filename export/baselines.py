@@ -256,20 +256,33 @@ def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side
     hist = split.histories("valid")
     rows, chosen = [], None
     key = lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"])  # noqa: E731
+
+    def run(lam, w, extended=False):
+        nonlocal chosen
+        B = ease_weights(X, lam, S, w)
+        best = None
+        for hl, floor in ((0.0, 1.0),) + RECENCY_GRID:
+            rw = recency_weights(hl, floor) if hl > 0 else None
+            nd = evaluate(lambda us, rw=rw: history_rows(us, hist, len(B), rw) @ B, split, "valid", n_neg=1,
+                          max_users=max_users, ranking_only=True).get("ndcg@10", 0.0)
+            if best is None or nd > best["valid_ndcg@10"]:
+                best = {"lambda": float(lam), "side_weight": float(w), "half_life": hl, "floor": floor,
+                        "valid_ndcg@10": nd, **({"extended": True} if extended else {})}
+        rows.append(best)
+        if chosen is None or key(best) > key(chosen[0]):
+            chosen = (best, B)  # kept, so the caller need not invert the chosen point again
+
     for lam in lambdas:
         for w in side_weights:
-            B = ease_weights(X, lam, S, w)
-            best = None
-            for hl, floor in ((0.0, 1.0),) + RECENCY_GRID:
-                rw = recency_weights(hl, floor) if hl > 0 else None
-                nd = evaluate(lambda us, rw=rw: history_rows(us, hist, len(B), rw) @ B, split, "valid", n_neg=1,
-                              max_users=max_users, ranking_only=True).get("ndcg@10", 0.0)
-                if best is None or nd > best["valid_ndcg@10"]:
-                    best = {"lambda": float(lam), "side_weight": float(w), "half_life": hl, "floor": floor,
-                            "valid_ndcg@10": nd}
-            rows.append(best)
-            if chosen is None or key(best) > key(chosen[0]):
-                chosen = (best, B)  # kept, so the caller need not invert the chosen point again
+            run(lam, w)
+    for _ in range(MAX_EXTENSIONS):  # a choice on the grid's edge is followed outward, as tune() does
+        top = chosen[0]
+        ext = [e for e in edge_extensions(rows, {"lambda": top["lambda"], "side_weight": top["side_weight"]})
+               if not any((r["lambda"], r["side_weight"]) == (e["lambda"], e["side_weight"]) for r in rows)]
+        if not ext:
+            break
+        for e in ext:
+            run(e["lambda"], e["side_weight"], extended=True)
     top, B = chosen
     log.info("CF part: EASE lambda %g, side information weight %g chosen on validation (ndcg@10 %.4f alone)",
              top["lambda"], top["side_weight"], top["valid_ndcg@10"])
@@ -357,6 +370,39 @@ GRIDS: dict[str, list[dict]] = {
 NATURAL_ZERO = ("shrink", "side_weight", "floor", "half_life")
 
 
+# how many times a choice on a grid's edge is followed outward (one log-step each) before it is reported as an edge
+MAX_EXTENSIONS = 3
+# parameters that must stay whole numbers, and upper bounds of the bounded ones
+_INTEGER = ("k", "factors")
+_UPPER = {"floor": 1.0}
+
+
+def edge_extensions(rows: list[dict], chosen: dict) -> list[dict]:
+    """Grid points one step beyond each edge the chosen point sits on: ``chosen`` with one parameter moved past
+    its lowest (highest) searched value by the ratio to the next value in (a log-spaced step), e.g. lambda 3000
+    after 1000 -> 9000, floor 0.03 before 0.1 -> 0.009. A value of 0 (off) and parameters at their bound are not
+    extended. Searching these until the choice is inside is what makes "tuned on validation" true on data sets the
+    fixed grids were not written for (on a news log EASE wanted lambda > 3000 and half-lives < 2.5)."""
+    out = []
+    for p, v in chosen.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v == 0:
+            continue
+        vals = sorted({r[p] for r in rows if isinstance(r.get(p), (int, float))})
+        if len(vals) < 2 or v not in (vals[0], vals[-1]) or (v == vals[0] and vals[1] == 0):
+            continue
+        if v == vals[0]:
+            new = v * v / vals[1]
+        else:
+            new = v * v / vals[-2] if vals[-2] > 0 else 2 * v
+        if p in _UPPER:
+            new = min(new, _UPPER[p])
+        if p in _INTEGER:
+            new = max(1, int(round(new)))
+        if new != v and new not in vals:
+            out.append({**chosen, p: type(v)(new) if p in _INTEGER else float(new)})
+    return out
+
+
 def grid_edges(rows: list[dict], chosen: dict) -> list[str]:
     """The chosen parameters that sit on an edge of the searched grid ("floor=0.03 (lowest searched)"): there,
     a value outside the grid may be better, and the report says so instead of calling the baseline tuned. Only
@@ -402,16 +448,29 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
     when = split.request_times("valid")
     if lacks_features(name, item_features):
         raise ConfigError(f"baseline {name} needs the items' categories, and this data set's items have none")
-    for params in (GRIDS[name] if grid is None else grid):
+
+    def run(params, extended=False):
+        nonlocal best
         model = BASELINES[name](**params).fit(X)
         if getattr(model, "uses_time", False):
             model.fit_events(split)
         if getattr(model, "uses_features", False):
             model.fit_features(item_features)
         nd = evaluate(scores_for(model, train_hist, when), split, "valid", n_neg=1).get("ndcg@10", 0.0)
-        rows.append({**params, "valid_ndcg@10": nd})
+        rows.append({**params, "valid_ndcg@10": nd, **({"extended": True} if extended else {})})
         if best is None or nd > best[0]:
             best = (nd, model, params)
+
+    for params in (GRIDS[name] if grid is None else grid):
+        run(params)
+    if grid is None:  # the stated grid: a choice on its edge is followed outward (a caller's own grid is kept)
+        for _ in range(MAX_EXTENSIONS):
+            ext = [e for e in edge_extensions(rows, best[2])
+                   if not any(all(r.get(k) == v for k, v in e.items()) for r in rows)]
+            if not ext:
+                break
+            for params in ext:
+                run(params, extended=True)
     log.info("%s: chose %s on validation (ndcg@10 %.4f of %d grid points)", name, best[2], best[0], len(rows))
     return best[1], best[2], rows
 

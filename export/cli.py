@@ -153,7 +153,11 @@ def baselines(data_spec, data_dir, only, tune, out_dir, as_json):
     rows = [{"model": r.name, "fit_seconds": r.fit_seconds, "warm": r.warm, "cold": r.cold, "valid": r.valid,
              "params": r.params, "grid": r.grid, "at_edge": r.at_edge} for r in results]
     payload = {"data": ds.name, "split": split.summary(), "tuned": tune, "results": rows, "machine": platform.platform()}
-    chosen = "\n".join(f"- {r.name}: {r.params or 'no parameters'} (best of {len(r.grid)}; validation nDCG@10 "
+    def beyond(r) -> str:
+        n = sum(1 for g in r.grid if g.get("extended"))
+        return f", {n} beyond the stated grid" if n else ""
+
+    chosen = "\n".join(f"- {r.name}: {r.params or 'no parameters'} (best of {len(r.grid)}{beyond(r)}; validation nDCG@10 "
                        f"{max(g['valid_ndcg@10'] for g in r.grid):.4f})"
                        + (f"; **on the grid's edge: {', '.join(r.at_edge)}**" if r.at_edge else "") for r in results)
     md = comparison_markdown(f"Reference baselines on {ds.name}", rows, split.summary(),

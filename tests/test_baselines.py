@@ -44,7 +44,8 @@ def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
     assert [r["lam"] for r in rows] == [1.0, 30.0, 3000.0]
     assert params == grid[int(np.argmax([r["valid_ndcg@10"] for r in rows]))] and model.lam == params["lam"]
     (r,) = run_baselines(split, ("ease-recency",))
-    assert {"lam", "half_life", "floor"} <= set(r.params) and len(r.grid) == len(EASE_LAMBDAS) * len(RECENCY_GRID)
+    assert {"lam", "half_life", "floor"} <= set(r.params)
+    assert len([g for g in r.grid if not g.get("extended")]) == len(EASE_LAMBDAS) * len(RECENCY_GRID)
     assert max(g["valid_ndcg@10"] for g in r.grid) == pytest.approx(r.valid["ndcg@10"])
     # the hybrid's recency weighting: the last item counts 1, one half-life back floor + (1 - floor) / 2
     w = recency_weights(10.0, 0.2)(11)
@@ -65,7 +66,7 @@ def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_ba
     from genre_edge_export.baselines import GRIDS, RECENCY_GRID, grid_edges
 
     cal = json.loads((tiny_bundle / "teacher" / "report.json").read_text())["calibration"]
-    pairs = [(r["half_life"], r["floor"]) for r in cal["recency_grid"]]
+    pairs = [(r["half_life"], r["floor"]) for r in cal["recency_grid"] if not r.get("extended")]
     assert pairs[0][0] == 0.0 and pairs[1:] == list(RECENCY_GRID)
     assert {(g["half_life"], g["floor"]) for g in GRIDS["ease-recency"]} == set(RECENCY_GRID)
     best = max(cal["recency_grid"], key=lambda r: r["valid_ndcg@10"])
@@ -94,28 +95,102 @@ def test_grid_edges_flag_choices_a_wider_grid_could_beat():
         assert grid_edges(GRIDS["ease-recency"], chosen) == []
 
 
-def test_eval_baselines_report_names_choices_on_a_grid_edge(toy_data, tmp_path):
-    """`genre eval baselines`: every row carries its grid-edge flags (the same as grid_edges says), and the
-    Markdown names them next to the chosen values, so a baseline chosen on an edge is not reported as tuned."""
+def test_edge_extensions_step_one_log_step_past_each_edge():
+    """One point per edge the choice sits on, a log-step out (the ratio to the next searched value); 0 (off), a
+    parameter searched at one value and an inner choice get none; floors stay <= 1, k and factors whole."""
+    from genre_edge_export.baselines import edge_extensions
+
+    rows = [{"lam": lam, "floor": f, "k": k} for lam in (100.0, 300.0, 1000.0) for f in (0.0, 0.03, 0.1, 0.3) for k in (50, 100)]
+    assert edge_extensions(rows, {"lam": 300.0, "floor": 0.1, "k": 50}) == [{"lam": 300.0, "floor": 0.1, "k": 25}]
+    ext = edge_extensions(rows, {"lam": 1000.0, "floor": 0.3, "k": 100})
+    assert ext[0] == {"lam": pytest.approx(1000.0 * 1000 / 300), "floor": 0.3, "k": 100}
+    assert ext[1] == {"lam": 1000.0, "floor": pytest.approx(0.9), "k": 100} and ext[2] == {"lam": 1000.0, "floor": 0.3, "k": 200}
+    assert edge_extensions(rows, {"lam": 100.0, "floor": 0.0, "k": 100})[0]["lam"] == pytest.approx(100 * 100 / 300)
+    assert len(edge_extensions(rows, {"lam": 100.0, "floor": 0.0, "k": 100})) == 2  # floor 0 is off, not an edge
+    assert edge_extensions([{"floor": 0.5}, {"floor": 0.9}], {"floor": 0.9})[0]["floor"] == 1.0  # bounded
+    assert edge_extensions([{"floor": 0.5}, {"floor": 1.0}], {"floor": 1.0}) == []  # at its bound already
+    assert edge_extensions([{"a": 2.0}], {"a": 2.0}) == []
+
+
+def test_tune_follows_a_choice_on_the_grid_edge_until_it_is_inside(monkeypatch):
+    """A baseline whose validation optimum lies past its stated grid: tune() extends the edge a log-step at a
+    time (at most MAX_EXTENSIONS), marks the points it added, and returns the better value outside the grid;
+    with the optimum inside, it adds nothing; a caller's own grid is searched as given."""
+    from genre_edge_export import baselines as bl
+
+    class Peaked:
+        name = "peaked"
+
+        def __init__(self, x: float = 1.0):
+            self.x = x
+
+        def fit(self, X):
+            return self
+
+    best_at = {"x": 0.0}
+    monkeypatch.setitem(bl.BASELINES, "peaked", Peaked)
+    monkeypatch.setitem(bl.GRIDS, "peaked", [{"x": x} for x in (1.0, 3.0, 9.0)])
+    monkeypatch.setattr(bl, "scores_for", lambda model, hist, when=None: model)
+    monkeypatch.setattr(bl, "evaluate", lambda m, *a, **k: {"ndcg@10": -abs(np.log(m.x / best_at["x"]))})
+
+    class Split:
+        def histories(self, which):
+            return []
+
+        def request_times(self, which):
+            return None
+
+    best_at["x"] = 81.0  # 9 -> 27 -> 81 -> 243: inside after three steps
+    model, params, rows = bl.tune("peaked", Split(), np.zeros((1, 1)))
+    assert params == {"x": pytest.approx(81.0)} and model.x == pytest.approx(81.0)
+    assert [r["x"] for r in rows if r.get("extended")] == pytest.approx([27.0, 81.0, 243.0])
+    assert bl.grid_edges(rows, params) == []
+    best_at["x"] = 1e6  # beyond three steps: the last one is chosen, and still reported as an edge
+    _, params, rows = bl.tune("peaked", Split(), np.zeros((1, 1)))
+    assert params["x"] == pytest.approx(243.0) and len(rows) == 3 + bl.MAX_EXTENSIONS
+    assert bl.grid_edges(rows, params) == ["x=243 (highest searched)"]
+    best_at["x"] = 3.0
+    _, params, rows = bl.tune("peaked", Split(), np.zeros((1, 1)))
+    assert params == {"x": 3.0} and len(rows) == 3
+    best_at["x"] = 1e6
+    _, params, rows = bl.tune("peaked", Split(), np.zeros((1, 1)), grid=[{"x": 1.0}, {"x": 9.0}])
+    assert params == {"x": 9.0} and len(rows) == 2
+
+
+def test_eval_baselines_report_names_extensions_and_choices_on_a_grid_edge(toy_data, tmp_path, monkeypatch):
+    """`genre eval baselines`: every row carries its grid-edge flags (the same as grid_edges says); the Markdown
+    says how many points went beyond the stated grid and names any edge left next to the chosen values, so a
+    baseline chosen on an edge is not reported as tuned."""
     import json
 
     from click.testing import CliRunner
 
     from genre_edge.cli import main
-    from genre_edge_export.baselines import grid_edges
+    from genre_edge_export import baselines as bl
 
-    r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(toy_data), "--only", "ease,ease-recency",
-                                  "--out", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    (j,) = tmp_path.glob("baselines-*.json")
-    rows = json.loads(j.read_text())["results"]
-    md = j.with_suffix(".md").read_text()
-    assert [x["model"] for x in rows] == ["ease", "ease-recency"]
-    assert not rows[0]["at_edge"] and rows[1]["at_edge"]  # the toy log's recency wants shorter half-lives
-    for x in rows:
-        assert x["at_edge"] == grid_edges(x["grid"], x["params"])
-        line = next(ln for ln in md.splitlines() if ln.startswith(f"- {x['model']}:"))
-        assert ("on the grid's edge" in line) == bool(x["at_edge"]) and all(e in line for e in x["at_edge"])
+    def run(out):
+        r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(toy_data), "--only", "ease,ease-recency",
+                                      "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        (j,) = out.glob("baselines-*.json")
+        rows = json.loads(j.read_text())["results"]
+        md = j.with_suffix(".md").read_text()
+        assert [x["model"] for x in rows] == ["ease", "ease-recency"]
+        lines = {}
+        for x in rows:
+            assert x["at_edge"] == bl.grid_edges(x["grid"], x["params"])
+            lines[x["model"]] = line = next(ln for ln in md.splitlines() if ln.startswith(f"- {x['model']}:"))
+            assert ("on the grid's edge" in line) == bool(x["at_edge"]) and all(e in line for e in x["at_edge"])
+            n_ext = sum(1 for g in x["grid"] if g.get("extended"))
+            assert (f"{n_ext} beyond the stated grid" in line) == (n_ext > 0)
+        return {x["model"]: x for x in rows}, lines
+
+    rows, lines = run(tmp_path / "a")
+    # the toy log's recency wants shorter half-lives and lower floors than the grid has: searched past them
+    assert any(g.get("extended") for g in rows["ease-recency"]["grid"]) and not rows["ease-recency"]["at_edge"]
+    monkeypatch.setattr(bl, "MAX_EXTENSIONS", 0)  # no extension: the same choice is reported as an edge
+    rows, lines = run(tmp_path / "b")
+    assert rows["ease-recency"]["at_edge"] and "on the grid's edge" in lines["ease-recency"]
 
 
 def test_max_eval_users_scores_a_fixed_sample_of_users(toy_data):

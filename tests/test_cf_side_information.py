@@ -54,7 +54,8 @@ def test_choose_ease_searches_lambda_and_weight_on_validation_and_keeps_plain_ea
     X = interaction_matrix(split)
     S = side_similarity(category_features(ds.items.categories))
     lam, w, rows, _ = choose_ease(split, X, (10.0, 100.0), S, (0.0, 3.0, 30.0))
-    assert [(r["lambda"], r["side_weight"]) for r in rows] == [(a, b) for a in (10.0, 100.0) for b in (0.0, 3.0, 30.0)]
+    stated = [r for r in rows if not r.get("extended")]
+    assert [(r["lambda"], r["side_weight"]) for r in stated] == [(a, b) for a in (10.0, 100.0) for b in (0.0, 3.0, 30.0)]
     assert {(r["half_life"], r["floor"]) for r in rows} <= {(0.0, 1.0)} | set(RECENCY_GRID)
     best = max(r["valid_ndcg@10"] for r in rows)
     chosen = [r for r in rows if (r["lambda"], r["side_weight"]) == (lam, w)][0]
@@ -73,7 +74,8 @@ def test_ease_categories_baseline_is_tuned_with_the_categories_and_refused_witho
     feats = category_features(ds.items.categories)
     (r,) = run_baselines(split, ("ease-categories",), item_features=feats)
     assert {"lam", "half_life", "floor", "side_weight"} <= set(r.params)
-    assert len(r.grid) == len(GRIDS["ease-categories"]) and {g["side_weight"] for g in r.grid} == set(SIDE_WEIGHTS)
+    stated = [g for g in r.grid if not g.get("extended")]
+    assert len(stated) == len(GRIDS["ease-categories"]) and {g["side_weight"] for g in stated} == set(SIDE_WEIGHTS)
     assert max(g["valid_ndcg@10"] for g in r.grid) == pytest.approx(r.valid["ndcg@10"])
     # its grid holds ease-recency's (side weight 0): on validation it is never below that baseline
     (er,) = run_baselines(split, ("ease-recency",), item_features=feats)
@@ -126,7 +128,8 @@ def test_the_hybrids_cf_part_reads_side_information_chosen_on_validation_and_lea
                              "at_edge": []}
     p = Prepared(tiny_config(toy_data, enc, cf={"side_information": what, "ease_lambda": "auto"}))
     e = p.cf_ease
-    assert e["side_information"] == what and len(e["grid"]) == len(EASE_LAMBDAS) * len(SIDE_WEIGHTS)
+    assert e["side_information"] == what
+    assert len([r for r in e["grid"] if not r.get("extended")]) == len(EASE_LAMBDAS) * len(SIDE_WEIGHTS)
     best = max(e["grid"], key=lambda r: r["valid_ndcg@10"])
     assert e["at_edge"] == grid_edges(e["grid"], {"lambda": e["lambda"], "side_weight": e["side_weight"]})
     assert max(r["valid_ndcg@10"] for r in e["grid"] if (r["lambda"], r["side_weight"]) == (e["lambda"], e["side_weight"])) \
