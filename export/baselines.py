@@ -275,14 +275,8 @@ def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side
     for lam in lambdas:
         for w in side_weights:
             run(lam, w)
-    for _ in range(MAX_EXTENSIONS):  # a choice on the grid's edge is followed outward, as tune() does
-        top = chosen[0]
-        ext = [e for e in edge_extensions(rows, {"lambda": top["lambda"], "side_weight": top["side_weight"]})
-               if not any((r["lambda"], r["side_weight"]) == (e["lambda"], e["side_weight"]) for r in rows)]
-        if not ext:
-            break
-        for e in ext:
-            run(e["lambda"], e["side_weight"], extended=True)
+    follow_edges(rows, lambda: {k: chosen[0][k] for k in ("lambda", "side_weight")},
+                 lambda e: run(e["lambda"], e["side_weight"], extended=True))
     top, B = chosen
     log.info("CF part: EASE lambda %g, side information weight %g chosen on validation (ndcg@10 %.4f alone)",
              top["lambda"], top["side_weight"], top["valid_ndcg@10"])
@@ -403,6 +397,21 @@ def edge_extensions(rows: list[dict], chosen: dict) -> list[dict]:
     return out
 
 
+def follow_edges(rows: list[dict], chosen, run) -> None:
+    """Search past a grid's edges: while the chosen point (``chosen()``: its parameters, or None when nothing is
+    to extend) sits on an edge of ``rows``, ``run`` each point one step beyond it (:func:`edge_extensions`; ``run``
+    appends its row), at most :data:`MAX_EXTENSIONS` times. One loop for the baselines' tuning and the hybrid's
+    CF and recency choices, so both sides get the same search."""
+    for _ in range(MAX_EXTENSIONS):
+        c = chosen()
+        ext = [] if c is None else [e for e in edge_extensions(rows, c)
+                                    if not any(all(r.get(k) == v for k, v in e.items()) for r in rows)]
+        if not ext:
+            return
+        for e in ext:
+            run(e)
+
+
 def grid_edges(rows: list[dict], chosen: dict) -> list[str]:
     """The chosen parameters that sit on an edge of the searched grid ("floor=0.03 (lowest searched)"): there,
     a value outside the grid may be better, and the report says so instead of calling the baseline tuned. Only
@@ -464,13 +473,7 @@ def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
     for params in (GRIDS[name] if grid is None else grid):
         run(params)
     if grid is None:  # the stated grid: a choice on its edge is followed outward (a caller's own grid is kept)
-        for _ in range(MAX_EXTENSIONS):
-            ext = [e for e in edge_extensions(rows, best[2])
-                   if not any(all(r.get(k) == v for k, v in e.items()) for r in rows)]
-            if not ext:
-                break
-            for params in ext:
-                run(params, extended=True)
+        follow_edges(rows, lambda: best[2], lambda params: run(params, extended=True))
     log.info("%s: chose %s on validation (ndcg@10 %.4f of %d grid points)", name, best[2], best[0], len(rows))
     return best[1], best[2], rows
 

@@ -9,7 +9,7 @@ import logging
 
 import numpy as np
 
-from .baselines import MAX_EXTENSIONS, RECENCY_GRID, edge_extensions, grid_edges
+from .baselines import RECENCY_GRID, follow_edges, grid_edges
 from .evaluate import evaluate, sample_users
 from .scoring import pad
 from .trend import popularity_options
@@ -91,24 +91,22 @@ def calibrate(t, emb: np.ndarray) -> dict:
         # How much more recent history items vote in the CF score: no recency, or the (half-life, floor)
         # pairs the ease-recency baseline searches - the hybrid gets no weighting the baseline lacks, nor
         # the reverse (with half-lives only, at the config's floor 0.5, the hybrid trailed that baseline).
-        def run(hl, floor, extended=False):
+        def run(hl, floor, into, extended=False):
             t.rec.cf.recency[0], t.rec.cf.recency[1] = hl, floor
-            recency.append({"half_life": hl, "floor": floor, "valid_ndcg@10": grid_blend(t, emb, fine=False)[0],
-                            **({"extended": True} if extended else {})})
+            into.append({"half_life": hl, "floor": floor, "valid_ndcg@10": grid_blend(t, emb, fine=False)[0],
+                         **({"extended": True} if extended else {})})
 
-        for hl, floor in ((0.0, t.conf.cf.recency_floor),) + RECENCY_GRID:
-            run(hl, floor)
-        # a choice on the grid's edge is followed outward, as the baselines' tuning does (baselines.tune)
-        for _ in range(MAX_EXTENSIONS):
-            best = max(recency, key=lambda r: r["valid_ndcg@10"])
-            on = [r for r in recency if r["half_life"] > 0]
-            ext = [] if best["half_life"] == 0 else [
-                e for e in edge_extensions(on, {"half_life": best["half_life"], "floor": best["floor"]})
-                if not any((r["half_life"], r["floor"]) == (e["half_life"], e["floor"]) for r in on)]
-            if not ext:
-                break
-            for e in ext:
-                run(e["half_life"], e["floor"], extended=True)
+        run(0.0, t.conf.cf.recency_floor, recency)  # no recency: kept apart, its half-life 0 is no grid edge
+        weighted = []
+        for hl, floor in RECENCY_GRID:
+            run(hl, floor, weighted)
+
+        def chosen():  # a choice on the grid's edge is followed outward, as the baselines' tuning does
+            best = max(recency + weighted, key=lambda r: r["valid_ndcg@10"])
+            return None if best["half_life"] == 0 else {"half_life": best["half_life"], "floor": best["floor"]}
+
+        follow_edges(weighted, chosen, lambda e: run(e["half_life"], e["floor"], weighted, extended=True))
+        recency += weighted
         best = max(recency, key=lambda r: r["valid_ndcg@10"])
         hl, floor = best["half_life"], best["floor"]
     else:
