@@ -371,6 +371,16 @@ _INTEGER = ("k", "factors")
 _UPPER = {"floor": 1.0}
 
 
+def _searched_axes(rows: list[dict], chosen: dict):
+    """(parameter, chosen value, the values searched, sorted) for each numeric parameter of ``chosen`` that the
+    rows searched at more than one value: the axes on which a choice can sit on an edge."""
+    for p, v in chosen.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            vals = sorted({r[p] for r in rows if isinstance(r.get(p), (int, float))})
+            if len(vals) > 1:
+                yield p, v, vals
+
+
 def edge_extensions(rows: list[dict], chosen: dict) -> list[dict]:
     """Grid points one step beyond each edge the chosen point sits on: ``chosen`` with one parameter moved past
     its lowest (highest) searched value by the ratio to the next value in (a log-spaced step), e.g. lambda 3000
@@ -378,11 +388,8 @@ def edge_extensions(rows: list[dict], chosen: dict) -> list[dict]:
     extended. Searching these until the choice is inside is what makes "tuned on validation" true on data sets the
     fixed grids were not written for (on a news log EASE wanted lambda > 3000 and half-lives < 2.5)."""
     out = []
-    for p, v in chosen.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v == 0:
-            continue
-        vals = sorted({r[p] for r in rows if isinstance(r.get(p), (int, float))})
-        if len(vals) < 2 or v not in (vals[0], vals[-1]) or (v == vals[0] and vals[1] == 0):
+    for p, v, vals in _searched_axes(rows, chosen):
+        if v == 0 or v not in (vals[0], vals[-1]):
             continue
         if v == vals[0]:
             new = v * v / vals[1]
@@ -418,11 +425,8 @@ def grid_edges(rows: list[dict], chosen: dict) -> list[str]:
     numeric parameters searched at more than one value count; 0 of a :data:`NATURAL_ZERO` parameter is a
     bound, not an edge."""
     out = []
-    for p, v in chosen.items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            continue
-        vals = sorted({r[p] for r in rows if isinstance(r.get(p), (int, float))})
-        if len(vals) < 2 or (v == 0 and p in NATURAL_ZERO):
+    for p, v, vals in _searched_axes(rows, chosen):
+        if v == 0 and p in NATURAL_ZERO:
             continue
         if v == vals[0]:
             out.append(f"{p}={v:g} (lowest searched)")
