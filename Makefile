@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: headline headline-news demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
+.PHONY: headline headline-news cold-folds demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ headline-news: install
 	for s in 0 1 2; do $(BIN)/genre train --config synth-news-quick --seed $$s --out runs/headline-news/s$$s || exit 1; done
 	$(BIN)/genre ab --a baseline:trending --b runs/headline-news/s0,runs/headline-news/s1,runs/headline-news/s2 \
 		--config synth-news-quick --out runs/headline-news
+
+# New items over 10 random item folds of ml-100k (README "Cold items"): per fold the quick preset trained without
+# the fold's items, distilled and exported as the main job does, then compared with the untrained encoder on them
+# -> benchmarks/results/cold-folds-ml-100k-quick.md (about 50 minutes here; trained folds are reused)
+cold-folds: install
+	$(BIN)/python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --bundles --work runs/cold-folds
 
 # the demo bundle on every profile this machine can run, and the catalog scale curve -> runs/bench/
 bench: install

@@ -14,8 +14,6 @@ bootstrap CI, sign-flip p, Holm over the metrics). About 2 minutes per training 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
+from teacher_args import trained  # noqa: E402
 
 # (negatives per positive, pool of best CF items per user)
 GRID = ((32, 20), (64, 10), (64, 20), (64, 50), (128, 20), (128, 50))
@@ -42,16 +41,6 @@ def variant_config(work: Path, n: int, pool: int) -> Path:
     path.write_text(text.rstrip("\n") + f"\ncf_negatives = {n}\ncf_negative_pool = {pool}\n")
     load_config(path)  # validated before any training starts
     return path
-
-
-def trained(config: str | Path, folder: Path, seed: int) -> dict:
-    """The report of ``genre train --config config --seed seed --out folder``, training it if missing."""
-    rep = folder / "report.json"
-    if not rep.is_file():
-        genre = Path(sys.executable).parent / "genre"
-        subprocess.run([str(genre), "train", "--config", str(config), "--seed", str(seed), "--out", str(folder)],
-                       check=True)
-    return json.loads(rep.read_text())
 
 
 def summary(reps: list[dict]) -> dict:

@@ -1,8 +1,12 @@
 """The arguments and loading that the benchmarks reading trained teachers of one config share
-(``content_headroom.py``, ``cold_prior.py``)."""
+(``content_headroom.py``, ``cold_prior.py``), and training one when it is missing (``hard_negatives.py``,
+``cold_folds.py``)."""
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -36,3 +40,14 @@ def load_teachers(ap: argparse.ArgumentParser, a: argparse.Namespace):
             ap.error(f"--teachers: {t} was trained on other items than --config {a.config}'s data set")
         models.append(M)
     return cpath, prep, teachers, models
+
+
+def trained(config: str | Path, folder: Path, seed: int, data_dir: str | None = None) -> dict:
+    """The report of ``genre train --config config --seed seed --out folder``, training it if missing (so an
+    interrupted benchmark continues where it stopped)."""
+    rep = Path(folder) / "report.json"
+    if not rep.is_file():
+        genre = Path(sys.executable).parent / "genre"
+        subprocess.run([str(genre), "train", "--config", str(config), "--seed", str(seed), "--out", str(folder),
+                        *(["--dir", data_dir] if data_dir else [])], check=True)
+    return json.loads(rep.read_text())

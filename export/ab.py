@@ -186,12 +186,14 @@ class Arm:
 
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,
            which: str = "test", metrics=METRICS, n_boot: int = 2000, seed: int = 0, drop_top_items: int = 0,
-           arms: dict | None = None) -> dict:
+           arms: dict | None = None, per_user: dict | None = None) -> dict:
     """Score arms ``a`` and ``b`` on the held-out users of ``which`` and compare them per user.
 
     ``drop_top_items`` > 0 takes the held-out items with the most positives out of the candidates and
     the truth (:meth:`~genre_edge_export.split.Split.without_top_items`): is the comparison decided by
-    a few items? ``arms`` (a dict) caches built arms by spec across calls on the same config.
+    a few items? ``arms`` (a dict) caches built arms by spec across calls on the same config. ``per_user`` (a
+    dict) receives each arm's per-user metrics (``{"A": {"users": ids, metric: values}, "B": ...}``), for
+    comparisons pooled over several replays (``benchmarks/cold_folds.py``).
     """
     if which not in WHICH:
         raise ConfigError(f"which must be one of {', '.join(WHICH)}, not {which!r}")
@@ -239,6 +241,8 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
         per[name] = pu
     if not np.array_equal(per["A"]["users"], per["B"]["users"]):
         raise RuntimeError("the two arms were evaluated on different users")  # evaluate() is deterministic
+    if per_user is not None:
+        per_user.update(per)
     res["comparison"] = {m: paired_stats(per["A"][m], per["B"][m], n_boot=n_boot, seed=seed)
                          for m in metrics if m in per["A"]}
     for m, adj in holm({m: c["p_permutation"] for m, c in res["comparison"].items()}).items():

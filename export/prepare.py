@@ -114,17 +114,43 @@ class Prepared:
         self.pop = (np.log1p(counts) / max(np.log1p(counts.max()), 1e-9)).astype(np.float32)
         self.warm_pool = np.flatnonzero(counts > 0).astype(np.int64)
         self._impressions()
-        self.cf_table = None
-        self.cf_ease = None  # kind "ease": its lambda, side information and weight, the validation grid
-        if conf.cf.kind in ("cooccurrence", "ease"):
-            from .models import neighbour_table  # torch
+        self._cf: tuple | None = None  # (cf_table, cf_ease), built on first use
+        if conf.cf.kind == "ease" and conf.cf.side_information == "categories" and not self._categories().any():
+            # refused here, before anything is trained or scored, although the CF part is built on first use
+            raise ConfigError(f"cf.side_information = 'categories': the items of {dataset.name!r} have no "
+                              "categories; use 'encoder' (their texts) or 'none'")
 
-            X = interaction_matrix(self.split, self.hist)
-            if conf.cf.kind == "ease":
-                W = self._ease(X, self._side_similarity(X))
-            else:
-                W = cooccurrence_cosine(X, 0)
-            self.cf_table = neighbour_table(W, conf.cf.neighbors)
+    def _categories(self) -> np.ndarray:
+        from .evaluate import category_features
+
+        return category_features(self.data.items.categories)
+
+    @property
+    def cf_table(self):
+        """The CF part's neighbour table (indices, weights) per ``[cf]``, or None without a CF part. Built on first
+        use: an A/B replay of trained folders or zero-shot reads the split only, and on ml-100k the EASE grid of
+        ``ease_lambda = "auto"`` costs ~30 s."""
+        return self._built_cf()[0]
+
+    @property
+    def cf_ease(self) -> dict | None:
+        """kind "ease": its lambda, side information and weight, the validation grid (None for other kinds)."""
+        return self._built_cf()[1]
+
+    def _built_cf(self) -> tuple:
+        if self._cf is None:
+            table = info = None
+            if self.conf.cf.kind in ("cooccurrence", "ease"):
+                from .models import neighbour_table  # torch
+
+                X = interaction_matrix(self.split, self.hist)
+                if self.conf.cf.kind == "ease":
+                    W, info = self._ease(X, self._side_similarity(X))
+                else:
+                    W = cooccurrence_cosine(X, 0)
+                table = neighbour_table(W, self.conf.cf.neighbors)
+            self._cf = (table, info)
+        return self._cf
 
     def _side_similarity(self, X: np.ndarray) -> np.ndarray | None:
         """The items x items similarity ``cf.side_information`` adds to EASE's Gram matrix (None for "none")."""
@@ -134,12 +160,7 @@ class Prepared:
         if what == "encoder":
             F = pretrained_item_embeddings(self.conf, self.data.items)
         else:
-            from .evaluate import category_features
-
-            F = category_features(self.data.items.categories)
-            if not F.any():
-                raise ConfigError(f"cf.side_information = 'categories': the items of {self.data.name!r} have no "
-                                  "categories; use 'encoder' (their texts) or 'none'")
+            F = self._categories()  # not empty: checked in __init__
         # among items with training interactions only: an item without any keeps no CF weights (as before, and as
         # items added on the device), so the content tower alone ranks new items - content-only CF votes for them,
         # chosen for warm users, ranked ml-100k's cold items at half the trained tower's nDCG@10 (0.047 vs 0.088)
@@ -149,9 +170,9 @@ class Prepared:
         S[:, unrated] = 0.0
         return S
 
-    def _ease(self, X: np.ndarray, S: np.ndarray | None) -> np.ndarray:
-        """EASE's weights with the config's lambda and side information weight, or ("auto") those chosen on
-        validation with the CF part alone (:func:`choose_ease`); recorded in ``cf_ease`` for the training report."""
+    def _ease(self, X: np.ndarray, S: np.ndarray | None) -> tuple[np.ndarray, dict]:
+        """(EASE's weights with the config's lambda and side information weight, or ("auto") those chosen on
+        validation with the CF part alone (:func:`choose_ease`); what was chosen, for ``cf_ease``)."""
         c = self.conf.cf
         lams = EASE_LAMBDAS if c.ease_lambda == "auto" else (float(c.ease_lambda),)
         weights = (0.0,) if S is None else SIDE_WEIGHTS if c.side_weight == "auto" else (float(c.side_weight),)
@@ -161,11 +182,11 @@ class Prepared:
         else:
             lam, weight = lams[0], weights[0]
             W = ease_weights(X, lam, S, weight)
-        self.cf_ease = {"lambda": lam, "side_information": c.side_information, "side_weight": weight, "grid": grid,
-                        "at_edge": grid_edges(grid, {"lambda": lam, "side_weight": weight}) if grid else []}
-        if self.cf_ease["at_edge"]:
-            log.warning("CF part chosen on an edge of its grid: %s", ", ".join(self.cf_ease["at_edge"]))
-        return W
+        info = {"lambda": lam, "side_information": c.side_information, "side_weight": weight, "grid": grid,
+                "at_edge": grid_edges(grid, {"lambda": lam, "side_weight": weight}) if grid else []}
+        if info["at_edge"]:
+            log.warning("CF part chosen on an edge of its grid: %s", ", ".join(info["at_edge"]))
+        return W, info
 
     def _impressions(self) -> None:
         """Index the training negatives by (user, timestamp): items shown with a click but not

@@ -31,6 +31,15 @@ class SplitConfig:
     cold_valid_quantile: float = cfg.bounded(
         0.4, 0.0, 0.99, "cold_item: items first seen in [this, cold_quantile) are held out of training as a "
         "cold *validation* set (model selection for unseen items without touching the cold test); 0 = none")
+    cold_by: str = cfg.choice("first_seen", ("first_seen", "random"),
+                              "cold_item: which items are new: those first seen late (first_seen: cold_quantile and "
+                              "cold_valid_quantile say when), or a random fold of the items (random: cold_folds, "
+                              "cold_fold), so that cold results can be averaged over folds instead of resting on "
+                              "the few films that happen to appear late")
+    cold_folds: int = cfg.bounded(10, 3, None, "cold_by = random: the items are dealt into this many folds")
+    cold_fold: int = cfg.bounded(0, 0, None, "cold_by = random: the fold held out as cold test; the next fold "
+                                 "(cyclically) is the cold validation set unless cold_valid_quantile = 0")
+    cold_seed: int = cfg.bounded(0, 0, cfg.MAX_SEED, "cold_by = random: the seed of the items' deal into folds")
 
     def validate(self):
         if self.kind == "global_time" and self.valid_quantile >= self.test_quantile:
@@ -38,6 +47,9 @@ class SplitConfig:
         if self.kind == "cold_item" and self.cold_valid_quantile >= self.cold_quantile:
             raise ConfigError(f"cold_valid_quantile ({self.cold_valid_quantile}) must be below cold_quantile "
                               f"({self.cold_quantile}), or 0 for no cold validation set")
+        if self.kind == "cold_item" and self.cold_by == "random" and self.cold_fold >= self.cold_folds:
+            raise ConfigError(f"cold_fold ({self.cold_fold}) must be below cold_folds ({self.cold_folds}): "
+                              f"folds are numbered 0 to {self.cold_folds - 1}")
 
 
 @dataclass
@@ -154,9 +166,22 @@ class Split:
     def summary(self) -> dict:
         def s(x):
             return {"events": len(x), "positives": int(x.label.sum()), "users": int(len(np.unique(x.user)))}
-        return {"kind": self.config.kind, "train": s(self.train), "valid": s(self.valid), "test": s(self.test),
+        kind = self.config.kind + (f" (random items: fold {self.config.cold_fold} of {self.config.cold_folds})"
+                                   if self.config.kind == "cold_item" and self.config.cold_by == "random" else "")
+        return {"kind": kind, "train": s(self.train), "valid": s(self.valid), "test": s(self.test),
                 "cold_items": int(len(self.cold_items)), "cold_test": s(self.cold_test),
                 "cold_valid_items": int(len(self.cold_valid_items)), "cold_valid": s(self.cold_valid)}
+
+
+def _random_fold_items(evaluable: np.ndarray, conf: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(cold test, cold validation) item masks of ``cold_by = "random"``: the evaluable items, shuffled with
+    ``cold_seed``, are dealt into ``cold_folds`` folds of near-equal size; ``cold_fold`` is the cold test and the
+    next fold (cyclically) the cold validation. Every item is cold test in exactly one fold, so a cold metric
+    averaged over the folds covers the whole catalog once. The deal depends on the items and the seed only."""
+    items = np.flatnonzero(evaluable)
+    fold_of = np.full(len(evaluable), -1, np.int64)
+    fold_of[items[np.random.default_rng(conf.cold_seed).permutation(len(items))]] = np.arange(len(items)) % conf.cold_folds
+    return fold_of == conf.cold_fold, fold_of == (conf.cold_fold + 1) % conf.cold_folds
 
 
 def _per_user_holdout(inter: Interactions, conf: SplitConfig):
@@ -207,15 +232,16 @@ def make_split(data: Dataset, conf: SplitConfig | None = None) -> Split:
         if conf.kind == "cold_item":
             first = np.full(data.n_items, np.iinfo(np.int64).max)
             np.minimum.at(first, inter.item, inter.time)
-            t_cold = np.quantile(inter.time, conf.cold_quantile)
-            is_cold = first >= t_cold
-            is_cold[first == np.iinfo(np.int64).max] = False  # never interacted: not evaluable
+            never = first == np.iinfo(np.int64).max  # never interacted: not evaluable
+            if conf.cold_by == "random":
+                is_cold, is_cv = _random_fold_items(~never, conf)
+            else:
+                is_cold = (first >= np.quantile(inter.time, conf.cold_quantile)) & ~never
+                is_cv = (first >= np.quantile(data.interactions.time, conf.cold_valid_quantile)) & ~is_cold & ~never
             cold = np.flatnonzero(is_cold).astype(np.int32)
             cold_test = inter.take(is_cold[inter.item])
             inter = inter.take(~is_cold[inter.item])
             if conf.cold_valid_quantile > 0:
-                is_cv = (first >= np.quantile(data.interactions.time, conf.cold_valid_quantile)) & ~is_cold
-                is_cv[first == np.iinfo(np.int64).max] = False
                 cold_valid_items = np.flatnonzero(is_cv).astype(np.int32)
                 cold_valid = inter.take(is_cv[inter.item])
                 inter = inter.take(~is_cv[inter.item])

@@ -527,3 +527,59 @@ def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_
     assert (c.split, c.encoder, c.user_model, c.head, c.cf) == (q.split, q.encoder, q.user_model, q.head, q.cf)
     assert {k: v for k, v in vars(c.train).items() if not k.startswith("cf_")} == \
         {k: v for k, v in vars(q.train).items() if not k.startswith("cf_")}
+
+
+def test_cold_folds_trains_one_teacher_per_item_fold_and_pools_users(tiny_bundle, tmp_path):
+    """Each fold's config is the given one with a random item fold as its new items; each fold's teacher is
+    trained without those items (real `genre train`), compared with zero-shot on them, and reused on a rerun;
+    the pooled comparison averages each user's metric over the folds they were evaluated in."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_folds
+
+    from genre_edge_export.model_folder import ModelDir
+    from genre_edge_export.train_config import load_config
+
+    assert cold_folds.parse_folds("2,0-1", 4) == [0, 1, 2]
+    for bad in ("4", "1-x", "", "3-1"):
+        with pytest.raises(ValueError, match="--folds"):
+            cold_folds.parse_folds(bad, 4)
+    a = {"users": np.array([1, 2]), "ndcg@10": np.array([0.1, 0.2])}
+    b = {"users": np.array([2, 3]), "ndcg@10": np.array([0.4, 0.6])}
+    za, tb = cold_folds.pooled([{"A": a, "B": {**a, "ndcg@10": a["ndcg@10"] + 1}},
+                                {"A": b, "B": {**b, "ndcg@10": b["ndcg@10"] + 2}}], "ndcg@10")
+    np.testing.assert_allclose(za, [0.1, 0.3, 0.6])  # user 2: the mean of its two folds
+    np.testing.assert_allclose(tb, [1.1, 1.8, 2.6])
+
+    cfg = tiny_bundle / "teacher" / "config.toml"
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--config", str(cfg), "--cold-folds", "3", "--folds", "0,2", "--drops", "0,1", "--bootstrap", "50",
+            "--bundles", "--distill-epochs", "1", "--distill-layers", "0,2", "--work", str(work), "--out", str(out), "--name", "cf"]
+    assert cold_folds.main(argv) == 0
+    res = json.loads((out / "cf.json").read_text())
+    assert [(r["fold"], r["arm"], r["without"] == "-") for r in res["rows"]] == [
+        (f, arm, full) for f in "02" for arm in ("teacher", "int8 bundle") for full in (True, False)]
+    assert all((work / f"fold{f}-bundle" / "manifest.json").is_file() for f in (0, 2))
+    cold = {}
+    for f in (0, 2):
+        c = load_config(work / f"tiny-cold-fold{f}of3.toml")
+        assert (c.split.cold_by, c.split.cold_folds, c.split.cold_fold) == ("random", 3, f)
+        assert c.encoder == load_config(cfg).encoder  # only the split changed
+        cold[f] = set(ModelDir(work / f"fold{f}").items["cold"])
+        assert cold[f]  # the teacher was trained without them
+    assert not cold[0] & cold[2]  # folds are disjoint
+    full = [r for r in res["rows"] if r["without"] == "-" and r["arm"] == "teacher"]
+    assert [r["cold items"] for r in full] == [len(cold[0]), len(cold[2])]
+    assert all(r["top item (share of positives)"].endswith("%)") for r in full)
+    assert [(x["arm"], x["over"]) for x in res["summary"]] == [
+        ("teacher", "2 folds"), ("teacher", "2 folds, each without its top 1 item(s)"),
+        ("int8 bundle", "2 folds"), ("int8 bundle", "2 folds, each without its top 1 item(s)")]
+    summary = res["summary"][0]
+    assert summary["users"] >= max(r["users"] for r in full)
+    assert abs(summary["zero-shot (mean of folds)"] - np.mean([r["zero-shot"] for r in full])) < 1e-9
+    assert abs(summary["arm (mean of folds)"] - np.mean([r["arm nDCG@10"] for r in full])) < 1e-9
+    stamp = (work / "fold0" / "report.json").stat().st_mtime_ns
+    assert cold_folds.main(argv) == 0  # a rerun reuses the trained folds
+    assert (work / "fold0" / "report.json").stat().st_mtime_ns == stamp
+    assert "Over the folds" in (out / "cf.md").read_text()

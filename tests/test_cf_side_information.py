@@ -158,3 +158,25 @@ def test_side_information_categories_on_items_without_categories_is_refused(tmp_
     enc = tiny_encoder(tmp_path / "enc")
     with pytest.raises(ConfigError, match="cf.side_information = 'categories': the items of .* have no categories"):
         Prepared(tiny_config(data, enc, cf={"side_information": "categories"}))
+
+
+def test_the_cf_part_is_built_on_first_use_and_once(tmp_path, toy_data, monkeypatch):
+    """An A/B replay of trained folders reads Prepared's split only: the CF grid (~30 s on ml-100k) must not run
+    then; the first read of cf_table or cf_ease builds both, once, with the same table as a fresh build."""
+    pytest.importorskip("torch")
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export import prepare
+
+    conf = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"), cf={"side_information": "categories",
+                                                                    "ease_lambda": "auto"})
+    calls = []
+    real = prepare.choose_ease
+    monkeypatch.setattr(prepare, "choose_ease", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = prepare.Prepared(conf)
+    assert p.split.n_items > 0 and calls == []  # the split is there, the grid has not run
+    info = p.cf_ease
+    assert calls == [1] and info["side_information"] == "categories"
+    idx, w = p.cf_table
+    assert calls == [1] and p.cf_ease is info  # built once
+    idx2, w2 = prepare.Prepared(conf).cf_table
+    assert np.array_equal(idx, idx2) and np.array_equal(w, w2)

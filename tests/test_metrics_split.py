@@ -111,6 +111,43 @@ def test_cold_validation_items_are_never_trained_on(toy_data):
     assert make_split(ds, SplitConfig(kind="cold_item", cold_valid_quantile=0.0)).cold_valid_items.size == 0
 
 
+def test_random_item_folds_cover_the_catalog_once_and_never_train_on_their_items(toy_data):
+    ds = load_dataset(toy_data)
+    n = 4
+    splits = [make_split(ds, SplitConfig(kind="cold_item", cold_by="random", cold_folds=n, cold_fold=f))
+              for f in range(n)]
+    rated = np.unique(ds.interactions.item)
+    folds = [set(s.cold_items.tolist()) for s in splits]
+    assert all(folds) and not any(folds[i] & folds[j] for i in range(n) for j in range(i + 1, n))
+    assert set().union(*folds) == set(rated.tolist())  # every rated item is a new item exactly once
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1  # dealt evenly
+    for f, s in enumerate(splits):
+        assert set(s.cold_valid_items.tolist()) == folds[(f + 1) % n]  # the next fold validates
+        for part in (s.train, s.valid, s.test):
+            assert not np.isin(part.item, s.cold_items).any() and not np.isin(part.item, s.cold_valid_items).any()
+        assert np.isin(s.cold_test.item, s.cold_items).all() and len(s.cold_test) > 0
+        assert s.summary()["kind"] == f"cold_item (random items: fold {f} of {n})"
+    again = make_split(ds, SplitConfig(kind="cold_item", cold_by="random", cold_folds=n, cold_fold=1))
+    assert np.array_equal(again.cold_items, splits[1].cold_items)  # deterministic
+    other = make_split(ds, SplitConfig(kind="cold_item", cold_by="random", cold_folds=n, cold_fold=1, cold_seed=7))
+    assert not np.array_equal(other.cold_items, splits[1].cold_items)  # the seed deals differently
+    # without cold validation the next fold stays in training
+    nv = make_split(ds, SplitConfig(kind="cold_item", cold_by="random", cold_folds=n, cold_valid_quantile=0.0))
+    assert nv.cold_valid_items.size == 0 and np.isin(nv.train.item, list(folds[1])).any()
+
+
+def test_first_seen_is_the_default_cold_selection(toy_data):
+    ds = load_dataset(toy_data)
+    a = make_split(ds, SplitConfig(kind="cold_item", cold_quantile=0.7, cold_valid_quantile=0.5))
+    b = make_split(ds, SplitConfig(kind="cold_item", cold_quantile=0.7, cold_valid_quantile=0.5, cold_by="first_seen"))
+    assert np.array_equal(a.cold_items, b.cold_items) and np.array_equal(a.cold_valid_items, b.cold_valid_items)
+    first = {}
+    for i, t in zip(ds.interactions.item.tolist(), ds.interactions.time.tolist()):
+        first[i] = min(t, first.get(i, t))
+    cut = np.quantile(ds.interactions.time, 0.7)
+    assert set(a.cold_items.tolist()) == {i for i, t in first.items() if t >= cut}
+
+
 def test_last_n_holdout(toy_data):
     ds = load_dataset(toy_data)
     s = make_split(ds, SplitConfig(kind="user_holdout", test_last_n=2, valid_last_n=1))
@@ -126,6 +163,12 @@ def test_bad_split_config():
         cfgmod.from_dict(SplitConfig, {"kind": "global_time", "valid_quantile": 0.9, "test_quantile": 0.8})
     with pytest.raises(ConfigError, match="cold_valid_quantile"):
         cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_quantile": 0.5, "cold_valid_quantile": 0.5})
+    with pytest.raises(ConfigError, match=r"cold_fold \(10\) must be below cold_folds \(10\).*0 to 9"):
+        cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_by": "random", "cold_fold": 10})
+    with pytest.raises(ConfigError, match="cold_by.*first_seen.*random"):
+        cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_by": "shuffled"})
+    with pytest.raises(ConfigError, match="cold_folds"):
+        cfgmod.from_dict(SplitConfig, {"kind": "cold_item", "cold_by": "random", "cold_folds": 2})
 
 
 def test_tied_scores_earn_the_exact_expectation_over_tie_orders():
