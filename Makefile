@@ -47,7 +47,7 @@ headline-news: install
 
 # New items over 10 random item folds of ml-100k (README "Cold items"): per fold the quick preset trained without
 # the fold's items, distilled and exported as the main job does, then compared with the untrained encoder on them
-# -> benchmarks/results/cold-folds-ml-100k-quick.md (about 50 minutes here; trained folds are reused)
+# -> benchmarks/results/cold-folds-ml-100k-quick.md (about an hour here; trained folds are reused)
 cold-folds: install
 	$(BIN)/python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --bundles --work runs/cold-folds
 

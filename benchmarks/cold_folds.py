@@ -14,7 +14,7 @@ Every item is a new item once, so no single film decides the answer. Reported: e
 comparison (each user's metric averaged over the folds they were evaluated in, then paired over users).
 Folders that already hold a report are reused, so an interrupted run continues. Nothing here is tuned on the
 cold test: the teacher's choices are made on warm validation and its cold-validation fold. About 2.5 minutes
-per fold here (2 cores) with the quick preset, about 3 more with ``--bundles``.
+per fold here (2 cores) with the quick preset, about 4 more with ``--bundles`` (an hour for 10 folds).
 """
 from __future__ import annotations
 

@@ -161,7 +161,7 @@ def test_side_information_categories_on_items_without_categories_is_refused(tmp_
 
 
 def test_the_cf_part_is_built_on_first_use_and_once(tmp_path, toy_data, monkeypatch):
-    """An A/B replay of trained folders reads Prepared's split only: the CF grid (~30 s on ml-100k) must not run
+    """An A/B replay of trained folders reads Prepared's split only: the CF grid (1-2 minutes on ml-100k) must not run
     then; the first read of cf_table or cf_ease builds both, once, with the same table as a fresh build."""
     pytest.importorskip("torch")
     from conftest import tiny_config, tiny_encoder
