@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     arm_names = ["teacher"] + (["int8 bundle"] if a.bundles else [])
     rows, raw, per = [], [], {(arm, d): [] for arm in arm_names for d in drops}
+    cis = []  # each row's nDCG@10 CI as numbers (the row shows it formatted)
     for f in folds:
         cpath = fold_config(a.config, work, f, a.cold_folds, a.fold_seed)
         folder = work / f"fold{f}"
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                             "teacher_report": {k: rep.get(k) for k in ("teacher", "train_seconds")}, **r})
                 c = r["comparison"]["ndcg@10"]
                 s = r["split"]
+                cis.append(c["ci95"])
                 rows.append({
                     "fold": str(f), "arm": arm, "drop": d,
                     "without": ", ".join(x["title"] for x in r["dropped_items"]) or "-",
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in idx:
                 rows[i]["p (Holm, folds)"] = adj[str(i)]
             fold_rows = [rows[i] for i in idx]
+            lows, highs = [cis[i][0] for i in idx], [cis[i][1] for i in idx]
             za, tb = pooled(per[(arm, d)], "ndcg@10")
             c = paired_stats(za, tb, n_boot=a.bootstrap)
             summary.append({
@@ -167,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 "zero-shot (mean of folds)": float(np.mean([r["zero-shot"] for r in fold_rows])),
                 "arm (mean of folds)": float(np.mean([r["arm nDCG@10"] for r in fold_rows])),
                 "folds arm ahead": f"{sum(r['diff'] > 0 for r in fold_rows)} of {len(fold_rows)}",
-                "folds CI above 0 / below 0": f"{sum(_ci(r)[0] > 0 for r in fold_rows)} / "
-                                              f"{sum(_ci(r)[1] < 0 for r in fold_rows)}",
+                "folds CI above 0 / below 0": f"{sum(lo > 0 for lo in lows)} / {sum(hi < 0 for hi in highs)}",
                 "pooled zero-shot": c["mean_a"], "pooled arm": c["mean_b"], "pooled diff": c["diff"],
                 "pooled ci95": f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "pooled p": c["p_permutation"],
             })
@@ -211,11 +213,6 @@ def bundled(teacher: Path, student: Path, bundle: Path, epochs: int, layers: str
                         *[x for p in demo_profiles() for x in ("--profile", p)], "--min-kept", "0",
                         "--min-cold-kept", "0", "--min-request-kept", "0", *dd], check=True)
     return bundle
-
-
-def _ci(row: dict) -> tuple[float, float]:
-    lo, hi = row["ci95"].strip("[]").split(",")
-    return float(lo), float(hi)
 
 
 def top_item(config: Path, data_dir: str | None) -> tuple[str, float]:

@@ -555,7 +555,8 @@ def test_cold_folds_trains_one_teacher_per_item_fold_and_pools_users(tiny_bundle
     cfg = tiny_bundle / "teacher" / "config.toml"
     work, out = tmp_path / "work", tmp_path / "out"
     argv = ["--config", str(cfg), "--cold-folds", "3", "--folds", "0,2", "--drops", "0,1", "--bootstrap", "50",
-            "--bundles", "--distill-epochs", "1", "--distill-layers", "0,2", "--work", str(work), "--out", str(out), "--name", "cf"]
+            "--bundles", "--distill-epochs", "1", "--distill-layers", "0,2", "--work", str(work), "--out", str(out),
+            "--name", "cf"]
     assert cold_folds.main(argv) == 0
     res = json.loads((out / "cf.json").read_text())
     assert [(r["fold"], r["arm"], r["without"] == "-") for r in res["rows"]] == [
