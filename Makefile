@@ -49,7 +49,7 @@ headline-news: install
 # the fold's items, distilled and exported as the main job does, then compared with the untrained encoder on them
 # -> benchmarks/results/cold-folds-ml-100k-quick.md (about an hour here; trained folds are reused)
 cold-folds: install
-	$(BIN)/python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --bundles --work runs/cold-folds
+	$(BIN)/python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --bundles --mix --work runs/cold-folds
 
 # the demo bundle on every profile this machine can run, and the catalog scale curve -> runs/bench/
 bench: install

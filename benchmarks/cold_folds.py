@@ -1,6 +1,6 @@
 """New items over random item folds: the trained teacher against the untrained encoder, on the whole catalog.
 
-    python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --work runs/cold-folds [--bundles]
+    python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --work runs/cold-folds [--bundles] [--mix]
 
 Why: the default split's new items are the 216 films first rated in the log's second half; one of them
 (*Good Will Hunting*) holds 15% of their held-out positives and decides the cold comparison
@@ -8,7 +8,9 @@ Why: the default split's new items are the 216 films first rated in the log's se
 "random"``); for each fold the config's teacher is trained without that fold's items (``genre train``; the next
 fold is its cold validation, as the time split's cold-validation items are) and both arms rank the fold's items
 for every user who rated one, from the same histories (``genre ab`` arms: the teacher folder and
-``zero-shot``); with ``--bundles`` also the teacher distilled and exported as the main job ships it (int8).
+``zero-shot``); with ``--bundles`` also the teacher distilled and exported as the main job ships it (int8);
+with ``--mix`` also a second view: the last arm's score mixed with the zero-shot encoder's, the weight chosen on the
+fold's cold validation (what shipping the untrained encoder next to the trained one would buy).
 Every item is a new item once, so no single film decides the answer. Reported: each fold
 (paired bootstrap CI over its users, sign-flip p, Holm over the folds), the mean over folds, and the pooled
 comparison (each user's metric averaged over the folds they were evaluated in, then paired over users).
@@ -30,6 +32,8 @@ from machine import machine, machine_markdown  # noqa: E402
 from teacher_args import trained  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@20", "hit@10")
+# --mix: the zero-shot score's share in a mix with the trained one (0 = trained alone), chosen on cold validation
+MIX_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def parse_folds(text: str, n: int) -> list[int]:
@@ -104,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--distill-epochs", type=int, default=4, help="with --bundles (the quick preset's main job: 4)")
     ap.add_argument("--distill-layers", default=None, help="with --bundles: teacher layers the student keeps, e.g. "
                     "0,2,5 (default: the distillation default, as the main job)")
+    ap.add_argument("--mix", action="store_true",
+                    help="also a second view: the last arm's score mixed with the zero-shot encoder's, the weight "
+                    "chosen on each fold's cold validation, against that arm alone on the fold's new items")
     ap.add_argument("--work", default="runs/cold-folds", help="configs and trained teachers go here")
     ap.add_argument("--dir", dest="data_dir", default=None, help="data cache folder")
     ap.add_argument("--name", default=None, help="report name (default cold-folds-<config>)")
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     arm_names = ["teacher"] + (["int8 bundle"] if a.bundles else [])
     rows, raw, per = [], [], {(arm, d): [] for arm in arm_names for d in drops}
     cis = []  # each row's nDCG@10 CI as numbers (the row shows it formatted)
+    mix_rows, mix_per = [], []
     for f in folds:
         cpath = fold_config(a.config, work, f, a.cold_folds, a.fold_seed)
         folder = work / f"fold{f}"
@@ -131,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             specs["int8 bundle"] = bundled(folder, work / f"fold{f}-student", work / f"fold{f}-bundle",
                                            a.distill_epochs, a.distill_layers, a.data_dir)
         arms: dict = {}  # zero-shot embeds the catalog once per fold
+        if a.mix:
+            label = list(specs)[-1]
+            row, pu = mixed_view(cpath, specs[label], a.data_dir, a.bootstrap)
+            mix_rows.append({"fold": str(f), "arm": label, **row})
+            mix_per.append(pu)
         top = top_item(cpath, a.data_dir)
         for arm, spec in specs.items():
             for d in drops:
@@ -174,10 +187,23 @@ def main(argv: list[str] | None = None) -> int:
                 "pooled zero-shot": c["mean_a"], "pooled arm": c["mean_b"], "pooled diff": c["diff"],
                 "pooled ci95": f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "pooled p": c["p_permutation"],
             })
+    mix_md = []
+    if a.mix:
+        za, tb = pooled(mix_per, "ndcg@10")
+        c = paired_stats(za, tb, n_boot=a.bootstrap)
+        mix_md = ["## A second view: the trained score mixed with the untrained encoder's", "",
+                  f"Per fold, the {mix_rows[0]['arm']}'s score and the zero-shot encoder's, each standardised per user "
+                  "over the candidate items, mixed as `(1 - w) * trained + w * zero-shot` with w from "
+                  f"{', '.join(f'{w:g}' for w in MIX_WEIGHTS)} chosen on the fold's cold validation (ties: the "
+                  "smaller w), then scored once on the fold's new items against the arm alone (w = 0). Pooled over "
+                  f"{c['users']} users: alone {c['mean_a']:.4f}, mixed {c['mean_b']:.4f}, diff {c['diff']:+.4f} "
+                  f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], p {c['p_permutation']:.4f}; w chosen "
+                  f"{', '.join(str(r['w chosen']) for r in mix_rows)}.", "",
+                  markdown_table(mix_rows, list(mix_rows[0])), ""]
     stem = Path(a.config).stem
     name = a.name or f"cold-folds-{stem}"
     cmd = (f"python benchmarks/cold_folds.py --config {a.config} --cold-folds {a.cold_folds} --folds {a.folds} "
-           f"--work {a.work}" + (" --bundles" if a.bundles else ""))
+           f"--work {a.work}" + (" --bundles" if a.bundles else "") + (" --mix" if a.mix else ""))
     md = [f"# New items over random item folds: trained vs the untrained encoder ({stem})", "",
           f"The catalog's items dealt at random into {a.cold_folds} folds (seed {a.fold_seed}); per fold the `{stem}` "
           f"teacher (training seed {a.seed}) is trained without the fold's items and without the next fold's (its "
@@ -189,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
           "Holm over the folds of each arm and drop level. The pooled rows average each user's metric over the folds "
           "they were evaluated in and pair over users.", "", f"Command: `{cmd}`", "", "## Over the folds", "",
           markdown_table(summary, list(summary[0])), "", "## Per fold", "",
-          markdown_table(rows, [k for k in rows[0] if k != "drop"] + ["p (Holm, folds)"]), "",
+          markdown_table(rows, [k for k in rows[0] if k != "drop"] + ["p (Holm, folds)"]), "", *mix_md,
           machine_markdown(machine()), ""]
     write_report(Path(a.out), name, {"config": a.config, "cold_folds": a.cold_folds, "fold_seed": a.fold_seed,
                                      "seed": a.seed, "command": cmd, "summary": summary, "rows": rows,
+                                     "mix": mix_rows,
                                      "replays": raw, "machine": machine()}, "\n".join(md))
     print("\n".join(md[:-2]))
     return 0
@@ -213,6 +240,48 @@ def bundled(teacher: Path, student: Path, bundle: Path, epochs: int, layers: str
                         *[x for p in demo_profiles() for x in ("--profile", p)], "--min-kept", "0",
                         "--min-cold-kept", "0", "--min-request-kept", "0", *dd], check=True)
     return bundle
+
+
+def mixed_view(config: Path, spec: Path, data_dir: str | None, n_boot: int) -> tuple[dict, dict]:
+    """(row, per-user nDCG@10 of arm alone (A) and mixed (B) on the cold test) for one fold: ``spec``'s score and
+    the zero-shot encoder's, standardised per user over the view's candidate items, mixed with the zero-shot
+    weight of :data:`MIX_WEIGHTS` that is best on the cold-validation items; the cold test is read once."""
+    from genre_edge_export.ab import Arm, paired_stats
+    from genre_edge_export.evaluate import evaluate
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.train_config import load_config
+
+    prep = Prepared(load_config(config), data_dir)
+    sp, ids, users = prep.split, list(prep.data.items.ids), list(prep.data.users)
+
+    def standardised(which: str) -> tuple[np.ndarray, np.ndarray]:
+        hist, when = sp.histories(which), sp.request_times(which)
+        cand = sp.cold_valid_items if which == "cold_valid" else sp.cold_items
+        every = np.arange(sp.n_users)
+        out = []
+        for arm in (str(spec), "zero-shot"):
+            S = np.asarray(Arm(arm, ids, hist, users, sp, prep, when=when).score(every), np.float64)
+            C = S[:, cand]
+            Z = np.zeros_like(S)
+            Z[:, cand] = (C - C.mean(1, keepdims=True)) / np.maximum(C.std(1, keepdims=True), 1e-12)
+            out.append(Z)
+        return out[0], out[1]
+
+    def ndcg(T, Z, w, which, per=None):
+        return evaluate(lambda us: (1 - w) * T[us] + w * Z[us], sp, which, per_user_out=per).get("ndcg@10", 0.0)
+
+    T, Z = standardised("cold_valid")
+    valid = {w: ndcg(T, Z, w, "cold_valid") for w in MIX_WEIGHTS}
+    best = max(MIX_WEIGHTS, key=lambda w: (valid[w], -w))
+    T, Z = standardised("cold")
+    alone, mixed = {}, {}
+    ndcg(T, Z, 0.0, "cold", alone)
+    ndcg(T, Z, best, "cold", mixed)
+    c = paired_stats(alone["ndcg@10"], mixed["ndcg@10"], n_boot=n_boot)
+    row = {"w chosen": best, "valid alone": valid[0.0], "valid mixed": valid[best], "valid zero-shot": valid[1.0],
+           "users": c["users"], "test alone": c["mean_a"], "test mixed": c["mean_b"], "diff": c["diff"],
+           "ci95": f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", "p": c["p_permutation"]}
+    return row, {"A": alone, "B": mixed}
 
 
 def top_item(config: Path, data_dir: str | None) -> tuple[str, float]:

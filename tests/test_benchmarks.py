@@ -555,8 +555,8 @@ def test_cold_folds_trains_one_teacher_per_item_fold_and_pools_users(tiny_bundle
     cfg = tiny_bundle / "teacher" / "config.toml"
     work, out = tmp_path / "work", tmp_path / "out"
     argv = ["--config", str(cfg), "--cold-folds", "3", "--folds", "0,2", "--drops", "0,1", "--bootstrap", "50",
-            "--bundles", "--distill-epochs", "1", "--distill-layers", "0,2", "--work", str(work), "--out", str(out),
-            "--name", "cf"]
+            "--bundles", "--distill-epochs", "1", "--distill-layers", "0,2", "--mix", "--work", str(work), "--out",
+            str(out), "--name", "cf"]
     assert cold_folds.main(argv) == 0
     res = json.loads((out / "cf.json").read_text())
     assert [(r["fold"], r["arm"], r["without"] == "-") for r in res["rows"]] == [
@@ -580,6 +580,14 @@ def test_cold_folds_trains_one_teacher_per_item_fold_and_pools_users(tiny_bundle
     assert summary["users"] >= max(r["users"] for r in full)
     assert abs(summary["zero-shot (mean of folds)"] - np.mean([r["zero-shot"] for r in full])) < 1e-9
     assert abs(summary["arm (mean of folds)"] - np.mean([r["arm nDCG@10"] for r in full])) < 1e-9
+    # the mix's w = 0 is the bundle alone: standardising each user's scores keeps their order, so the same nDCG@10
+    bundle_full = [r for r in res["rows"] if r["without"] == "-" and r["arm"] == "int8 bundle"]
+    assert [m["fold"] for m in res["mix"]] == ["0", "2"] and all(m["arm"] == "int8 bundle" for m in res["mix"])
+    for m, r in zip(res["mix"], bundle_full):
+        assert abs(m["test alone"] - r["arm nDCG@10"]) < 1e-9
+        assert m["w chosen"] in cold_folds.MIX_WEIGHTS and m["valid mixed"] >= m["valid alone"]
+        if m["w chosen"] == 0.0:
+            assert m["test mixed"] == m["test alone"] and m["diff"] == 0.0
     stamp = (work / "fold0" / "report.json").stat().st_mtime_ns
     assert cold_folds.main(argv) == 0  # a rerun reuses the trained folds
     assert (work / "fold0" / "report.json").stat().st_mtime_ns == stamp
