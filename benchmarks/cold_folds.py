@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
-from teacher_args import trained  # noqa: E402
+from teacher_args import trained, zscore  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@20", "hit@10")
 # --mix: the zero-shot score's share in a mix with the trained one (0 = trained alone), chosen on cold validation
@@ -261,9 +261,8 @@ def mixed_view(config: Path, spec: Path, data_dir: str | None, n_boot: int) -> t
         out = []
         for arm in (str(spec), "zero-shot"):
             S = np.asarray(Arm(arm, ids, hist, users, sp, prep, when=when).score(every), np.float64)
-            C = S[:, cand]
             Z = np.zeros_like(S)
-            Z[:, cand] = (C - C.mean(1, keepdims=True)) / np.maximum(C.std(1, keepdims=True), 1e-12)
+            Z[:, cand] = zscore(S[:, cand])
             out.append(Z)
         return out[0], out[1]
 

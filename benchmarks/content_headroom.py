@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
-from teacher_args import add_teacher_args, load_teachers  # noqa: E402
+from teacher_args import add_teacher_args, load_teachers, zscore  # noqa: E402
 
 WARM_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 COLD_GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -85,12 +85,6 @@ def choose_blend(form, B, C, Z, history_len, item_count, valid_users, per_user):
         return ({"weights": ws, "history_length_edges": [float(e) for e in edges]},
                 float(per_user(make("valid"), "valid").mean()), make)
     raise ValueError(f"unknown blend form {form!r}; valid: {', '.join(WARM_FORMS)}")
-
-
-def zscore(s: np.ndarray) -> np.ndarray:
-    """Per-row z-scores (scores on different scales become comparable before they are added)."""
-    s = np.asarray(s, np.float64)
-    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:

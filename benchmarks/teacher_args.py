@@ -51,3 +51,12 @@ def trained(config: str | Path, folder: Path, seed: int, data_dir: str | None = 
         subprocess.run([str(genre), "train", "--config", str(config), "--seed", str(seed), "--out", str(folder),
                         *(["--dir", data_dir] if data_dir else [])], check=True)
     return json.loads(rep.read_text())
+
+
+def zscore(s):
+    """Per-row z-scores (scores on different scales become comparable before they are added): the blends of
+    ``content_headroom.py`` and ``cold_folds.py --mix``."""
+    import numpy as np
+
+    s = np.asarray(s, np.float64)
+    return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
