@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: headline headline-news cold-folds demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
+.PHONY: headline headline-news cold-folds short-history demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,14 @@ headline-news: install
 # -> benchmarks/results/cold-folds-ml-100k-quick.md (about an hour here; trained folds are reused)
 cold-folds: install
 	$(BIN)/python benchmarks/cold_folds.py --config ml-100k-quick --folds 0-9 --bundles --mix --work runs/cold-folds
+
+# Users the device knows by a few items (README "Short histories"): the headline's teachers and the demo bundle on
+# each user's last 1-20 positives, against baselines tuned on whole and on cut histories, and the hybrid with its CF
+# part chosen for them -> benchmarks/results/short-history-ml-100k-quick.md (about 9 minutes here; needs `make
+# headline` and `make demo` first)
+short-history: install
+	$(BIN)/python benchmarks/short_history.py --config ml-100k-quick \
+		--teachers runs/headline/s0,runs/headline/s1,runs/headline/s2 --bundle runs/quickstart/bundle
 
 # the demo bundle on every profile this machine can run, and the catalog scale curve -> runs/bench/
 bench: install

@@ -76,8 +76,10 @@ class Arm:
     """One side of the comparison: a name, and scores over the data set's items for users."""
 
     def __init__(self, spec: str, item_ids: list[str], histories: list[np.ndarray], user_ids: list[str],
-                 split=None, prep: Prepared | None = None, when: np.ndarray | None = None):
-        """``when``: per user, the request time (``Split.request_times``) that time-aware baselines read."""
+                 split=None, prep: Prepared | None = None, when: np.ndarray | None = None, tune_history_last: int = 0):
+        """``when``: per user, the request time (``Split.request_times``) that time-aware baselines read.
+        ``tune_history_last`` > 0: a baseline's grid is searched on validation histories cut to each user's last that
+        many positives (:func:`~genre_edge_export.baselines.tune`): chosen for the short histories it is given."""
         self.spec = spec
         p = Path(spec)
         if spec == "zero-shot":
@@ -85,7 +87,8 @@ class Arm:
                 raise ConfigError("the zero-shot arm needs the prepared data set (its texts and encoder)")
             self.kind, self.score = "zero-shot", self._zero_shot(prep, histories)
         elif spec.startswith("baseline:"):
-            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when, prep)
+            self.kind, self.score = "baseline", self._baseline(spec.split(":", 1)[1], split, histories, when, prep,
+                                                               tune_history_last)
         elif (p / "manifest.json").is_file():
             self.kind, self.score = "bundle", self._bundle(p, item_ids, histories, when, split)
         elif (p / "config.toml").is_file() and (p / "recommender.safetensors").is_file():
@@ -96,7 +99,7 @@ class Arm:
 
     @staticmethod
     def _baseline(name: str, split, histories: list[np.ndarray], when: np.ndarray | None = None,
-                  prep: Prepared | None = None):
+                  prep: Prepared | None = None, tune_history_last: int = 0):
         if name not in BASELINES:
             raise ConfigError(f"baseline:{name}: unknown baseline; choose from {', '.join(BASELINES)}")
         features = None
@@ -104,7 +107,8 @@ class Arm:
             if prep is None:
                 raise ConfigError(f"baseline:{name} needs the prepared data set (its items' categories)")
             features = category_features(prep.data.items.categories)
-        model, params, _ = tune(name, split, interaction_matrix(split), item_features=features)
+        model, params, _ = tune(name, split, interaction_matrix(split), item_features=features,
+                                history_last=tune_history_last)
         log.info("arm baseline:%s tuned on validation: %s", name, params)
         return scores_for(model, histories, when)
 
@@ -186,23 +190,28 @@ class Arm:
 
 def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: str | None = None,
            which: str = "test", metrics=METRICS, n_boot: int = 2000, seed: int = 0, drop_top_items: int = 0,
-           arms: dict | None = None, per_user: dict | None = None) -> dict:
+           arms: dict | None = None, per_user: dict | None = None, history_last: int = 0) -> dict:
     """Score arms ``a`` and ``b`` on the held-out users of ``which`` and compare them per user.
 
     ``drop_top_items`` > 0 takes the held-out items with the most positives out of the candidates and
     the truth (:meth:`~genre_edge_export.split.Split.without_top_items`): is the comparison decided by
     a few items? ``arms`` (a dict) caches built arms by spec across calls on the same config. ``per_user`` (a
     dict) receives each arm's per-user metrics (``{"A": {"users": ids, metric: values}, "B": ...}``), for
-    comparisons pooled over several replays (``benchmarks/cold_folds.py``).
+    comparisons pooled over several replays (``benchmarks/cold_folds.py``). ``history_last`` > 0: every arm reads
+    only each user's last that many history positives (a device that has known the user for a short while);
+    baselines are then tuned on validation histories cut the same way, while trained models and bundles score as
+    they were trained and calibrated (on whole histories).
     """
     if which not in WHICH:
         raise ConfigError(f"which must be one of {', '.join(WHICH)}, not {which!r}")
     if drop_top_items < 0:
         raise ConfigError(f"drop_top_items must be >= 0, not {drop_top_items}")
+    if history_last < 0:
+        raise ConfigError(f"history_last must be >= 0 (0 = whole histories), not {history_last}")
     path = config_path if Path(config_path).suffix == ".toml" else packaged_config(config_path)
     conf = load_config(path, {"data": {"source": data}} if data else None)
     prep = Prepared(conf, data_dir)
-    hist = prep.split.histories(which)
+    hist = prep.split.histories(which, last=history_last)
     ids = list(prep.data.items.ids)
     feats = category_features(prep.data.items.categories)
     split, dropped = prep.split.without_top_items(which, drop_top_items)
@@ -212,7 +221,8 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
                           + (" (no cold-validation items: set split.cold_valid_quantile)"
                              if which == "cold_valid" and not drop_top_items else "")
                           + (f" once the top {drop_top_items} items are dropped" if drop_top_items else ""))
-    res = {"config": str(config_path), "data": conf.data.source, "which": which, "arms": {}, "split": split.summary(),
+    res = {"config": str(config_path), "data": conf.data.source, "which": which, "history_last": history_last,
+           "arms": {}, "split": split.summary(),
            "dropped_items": [{"id": str(ids[i]), "title": prep.data.items.title[i]} for i in dropped]}
     arms = {} if arms is None else arms
     per = {}
@@ -220,10 +230,10 @@ def replay(a: str, b: str, config_path: str, data_dir: str | None = None, data: 
         specs = [x.strip() for x in spec.split(",") if x.strip()]
         runs = []
         for one in specs:  # several training seeds: per-user metrics averaged over them
-            key = (one, str(config_path), data, which)
+            key = (one, str(config_path), data, which, history_last)
             if key not in arms:  # tuned baselines and embedded catalogs are reused across drop levels
                 arms[key] = Arm(one, ids, hist, list(prep.data.users), prep.split, prep,
-                                when=prep.split.request_times(which))
+                                when=prep.split.request_times(which), tune_history_last=history_last)
             arm = arms[key]
             pu: dict = {}
             summary = evaluate(arm.score, split, which, item_features=feats, per_user_out=pu)
@@ -266,7 +276,9 @@ def markdown(res: dict) -> str:
          f"- A: `{A['spec']}` ({A['kind']})", f"- B: `{B['spec']}` ({B['kind']})",
          f"- data: {res['data']}, protocol from `{res['config']}`", *(
              [f"- without the {len(res['dropped_items'])} held-out item(s) with the most positives: "
-              + ", ".join(d["title"] for d in res["dropped_items"])] if res.get("dropped_items") else []), "",
+              + ", ".join(d["title"] for d in res["dropped_items"])] if res.get("dropped_items") else []), *(
+             [f"- histories cut to each user's last {res['history_last']} positive(s); baselines tuned on validation "
+              "histories cut the same way, trained arms as trained"] if res.get("history_last") else []), "",
          "| metric | A | B | B - A | 95% CI (paired bootstrap) | relative | p (sign-flip permutation) | p (Holm) | "
          "B wins / losses / ties |", "|---|---|---|---|---|---|---|---|---|"]
     for m, s in res["comparison"].items():

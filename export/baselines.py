@@ -247,13 +247,15 @@ def ease_weights(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_we
     return B.astype(np.float32)
 
 
-def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side_weights, max_users: int = 0):
+def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side_weights, max_users: int = 0,
+                history_last: int = 0):
     """(lambda, side information weight, every grid point's row, the chosen weights): the EASE of best validation
     nDCG@10 over
     ``lambdas`` x ``side_weights`` (``S``: items x items similarity, or None), each point at its best recency of
     no recency + :data:`RECENCY_GRID` (what the hybrid's blend calibration searches). The CF part alone, before
-    any training, fitted on the training events; ties: the smaller weight, then the smaller lambda."""
-    hist = split.histories("valid")
+    any training, fitted on the training events; ties: the smaller weight, then the smaller lambda.
+    ``history_last`` > 0: validation reads each user's last that many training positives (as :func:`tune`)."""
+    hist = split.histories("valid", last=history_last)
     rows, chosen = [], None
     key = lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"])  # noqa: E731
 
@@ -453,10 +455,12 @@ def lacks_features(name: str, item_features: np.ndarray | None) -> bool:
 
 
 def tune(name: str, split: Split, X: np.ndarray, grid: list[dict] | None = None,
-         item_features: np.ndarray | None = None):
+         item_features: np.ndarray | None = None, history_last: int = 0):
     """(fitted model with the grid point of best validation nDCG@10, its params, the grid's scores).
-    ``item_features`` (items x features): what baselines with side information (``uses_features``) read."""
-    train_hist = split.histories("valid")  # validation reads the training events only
+    ``item_features`` (items x features): what baselines with side information (``uses_features``) read.
+    ``history_last`` > 0: validation reads each user's last that many training positives only, so a baseline
+    compared on short histories is chosen for them (the model is still fitted on every training event)."""
+    train_hist = split.histories("valid", last=history_last)  # validation reads the training events only
     rows, best = [], None
     when = split.request_times("valid")
     if lacks_features(name, item_features):

@@ -426,18 +426,21 @@ def recommend_torch(model_dir, user, history, k, as_json):
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the bootstrap and permutations.")
 @click.option("--drop-top-items", type=click.IntRange(min=0), default=0, show_default=True,
               help="Robustness: take the N held-out items with the most positives out of candidates and truth.")
+@click.option("--history-last", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Short histories: every arm reads only each user's last N positives (0 = whole histories); "
+                   "baselines are tuned on validation histories cut the same way.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Write ab.json and ab.md here.")
 @click.option("--dir", "data_dir", type=click.Path(file_okay=False), envvar="GENRE_DATA_DIR",
               help="Data cache folder (env GENRE_DATA_DIR; default ~/.cache/genre-edge/data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, drop_top_items, out_dir, data_dir, as_json):
+def ab(arm_a, arm_b, config_path, data, which, n_boot, seed, drop_top_items, history_last, out_dir, data_dir, as_json):
     """Offline A/B replay: metrics of A and B on the same users, B - A with a bootstrap CI,
     a paired permutation test and per-user wins/losses."""
     from .ab import markdown, replay
 
     res = run_api(replay, arm_a, arm_b, config_path, data_dir, data, which, n_boot=n_boot, seed=seed,
-                  drop_top_items=drop_top_items)
+                  drop_top_items=drop_top_items, history_last=history_last)
     md = markdown(res)
     if out_dir:
         d = Path(out_dir)

@@ -139,18 +139,29 @@ class Prepared:
 
     def _built_cf(self) -> tuple:
         if self._cf is None:
-            table = info = None
-            if self.conf.cf.kind in ("cooccurrence", "ease"):
+            if self.conf.cf.kind == "ease":
+                self._cf = self.ease_table()
+            elif self.conf.cf.kind == "cooccurrence":
                 from .models import neighbour_table  # torch
 
                 X = interaction_matrix(self.split, self.hist)
-                if self.conf.cf.kind == "ease":
-                    W, info = self._ease(X, self._side_similarity(X))
-                else:
-                    W = cooccurrence_cosine(X, 0)
-                table = neighbour_table(W, self.conf.cf.neighbors)
-            self._cf = (table, info)
+                self._cf = (neighbour_table(cooccurrence_cosine(X, 0), self.conf.cf.neighbors), None)
+            else:
+                self._cf = (None, None)
         return self._cf
+
+    def ease_table(self, history_last: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+        """(neighbour table, what was chosen) of the ``[cf]`` EASE part (kind "ease"), its "auto" values chosen on
+        validation histories cut to each user's last ``history_last`` positives (0 = whole histories: the CF part
+        training uses, :attr:`cf_table`). Short histories want more regularisation (``benchmarks/short_history.py``
+        measures a hybrid given a CF part chosen for them)."""
+        from .models import neighbour_table  # torch
+
+        if self.conf.cf.kind != "ease":
+            raise ConfigError(f"cf.kind is {self.conf.cf.kind!r}: only an EASE CF part is chosen on validation")
+        X = interaction_matrix(self.split, self.hist)
+        W, info = self._ease(X, self._side_similarity(X), history_last)
+        return neighbour_table(W, self.conf.cf.neighbors), info
 
     def _side_similarity(self, X: np.ndarray) -> np.ndarray | None:
         """The items x items similarity ``cf.side_information`` adds to EASE's Gram matrix (None for "none")."""
@@ -170,15 +181,17 @@ class Prepared:
         S[:, unrated] = 0.0
         return S
 
-    def _ease(self, X: np.ndarray, S: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    def _ease(self, X: np.ndarray, S: np.ndarray | None, history_last: int = 0) -> tuple[np.ndarray, dict]:
         """(EASE's weights with the config's lambda and side information weight, or ("auto") those chosen on
-        validation with the CF part alone (:func:`choose_ease`); what was chosen, for ``cf_ease``)."""
+        validation with the CF part alone (:func:`choose_ease`; ``history_last``: on histories cut that short);
+        what was chosen, for ``cf_ease``)."""
         c = self.conf.cf
         lams = EASE_LAMBDAS if c.ease_lambda == "auto" else (float(c.ease_lambda),)
         weights = (0.0,) if S is None else SIDE_WEIGHTS if c.side_weight == "auto" else (float(c.side_weight),)
         grid = None
         if len(lams) * len(weights) > 1:
-            lam, weight, grid, W = choose_ease(self.split, X, lams, S, weights, self.conf.train.max_eval_users)
+            lam, weight, grid, W = choose_ease(self.split, X, lams, S, weights, self.conf.train.max_eval_users,
+                                               history_last)
         else:
             lam, weight = lams[0], weights[0]
             W = ease_weights(X, lam, S, weight)

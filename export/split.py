@@ -86,20 +86,27 @@ class Split:
         """The event times of :meth:`train_histories`, aligned with it (same order, same lengths)."""
         return self.user_items(self.train, positives_only=True, column="time")
 
-    def histories(self, which: str) -> list[np.ndarray]:
+    def histories(self, which: str, last: int = 0) -> list[np.ndarray]:
         """Model input (each user's positives, oldest first) when evaluating ``which``.
 
         ``valid`` and ``cold_valid``: the training positives. ``test`` and ``cold``: training +
         validation positives — a deployed recommender knows every event before the test period;
         no model is refit on them (all baselines and teachers get the same input).
+        ``last`` > 0: only each user's ``last`` most recent of them, as a device that has seen a user
+        for a short while would have (what the items seen before still exclude from the ranking is
+        unchanged: :meth:`seen`).
         """
+        if last < 0:
+            raise ValueError(f"last must be >= 0 (0 = the whole history), not {last}")
         if which in ("valid", "cold_valid"):
-            return self.train_histories()
-        if which not in ("test", "cold"):
+            hist = self.train_histories()
+        elif which in ("test", "cold"):
+            # validation events come after each user's training events in every split kind
+            tr, va = self.train_histories(), self.user_items(self.valid, positives_only=True)
+            hist = [np.concatenate([a, b]) for a, b in zip(tr, va)]
+        else:
             raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
-        # validation events come after each user's training events in every split kind
-        tr, va = self.train_histories(), self.user_items(self.valid, positives_only=True)
-        return [np.concatenate([a, b]) for a, b in zip(tr, va)]
+        return [h[-last:] for h in hist] if last else hist
 
     def held_out(self, which: str) -> Interactions:
         """The held-out events of ``which`` (valid, test, cold or cold_valid)."""

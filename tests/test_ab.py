@@ -115,6 +115,33 @@ def test_genre_ab_zero_shot_arm_matches_training_and_drops_top_items(tiny_bundle
     assert r.exit_code == 2 and "-1" in r.output
 
 
+def test_genre_ab_on_short_histories_cuts_every_arm_and_tunes_baselines_for_them(tiny_bundle):
+    from genre_edge.cli import main
+    from genre_edge_export.ab import Arm, replay
+    from genre_edge_export.evaluate import evaluate
+    from genre_edge_export.prepare import Prepared
+    from genre_edge_export.train_config import load_config
+
+    conf = str(tiny_bundle / "teacher" / "config.toml")
+    teacher = str(tiny_bundle / "teacher")
+    whole = replay("baseline:ease", teacher, conf, which="valid", n_boot=100)
+    cut = replay("baseline:ease", teacher, conf, which="valid", n_boot=100, history_last=1)
+    assert whole["history_last"] == 0 and cut["history_last"] == 1
+    # the model arm scores each user's last positive only: the same as building it on the cut histories
+    prep = Prepared(load_config(conf))
+    sp = prep.split
+    arm = Arm(teacher, list(prep.data.items.ids), sp.histories("valid", last=1), list(prep.data.users), sp, prep,
+              when=sp.request_times("valid"))
+    assert cut["arms"]["B"]["ndcg@10"] == pytest.approx(evaluate(arm.score, sp, "valid")["ndcg@10"], abs=1e-9)
+    assert cut["arms"]["B"]["ndcg@10"] != pytest.approx(whole["arms"]["B"]["ndcg@10"], abs=1e-9)
+    r = CliRunner().invoke(main, ["ab", "--a", "baseline:ease", "--b", teacher, "--config", conf, "--which", "valid",
+                                  "--bootstrap", "100", "--history-last", "1"])
+    assert r.exit_code == 0, r.output
+    assert "last 1 positive(s); baselines tuned on validation histories cut the same way" in r.output
+    r = CliRunner().invoke(main, ["ab", "--a", "baseline:ease", "--b", teacher, "--config", conf, "--history-last", "-2"])
+    assert r.exit_code == 2 and "-2" in r.output
+
+
 def test_split_without_top_items_takes_them_out_of_candidates_and_truth(toy_data):
     from genre_edge_export.data import load_dataset
     from genre_edge_export.evaluate import _truth

@@ -58,6 +58,23 @@ def test_baselines_are_tuned_on_validation_and_report_their_choice(toy_data):
     assert not np.allclose(EASE(250.0, half_life=2.0, floor=0.0).fit(X).score(us, hist), plain)
 
 
+def test_baselines_for_short_histories_are_tuned_on_validation_histories_cut_the_same_way(toy_data):
+    from genre_edge_export.baselines import EASE, interaction_matrix, scores_for, tune
+    from genre_edge_export.evaluate import evaluate
+
+    split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
+    X = interaction_matrix(split)
+    grid = [{"lam": 1.0}, {"lam": 300.0}]
+    _, _, whole = tune("ease", split, X, grid)
+    _, params, cut = tune("ease", split, X, grid, history_last=1)
+    for g, row in zip(grid, cut):  # each grid point scored from each user's last training positive only
+        model = EASE(**g).fit(X)
+        expect = evaluate(scores_for(model, split.histories("valid", last=1)), split, "valid", n_neg=1)["ndcg@10"]
+        assert row["valid_ndcg@10"] == pytest.approx(expect)
+    assert [r["valid_ndcg@10"] for r in cut] != [r["valid_ndcg@10"] for r in whole]
+    assert params == grid[int(np.argmax([r["valid_ndcg@10"] for r in cut]))]
+
+
 def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_baseline(tiny_bundle):
     """Same (half-life, floor) pairs for the hybrid's CF part as for the baseline (plus no recency); the
     chosen pair is the best on validation and travels into the bundle the device reads."""
@@ -134,7 +151,7 @@ def test_tune_follows_a_choice_on_the_grid_edge_until_it_is_inside(monkeypatch):
     monkeypatch.setattr(bl, "evaluate", lambda m, *a, **k: {"ndcg@10": -abs(np.log(m.x / best_at["x"]))})
 
     class Split:
-        def histories(self, which):
+        def histories(self, which, last=0):
             return []
 
         def request_times(self, which):

@@ -472,6 +472,59 @@ def test_cold_report_compares_the_bundle_with_its_own_teacher(tiny_bundle, tmp_p
     assert "--bundle-teacher" in (tmp_path / "cold-config.md").read_text()
 
 
+def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_buckets_every_user_once(
+        tiny_bundle, tmp_path):
+    """Per length: the hybrid (seeds' per-user mean), as trained and with its CF part chosen for N, against each
+    baseline tuned on whole and on cut validation histories; at whole histories each pair of tunings is one; the
+    quartile buckets hold every test user once; the teacher's modules are left as they were."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import short_history
+    from genre_edge_export.model_folder import ModelDir
+    from genre_edge_export.prepare import Prepared
+
+    assert short_history.parse_lengths("3, 1,3,0") == [3, 1, 0]
+    for bad in ("", "x", "-1"):
+        with pytest.raises(ValueError, match="--lengths"):
+            short_history.parse_lengths(bad)
+    lens = np.array([1, 2, 2, 3, 5, 8, 13, 40])
+    buckets = short_history.quartile_buckets(lens)
+    assert sum(((lens > lo) & (lens <= hi)).sum() for lo, hi in buckets) == len(lens)
+    teacher, bundle = tiny_bundle / "teacher", tiny_bundle / "bundle"
+    argv = ["--config", str(teacher / "config.toml"), "--teachers", f"{teacher},{teacher}", "--bundle", str(bundle),
+            "--lengths", "1,0", "--baselines", "ease", "--bootstrap", "50", "--threads", "1", "--out", str(tmp_path)]
+    assert short_history.main(argv) == 0
+    res = json.loads((tmp_path / "short-history-config.json").read_text())
+    rows = {r["history"]: r for r in res["rows"]}
+    assert set(rows) == {"1", "whole"}
+    assert rows["whole"]["ease, tuned for N"] == rows["whole"]["ease, tuned on whole"]
+    assert rows["whole"]["hybrid, CF part for N"] == rows["whole"]["hybrid as trained"]
+    assert rows["1"]["hybrid as trained"] != rows["whole"]["hybrid as trained"]
+    assert rows["1"]["hybrid as trained"].endswith("+- 0.0000")  # the same folder twice: no spread between seeds
+    scales = res["raw"]["1"]["hybrid_cf_for_n"]["cf_scales"]
+    assert len(scales) == 2 and all(s in short_history.CF_SCALES for s in scales)
+    comps = [c for c in res["comparisons"] if c["metric"] == "ndcg@10"]
+    assert {(c["history"], c["hybrid"], c["baseline"]) for c in comps} == {
+        (h, "hybrid as trained", f"ease, {t}") for h in ("1", "whole") for t in ("tuned on whole", "tuned for N")
+    } | {(h, "hybrid, CF part for N", "ease, tuned for N") for h in ("1", "whole")}
+    for c in comps:
+        assert c["p (Holm, lengths)"] >= c["p"]
+        assert c["hybrid - baseline"] == pytest.approx(c["hybrid value"] - c["baseline value"])
+        assert c["ci95"][0] <= c["hybrid - baseline"] <= c["ci95"][1]
+    assert sum(b["users"] for b in res["buckets"]) == rows["whole"]["users"]
+    assert "int8 bundle" in rows["1"] and "--history-last" in (tmp_path / "short-history-config.md").read_text()
+    # cf_chosen_for puts the teacher's own CF part back
+    M = ModelDir(teacher)
+    rec = M.modules()[1]
+    prep = Prepared(M.conf)
+    before = rec.cf
+    scale, pu = short_history.cf_chosen_for(M, rec, prep.ease_table(1)[0], prep.split, 1)
+    assert rec.cf is before and scale in short_history.CF_SCALES and len(pu["ndcg@10"]) == rows["1"]["users"]
+    with pytest.raises(SystemExit):
+        short_history.main(argv[:-8] + ["--lengths", "1", "--baselines", "nope", "--out", str(tmp_path)])
+
+
 def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp_path, toy_data):
     from conftest import tiny_config, tiny_encoder
     from genre_edge_export.train import train

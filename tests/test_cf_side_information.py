@@ -180,3 +180,24 @@ def test_the_cf_part_is_built_on_first_use_and_once(tmp_path, toy_data, monkeypa
     assert calls == [1] and p.cf_ease is info  # built once
     idx2, w2 = prepare.Prepared(conf).cf_table
     assert np.array_equal(idx, idx2) and np.array_equal(w, w2)
+
+
+def test_an_ease_cf_part_chosen_for_short_histories_is_searched_on_validation_histories_cut_that_short(tmp_path, toy_data):
+    """Prepared.ease_table(n): the same grid as training's CF part, each point scored from each user's last n
+    training positives (the grid values are those of choose_ease on the cut histories); 0 is training's own part."""
+    pytest.importorskip("torch")
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export.baselines import EASE_LAMBDAS, SIDE_WEIGHTS, choose_ease, interaction_matrix
+    from genre_edge_export.prepare import Prepared
+
+    p = Prepared(tiny_config(toy_data, tiny_encoder(tmp_path / "enc"), cf={"side_information": "categories",
+                                                                           "ease_lambda": "auto"}))
+    (idx0, w0), info0 = p.ease_table()
+    assert np.array_equal(idx0, p.cf_table[0]) and np.array_equal(w0, p.cf_table[1]) and info0 == p.cf_ease
+    (idx1, w1), info1 = p.ease_table(1)
+    X = interaction_matrix(p.split, p.hist)
+    lam, weight, grid, _ = choose_ease(p.split, X, EASE_LAMBDAS, p._side_similarity(X), SIDE_WEIGHTS, history_last=1)
+    assert (info1["lambda"], info1["side_weight"]) == (lam, weight) and info1["grid"] == grid
+    assert [r["valid_ndcg@10"] for r in info1["grid"]] != [r["valid_ndcg@10"] for r in info0["grid"]]
+    with pytest.raises(ConfigError, match="only an EASE CF part"):
+        Prepared(tiny_config(toy_data, tiny_encoder(tmp_path / "enc2"), cf={"kind": "cooccurrence"})).ease_table(1)

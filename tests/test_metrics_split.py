@@ -155,6 +155,21 @@ def test_last_n_holdout(toy_data):
     assert set(counts[counts > 0]) == {2}
 
 
+def test_histories_cut_to_the_last_n_keep_each_users_most_recent_items(toy_data):
+    s = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
+    for which in ("valid", "test", "cold", "cold_valid"):
+        whole = s.histories(which)
+        assert all(np.array_equal(a, b) for a, b in zip(s.histories(which, last=0), whole))
+        for n in (1, 3):
+            cut = s.histories(which, last=n)
+            assert len(cut) == len(whole)
+            for a, h in zip(cut, whole):
+                assert len(a) == min(n, len(h)) and np.array_equal(a, h[len(h) - len(a):])  # the newest n, in order
+    assert max(len(h) for h in s.histories("test")) > 3  # the cut above took something away
+    with pytest.raises(ValueError, match="last must be >= 0"):
+        s.histories("test", last=-1)
+
+
 def test_bad_split_config():
     from genre_edge import config as cfgmod
     from genre_edge.errors import ConfigError
