@@ -14,8 +14,8 @@ whole histories (what ships), and with its EASE CF part chosen for N the way tra
 weight in the blend rescaled on the same validation (:data:`CF_SCALES`); the content tower and the rest of the
 blend stay as trained. Reported per N: nDCG@10 and Recall@20 of each arm, each hybrid (per-user mean over its
 training seeds) minus each baseline with a paired bootstrap CI and sign-flip p, Holm over the lengths; then, on
-whole histories, the same comparison within quartiles of the users' own history lengths. About 2-3 minutes per
-length here (the grids; 9 minutes for the default lengths on ml-100k).
+whole histories, the same comparison within quartiles of the users' own history lengths. About 9 minutes for the
+default lengths on ml-100k here, most of it the grids.
 """
 from __future__ import annotations
 
