@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
-from teacher_args import add_teacher_args, load_teachers, zscore  # noqa: E402
+from teacher_args import add_teacher_args, load_teachers, mean_sd, zscore  # noqa: E402
 
 WARM_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 COLD_GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 cold.setdefault((which, al), []).append(evaluate(f, sp, which, n_neg=1)["ndcg@10"])
     choice = max(COLD_GRID, key=lambda al: (np.mean(cold[("cold_valid", al)]), -al))
     cold_rows = [{"zero-shot share a": f"{al:g}",
-                  "cold-valid ndcg@10": f"{np.mean(cold[('cold_valid', al)]):.4f} +- {np.std(cold[('cold_valid', al)], ddof=1) if len(teachers) > 1 else 0:.4f}",
-                  "cold-test ndcg@10": f"{np.mean(cold[('cold', al)]):.4f} +- {np.std(cold[('cold', al)], ddof=1) if len(teachers) > 1 else 0:.4f}",
+                  "cold-valid ndcg@10": mean_sd(cold[("cold_valid", al)]), "cold-test ndcg@10": mean_sd(cold[("cold", al)]),
                   "chosen on cold-valid": "yes" if al == choice else ""} for al in COLD_GRID]
 
     res = {"machine": machine(), "config": a.config, "teachers": teachers, "baseline": "ease-recency",

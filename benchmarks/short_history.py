@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
-from teacher_args import add_teacher_args, load_teachers  # noqa: E402
+from teacher_args import add_teacher_args, load_teachers, mean_sd  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@20")
 # the hybrid given a CF part chosen for short histories: its CF score's weight in the blend times one of these,
@@ -129,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         pu: dict = {}
         evaluate(score, sp, "test", per_user_out=pu, ranking_only=True)
         return pu
-
-    def mean_sd(xs: list[float]) -> str:
-        return f"{np.mean(xs):.4f} +- {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
 
     rows, comps, raw, buckets = [], [], {}, []
     for n in lengths:

@@ -60,3 +60,11 @@ def zscore(s):
 
     s = np.asarray(s, np.float64)
     return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
+
+
+def mean_sd(xs) -> str:
+    """``"0.1508 +- 0.0012"``: the mean and sample sd of per-seed values (sd 0 for one seed), as the tables print
+    trained rows."""
+    import numpy as np
+
+    return f"{np.mean(xs):.4f} +- {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
