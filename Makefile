@@ -53,7 +53,7 @@ cold-folds: install
 
 # Users the device knows by a few items (README "Short histories"): the headline's teachers and the demo bundle on
 # each user's last 1-20 positives, against baselines tuned on whole and on cut histories, and the hybrid with its CF
-# part chosen for them -> benchmarks/results/short-history-ml-100k-quick.md (about 9 minutes here; needs `make
+# part chosen for them -> benchmarks/results/short-history-ml-100k-quick.md (about 13 minutes here; needs `make
 # headline` and `make demo` first)
 short-history: install
 	$(BIN)/python benchmarks/short_history.py --config ml-100k-quick \

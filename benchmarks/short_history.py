@@ -12,9 +12,11 @@ validation as usual (whole histories), and tuned on validation histories cut to 
 whole histories (what ships), and with its EASE CF part chosen for N the way training chooses it
 (``Prepared.ease_table``: lambda and side-information weight on validation histories cut to N) and the CF part's
 weight in the blend rescaled on the same validation (:data:`CF_SCALES`); the content tower and the rest of the
-blend stay as trained. Reported per N: nDCG@10 and Recall@20 of each arm, each hybrid (per-user mean over its
+blend stay as trained; and (``--short-table T``, default 3) with one CF table chosen that way for histories cut to
+T and used for every history of at most T items, what a second table shipped for short histories would give.
+Reported per N: nDCG@10 and Recall@20 of each arm, each hybrid (per-user mean over its
 training seeds) minus each baseline with a paired bootstrap CI and sign-flip p, Holm over the lengths; then, on
-whole histories, the same comparison within quartiles of the users' own history lengths. About 9 minutes for the
+whole histories, the same comparison within quartiles of the users' own history lengths. About 13 minutes for the
 default lengths on ml-100k here, most of it the grids.
 """
 from __future__ import annotations
@@ -60,17 +62,19 @@ def quartile_buckets(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
-def cf_chosen_for(M, rec, table, sp, n: int) -> tuple[float, dict]:
+def cf_chosen_for(M, rec, table, sp, n: int, n_test: int | None = None) -> tuple[float, dict]:
     """(the CF scale chosen on validation, per-user test metrics): teacher ``M``'s modules ``rec`` with its CF part's
     neighbour table replaced by ``table`` (chosen for histories cut to ``n``) times each of :data:`CF_SCALES`, the
-    scale of best validation nDCG@10 on histories cut to ``n`` scored once on test; ``rec`` is left as it was."""
+    scale of best validation nDCG@10 on histories cut to ``n`` scored once on test histories cut to ``n_test``
+    (default ``n``); ``rec`` is left as it was."""
     from genre_edge_export.evaluate import evaluate
     from genre_edge_export.models import CFPart
     from genre_edge_export.scoring import Scorer, popularity_rows
 
     def scorer(which: str):
         pop = popularity_rows(rec, sp, sp.request_times(which)) if float(rec.pop_half_life) > 0 else None
-        return Scorer(M.conf, rec, M.emb, sp.histories(which, last=n), None, pop)
+        last = n if which == "valid" or n_test is None else n_test
+        return Scorer(M.conf, rec, M.emb, sp.histories(which, last=last), None, pop)
 
     old, (idx, w) = rec.cf, table
     best = None
@@ -98,10 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_teacher_args(ap)
     ap.add_argument("--bundle", default=None, help="also this bundle (e.g. the main job's), scored by the runtime")
-    ap.add_argument("--lengths", default="1,3,5,10,20,0", help="history lengths to cut to (0 = whole histories)")
+    ap.add_argument("--lengths", default="1,2,3,5,10,20,0", help="history lengths to cut to (0 = whole histories)")
     ap.add_argument("--baselines", default="ease-categories,ease-recency", help="comma-separated baselines")
+    ap.add_argument("--short-table", type=int, default=3,
+                    help="also the hybrid with one CF table for every history of at most this many items (chosen, and "
+                    "its scale, on validation histories cut to it): what a second table for short histories would "
+                    "give; 0 = not measured")
     ap.add_argument("--bootstrap", type=int, default=2000)
     a = ap.parse_args(argv)
+    if a.short_table < 0:
+        ap.error(f"--short-table must be >= 0 (0 = not measured), not {a.short_table}")
     try:
         lengths = parse_lengths(a.lengths)
     except ValueError as exc:
@@ -124,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     # the hybrid with a CF part chosen for N: only for an EASE CF part (the one training chooses on validation)
     retune = prep.conf.cf.kind == "ease" and all(M.conf.cf.kind == "ease" for M in models)
     modules = [M.modules()[1] for M in models] if retune else []
+    short_name = f"hybrid, one CF table for <= {a.short_table} items"
+    short_table = prep.ease_table(a.short_table) if retune and a.short_table else None
 
     def ev(score) -> dict:
         pu: dict = {}
@@ -145,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                  for s, _ in chosen)}
         elif retune:  # whole histories: the CF part training chose
             hybrids["hybrid, CF part for N"] = hybrids["hybrid as trained"]
+        short_used = short_table is not None and 0 < n <= a.short_table
+        if short_used:  # the one short-history table, whatever the length up to its own
+            hybrids[short_name] = [cf_chosen_for(M, rec, short_table[0], sp, a.short_table, n_test=n)[1]
+                                   for M, rec in zip(models, modules)]
+        elif short_table is not None:  # longer histories keep the CF part training chose
+            hybrids[short_name] = hybrids["hybrid as trained"]
         if a.bundle:
             per["bundle"] = ev(Arm(a.bundle, ids, hist, users, sp, prep, when=when).score)
         params, edges = {}, {}
@@ -180,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
                       "means": {k: {m: float(np.mean(v[m])) for m in METRICS} for k, v in per.items()}}
         pairs = [("hybrid as trained", f"{b}, {t}") for b in bases for t in ("tuned on whole", "tuned for N")]
         pairs += [("hybrid, CF part for N", f"{b}, tuned for N") for b in bases if "hybrid, CF part for N" in hyb]
+        if short_used:
+            pairs += [(short_name, "hybrid as trained")] + [(short_name, f"{b}, tuned for N") for b in bases]
         for h, base in pairs:
-            b, tuned = base.split(", ")
             for m in METRICS:
-                c = paired_stats(per[f"{b} ({tuned})"][m], hyb[h][m], n_boot=a.bootstrap)
+                if base in hyb:  # one hybrid against another
+                    ref = hyb[base][m]
+                else:
+                    b, tuned = base.split(", ")
+                    ref = per[f"{b} ({tuned})"][m]
+                c = paired_stats(ref, hyb[h][m], n_boot=a.bootstrap)
                 comps.append({"history": label, "hybrid": h, "baseline": base, "metric": m,
                               "baseline value": c["mean_a"], "hybrid value": c["mean_b"], "hybrid - baseline": c["diff"],
                               "relative": f"{100 * c['rel_diff']:+.1f}%",
@@ -211,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = Path(a.config).stem
     name = a.name or f"short-history-{stem}"
     cmd = (f"python benchmarks/short_history.py --config {a.config} --teachers {a.teachers}"
-           + (f" --bundle {a.bundle}" if a.bundle else "") + f" --lengths {a.lengths} --baselines {a.baselines}")
+           + (f" --bundle {a.bundle}" if a.bundle else "") + f" --lengths {a.lengths} --baselines {a.baselines}"
+           + f" --short-table {a.short_table}")
     cols = [c for c in comps[0] if not c.startswith("_") and c not in ("metric", "p (Holm, lengths)")]
     md = [f"# Short histories: the hybrid vs tuned CF on each user's last N items ({stem})", "",
           f"Warm test users of `{stem}`'s split, each history cut to its last N positives (`whole`: uncut); the "
@@ -221,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
           + (", and with its EASE CF part chosen for N as training chooses it (lambda and side-information weight on "
              "validation histories cut to N) and the CF score's blend weight rescaled on the same validation "
              f"({', '.join(f'{x:g}' for x in CF_SCALES)}), the content tower as trained" if retune else "")
+          + (f"; and with one CF table for every history of at most {a.short_table} items (chosen, and its scale, on "
+             f"validation histories cut to {a.short_table}; longer histories keep the trained CF part): what a bundle "
+             "carrying a second table for short histories would answer" if short_table is not None else "")
           + (". The int8 bundle is the runtime's answer" if a.bundle else "")
           + ". Each baseline is tuned on validation twice: as usual (whole histories), and on validation histories "
           "cut to the same N (`genre ab --history-last N`). `ci95`: paired bootstrap over users; `p`: sign-flip "
@@ -235,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
           machine_markdown(machine()), ""]
     write_report(Path(a.out), name, {"config": a.config, "teachers": teachers, "bundle": a.bundle, "lengths": lengths,
                                      "baselines": bases, "cf_scales": list(CF_SCALES) if retune else None,
+                                     "short_table": ({"max_history": a.short_table, "lambda": short_table[1]["lambda"],
+                                                      "side_weight": short_table[1]["side_weight"]}
+                                                     if short_table is not None else None),
                                      "command": cmd, "rows": rows,
                                      "comparisons": [{k: v for k, v in c.items() if k != "_ci"} | {"ci95": c["_ci"]}
                                                      for c in comps],

@@ -502,15 +502,21 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     assert rows["whole"]["hybrid, CF part for N"] == rows["whole"]["hybrid as trained"]
     assert rows["1"]["hybrid as trained"] != rows["whole"]["hybrid as trained"]
     assert rows["1"]["hybrid as trained"].endswith("+- 0.0000")  # the same folder twice: no spread between seeds
+    short = "hybrid, one CF table for <= 3 items"  # --short-table's default
+    assert rows["whole"][short] == rows["whole"]["hybrid as trained"] and short in rows["1"]
+    assert res["short_table"]["max_history"] == 3
     scales = res["raw"]["1"]["hybrid_cf_for_n"]["cf_scales"]
     assert len(scales) == 2 and all(s in short_history.CF_SCALES for s in scales)
     comps = [c for c in res["comparisons"] if c["metric"] == "ndcg@10"]
     assert {(c["history"], c["hybrid"], c["baseline"]) for c in comps} == {
         (h, "hybrid as trained", f"ease, {t}") for h in ("1", "whole") for t in ("tuned on whole", "tuned for N")
-    } | {(h, "hybrid, CF part for N", "ease, tuned for N") for h in ("1", "whole")}
+    } | {(h, "hybrid, CF part for N", "ease, tuned for N") for h in ("1", "whole")} | {
+        ("1", short, "hybrid as trained"), ("1", short, "ease, tuned for N")}
     for c in comps:
         assert c["p (Holm, lengths)"] >= c["p"]
         assert c["hybrid - baseline"] == pytest.approx(c["hybrid value"] - c["baseline value"])
+        if c["baseline"] == "hybrid as trained":  # one hybrid against the other: its value is that column's
+            assert c["baseline value"] == pytest.approx(float(rows["1"]["hybrid as trained"].split(" +- ")[0]), abs=5e-5)
         assert c["ci95"][0] <= c["hybrid - baseline"] <= c["ci95"][1]
     assert sum(b["users"] for b in res["buckets"]) == rows["whole"]["users"]
     assert "int8 bundle" in rows["1"] and "--history-last" in (tmp_path / "short-history-config.md").read_text()
@@ -521,8 +527,9 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     before = rec.cf
     scale, pu = short_history.cf_chosen_for(M, rec, prep.ease_table(1)[0], prep.split, 1)
     assert rec.cf is before and scale in short_history.CF_SCALES and len(pu["ndcg@10"]) == rows["1"]["users"]
-    with pytest.raises(SystemExit):
-        short_history.main(argv[:-8] + ["--lengths", "1", "--baselines", "nope", "--out", str(tmp_path)])
+    for bad in (["--baselines", "nope"], ["--short-table", "-1"]):
+        with pytest.raises(SystemExit):
+            short_history.main(argv[:-8] + ["--lengths", "1", *bad, "--out", str(tmp_path)])
 
 
 def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp_path, toy_data):
