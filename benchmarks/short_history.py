@@ -62,18 +62,17 @@ def quartile_buckets(lengths: np.ndarray) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
 
 
-def cf_chosen_for(M, rec, table, sp, n: int, n_test: int | None = None) -> tuple[float, dict]:
-    """(the CF scale chosen on validation, per-user test metrics): teacher ``M``'s modules ``rec`` with its CF part's
-    neighbour table replaced by ``table`` (chosen for histories cut to ``n``) times each of :data:`CF_SCALES`, the
-    scale of best validation nDCG@10 on histories cut to ``n`` scored once on test histories cut to ``n_test``
-    (default ``n``); ``rec`` is left as it was."""
+def cf_chosen_for(M, rec, table, sp, n: int, n_tests=None) -> tuple[float, dict]:
+    """(the CF scale chosen on validation, {test length: per-user test metrics}): teacher ``M``'s modules ``rec`` with
+    its CF part's neighbour table replaced by ``table`` (chosen for histories cut to ``n``) times each of
+    :data:`CF_SCALES`, the scale of best validation nDCG@10 on histories cut to ``n`` scored once on test histories
+    cut to each of ``n_tests`` (default ``n`` alone); ``rec`` is left as it was."""
     from genre_edge_export.evaluate import evaluate
     from genre_edge_export.models import CFPart
     from genre_edge_export.scoring import Scorer, popularity_rows
 
-    def scorer(which: str):
+    def scorer(which: str, last: int):
         pop = popularity_rows(rec, sp, sp.request_times(which)) if float(rec.pop_half_life) > 0 else None
-        last = n if which == "valid" or n_test is None else n_test
         return Scorer(M.conf, rec, M.emb, sp.histories(which, last=last), None, pop)
 
     old, (idx, w) = rec.cf, table
@@ -82,15 +81,16 @@ def cf_chosen_for(M, rec, table, sp, n: int, n_test: int | None = None) -> tuple
         for scale in CF_SCALES:
             rec.cf = CFPart("ease", len(M.items["ids"]), (idx, w * scale))
             rec.cf.recency.copy_(old.recency)  # the calibrated recency weighting stays
-            v = evaluate(scorer("valid"), sp, "valid", n_neg=1, ranking_only=True).get("ndcg@10", 0.0)
+            v = evaluate(scorer("valid", n), sp, "valid", n_neg=1, ranking_only=True).get("ndcg@10", 0.0)
             if best is None or v > best[0]:
                 best = (v, scale, rec.cf)
         rec.cf = best[2]
-        pu: dict = {}
-        evaluate(scorer("test"), sp, "test", per_user_out=pu, ranking_only=True)
+        out: dict = {}
+        for last in ((n,) if n_tests is None else n_tests):
+            evaluate(scorer("test", last), sp, "test", per_user_out=out.setdefault(last, {}), ranking_only=True)
     finally:
         rec.cf = old
-    return best[1], pu
+    return best[1], out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,8 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     # the hybrid with a CF part chosen for N: only for an EASE CF part (the one training chooses on validation)
     retune = prep.conf.cf.kind == "ease" and all(M.conf.cf.kind == "ease" for M in models)
     modules = [M.modules()[1] for M in models] if retune else []
+    tables: dict = {}  # the CF part chosen for each length: one grid per length, shared by the two arms using it
+
+    def table_for(n: int):
+        if n not in tables:
+            tables[n] = prep.ease_table(n)
+        return tables[n]
+
     short_name = f"hybrid, one CF table for <= {a.short_table} items"
-    short_table = prep.ease_table(a.short_table) if retune and a.short_table else None
+    short_table = table_for(a.short_table) if retune and a.short_table else None
+    # its scale is chosen once per seed, then every length up to its own is scored with it
+    short_scored = ([cf_chosen_for(M, rec, short_table[0], sp, a.short_table,
+                                   [n for n in lengths if 0 < n <= a.short_table])[1]
+                     for M, rec in zip(models, modules)] if short_table is not None else [])
 
     def ev(score) -> dict:
         pu: dict = {}
@@ -149,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         hybrids = {"hybrid as trained": [per[f"teacher {i}"] for i in range(len(teachers))]}
         cf_info = None
         if retune and n:
-            table, info = prep.ease_table(n)
+            table, info = table_for(n)
             chosen = [cf_chosen_for(M, rec, table, sp, n) for M, rec in zip(models, modules)]
-            hybrids["hybrid, CF part for N"] = [pu for _, pu in chosen]
+            hybrids["hybrid, CF part for N"] = [pu[n] for _, pu in chosen]
             cf_info = {"lambda": info["lambda"], "side_weight": info["side_weight"], "at_edge": info["at_edge"],
                        "cf_scales": [s for s, _ in chosen], "scale_at_edge": any(s in (CF_SCALES[0], CF_SCALES[-1])
                                                                                  for s, _ in chosen)}
@@ -159,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             hybrids["hybrid, CF part for N"] = hybrids["hybrid as trained"]
         short_used = short_table is not None and 0 < n <= a.short_table
         if short_used:  # the one short-history table, whatever the length up to its own
-            hybrids[short_name] = [cf_chosen_for(M, rec, short_table[0], sp, a.short_table, n_test=n)[1]
-                                   for M, rec in zip(models, modules)]
+            hybrids[short_name] = [scored[n] for scored in short_scored]
         elif short_table is not None:  # longer histories keep the CF part training chose
             hybrids[short_name] = hybrids["hybrid as trained"]
         if a.bundle:

@@ -526,7 +526,7 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     prep = Prepared(M.conf)
     before = rec.cf
     scale, pu = short_history.cf_chosen_for(M, rec, prep.ease_table(1)[0], prep.split, 1)
-    assert rec.cf is before and scale in short_history.CF_SCALES and len(pu["ndcg@10"]) == rows["1"]["users"]
+    assert rec.cf is before and scale in short_history.CF_SCALES and len(pu[1]["ndcg@10"]) == rows["1"]["users"]
     for bad in (["--baselines", "nope"], ["--short-table", "-1"]):
         with pytest.raises(SystemExit):
             short_history.main(argv[:-8] + ["--lengths", "1", *bad, "--out", str(tmp_path)])
