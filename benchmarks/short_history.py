@@ -31,10 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine, machine_markdown  # noqa: E402
 from teacher_args import add_teacher_args, load_teachers, mean_sd  # noqa: E402
 
+from genre_edge_export.calibrate import SHORT_CF_SCALES  # noqa: E402
+
 METRICS = ("ndcg@10", "recall@20")
 # the hybrid given a CF part chosen for short histories: its CF score's weight in the blend times one of these,
-# chosen on validation (a larger lambda shrinks EASE's weights, so the trained blend weight no longer fits them)
-CF_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+# chosen on validation (a larger lambda shrinks EASE's weights, so the trained blend weight no longer fits them);
+# the grid training searches for its second table (cf.short_history)
+CF_SCALES = SHORT_CF_SCALES
 
 
 def parse_lengths(text: str) -> list[int]:

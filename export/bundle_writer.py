@@ -143,8 +143,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     ``min_kept`` of the teacher's validation nDCG@10. ``catalog_dtype`` (``int8`` with a scale per
     item, or ``fp16``) is how the precomputed item embeddings are stored; the quality rows of the
     default variant are measured with the stored (de-quantized) embeddings, as the device sees them.
-    ``cf_neighbors`` keeps only the strongest N neighbours per item in the shipped CF table (the
-    table is sorted by |weight|), measured the same way; default: the table as trained.
+    ``cf_neighbors`` keeps only the strongest N neighbours per item in the shipped CF table(s) (each
+    table is sorted by |weight|), measured the same way; default: the tables as trained.
     ``extra_variants`` adds encoder variants no listed profile asks for (e.g. ``int8-qdq`` to compare).
     Every shipped encoder variant must keep ``min_kept`` of the teacher's validation nDCG@10,
     ``min_cold_kept`` of its cold-validation nDCG@10 (items held out of training) and ``min_request_kept``
@@ -171,6 +171,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         if M.cf_table is None:
             raise ValueError("cf_neighbors: this model has no neighbour table (cf.kind is not cooccurrence/ease)")
         M.cf_table = (M.cf_table[0][:, :cf_neighbors], M.cf_table[1][:, :cf_neighbors])
+        if M.cf_short is not None:  # the second table (short histories) too: both are sorted by |weight|
+            M.cf_short = (M.cf_short[0][:, :cf_neighbors], M.cf_short[1][:, :cf_neighbors])
     variants = _variants_for(list(profiles or DEFAULT_PROFILES))
     for v in extra_variants:
         variants.setdefault(SAME_FILE.get(v, v), [])
@@ -391,6 +393,11 @@ def write_catalog(b: BundleBuild) -> None:
         atomic_save_npy(cat / f"cf_idx.{idx_t}.npy", M.cf_table[0].astype(idx_t))
         atomic_save_npy(cat / "cf_w.fp16.npy", M.cf_table[1].astype(np.float16))
         cf.update(idx=f"catalog/cf_idx.{idx_t}.npy", w="catalog/cf_w.fp16.npy")
+        if M.cf_short is not None:  # the second table, for histories of <= cf.short_history items
+            atomic_save_npy(cat / f"cf_short_idx.{idx_t}.npy", M.cf_short[0].astype(idx_t))
+            atomic_save_npy(cat / "cf_short_w.fp16.npy", M.cf_short[1].astype(np.float16))
+            cf.update(short_idx=f"catalog/cf_short_idx.{idx_t}.npy", short_w="catalog/cf_short_w.fp16.npy",
+                      short_max_history=int(c.cf.short_history))
     elif c.cf.kind == "mf":
         atomic_save_npy(cat / "mf_P.npy", b.rec.cf.P.weight.detach().numpy())
         atomic_save_npy(cat / "mf_Q.npy", b.rec.cf.Q.weight.detach().numpy())

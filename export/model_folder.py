@@ -2,7 +2,9 @@
 
 A folder holds ``encoder/`` (Hugging Face weights + tokenizer), ``recommender.safetensors`` (adapter,
 user model, head, CF factors), ``item_embeddings.npy``, ``popularity.npy``, the CF neighbour table
-(``cf_idx.npy``/``cf_w.npy``), ``items.json``, ``config.toml``, ``report.json`` and ``teacher.json``.
+(``cf_idx.npy``/``cf_w.npy``; with ``cf.short_history``, the second table for short histories
+``cf_short_idx.npy``/``cf_short_w.npy``, its blend scale folded into the weights), ``items.json``,
+``config.toml``, ``report.json`` and ``teacher.json``.
 """
 from __future__ import annotations
 
@@ -58,6 +60,15 @@ class ModelDir:
         if (self.path / "cf_idx.npy").is_file():
             self.cf_table = (np.load(self.path / "cf_idx.npy", allow_pickle=False),
                              np.load(self.path / "cf_w.npy", allow_pickle=False))
+        # the second CF table: absent where cf.short_history is 0 or validation chose one table for every history
+        self.cf_short = None
+        if (self.path / "cf_short_idx.npy").is_file():
+            if self.conf.cf.short_history <= 0 or self.conf.cf.kind not in ("ease", "cooccurrence"):
+                raise ConfigError(f"{self.path}: holds a second CF table (cf_short_idx.npy) but its config.toml has "
+                                  f"cf.short_history = {self.conf.cf.short_history} and cf.kind = "
+                                  f"{self.conf.cf.kind!r}; the folder is inconsistent: retrain it")
+            self.cf_short = (np.load(self.path / "cf_short_idx.npy", allow_pickle=False),
+                             np.load(self.path / "cf_short_w.npy", allow_pickle=False))
 
     def modules(self):
         """(tower, recommender) with trained weights, in eval mode."""
@@ -67,7 +78,7 @@ class ModelDir:
 
         c = self.conf
         tower = ItemTower(load_hf_encoder(self.path / "encoder"), c.encoder.pooling, 0, c.encoder.adapter)
-        tower, rec = build_modules(c, len(self.items["ids"]), self.cf_table, self.pop, tower=tower)
+        tower, rec = build_modules(c, len(self.items["ids"]), self.cf_table, self.pop, tower=tower, cf_short=self.cf_short)
         state = load_file(str(self.path / "recommender.safetensors"))
         tower.adapter.weight.data.copy_(state.pop("tower.adapter.weight"))
         tower.adapter.bias.data.copy_(state.pop("tower.adapter.bias"))
@@ -81,9 +92,11 @@ class ModelDir:
         return tower, rec
 
 
-def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=None, enc_path: Path | None = None):
+def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=None, enc_path: Path | None = None,
+                  cf_short=None):
     """(item tower, recommender) for ``conf``: the tower is built from ``enc_path`` unless given (a
-    shared tower in multi-domain training, or one loaded from a model folder)."""
+    shared tower in multi-domain training, or one loaded from a model folder); ``cf_short``: the second CF
+    table for histories of at most ``cf.short_history`` items (a model folder's), or None."""
     from .models import CFPart, ItemTower, Recommender, load_hf_encoder
 
     if tower is None:
@@ -94,6 +107,7 @@ def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=N
                                                       max_history=conf.user_model.max_history)
     head = resolve(HEADS, conf.head.kind)(d, hidden=conf.head.hidden)
     cf = CFPart(conf.cf.kind, n_items, cf_table, conf.cf.mf_dim, conf.cf.recency_floor)
+    cf.set_short(cf_short, conf.cf.short_history)
     return tower, Recommender(d, um, head, cf, pop)
 
 
@@ -129,8 +143,10 @@ def save_encoder(bert, tokenizer_src: Path, max_tokens: int, dst: Path) -> None:
 
 
 def save_model(out: Path, conf: Config, enc_path: Path, tower, rec, emb: np.ndarray, pop: np.ndarray, cf_table,
-               items, texts: list[str], first_seen: np.ndarray, cold_items: np.ndarray, report: dict) -> None:
-    """Write a trained model folder (see the module docstring) from trained modules and their data."""
+               items, texts: list[str], first_seen: np.ndarray, cold_items: np.ndarray, report: dict,
+               cf_short=None) -> None:
+    """Write a trained model folder (see the module docstring) from trained modules and their data
+    (``cf_short``: the second CF table, scale folded in, or None)."""
     from safetensors.torch import save_file
 
     save_encoder(tower.bert, enc_path, conf.encoder.max_tokens, out / "encoder")
@@ -142,6 +158,11 @@ def save_model(out: Path, conf: Config, enc_path: Path, tower, rec, emb: np.ndar
     if cf_table is not None:
         atomic_save_npy(out / "cf_idx.npy", cf_table[0])
         atomic_save_npy(out / "cf_w.npy", cf_table[1])
+    for name, arr in zip(("cf_short_idx.npy", "cf_short_w.npy"), cf_short or (None, None)):
+        if arr is not None:
+            atomic_save_npy(out / name, arr)
+        elif (out / name).exists():  # retrained into the same folder without one: no stale table left behind
+            (out / name).unlink()
     atomic_write_json(out / "items.json", {
         "ids": items.ids, "title": items.title, "categories": [list(c) for c in items.categories],
         "year": items.year.tolist(), "text": texts, "first_seen": first_seen.tolist(), "cold": cold_items.tolist(),

@@ -280,6 +280,7 @@ class CFPart(nn.Module):
     ``cooccurrence``/``ease``: a fixed neighbour table W (top-N per item), cf = sum_i W[i, j].
     ``mf``: item factors P, Q learned jointly; cf = mean(P[hist]) . Q[j]. Both need only the
     history, so they work for users the device has never seen.
+    A neighbour part may hold a second table for histories of at most ``short_max`` items (:meth:`set_short`).
     """
 
     def __init__(self, kind: str, n_items: int, table: tuple[np.ndarray, np.ndarray] | None = None, mf_dim: int = 64,
@@ -291,16 +292,32 @@ class CFPart(nn.Module):
         self.register_buffer("recency", torch.tensor([0.0, recency_floor]))
         if kind in ("cooccurrence", "ease"):
             idx, w = table
-            rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
-            keep = w.reshape(-1) != 0
-            i = torch.tensor(np.stack([rows[keep], idx.reshape(-1)[keep]]), dtype=torch.long)
-            self.register_buffer("W", torch.sparse_coo_tensor(i, torch.tensor(w.reshape(-1)[keep], dtype=torch.float32),
-                                                              (n_items, n_items), check_invariants=True).coalesce())
+            self.register_buffer("W", self._sparse(idx, w))
         elif kind == "mf":
             self.P = nn.Embedding(n_items, mf_dim)
             self.Q = nn.Embedding(n_items, mf_dim)
             nn.init.normal_(self.P.weight, std=0.05)
             nn.init.zeros_(self.Q.weight)  # unseen items start at cf = 0
+        self.short_max = 0
+        self.register_buffer("W_short", None, persistent=False)  # travels as its own files (model_folder.py)
+
+    def _sparse(self, idx: np.ndarray, w: np.ndarray) -> torch.Tensor:
+        """The [n_items, n_items] sparse matrix of a neighbour table (row i: what item i votes for)."""
+        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])
+        keep = w.reshape(-1) != 0
+        i = torch.tensor(np.stack([rows[keep], idx.reshape(-1)[keep]]), dtype=torch.long)
+        return torch.sparse_coo_tensor(i, torch.tensor(w.reshape(-1)[keep], dtype=torch.float32),
+                                       (self.n_items, self.n_items), check_invariants=True).coalesce()
+
+    def set_short(self, table: tuple[np.ndarray, np.ndarray] | None, max_history: int = 0) -> None:
+        """Use ``table`` (indices, weights; its blend scale folded into the weights) instead of the main one for
+        histories of 1 to ``max_history`` items; None: the main table for every history."""
+        if table is None or max_history <= 0:
+            self.W_short, self.short_max = None, 0
+            return
+        if self.kind not in ("cooccurrence", "ease"):
+            raise ValueError(f"a second CF table needs a neighbour CF part, not {self.kind!r}")
+        self.W_short, self.short_max = self._sparse(*table).to(self.W.device), int(max_history)
 
     def history_weights(self, hmask: torch.Tensor) -> torch.Tensor:
         """Vote of each (left-aligned, oldest-first) history slot: recent items count more."""
@@ -333,6 +350,11 @@ class CFPart(nn.Module):
         # for 'BFloat16', seen on an H200), and the vote sums hundreds of small weights that bf16 would round
         with torch.autocast(device_type=X.device.type, enabled=False):
             full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
+            if self.W_short is not None:  # histories of 1..short_max items read the second table (as the device)
+                n = hmask.sum(1)
+                short = torch.nonzero((n > 0) & (n <= self.short_max)).flatten()
+                if len(short):
+                    full[short] = torch.sparse.mm(self.W_short.t(), X[short].t()).t()
         return full if cand is None else torch.gather(full, 1, cand)
 
 

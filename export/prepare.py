@@ -150,18 +150,18 @@ class Prepared:
                 self._cf = (None, None)
         return self._cf
 
-    def ease_table(self, history_last: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+    def ease_table(self, history_last: int = 0, neighbors: int | None = None) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
         """(neighbour table, what was chosen) of the ``[cf]`` EASE part (kind "ease"), its "auto" values chosen on
         validation histories cut to each user's last ``history_last`` positives (0 = whole histories: the CF part
-        training uses, :attr:`cf_table`). Short histories want more regularisation (``benchmarks/short_history.py``
-        measures a hybrid given a CF part chosen for them)."""
+        training uses, :attr:`cf_table`), ``neighbors`` per item (default ``cf.neighbors``). Short histories want
+        more regularisation: ``cf.short_history`` ships a second table chosen this way (calibrate.py)."""
         from .models import neighbour_table  # torch
 
         if self.conf.cf.kind != "ease":
             raise ConfigError(f"cf.kind is {self.conf.cf.kind!r}: only an EASE CF part is chosen on validation")
         X = interaction_matrix(self.split, self.hist)
         W, info = self._ease(X, self._side_similarity(X), history_last)
-        return neighbour_table(W, self.conf.cf.neighbors), info
+        return neighbour_table(W, neighbors or self.conf.cf.neighbors), info
 
     def _side_similarity(self, X: np.ndarray) -> np.ndarray | None:
         """The items x items similarity ``cf.side_information`` adds to EASE's Gram matrix (None for "none")."""

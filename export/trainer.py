@@ -17,7 +17,7 @@ from genre_edge.errors import ConfigError
 
 from . import require
 from .augment import augmented_texts
-from .calibrate import calibrate, grid_blend
+from .calibrate import calibrate, choose_short_cf, grid_blend
 from .curves import Curves, training_choices
 from .device import resolve_device
 from .distributed import DataParallel
@@ -449,6 +449,8 @@ class Trainer:
         emb = self.all_embeddings()
         self.E = self.table(emb)
         calibration = calibrate(self, emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
+        # after calibration: the second table is chosen with the blend it joins (and before the test rows below)
+        cf_short, cf_short_report = choose_short_cf(self, emb) if conf.cf.short_history else (None, None)
         report = {
             "format": FORMAT,
             "name": conf.name,
@@ -468,6 +470,7 @@ class Trainer:
                                      "positives_with_impressions": self.prep.impression_coverage},
             "cf_negatives": {"per_positive": conf.train.cf_negatives, "pool": conf.train.cf_negative_pool},
             "cf_ease": self.prep.cf_ease,
+            "cf_short": cf_short_report,
             "train_seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads(),
             "device": str(self.dev),
@@ -476,7 +479,7 @@ class Trainer:
         }
         p = self.prep
         save_model(self.out, conf, self.enc_path, self.tower, self.rec, emb, p.pop, p.cf_table, p.data.items, self.texts,
-                   first_seen(p), p.split.cold_items, report)
+                   first_seen(p), p.split.cold_items, report, cf_short=cf_short)
         curves = getattr(self, "curves", None) or Curves(self.out)
         training_choices(curves, report)
         curves.close()

@@ -73,7 +73,9 @@ class Models:
 @dataclass(frozen=True)
 class CFSpec:
     """The collaborative part: neighbour tables (``idx``/``w``) or factors (``P``/``Q``), with the
-    recency weighting calibrated on validation (absent: every history item counts the same)."""
+    recency weighting calibrated on validation (absent: every history item counts the same). A neighbour
+    part may carry a second table (``short_idx``/``short_w``, its blend scale folded into the weights) that
+    histories of 1 to ``short_max_history`` items read instead (chosen for short histories in training)."""
     kind: str = cfg.choice("none", CF_KINDS)
     recency_half_life: float | None = None
     recency_floor: float | None = None
@@ -81,6 +83,9 @@ class CFSpec:
     w: str | None = None
     P: str | None = None
     Q: str | None = None
+    short_idx: str | None = None
+    short_w: str | None = None
+    short_max_history: int | None = None
 
     def validate(self):
         hl = 0.0 if self.recency_half_life is None else self.recency_half_life
@@ -92,6 +97,17 @@ class CFSpec:
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ConfigError(f"catalog.cf: kind {self.kind!r} needs the file field(s) {', '.join(missing)}")
+        short = {k: getattr(self, k) for k in ("short_idx", "short_w", "short_max_history")}
+        if any(v is not None for v in short.values()):
+            if any(v is None for v in short.values()):
+                raise ConfigError("catalog.cf: the second table needs all of short_idx, short_w and short_max_history "
+                                  f"(got {', '.join(k for k, v in short.items() if v is not None)} only)")
+            if self.kind not in ("cooccurrence", "ease"):
+                raise ConfigError(f"catalog.cf: a second table (short_idx) needs kind 'ease' or 'cooccurrence', "
+                                  f"not {self.kind!r}")
+            if isinstance(self.short_max_history, bool) or not isinstance(self.short_max_history, int) \
+                    or self.short_max_history < 1:
+                raise ConfigError(f"catalog.cf.short_max_history must be an integer >= 1, got {self.short_max_history!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,31 +446,38 @@ class Bundle:
         recency = {"half_life": 0.0 if cfm.recency_half_life is None else cfm.recency_half_life,
                    "floor": 1.0 if cfm.recency_floor is None else cfm.recency_floor}
         if cfm.kind in ("cooccurrence", "ease"):
-            idx = self.load_npy(cfm.idx, None, 2, mmap=lean)
-            if idx.dtype not in (np.int16, np.int32):
-                raise BundleError(f"{cfm.idx}: dtype {idx.dtype}, expected int16 or int32")
-            w = self.load_npy(cfm.w, None, 2, mmap=lean)
-            if idx.shape != w.shape or idx.shape[0] != n_items:
-                raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
-            for a in range(0, len(idx), 65536):  # checked in blocks: a mapped table is never copied whole
-                b = idx[a: a + 65536]
-                if b.size and (b.min() < 0 or b.max() >= n_items):
-                    raise BundleError("CF neighbour table has bad shape or out-of-range item indices")
-                _finite(np.asarray(w[a: a + 65536]), cfm.w)
-            if not lean:  # int16 on disk halves the table for catalogs under 32768 items; int32 in memory gathers faster
-                idx, w = idx.astype(np.int32), w.astype(np.float32)
-            else:  # the checks read every page: let them go until requests gather them
-                from .catalog_rows import release_pages
-
-                release_pages(idx)
-                release_pages(w)
-            return CFScorer(cfm.kind, idx=idx, w=w, **recency)
+            idx, w = self._neighbour_table(cfm.idx, cfm.w, n_items, lean)
+            short = (self._neighbour_table(cfm.short_idx, cfm.short_w, n_items, lean)
+                     if cfm.short_idx is not None else None)
+            return CFScorer(cfm.kind, idx=idx, w=w, **recency, short=short, short_max=cfm.short_max_history or 0)
         if cfm.kind == "mf":
             P, Q = _finite(self.load_npy(cfm.P, np.float32, 2), cfm.P), _finite(self.load_npy(cfm.Q, np.float32, 2), cfm.Q)
             if P.shape != Q.shape or P.shape[0] != n_items:
                 raise BundleError("CF factor tables have bad shapes")
             return CFScorer("mf", P=P, Q=Q, **recency)
         return CFScorer("none")
+
+
+    def _neighbour_table(self, rel_idx: str, rel_w: str, n_items: int, lean: bool) -> tuple[np.ndarray, np.ndarray]:
+        """A CF neighbour table's (ids, weights), checked against a catalog of ``n_items`` (see :meth:`load_cf`)."""
+        idx = self.load_npy(rel_idx, None, 2, mmap=lean)
+        if idx.dtype not in (np.int16, np.int32):
+            raise BundleError(f"{rel_idx}: dtype {idx.dtype}, expected int16 or int32")
+        w = self.load_npy(rel_w, None, 2, mmap=lean)
+        if idx.shape != w.shape or idx.shape[0] != n_items:
+            raise BundleError(f"{rel_idx}: CF neighbour table has bad shape or out-of-range item indices")
+        for a in range(0, len(idx), 65536):  # checked in blocks: a mapped table is never copied whole
+            b = idx[a: a + 65536]
+            if b.size and (b.min() < 0 or b.max() >= n_items):
+                raise BundleError(f"{rel_idx}: CF neighbour table has bad shape or out-of-range item indices")
+            _finite(np.asarray(w[a: a + 65536]), rel_w)
+        if not lean:  # int16 on disk halves the table for catalogs under 32768 items; int32 in memory gathers faster
+            return idx.astype(np.int32), w.astype(np.float32)
+        from .catalog_rows import release_pages  # the checks read every page: let them go until requests gather them
+
+        release_pages(idx)
+        release_pages(w)
+        return idx, w
 
 
 def _finite(arr: np.ndarray, rel: str) -> np.ndarray:

@@ -9,13 +9,23 @@ class CFScorer:
 
     ``history`` is oldest first; with ``half_life`` > 0 the item ``p`` places from the end votes
     with ``floor + (1 - floor) * 0.5 ** (p / half_life)`` (recent taste counts more), as trained.
+    ``short`` (ids, weights): a second neighbour table that histories of 1 to ``short_max`` items with CF
+    (bundle items) read instead of ``idx``/``w``, as the trained CF part does (chosen for short histories).
     """
 
-    def __init__(self, kind: str, idx=None, w=None, P=None, Q=None, half_life: float = 0.0, floor: float = 1.0):
+    def __init__(self, kind: str, idx=None, w=None, P=None, Q=None, half_life: float = 0.0, floor: float = 1.0,
+                 short: tuple | None = None, short_max: int = 0):
         self.kind = kind
         self.idx, self.w, self.P, self.Q = idx, w, P, Q
         self.half_life, self.floor = float(half_life), float(floor)
         self.n_bundle = (len(idx) if idx is not None else len(Q) if Q is not None else 0)
+        self.short, self.short_max = (short, int(short_max)) if short is not None and short_max > 0 else (None, 0)
+
+    def _table(self, n_kept: int) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour table for a history of ``n_kept`` bundle items (the second one for short histories)."""
+        if self.short is not None and 0 < n_kept <= self.short_max:
+            return self.short
+        return self.idx, self.w
 
     def history_weights(self, n: int) -> np.ndarray:
         if self.half_life <= 0:
@@ -36,7 +46,8 @@ class CFScorer:
         if self.kind == "mf":
             out[: self.n_bundle] = self.Q @ ((self.P[hist] * hw[:, None]).sum(0) / max(float(hw.sum()), 1e-6))
             return out
-        out[: self.n_bundle] = np.bincount(self.idx[hist].ravel(), weights=(self.w[hist] * hw[:, None]).ravel(),
+        idx, w = self._table(len(hist))
+        out[: self.n_bundle] = np.bincount(idx[hist].ravel(), weights=(w[hist] * hw[:, None]).ravel(),
                                            minlength=self.n_bundle)[: self.n_bundle]
         return out
 
@@ -47,9 +58,10 @@ class CFScorer:
         hist, hw = self._kept(hist)
         if self.kind in ("none", "mf") or len(hist) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        nb = self.idx[hist].ravel()
+        idx, w = self._table(len(hist))
+        nb = idx[hist].ravel()
         rows, inv = np.unique(nb, return_inverse=True)
-        vals = np.bincount(inv, weights=(self.w[hist] * hw[:, None]).ravel(), minlength=len(rows))
+        vals = np.bincount(inv, weights=(w[hist] * hw[:, None]).ravel(), minlength=len(rows))
         keep = rows < self.n_bundle
         return rows[keep].astype(np.int64), vals[keep].astype(np.float32)
 
@@ -82,7 +94,9 @@ class CFScorer:
         hist = np.asarray(hist, np.int64)
         items = np.asarray(items, np.int64)
         hw = self.history_weights(len(hist))
-        total = max(float(hw[hist < self.n_bundle].sum()), 1e-6)  # as scores(): over the kept items
+        kept = hist < self.n_bundle
+        total = max(float(hw[kept].sum()), 1e-6)  # as scores(): over the kept items
+        idx, w = self._table(int(kept.sum()))  # as scores(): chosen by the whole history's length
         if last is not None:
             hist, hw = hist[-last:], hw[-last:]
         out = np.zeros((len(hist), len(items)), np.float32)
@@ -93,13 +107,13 @@ class CFScorer:
             cols = np.flatnonzero(items < self.n_bundle)
             out[np.ix_(rows, cols)] = (hw[rows, None] * (self.P[hist[rows]] @ self.Q[items[cols]].T)) / total
             return out
-        nb = self.idx[hist[rows]]  # [R, K] neighbour ids of each history row
+        nb = idx[hist[rows]]  # [R, K] neighbour ids of each history row
         order = np.argsort(items, kind="stable")
         srt = items[order]
         pos = np.clip(np.searchsorted(srt, nb), 0, len(srt) - 1)
         hit = srt[pos] == nb
         r, kpos = np.nonzero(hit)
-        np.add.at(out, (rows[r], order[pos[r, kpos]]), hw[rows[r]] * self.w[hist[rows[r]], kpos])
+        np.add.at(out, (rows[r], order[pos[r, kpos]]), hw[rows[r]] * w[hist[rows[r]], kpos])
         return out
 
 

@@ -50,6 +50,10 @@ def test_manifest_reads_back_to_exactly_what_the_exporter_wrote(bundle_copy):
     (lambda m: m["models"]["encoder"].update({"int4-npu": m["models"]["encoder"]["fp32"]}),
      "unknown variant 'int4-npu'"),
     (lambda m: m["catalog"]["cf"].pop("idx"), "needs the file field"),
+    (lambda m: m["catalog"]["cf"].update(short_idx=m["catalog"]["cf"]["idx"]),
+     "second table needs all of short_idx, short_w and short_max_history"),
+    (lambda m: m["catalog"]["cf"].update(short_idx=m["catalog"]["cf"]["idx"], short_w=m["catalog"]["cf"]["w"],
+                                         short_max_history=0), r"short_max_history must be an integer >= 1"),
     (lambda m: m["scoring"]["presets"].pop("query"), "missing the strategy query"),
     (lambda m: m["scoring"]["defaults"].update(mmr_lambda=3.0), r"mmr_lambda: 3\.0 is above the maximum"),
 ])

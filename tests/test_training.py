@@ -233,6 +233,50 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
     assert dev.contributions(hists[2].astype(np.int64), item).sum() == pytest.approx(ref[2][item], rel=1e-4, abs=1e-5)
 
 
+def test_second_cf_table_serves_short_histories_alike_in_training_and_on_the_device():
+    """With a second table for histories of <= 3 items, the PyTorch CF part and the device's scorer read it for
+    those (and only those) histories, recency weighting included; explanations add up to the score either way."""
+    import numpy as np
+    import torch
+
+    from genre_edge.scorer import CFScorer
+    from genre_edge_export.models import CFPart, neighbour_table
+    from genre_edge_export.scoring import pad
+
+    rng = np.random.default_rng(2)
+    n = 40
+    W, W2 = (rng.normal(size=(n, n)).astype(np.float32) for _ in range(2))
+    np.fill_diagonal(W, 0)
+    np.fill_diagonal(W2, 0)
+    (idx, w), (sidx, sw) = neighbour_table(W, 12), neighbour_table(W2, 6)
+    part = CFPart("ease", n, (idx, w), recency_floor=0.3)
+    part.recency[0] = 2.0
+    part.set_short((sidx, sw), 3)
+    hists = [rng.choice(n, size=s, replace=False) for s in (1, 2, 3, 4, 9)]
+    ids, mask = map(torch.as_tensor, pad(hists))
+    with torch.no_grad():
+        ref = part.scores(ids, mask, None).numpy()
+        part.set_short(None)
+        one_table = part.scores(ids, mask, None).numpy()
+    dev = CFScorer("ease", idx=idx, w=w, half_life=2.0, floor=0.3, short=(sidx, sw), short_max=3)
+    main = CFScorer("ease", idx=idx, w=w, half_life=2.0, floor=0.3)
+    for r, h in enumerate(hists):
+        h = h.astype(np.int64)
+        np.testing.assert_allclose(dev.scores(h, n), ref[r], rtol=1e-4, atol=1e-5)
+        # the second table for 1-3 items only: longer histories score as with one table
+        assert np.allclose(ref[r], one_table[r], atol=1e-5) == (len(h) > 3)
+        np.testing.assert_allclose(main.scores(h, n), one_table[r], rtol=1e-4, atol=1e-5)
+        rows, vals = dev.sparse(h)  # what candidate-set requests read
+        np.testing.assert_allclose(vals, ref[r][rows], rtol=1e-4, atol=1e-5)
+        item = int(np.argmax(ref[r]))
+        assert dev.contributions(h, item).sum() == pytest.approx(ref[r][item], rel=1e-4, abs=1e-5)
+    # items added on the device (beyond the bundle) have no CF and do not count towards the length
+    h = np.array([hists[2][0], n + 5, n + 6, n + 7, hists[2][1]], np.int64)
+    short_only = CFScorer("ease", idx=sidx, w=sw, half_life=2.0, floor=0.3)
+    np.testing.assert_allclose(dev.scores(h, n + 8), short_only.scores(h, n + 8), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(dev.scores(h, n + 8), main.scores(h, n + 8), atol=1e-4)
+
+
 def test_cf_votes_of_item_zero_and_repeats_count_as_on_the_device():
     """Histories are padded with id 0 (weight 0): the PyTorch CF part must still count a real item 0 in a padded
     row (it lost it when padding overwrote the vote: Toy Story, row 0 of ml-100k, voted for no one), and an item
@@ -455,6 +499,82 @@ def test_sasrec_trains_exports_and_serves_with_parity(tmp_path, toy_data, enc):
     hist = list(r.catalog.ids[:6])
     res = r.recommend(hist, k=5, explain=True)
     assert len(res.items) == 5 and not set(x.id for x in res.items) & set(hist)
+
+
+def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_served(tmp_path, toy_data, enc):
+    """cf.short_history ships a second EASE table (chosen on validation histories cut to it) through training,
+    distillation and the bundle; the device's CF scores equal the teacher's for 1-3 item histories and read the
+    second table only there; a folder whose config says otherwise is refused."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from genre_edge.errors import ConfigError
+    from genre_edge.recommender import Recommender
+    from genre_edge_export.bundle_writer import export_bundle
+    from genre_edge_export.calibrate import SHORT_CF_SCALES
+    from genre_edge_export.distill import DistillConfig, distill
+    from genre_edge_export.model_folder import ModelDir
+    from genre_edge_export.scoring import pad
+    from genre_edge_export.train import train
+
+    conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "short_history": 3, "short_neighbors": 8,
+                                          "short_scale": 4.0, "ease_lambda": "auto"})
+    rep = train(conf, tmp_path / "m", progress=False)
+    cs = rep["cf_short"]
+    assert cs["used"] and cs["scale"] == 4.0 and cs["max_history"] == 3 and cs["neighbors"] == 8
+    assert [r["scale"] for r in cs["scale_grid"]] == [None, 4.0]  # one table, then the configured scale
+    M = ModelDir(tmp_path / "m")
+    assert M.cf_short[0].shape == (len(M.items["ids"]), 8)
+    distill(tmp_path / "m", DistillConfig(layers=(0, 2), epochs=1, threads=1), tmp_path / "s", progress=False)
+    S = ModelDir(tmp_path / "s")
+    np.testing.assert_array_equal(S.cf_short[1], M.cf_short[1])  # the student carries the teacher's table
+    export_bundle(tmp_path / "s", tmp_path / "b", ["x86-avx2"], tmp_path / "m", min_kept=0.0, min_request_kept=0.0,
+                  min_cold_kept=0.0, progress=lambda m: None)
+    r = Recommender.load(tmp_path / "b", "x86-avx2", state_dir=tmp_path / "state")
+    cfm = r.bundle.manifest.catalog.cf
+    assert cfm.short_max_history == 3 and cfm.short_idx.startswith("catalog/cf_short_idx.")
+    rec = S.modules()[1]
+    n = len(S.items["ids"])
+    rng = np.random.default_rng(0)
+    voters = np.flatnonzero((np.abs(S.cf_table[1]).sum(1) > 0) & (np.abs(S.cf_short[1]).sum(1) > 0))
+    hists = [rng.choice(voters, size=k, replace=False) for k in (1, 2, 3, 4, 7)]  # items with CF votes (warm)
+    ids, mask = map(torch.as_tensor, pad(hists))
+    with torch.no_grad():
+        ref = rec.cf.scores(ids, mask, None).numpy()
+        rec.cf.set_short(None)
+        one = rec.cf.scores(ids, mask, None).numpy()
+    for i, h in enumerate(hists):
+        dev = r.cf.scores(h.astype(np.int64), n)
+        scale = float(np.abs(ref[i]).max()) or 1.0
+        np.testing.assert_allclose(dev, ref[i], atol=2e-3 * scale)  # float16 weights on the device
+        assert np.allclose(ref[i], one[i]) == (len(h) > 3)  # the second table for 1-3 items only
+        res = r.recommend([S.items["ids"][j] for j in h], k=5, explain=True)  # served, with reasons
+        assert len(res.items) == 5
+    # a folder with a second table its config does not ask for is refused, not silently served without it
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "m", bad)
+    (bad / "config.toml").write_text((bad / "config.toml").read_text().replace("short_history = 3", "short_history = 0"))
+    with pytest.raises(ConfigError, match="second CF table"):
+        ModelDir(bad)
+    # "auto": the scale grid, and a table only where validation prefers it (the folder says which)
+    conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "short_history": 2})
+    rep = train(conf, tmp_path / "auto", progress=False)
+    cs = rep["cf_short"]
+    assert [r["scale"] for r in cs["scale_grid"]] == [None, *SHORT_CF_SCALES]
+    best = max(cs["scale_grid"], key=lambda x: x["valid_ndcg@10"])["valid_ndcg@10"]
+    assert cs["valid_ndcg@10_cut"] == best and cs["used"] == (cs["scale"] is not None)
+    assert (ModelDir(tmp_path / "auto").cf_short is not None) == cs["used"]
+
+
+def test_second_cf_table_needs_an_ease_cf_part(toy_data, enc):
+    from genre_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="short_history = 3 needs cf.kind = 'ease'"):
+        tiny_config(toy_data, enc, cf={"kind": "mf", "short_history": 3})
+    with pytest.raises(ConfigError, match="short_scale"):
+        tiny_config(toy_data, enc, cf={"kind": "ease", "short_history": 3, "short_scale": "big"})
 
 
 def test_cf_negatives_are_each_users_best_cf_items_never_a_positive(tmp_path, toy_data, enc):
