@@ -9,11 +9,13 @@ their last N positives (``--lengths``; 0 = the whole history) and every arm rank
 (the items seen before still leave the ranking, as for whole histories). Each baseline is scored twice: tuned on
 validation as usual (whole histories), and tuned on validation histories cut to the same N (``genre ab
 --history-last N``: the same care for short histories). The hybrid likewise: as trained and calibrated once on
-whole histories (what ships), and with its EASE CF part chosen for N the way training chooses it
+whole histories (what ships: with the packaged configs' ``cf.short_history = 3``, its second CF table for
+histories of 1-3 items included), and with its EASE CF part chosen for N the way training chooses it
 (``Prepared.ease_table``: lambda and side-information weight on validation histories cut to N) and the CF part's
 weight in the blend rescaled on the same validation (:data:`CF_SCALES`); the content tower and the rest of the
-blend stay as trained; and (``--short-table T``, default 3) with one CF table chosen that way for histories cut to
-T and used for every history of at most T items, what a second table shipped for short histories would give.
+blend stay as trained; and (``--short-table T``, default 0 = not measured) with one CF table chosen that way for
+histories cut to T and used for every history of at most T items: what a second table would give teachers trained
+without one.
 Reported per N: nDCG@10 and Recall@20 of each arm, each hybrid (per-user mean over its
 training seeds) minus each baseline with a paired bootstrap CI and sign-flip p, Holm over the lengths; then, on
 whole histories, the same comparison within quartiles of the users' own history lengths. About 13 minutes for the
@@ -107,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=None, help="also this bundle (e.g. the main job's), scored by the runtime")
     ap.add_argument("--lengths", default="1,2,3,5,10,20,0", help="history lengths to cut to (0 = whole histories)")
     ap.add_argument("--baselines", default="ease-categories,ease-recency", help="comma-separated baselines")
-    ap.add_argument("--short-table", type=int, default=3,
+    ap.add_argument("--short-table", type=int, default=0,
                     help="also the hybrid with one CF table for every history of at most this many items (chosen, and "
-                    "its scale, on validation histories cut to it): what a second table for short histories would "
-                    "give; 0 = not measured")
+                    "its scale, on validation histories cut to it): what a second table for short histories "
+                    "(training's cf.short_history) would give teachers trained without one; 0 = not measured")
     ap.add_argument("--bootstrap", type=int, default=2000)
     a = ap.parse_args(argv)
     if a.short_table < 0:

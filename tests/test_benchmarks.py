@@ -493,7 +493,7 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     assert sum(((lens > lo) & (lens <= hi)).sum() for lo, hi in buckets) == len(lens)
     teacher, bundle = tiny_bundle / "teacher", tiny_bundle / "bundle"
     argv = ["--config", str(teacher / "config.toml"), "--teachers", f"{teacher},{teacher}", "--bundle", str(bundle),
-            "--lengths", "1,0", "--baselines", "ease", "--bootstrap", "50", "--threads", "1", "--out", str(tmp_path)]
+            "--short-table", "3", "--lengths", "1,0", "--baselines", "ease", "--bootstrap", "50", "--threads", "1", "--out", str(tmp_path)]
     assert short_history.main(argv) == 0
     res = json.loads((tmp_path / "short-history-config.json").read_text())
     rows = {r["history"]: r for r in res["rows"]}
@@ -502,7 +502,7 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     assert rows["whole"]["hybrid, CF part for N"] == rows["whole"]["hybrid as trained"]
     assert rows["1"]["hybrid as trained"] != rows["whole"]["hybrid as trained"]
     assert rows["1"]["hybrid as trained"].endswith("+- 0.0000")  # the same folder twice: no spread between seeds
-    short = "hybrid, one CF table for <= 3 items"  # --short-table's default
+    short = "hybrid, one CF table for <= 3 items"
     assert rows["whole"][short] == rows["whole"]["hybrid as trained"] and short in rows["1"]
     assert res["short_table"]["max_history"] == 3
     scales = res["raw"]["1"]["hybrid_cf_for_n"]["cf_scales"]
