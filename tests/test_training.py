@@ -511,7 +511,7 @@ def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_se
     import torch
 
     from genre_edge.errors import ConfigError
-    from genre_edge.recommender import Recommender
+    from genre_edge.recommender import Recommender, memory_estimate
     from genre_edge_export.bundle_writer import export_bundle
     from genre_edge_export.calibrate import SHORT_CF_SCALES
     from genre_edge_export.distill import DistillConfig, distill
@@ -535,6 +535,10 @@ def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_se
     r = Recommender.load(tmp_path / "b", "x86-avx2", state_dir=tmp_path / "state")
     cfm = r.bundle.manifest.catalog.cf
     assert cfm.short_max_history == 3 and cfm.short_idx.startswith("catalog/cf_short_idx.")
+    files = r.bundle.manifest.files
+    cf_bytes = sum(files[x].bytes for x in (cfm.idx, cfm.w, cfm.short_idx, cfm.short_w))
+    est = memory_estimate(r.bundle, r.profile)["cf"]
+    assert est == pytest.approx(2 * cf_bytes / (1 << 20)) or est == pytest.approx(0.1 * cf_bytes / (1 << 20))
     rec = S.modules()[1]
     n = len(S.items["ids"])
     rng = np.random.default_rng(0)
