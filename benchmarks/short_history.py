@@ -253,14 +253,14 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --bundle {a.bundle}" if a.bundle else "") + f" --lengths {a.lengths} --baselines {a.baselines}"
            + f" --short-table {a.short_table}")
     cols = [c for c in comps[0] if not c.startswith("_") and c not in ("metric", "p (Holm, lengths)")]
-    trained_short = sorted({M.conf.cf.short_history for M in models if M.cf_short is not None})
+    trained_short = sorted({T for M in models for T, _ in M.cf_short})
     md = [f"# Short histories: the hybrid vs tuned CF on each user's last N items ({stem})", "",
           f"Warm test users of `{stem}`'s split, each history cut to its last N positives (`whole`: uncut); the "
           "held-out items and what leaves the ranking are the same for every N. The hybrid is "
           f"{len(teachers)} training seed(s) of the teacher (per-user mean; `+-` the seeds' sd): as trained and "
           "calibrated once on whole histories"
-          + (f" (with the second CF table training chose for histories of at most {', '.join(map(str, trained_short))} "
-             "items on validation histories cut that short: `cf.short_history`)" if trained_short else "")
+          + (f" (with the CF tables training chose for histories of at most {', '.join(map(str, trained_short))} "
+             "item(s), each on validation histories cut that short: `cf.short_history`)" if trained_short else "")
           + (", and with its EASE CF part chosen for N as training chooses it (lambda and side-information weight on "
              "validation histories cut to N) and the CF score's blend weight rescaled on the same validation "
              f"({', '.join(f'{x:g}' for x in CF_SCALES)}), the content tower as trained" if retune else "")
@@ -284,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                                      "short_table": ({"max_history": a.short_table, "lambda": short_table[1]["lambda"],
                                                       "side_weight": short_table[1]["side_weight"]}
                                                      if short_table is not None else None),
-                                     "teachers_cf_short": [M.report.get("cf_short") and {
-                                         k: M.report["cf_short"][k] for k in ("max_history", "used", "scale", "lambda",
-                                                                               "side_weight", "neighbors")}
+                                     "teachers_cf_short": [M.report.get("cf_short") and [
+                                         {k: r[k] for k in ("max_history", "used", "scale", "lambda", "side_weight",
+                                                            "neighbors")} for r in M.report["cf_short"]]
                                                            for M in models],
                                      "command": cmd, "rows": rows,
                                      "comparisons": [{k: v for k, v in c.items() if k != "_ci"} | {"ci95": c["_ci"]}

@@ -22,8 +22,9 @@ import numpy as np
 from genre_edge import __version__
 from genre_edge import config as cfg
 from genre_edge.bench.timing import time_calls
-from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, TrendSpec, FileEntry, Gate, Manifest, ModelEntry,
-                               Models, Preset, Quality, Scoring, ScoringDefaults, manifest_json, sha256_file)
+from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, FileEntry, Gate, Manifest, ModelEntry, Models,
+                               Preset, Quality, Scoring, ScoringDefaults, ShortCFSpec, TrendSpec, manifest_json,
+                               sha256_file)
 # symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
 from genre_edge.catalog_index import quantize_rows
 from genre_edge.errors import ConfigError, GenreError
@@ -171,8 +172,8 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
         if M.cf_table is None:
             raise ValueError("cf_neighbors: this model has no neighbour table (cf.kind is not cooccurrence/ease)")
         M.cf_table = (M.cf_table[0][:, :cf_neighbors], M.cf_table[1][:, :cf_neighbors])
-        if M.cf_short is not None:  # the second table (short histories) too: both are sorted by |weight|
-            M.cf_short = (M.cf_short[0][:, :cf_neighbors], M.cf_short[1][:, :cf_neighbors])
+        # the short-history tables too: every table is sorted by |weight|
+        M.cf_short = [(T, (i[:, :cf_neighbors], w[:, :cf_neighbors])) for T, (i, w) in M.cf_short]
     variants = _variants_for(list(profiles or DEFAULT_PROFILES))
     for v in extra_variants:
         variants.setdefault(SAME_FILE.get(v, v), [])
@@ -393,11 +394,14 @@ def write_catalog(b: BundleBuild) -> None:
         atomic_save_npy(cat / f"cf_idx.{idx_t}.npy", M.cf_table[0].astype(idx_t))
         atomic_save_npy(cat / "cf_w.fp16.npy", M.cf_table[1].astype(np.float16))
         cf.update(idx=f"catalog/cf_idx.{idx_t}.npy", w="catalog/cf_w.fp16.npy")
-        if M.cf_short is not None:  # the second table, for histories of <= cf.short_history items
-            atomic_save_npy(cat / f"cf_short_idx.{idx_t}.npy", M.cf_short[0].astype(idx_t))
-            atomic_save_npy(cat / "cf_short_w.fp16.npy", M.cf_short[1].astype(np.float16))
-            cf.update(short_idx=f"catalog/cf_short_idx.{idx_t}.npy", short_w="catalog/cf_short_w.fp16.npy",
-                      short_max_history=int(c.cf.short_history))
+        short = []
+        for T, (sidx, sw) in M.cf_short:  # the tables for short histories (cf.short_history) training kept
+            atomic_save_npy(cat / f"cf_short{T}_idx.{idx_t}.npy", sidx.astype(idx_t))
+            atomic_save_npy(cat / f"cf_short{T}_w.fp16.npy", sw.astype(np.float16))
+            short.append(ShortCFSpec(max_history=int(T), idx=f"catalog/cf_short{T}_idx.{idx_t}.npy",
+                                     w=f"catalog/cf_short{T}_w.fp16.npy"))
+        if short:
+            cf["short"] = tuple(short)
     elif c.cf.kind == "mf":
         atomic_save_npy(cat / "mf_P.npy", b.rec.cf.P.weight.detach().numpy())
         atomic_save_npy(cat / "mf_Q.npy", b.rec.cf.Q.weight.detach().numpy())

@@ -144,45 +144,51 @@ def choose_popularity(t, emb: np.ndarray) -> tuple[float, list[dict]]:
     return best["half_life_s"], rows
 
 
-# the second CF table's weight in the blend, as multiples of the main CF weight: a larger lambda shrinks EASE's
-# weights, so the trained blend weight no longer fits them (chosen at 4-8x on ml-100k's 1-3 item histories)
+# a short-history table's weight in the blend, as multiples of the main CF weight: a larger lambda shrinks EASE's
+# weights, so the trained blend weight no longer fits them (chosen at 4-16x on ml-100k's 1-3 item histories)
 SHORT_CF_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
-def choose_short_cf(t, emb: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray] | None, dict]:
-    """The second CF table for short histories (``cf.short_history`` = T > 0, kind "ease"): EASE chosen on
-    validation histories cut to each user's last T positives (:meth:`Prepared.ease_table`), its blend scale
-    ``cf.short_scale`` or ("auto") the one of :data:`SHORT_CF_SCALES` with the best validation nDCG@10 on those
-    cut histories, the rest of the model (recency, blend, content) as trained and calibrated. With "auto" the
-    table is used only where it beats the main CF part there (ties keep the simpler model: one table).
-    Sets it on ``t.rec.cf`` and returns (the table with its scale folded into the weights, or None; the report).
+def choose_short_cf(t, emb: np.ndarray) -> tuple[list, list[dict]]:
+    """The short-history CF tables (``cf.short_history``: tiers T1 < T2 < ...; kind "ease"), shortest first: for
+    tier T, EASE chosen on validation histories cut to each user's last T positives (:meth:`Prepared.ease_table`)
+    and its blend scale ``cf.short_scale`` or ("auto") the one of :data:`SHORT_CF_SCALES` with the best validation
+    nDCG@10 on those cut histories - the shorter tiers already in place, the rest of the model (recency, blend,
+    content) as trained and calibrated. With "auto" a tier is kept only where it beats leaving its lengths to the
+    main table (ties keep the simpler model). Sets them on ``t.rec.cf``; returns ([(T, table with its scale folded
+    into the weights)] of the tiers kept, one report row per tier).
 
     Why: a device often serves users it has known for a few items; tuned for such histories EASE wants several
     times the regularisation of whole ones, and one table for both left 4-7% nDCG@10 at 1-3 items
     (benchmarks/short_history.py)."""
     c, sp = t.conf.cf, t.prep.split
-    T = c.short_history
-    (idx, w), info = t.prep.ease_table(T, neighbors=c.short_neighbors)
-    scorer = t.scorer(emb, sp.histories("valid", last=T), "valid")  # reads t.rec.cf at each call
+    kept: list = []
+    reports = []
+    for T in c.short_tiers:
+        (idx, w), info = t.prep.ease_table(T, neighbors=c.short_neighbors)
+        scorer = t.scorer(emb, sp.histories("valid", last=T), "valid")  # reads t.rec.cf at each call
 
-    def valid() -> float:
-        return evaluate(scorer, sp, "valid", max_users=t.conf.train.max_eval_users, ranking_only=True).get("ndcg@10", 0.0)
+        def valid() -> float:
+            return evaluate(scorer, sp, "valid", max_users=t.conf.train.max_eval_users,
+                            ranking_only=True).get("ndcg@10", 0.0)
 
-    t.rec.cf.set_short(None)
-    grid = [{"scale": None, "valid_ndcg@10": valid()}]  # the main table for every history
-    for s in (SHORT_CF_SCALES if c.short_scale == "auto" else (float(c.short_scale),)):
-        t.rec.cf.set_short((idx, w * s), T)
-        grid.append({"scale": s, "valid_ndcg@10": valid()})
-    options = grid if c.short_scale == "auto" else grid[1:]
-    best = max(options, key=lambda r: (r["valid_ndcg@10"], -options.index(r)))  # ties: the first (no table)
-    table = None if best["scale"] is None else (idx, (w * best["scale"]).astype(np.float32))
-    t.rec.cf.set_short(table, T)
-    report = {"max_history": T, "used": table is not None, "scale": best["scale"], "neighbors": int(idx.shape[1]),
-              "lambda": info["lambda"], "side_weight": info["side_weight"], "ease_grid": info["grid"],
-              "ease_at_edge": info["at_edge"], "scale_grid": grid,
-              "scale_at_edge": c.short_scale == "auto" and best["scale"] in (SHORT_CF_SCALES[0], SHORT_CF_SCALES[-1]),
-              "valid_ndcg@10_cut": best["valid_ndcg@10"], "valid_ndcg@10_cut_one_table": grid[0]["valid_ndcg@10"]}
-    log.info("second CF table for histories of <= %d items: %s (lambda %g, validation nDCG@10 on histories cut to %d: "
-             "%.4f, one table %.4f)", T, f"used, x{best['scale']:g}" if table is not None else "not used (no gain)",
-             info["lambda"], T, best["valid_ndcg@10"], grid[0]["valid_ndcg@10"])
-    return table, report
+        t.rec.cf.set_short(kept)
+        grid = [{"scale": None, "valid_ndcg@10": valid()}]  # lengths up to T left to the main table
+        for s in (SHORT_CF_SCALES if c.short_scale == "auto" else (float(c.short_scale),)):
+            t.rec.cf.set_short(kept + [(T, (idx, w * s))])
+            grid.append({"scale": s, "valid_ndcg@10": valid()})
+        options = grid if c.short_scale == "auto" else grid[1:]
+        best = max(options, key=lambda r: (r["valid_ndcg@10"], -options.index(r)))  # ties: the first (no table)
+        if best["scale"] is not None:
+            kept.append((T, (idx, (w * best["scale"]).astype(np.float32))))
+        t.rec.cf.set_short(kept)
+        reports.append({
+            "max_history": T, "used": best["scale"] is not None, "scale": best["scale"], "neighbors": int(idx.shape[1]),
+            "lambda": info["lambda"], "side_weight": info["side_weight"], "ease_grid": info["grid"],
+            "ease_at_edge": info["at_edge"], "scale_grid": grid,
+            "scale_at_edge": c.short_scale == "auto" and best["scale"] in (SHORT_CF_SCALES[0], SHORT_CF_SCALES[-1]),
+            "valid_ndcg@10_cut": best["valid_ndcg@10"], "valid_ndcg@10_cut_without": grid[0]["valid_ndcg@10"]})
+        log.info("CF table for histories of <= %d items: %s (lambda %g, validation nDCG@10 on histories cut to %d: "
+                 "%.4f, without it %.4f)", T, f"used, x{best['scale']:g}" if best["scale"] is not None
+                 else "not used (no gain)", info["lambda"], T, best["valid_ndcg@10"], grid[0]["valid_ndcg@10"])
+    return kept, reports

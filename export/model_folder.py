@@ -2,8 +2,8 @@
 
 A folder holds ``encoder/`` (Hugging Face weights + tokenizer), ``recommender.safetensors`` (adapter,
 user model, head, CF factors), ``item_embeddings.npy``, ``popularity.npy``, the CF neighbour table
-(``cf_idx.npy``/``cf_w.npy``; with ``cf.short_history``, the second table for short histories
-``cf_short_idx.npy``/``cf_short_w.npy``, its blend scale folded into the weights), ``items.json``,
+(``cf_idx.npy``/``cf_w.npy``; with ``cf.short_history``, the table kept for histories of at most T items
+``cf_short{T}_idx.npy``/``cf_short{T}_w.npy``, its blend scale folded into the weights), ``items.json``,
 ``config.toml``, ``report.json`` and ``teacher.json``.
 """
 from __future__ import annotations
@@ -60,15 +60,17 @@ class ModelDir:
         if (self.path / "cf_idx.npy").is_file():
             self.cf_table = (np.load(self.path / "cf_idx.npy", allow_pickle=False),
                              np.load(self.path / "cf_w.npy", allow_pickle=False))
-        # the second CF table: absent where cf.short_history is 0 or validation chose one table for every history
-        self.cf_short = None
-        if (self.path / "cf_short_idx.npy").is_file():
-            if self.conf.cf.short_history <= 0 or self.conf.cf.kind not in ("ease", "cooccurrence"):
-                raise ConfigError(f"{self.path}: holds a second CF table (cf_short_idx.npy) but its config.toml has "
-                                  f"cf.short_history = {self.conf.cf.short_history} and cf.kind = "
-                                  f"{self.conf.cf.kind!r}; the folder is inconsistent: retrain it")
-            self.cf_short = (np.load(self.path / "cf_short_idx.npy", allow_pickle=False),
-                             np.load(self.path / "cf_short_w.npy", allow_pickle=False))
+        # the short-history CF tables [(T, (idx, w))]: those of cf.short_history that validation kept
+        tiers = self.conf.cf.short_tiers if self.conf.cf.kind in ("ease", "cooccurrence") else ()
+        stray = sorted(f.name for f in self.path.glob("cf_short*_idx.npy") if f.name not in {short_file(T, "idx")
+                                                                                            for T in tiers})
+        if stray:
+            raise ConfigError(f"{self.path}: holds CF tables for short histories ({', '.join(stray)}) that its "
+                              f"config.toml does not ask for (cf.short_history = {self.conf.cf.short_history!r}, "
+                              f"cf.kind = {self.conf.cf.kind!r}); the folder is inconsistent: retrain it")
+        self.cf_short = [(T, (np.load(self.path / short_file(T, "idx"), allow_pickle=False),
+                              np.load(self.path / short_file(T, "w"), allow_pickle=False)))
+                         for T in tiers if (self.path / short_file(T, "idx")).is_file()]
 
     def modules(self):
         """(tower, recommender) with trained weights, in eval mode."""
@@ -95,8 +97,8 @@ class ModelDir:
 def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=None, enc_path: Path | None = None,
                   cf_short=None):
     """(item tower, recommender) for ``conf``: the tower is built from ``enc_path`` unless given (a
-    shared tower in multi-domain training, or one loaded from a model folder); ``cf_short``: the second CF
-    table for histories of at most ``cf.short_history`` items (a model folder's), or None."""
+    shared tower in multi-domain training, or one loaded from a model folder); ``cf_short``: the short-history
+    CF tables ``[(T, (idx, w))]`` (a model folder's), or None."""
     from .models import CFPart, ItemTower, Recommender, load_hf_encoder
 
     if tower is None:
@@ -107,8 +109,13 @@ def build_modules(conf: Config, n_items: int, cf_table, pop: np.ndarray, tower=N
                                                       max_history=conf.user_model.max_history)
     head = resolve(HEADS, conf.head.kind)(d, hidden=conf.head.hidden)
     cf = CFPart(conf.cf.kind, n_items, cf_table, conf.cf.mf_dim, conf.cf.recency_floor)
-    cf.set_short(cf_short, conf.cf.short_history)
+    cf.set_short(cf_short)
     return tower, Recommender(d, um, head, cf, pop)
+
+
+def short_file(T: int, part: str) -> str:
+    """File name of the short-history CF table for histories of at most ``T`` items (``part``: idx or w)."""
+    return f"cf_short{T}_{part}.npy"
 
 
 MODEL_MARKERS = ("config.toml", "recommender.safetensors")  # what every model folder (teacher, student) holds
@@ -146,7 +153,7 @@ def save_model(out: Path, conf: Config, enc_path: Path, tower, rec, emb: np.ndar
                items, texts: list[str], first_seen: np.ndarray, cold_items: np.ndarray, report: dict,
                cf_short=None) -> None:
     """Write a trained model folder (see the module docstring) from trained modules and their data
-    (``cf_short``: the second CF table, scale folded in, or None)."""
+    (``cf_short``: the short-history CF tables ``[(T, (idx, w))]``, scales folded in, or None)."""
     from safetensors.torch import save_file
 
     save_encoder(tower.bert, enc_path, conf.encoder.max_tokens, out / "encoder")
@@ -158,11 +165,14 @@ def save_model(out: Path, conf: Config, enc_path: Path, tower, rec, emb: np.ndar
     if cf_table is not None:
         atomic_save_npy(out / "cf_idx.npy", cf_table[0])
         atomic_save_npy(out / "cf_w.npy", cf_table[1])
-    for name, arr in zip(("cf_short_idx.npy", "cf_short_w.npy"), cf_short or (None, None)):
-        if arr is not None:
-            atomic_save_npy(out / name, arr)
-        elif (out / name).exists():  # retrained into the same folder without one: no stale table left behind
-            (out / name).unlink()
+    keep = set()
+    for T, (idx, w) in cf_short or []:
+        for part, arr in (("idx", idx), ("w", w)):
+            atomic_save_npy(out / short_file(T, part), arr)
+            keep.add(short_file(T, part))
+    for f in out.glob("cf_short*.npy"):  # retrained into the same folder: no stale table left behind
+        if f.name not in keep:
+            f.unlink()
     atomic_write_json(out / "items.json", {
         "ids": items.ids, "title": items.title, "categories": [list(c) for c in items.categories],
         "year": items.year.tolist(), "text": texts, "first_seen": first_seen.tolist(), "cold": cold_items.tolist(),

@@ -280,7 +280,7 @@ class CFPart(nn.Module):
     ``cooccurrence``/``ease``: a fixed neighbour table W (top-N per item), cf = sum_i W[i, j].
     ``mf``: item factors P, Q learned jointly; cf = mean(P[hist]) . Q[j]. Both need only the
     history, so they work for users the device has never seen.
-    A neighbour part may hold a second table for histories of at most ``short_max`` items (:meth:`set_short`).
+    A neighbour part may hold more tables for short histories (:meth:`set_short`).
     """
 
     def __init__(self, kind: str, n_items: int, table: tuple[np.ndarray, np.ndarray] | None = None, mf_dim: int = 64,
@@ -298,8 +298,9 @@ class CFPart(nn.Module):
             self.Q = nn.Embedding(n_items, mf_dim)
             nn.init.normal_(self.P.weight, std=0.05)
             nn.init.zeros_(self.Q.weight)  # unseen items start at cf = 0
-        self.short_max = 0
-        self.register_buffer("W_short", None, persistent=False)  # travels as its own files (model_folder.py)
+        # [(longest history served, sparse table)], ascending: plain attributes, not buffers (they travel as their
+        # own files, model_folder.py); set_short puts them on W's device
+        self.short: list[tuple[int, torch.Tensor]] = []
 
     def _sparse(self, idx: np.ndarray, w: np.ndarray) -> torch.Tensor:
         """The [n_items, n_items] sparse matrix of a neighbour table (row i: what item i votes for)."""
@@ -309,15 +310,22 @@ class CFPart(nn.Module):
         return torch.sparse_coo_tensor(i, torch.tensor(w.reshape(-1)[keep], dtype=torch.float32),
                                        (self.n_items, self.n_items), check_invariants=True).coalesce()
 
-    def set_short(self, table: tuple[np.ndarray, np.ndarray] | None, max_history: int = 0) -> None:
-        """Use ``table`` (indices, weights; its blend scale folded into the weights) instead of the main one for
-        histories of 1 to ``max_history`` items; None: the main table for every history."""
-        if table is None or max_history <= 0:
-            self.W_short, self.short_max = None, 0
-            return
-        if self.kind not in ("cooccurrence", "ease"):
-            raise ValueError(f"a second CF table needs a neighbour CF part, not {self.kind!r}")
-        self.W_short, self.short_max = self._sparse(*table).to(self.W.device), int(max_history)
+    def set_short(self, tiers: list[tuple[int, tuple[np.ndarray, np.ndarray]]] | None) -> None:
+        """Short-history tables ``[(T, (indices, weights)), ...]`` (T ascending, each blend scale folded into its
+        weights): a history of n items reads the first table with n <= T instead of the main one (longer ones, and
+        every history with ``None`` or ``[]``, read the main table)."""
+        tiers = list(tiers or [])
+        if tiers and self.kind not in ("cooccurrence", "ease"):
+            raise ValueError(f"short-history CF tables need a neighbour CF part, not {self.kind!r}")
+        ts = [int(t) for t, _ in tiers]
+        if any(t < 1 for t in ts) or ts != sorted(set(ts)):
+            raise ValueError(f"short-history tables must serve ascending history lengths >= 1, got {ts}")
+        self.short = [(int(t), self._sparse(*tab).to(self.W.device)) for t, tab in tiers]
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) / .cpu() move the short-history tables too
+        out = super()._apply(fn, *args, **kwargs)
+        self.short = [(t, fn(W)) for t, W in self.short]
+        return out
 
     def history_weights(self, hmask: torch.Tensor) -> torch.Tensor:
         """Vote of each (left-aligned, oldest-first) history slot: recent items count more."""
@@ -350,11 +358,12 @@ class CFPart(nn.Module):
         # for 'BFloat16', seen on an H200), and the vote sums hundreds of small weights that bf16 would round
         with torch.autocast(device_type=X.device.type, enabled=False):
             full = torch.sparse.mm(self.W.t(), X.t()).t()  # [B, N]
-            if self.W_short is not None:  # histories of 1..short_max items read the second table (as the device)
-                n = hmask.sum(1)
-                short = torch.nonzero((n > 0) & (n <= self.short_max)).flatten()
-                if len(short):
-                    full[short] = torch.sparse.mm(self.W_short.t(), X[short].t()).t()
+            n, lo = hmask.sum(1), 0
+            for hi, Ws in self.short:  # histories of lo+1..hi items read that table (as the device does)
+                rows = torch.nonzero((n > lo) & (n <= hi)).flatten()
+                if len(rows):
+                    full[rows] = torch.sparse.mm(Ws.t(), X[rows].t()).t()
+                lo = hi
         return full if cand is None else torch.gather(full, 1, cand)
 
 

@@ -107,19 +107,31 @@ class CFConfig:
     # its weight, in co-ratings (a number >= 0), or "auto" = chosen on validation nDCG@10 of the CF part alone (each
     # weight at its best recency of the grid) from SIDE_WEIGHTS (export/baselines.py), which include 0 (plain EASE)
     side_weight: float | str = "auto"
-    # kind = "ease": a second neighbour table for users with at most this many history items (0 = none). Short
-    # histories want more regularisation and a larger CF share than whole ones (benchmarks/short_history.py: on
-    # ml-100k lambda 2000 instead of 250 and the CF score x4-8 gave +4-7% nDCG@10 at 1-3 items); its lambda and
-    # side weight are chosen as the main table's, on validation histories cut to this many items, after training.
-    short_history: int = cfg.bounded(0, 0, 1000, "history length up to which the second CF table is used (0 = none)")
-    short_neighbors: int = cfg.bounded(100, 1, 100000, "the second table's neighbours per item (100 did as well as "
-                                       "500 at 1-3 items on ml-100k, at a fifth of the size)")
-    # the second table's weight in the blend, as a multiple of the main CF weight: "auto" = chosen on validation
-    # histories cut to short_history from SHORT_CF_SCALES (export/calibrate.py), or no second table when none of
-    # them beats the main table there; a number >= 0 ships it with that multiple
+    # kind = "ease": more neighbour tables for users with short histories. T (> 0): one table for histories of 1 to
+    # T items; a list [T1, T2, ...] (ascending): one for 1 to T1 items, one for T1+1 to T2, ... (0 or [] = none).
+    # Short histories want more regularisation and a larger CF share than whole ones (benchmarks/short_history.py:
+    # on ml-100k lambda 2000-4000 instead of 250, and the CF score x4-16); each table's lambda and side weight are
+    # chosen as the main table's, on validation histories cut to its longest length, after training.
+    short_history: int | tuple[int, ...] = 0
+    short_neighbors: int = cfg.bounded(100, 1, 100000, "each short-history table's neighbours per item (100 did as "
+                                       "well as 500 at 1-3 items on ml-100k, at a fifth of the size)")
+    # each short-history table's weight in the blend, as a multiple of the main CF weight: "auto" = chosen on
+    # validation histories cut to its longest length from SHORT_CF_SCALES (export/calibrate.py), or no such table
+    # when none of them beats the main table there; a number >= 0 ships every table with that multiple
     short_scale: float | str = "auto"
 
+    @property
+    def short_tiers(self) -> tuple[int, ...]:
+        """The longest history each short-history table serves, ascending (empty: none)."""
+        v = self.short_history
+        return (() if v == 0 else (v,)) if isinstance(v, int) else tuple(v)
+
     def validate(self):
+        tiers = self.short_tiers
+        if any(not 1 <= t <= 1000 for t in tiers) or list(tiers) != sorted(set(tiers)) or \
+                (isinstance(self.short_history, int) and not 0 <= self.short_history <= 1000):
+            raise ConfigError(f"cf.short_history: {self.short_history!r} is not valid; give a history length 1-1000 "
+                              "(0 = no short-history table) or an ascending list of them, e.g. [1, 2, 3]")
         for key in ("ease_lambda", "side_weight", "short_scale"):
             v = getattr(self, key)
             if isinstance(v, str) and v != "auto":
@@ -215,8 +227,8 @@ class Config:
     domains: tuple[DomainConfig, ...] = ()
 
     def validate(self):
-        if self.cf.short_history and self.cf.kind != "ease":
-            raise ConfigError(f"cf.short_history = {self.cf.short_history} needs cf.kind = 'ease' (its second table is "
+        if self.cf.short_tiers and self.cf.kind != "ease":
+            raise ConfigError(f"cf.short_history = {self.cf.short_history} needs cf.kind = 'ease' (its tables are "
                               f"EASE chosen for short histories), not {self.cf.kind!r}; or set short_history = 0")
         if self.domains:
             self._validate_domains()

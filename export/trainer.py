@@ -449,8 +449,8 @@ class Trainer:
         emb = self.all_embeddings()
         self.E = self.table(emb)
         calibration = calibrate(self, emb) if conf.train.calibrate_blend and conf.cf.kind != "none" else None
-        # after calibration: the second table is chosen with the blend it joins (and before the test rows below)
-        cf_short, cf_short_report = choose_short_cf(self, emb) if conf.cf.short_history else (None, None)
+        # after calibration: the short-history tables are chosen with the blend they join (before the test rows below)
+        cf_short, cf_short_report = choose_short_cf(self, emb) if conf.cf.short_tiers else ([], None)
         report = {
             "format": FORMAT,
             "name": conf.name,

@@ -70,12 +70,21 @@ class Models:
             raise ConfigError(f"models.encoder: unknown variant {unknown[0]!r}; this runtime knows: {', '.join(VARIANTS)}")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShortCFSpec:
+    """A neighbour table for short histories: what a history of ``max_history`` items or fewer reads (the
+    first such table, by ``max_history``, that fits it), its blend scale folded into ``w``."""
+    max_history: int = cfg.bounded(1, 1, None)
+    idx: str
+    w: str
+
+
 @dataclass(frozen=True)
 class CFSpec:
     """The collaborative part: neighbour tables (``idx``/``w``) or factors (``P``/``Q``), with the
     recency weighting calibrated on validation (absent: every history item counts the same). A neighbour
-    part may carry a second table (``short_idx``/``short_w``, its blend scale folded into the weights) that
-    histories of 1 to ``short_max_history`` items read instead (chosen for short histories in training)."""
+    part may carry tables for short histories (``short``, ascending ``max_history``; chosen for them in
+    training) that those histories read instead of ``idx``/``w``."""
     kind: str = cfg.choice("none", CF_KINDS)
     recency_half_life: float | None = None
     recency_floor: float | None = None
@@ -83,9 +92,7 @@ class CFSpec:
     w: str | None = None
     P: str | None = None
     Q: str | None = None
-    short_idx: str | None = None
-    short_w: str | None = None
-    short_max_history: int | None = None
+    short: tuple[ShortCFSpec, ...] | None = None
 
     def validate(self):
         hl = 0.0 if self.recency_half_life is None else self.recency_half_life
@@ -97,17 +104,13 @@ class CFSpec:
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ConfigError(f"catalog.cf: kind {self.kind!r} needs the file field(s) {', '.join(missing)}")
-        short = {k: getattr(self, k) for k in ("short_idx", "short_w", "short_max_history")}
-        if any(v is not None for v in short.values()):
-            if any(v is None for v in short.values()):
-                raise ConfigError("catalog.cf: the second table needs all of short_idx, short_w and short_max_history "
-                                  f"(got {', '.join(k for k, v in short.items() if v is not None)} only)")
+        if self.short:
             if self.kind not in ("cooccurrence", "ease"):
-                raise ConfigError(f"catalog.cf: a second table (short_idx) needs kind 'ease' or 'cooccurrence', "
+                raise ConfigError(f"catalog.cf.short: short-history tables need kind 'ease' or 'cooccurrence', "
                                   f"not {self.kind!r}")
-            if isinstance(self.short_max_history, bool) or not isinstance(self.short_max_history, int) \
-                    or self.short_max_history < 1:
-                raise ConfigError(f"catalog.cf.short_max_history must be an integer >= 1, got {self.short_max_history!r}")
+            ts = [t.max_history for t in self.short]
+            if ts != sorted(set(ts)):
+                raise ConfigError(f"catalog.cf.short: max_history must ascend without repeats, got {ts}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -447,9 +450,8 @@ class Bundle:
                    "floor": 1.0 if cfm.recency_floor is None else cfm.recency_floor}
         if cfm.kind in ("cooccurrence", "ease"):
             idx, w = self._neighbour_table(cfm.idx, cfm.w, n_items, lean)
-            short = (self._neighbour_table(cfm.short_idx, cfm.short_w, n_items, lean)
-                     if cfm.short_idx is not None else None)
-            return CFScorer(cfm.kind, idx=idx, w=w, **recency, short=short, short_max=cfm.short_max_history or 0)
+            short = [(t.max_history, *self._neighbour_table(t.idx, t.w, n_items, lean)) for t in cfm.short or ()]
+            return CFScorer(cfm.kind, idx=idx, w=w, **recency, short=short)
         if cfm.kind == "mf":
             P, Q = _finite(self.load_npy(cfm.P, np.float32, 2), cfm.P), _finite(self.load_npy(cfm.Q, np.float32, 2), cfm.Q)
             if P.shape != Q.shape or P.shape[0] != n_items:

@@ -583,7 +583,8 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     ann = prof.catalog_scoring == "ann"
     index = ann or prof.catalog_scoring == "int8" or (prof.catalog_scoring == "auto" and n >= AUTO_MIN_ITEMS)
     cfm = m.catalog.cf
-    cf = sum(f.get(x, 0) for x in (cfm.idx, cfm.w, cfm.P, cfm.Q, cfm.short_idx, cfm.short_w) if x)
+    cf = sum(f.get(x, 0) for x in (cfm.idx, cfm.w, cfm.P, cfm.Q, *(y for t in cfm.short or () for y in (t.idx, t.w)))
+             if x)
     # float32 rows (+ the int8 index), or with the index and an int8 catalog file only the index: the
     # int8 rows stay memory-mapped (pages a request gathers) and the scales take 4 bytes a row
     per_row = (m.dim + 4) if index and m.catalog.embedding_scales else m.dim * (4 + (1 if index else 0))

@@ -9,22 +9,25 @@ class CFScorer:
 
     ``history`` is oldest first; with ``half_life`` > 0 the item ``p`` places from the end votes
     with ``floor + (1 - floor) * 0.5 ** (p / half_life)`` (recent taste counts more), as trained.
-    ``short`` (ids, weights): a second neighbour table that histories of 1 to ``short_max`` items with CF
-    (bundle items) read instead of ``idx``/``w``, as the trained CF part does (chosen for short histories).
+    ``short`` ``[(T, ids, weights), ...]``: neighbour tables for short histories; a history of n items with CF
+    (bundle items) reads the one of smallest T >= n instead of ``idx``/``w``, as the trained CF part does
+    (chosen for short histories in training).
     """
 
     def __init__(self, kind: str, idx=None, w=None, P=None, Q=None, half_life: float = 0.0, floor: float = 1.0,
-                 short: tuple | None = None, short_max: int = 0):
+                 short: list | None = None):
         self.kind = kind
         self.idx, self.w, self.P, self.Q = idx, w, P, Q
         self.half_life, self.floor = float(half_life), float(floor)
         self.n_bundle = (len(idx) if idx is not None else len(Q) if Q is not None else 0)
-        self.short, self.short_max = (short, int(short_max)) if short is not None and short_max > 0 else (None, 0)
+        self.short = sorted(short or [], key=lambda t: t[0])
 
     def _table(self, n_kept: int) -> tuple[np.ndarray, np.ndarray]:
-        """The neighbour table for a history of ``n_kept`` bundle items (the second one for short histories)."""
-        if self.short is not None and 0 < n_kept <= self.short_max:
-            return self.short
+        """The neighbour table for a history of ``n_kept`` bundle items (a short-history one where it fits)."""
+        if n_kept > 0:
+            for T, idx, w in self.short:
+                if n_kept <= T:
+                    return idx, w
         return self.idx, self.w
 
     def history_weights(self, n: int) -> np.ndarray:

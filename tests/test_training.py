@@ -233,8 +233,8 @@ def test_recency_weighted_cf_matches_between_training_and_runtime(kind):
     assert dev.contributions(hists[2].astype(np.int64), item).sum() == pytest.approx(ref[2][item], rel=1e-4, abs=1e-5)
 
 
-def test_second_cf_table_serves_short_histories_alike_in_training_and_on_the_device():
-    """With a second table for histories of <= 3 items, the PyTorch CF part and the device's scorer read it for
+def test_short_history_cf_tables_serve_short_histories_alike_in_training_and_on_the_device():
+    """With tables for histories of 1 and of 2-3 items, the PyTorch CF part and the device's scorer read each for
     those (and only those) histories, recency weighting included; explanations add up to the score either way."""
     import numpy as np
     import torch
@@ -245,26 +245,32 @@ def test_second_cf_table_serves_short_histories_alike_in_training_and_on_the_dev
 
     rng = np.random.default_rng(2)
     n = 40
-    W, W2 = (rng.normal(size=(n, n)).astype(np.float32) for _ in range(2))
-    np.fill_diagonal(W, 0)
-    np.fill_diagonal(W2, 0)
-    (idx, w), (sidx, sw) = neighbour_table(W, 12), neighbour_table(W2, 6)
+    W, W1, W3 = (rng.normal(size=(n, n)).astype(np.float32) for _ in range(3))
+    for M in (W, W1, W3):
+        np.fill_diagonal(M, 0)
+    (idx, w), t1, (sidx, sw) = neighbour_table(W, 12), neighbour_table(W1, 5), neighbour_table(W3, 6)
     part = CFPart("ease", n, (idx, w), recency_floor=0.3)
     part.recency[0] = 2.0
-    part.set_short((sidx, sw), 3)
+    part.set_short([(1, t1), (3, (sidx, sw))])
     hists = [rng.choice(n, size=s, replace=False) for s in (1, 2, 3, 4, 9)]
     ids, mask = map(torch.as_tensor, pad(hists))
     with torch.no_grad():
         ref = part.scores(ids, mask, None).numpy()
         part.set_short(None)
         one_table = part.scores(ids, mask, None).numpy()
-    dev = CFScorer("ease", idx=idx, w=w, half_life=2.0, floor=0.3, short=(sidx, sw), short_max=3)
+        part.set_short([(3, (sidx, sw))])
+        only3 = part.scores(ids, mask, None).numpy()
+    with pytest.raises(ValueError, match="ascending"):
+        part.set_short([(3, t1), (1, t1)])
+    dev = CFScorer("ease", idx=idx, w=w, half_life=2.0, floor=0.3, short=[(3, sidx, sw), (1, *t1)])  # any order
     main = CFScorer("ease", idx=idx, w=w, half_life=2.0, floor=0.3)
     for r, h in enumerate(hists):
         h = h.astype(np.int64)
         np.testing.assert_allclose(dev.scores(h, n), ref[r], rtol=1e-4, atol=1e-5)
-        # the second table for 1-3 items only: longer histories score as with one table
+        # short tables for 1-3 items only: longer histories score as with one table
         assert np.allclose(ref[r], one_table[r], atol=1e-5) == (len(h) > 3)
+        # the 1-item table for 1 item only; 2-3 items read the other
+        assert np.allclose(ref[r], only3[r], atol=1e-5) == (len(h) > 1)
         np.testing.assert_allclose(main.scores(h, n), one_table[r], rtol=1e-4, atol=1e-5)
         rows, vals = dev.sparse(h)  # what candidate-set requests read
         np.testing.assert_allclose(vals, ref[r][rows], rtol=1e-4, atol=1e-5)
@@ -272,7 +278,7 @@ def test_second_cf_table_serves_short_histories_alike_in_training_and_on_the_dev
         assert dev.contributions(h, item).sum() == pytest.approx(ref[r][item], rel=1e-4, abs=1e-5)
     # items added on the device (beyond the bundle) have no CF and do not count towards the length
     h = np.array([hists[2][0], n + 5, n + 6, n + 7, hists[2][1]], np.int64)
-    short_only = CFScorer("ease", idx=sidx, w=sw, half_life=2.0, floor=0.3)
+    short_only = CFScorer("ease", idx=sidx, w=sw, half_life=2.0, floor=0.3)  # 2 kept items: the 2-3 item table
     np.testing.assert_allclose(dev.scores(h, n + 8), short_only.scores(h, n + 8), rtol=1e-5, atol=1e-6)
     assert not np.allclose(dev.scores(h, n + 8), main.scores(h, n + 8), atol=1e-4)
 
@@ -501,10 +507,10 @@ def test_sasrec_trains_exports_and_serves_with_parity(tmp_path, toy_data, enc):
     assert len(res.items) == 5 and not set(x.id for x in res.items) & set(hist)
 
 
-def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_served(tmp_path, toy_data, enc):
-    """cf.short_history ships a second EASE table (chosen on validation histories cut to it) through training,
-    distillation and the bundle; the device's CF scores equal the teacher's for 1-3 item histories and read the
-    second table only there; a folder whose config says otherwise is refused."""
+def test_short_history_cf_tables_are_trained_distilled_bundled_and_served(tmp_path, toy_data, enc):
+    """cf.short_history ships EASE tables for short histories (each chosen on validation histories cut to its
+    length) through training, distillation and the bundle; the device's CF scores equal the teacher's for 1-4 item
+    histories and read those tables only for 1-3 items; a folder whose config says otherwise is refused."""
     import shutil
 
     import numpy as np
@@ -519,30 +525,31 @@ def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_se
     from genre_edge_export.scoring import pad
     from genre_edge_export.train import train
 
-    conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "short_history": 3, "short_neighbors": 8,
-                                          "short_scale": 4.0, "ease_lambda": "auto"})
+    conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "short_history": [1, 3],
+                                          "short_neighbors": 8, "short_scale": 4.0, "ease_lambda": "auto"})
     rep = train(conf, tmp_path / "m", progress=False)
-    cs = rep["cf_short"]
-    assert cs["used"] and cs["scale"] == 4.0 and cs["max_history"] == 3 and cs["neighbors"] == 8
-    assert [r["scale"] for r in cs["scale_grid"]] == [None, 4.0]  # one table, then the configured scale
+    assert [(r["max_history"], r["used"], r["scale"], r["neighbors"]) for r in rep["cf_short"]] == [(1, True, 4.0, 8),
+                                                                                                    (3, True, 4.0, 8)]
+    assert [r["scale"] for r in rep["cf_short"][0]["scale_grid"]] == [None, 4.0]  # without, then the configured scale
     M = ModelDir(tmp_path / "m")
-    assert M.cf_short[0].shape == (len(M.items["ids"]), 8)
+    assert [T for T, _ in M.cf_short] == [1, 3] and M.cf_short[1][1][0].shape == (len(M.items["ids"]), 8)
     distill(tmp_path / "m", DistillConfig(layers=(0, 2), epochs=1, threads=1), tmp_path / "s", progress=False)
     S = ModelDir(tmp_path / "s")
-    np.testing.assert_array_equal(S.cf_short[1], M.cf_short[1])  # the student carries the teacher's table
+    np.testing.assert_array_equal(S.cf_short[1][1][1], M.cf_short[1][1][1])  # the student carries the teacher's
     export_bundle(tmp_path / "s", tmp_path / "b", ["x86-avx2"], tmp_path / "m", min_kept=0.0, min_request_kept=0.0,
                   min_cold_kept=0.0, progress=lambda m: None)
     r = Recommender.load(tmp_path / "b", "x86-avx2", state_dir=tmp_path / "state")
     cfm = r.bundle.manifest.catalog.cf
-    assert cfm.short_max_history == 3 and cfm.short_idx.startswith("catalog/cf_short_idx.")
+    assert [t.max_history for t in cfm.short] == [1, 3] and cfm.short[1].idx.startswith("catalog/cf_short3_idx.")
     files = r.bundle.manifest.files
-    cf_bytes = sum(files[x].bytes for x in (cfm.idx, cfm.w, cfm.short_idx, cfm.short_w))
+    cf_bytes = sum(files[x].bytes for x in (cfm.idx, cfm.w, *(y for t in cfm.short for y in (t.idx, t.w))))
     est = memory_estimate(r.bundle, r.profile)["cf"]
     assert est == pytest.approx(2 * cf_bytes / (1 << 20)) or est == pytest.approx(0.1 * cf_bytes / (1 << 20))
     rec = S.modules()[1]
     n = len(S.items["ids"])
     rng = np.random.default_rng(0)
-    voters = np.flatnonzero((np.abs(S.cf_table[1]).sum(1) > 0) & (np.abs(S.cf_short[1]).sum(1) > 0))
+    voters = np.flatnonzero((np.abs(S.cf_table[1]).sum(1) > 0) & (np.abs(S.cf_short[0][1][1]).sum(1) > 0)
+                            & (np.abs(S.cf_short[1][1][1]).sum(1) > 0))
     hists = [rng.choice(voters, size=k, replace=False) for k in (1, 2, 3, 4, 7)]  # items with CF votes (warm)
     ids, mask = map(torch.as_tensor, pad(hists))
     with torch.no_grad():
@@ -553,30 +560,36 @@ def test_second_cf_table_for_short_histories_is_trained_distilled_bundled_and_se
         dev = r.cf.scores(h.astype(np.int64), n)
         scale = float(np.abs(ref[i]).max()) or 1.0
         np.testing.assert_allclose(dev, ref[i], atol=2e-3 * scale)  # float16 weights on the device
-        assert np.allclose(ref[i], one[i]) == (len(h) > 3)  # the second table for 1-3 items only
+        assert np.allclose(ref[i], one[i]) == (len(h) > 3)  # the short-history tables for 1-3 items only
         res = r.recommend([S.items["ids"][j] for j in h], k=5, explain=True)  # served, with reasons
         assert len(res.items) == 5
     # a folder with a second table its config does not ask for is refused, not silently served without it
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "m", bad)
-    (bad / "config.toml").write_text((bad / "config.toml").read_text().replace("short_history = 3", "short_history = 0"))
-    with pytest.raises(ConfigError, match="second CF table"):
+    toml = (bad / "config.toml").read_text()
+    assert "short_history = [1, 3]" in toml
+    (bad / "config.toml").write_text(toml.replace("short_history = [1, 3]", "short_history = 3"))
+    with pytest.raises(ConfigError, match=r"short histories \(cf_short1_idx.npy\) that its config.toml does not ask"):
         ModelDir(bad)
     # "auto": the scale grid, and a table only where validation prefers it (the folder says which)
     conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "short_history": 2})
     rep = train(conf, tmp_path / "auto", progress=False)
-    cs = rep["cf_short"]
+    cs, = rep["cf_short"]
     assert [r["scale"] for r in cs["scale_grid"]] == [None, *SHORT_CF_SCALES]
     best = max(cs["scale_grid"], key=lambda x: x["valid_ndcg@10"])["valid_ndcg@10"]
     assert cs["valid_ndcg@10_cut"] == best and cs["used"] == (cs["scale"] is not None)
-    assert (ModelDir(tmp_path / "auto").cf_short is not None) == cs["used"]
+    assert [T for T, _ in ModelDir(tmp_path / "auto").cf_short] == ([2] if cs["used"] else [])
 
 
-def test_second_cf_table_needs_an_ease_cf_part(toy_data, enc):
+def test_short_history_cf_tables_need_an_ease_cf_part_and_ascending_lengths(toy_data, enc):
     from genre_edge.errors import ConfigError
 
     with pytest.raises(ConfigError, match="short_history = 3 needs cf.kind = 'ease'"):
         tiny_config(toy_data, enc, cf={"kind": "mf", "short_history": 3})
+    for bad in ([3, 1], [2, 2], [0], -1, 1001):
+        with pytest.raises(ConfigError, match="cf.short_history: .* is not valid; give a history length 1-1000"):
+            tiny_config(toy_data, enc, cf={"kind": "ease", "short_history": bad})
+    assert tiny_config(toy_data, enc, cf={"kind": "ease", "short_history": 2}).cf.short_tiers == (2,)
     with pytest.raises(ConfigError, match="short_scale"):
         tiny_config(toy_data, enc, cf={"kind": "ease", "short_history": 3, "short_scale": "big"})
 
