@@ -27,7 +27,7 @@ demo-full: install
 # The headline table (README "Headline"): every baseline tuned on validation, 3 training seeds of the quick
 # preset, the paired A/B against the strongest tuned baseline (EASE + recency + the items' categories as side
 # information: the best on validation) -> runs/headline/ab.md, and against EASE + recency alone ->
-# runs/headline/vs-ease-recency/ab.md (about 10 minutes here)
+# runs/headline/vs-ease-recency/ab.md (about 15 minutes here)
 headline: install
 	$(BIN)/genre eval baselines --data ml-100k --out runs/headline
 	for s in 0 1 2; do $(BIN)/genre train --config ml-100k-quick --seed $$s --out runs/headline/s$$s || exit 1; done
