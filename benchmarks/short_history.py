@@ -9,12 +9,12 @@ their last N positives (``--lengths``; 0 = the whole history) and every arm rank
 (the items seen before still leave the ranking, as for whole histories). Each baseline is scored twice: tuned on
 validation as usual (whole histories), and tuned on validation histories cut to the same N (``genre ab
 --history-last N``: the same care for short histories). The hybrid likewise: as trained and calibrated once on
-whole histories (what ships: with the packaged configs' ``cf.short_history = 3``, its second CF table for
-histories of 1-3 items included), and with its EASE CF part chosen for N the way training chooses it
+whole histories (what ships: with the packaged configs' ``cf.short_history = [1, 3]``, its CF tables for
+histories of 1 and of 2-3 items included), and with its EASE CF part chosen for N the way training chooses it
 (``Prepared.ease_table``: lambda and side-information weight on validation histories cut to N) and the CF part's
 weight in the blend rescaled on the same validation (:data:`CF_SCALES`); the content tower and the rest of the
 blend stay as trained; and (``--short-table T``, default 0 = not measured) with one CF table chosen that way for
-histories cut to T and used for every history of at most T items: what a second table would give teachers trained
+histories cut to T and used for every history of at most T items: what such a table would give teachers trained
 without one.
 Reported per N: nDCG@10 and Recall@20 of each arm, each hybrid (per-user mean over its
 training seeds) minus each baseline with a paired bootstrap CI and sign-flip p, Holm over the lengths; then, on
@@ -38,7 +38,7 @@ from genre_edge_export.calibrate import SHORT_CF_SCALES  # noqa: E402
 METRICS = ("ndcg@10", "recall@20")
 # the hybrid given a CF part chosen for short histories: its CF score's weight in the blend times one of these,
 # chosen on validation (a larger lambda shrinks EASE's weights, so the trained blend weight no longer fits them);
-# the grid training searches for its second table (cf.short_history)
+# the grid training searches for its short-history tables (cf.short_history)
 CF_SCALES = SHORT_CF_SCALES
 
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baselines", default="ease-categories,ease-recency", help="comma-separated baselines")
     ap.add_argument("--short-table", type=int, default=0,
                     help="also the hybrid with one CF table for every history of at most this many items (chosen, and "
-                    "its scale, on validation histories cut to it): what a second table for short histories "
+                    "its scale, on validation histories cut to it): what a short-history table "
                     "(training's cf.short_history) would give teachers trained without one; 0 = not measured")
     ap.add_argument("--bootstrap", type=int, default=2000)
     a = ap.parse_args(argv)
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
              f"({', '.join(f'{x:g}' for x in CF_SCALES)}), the content tower as trained" if retune else "")
           + (f"; and with one CF table for every history of at most {a.short_table} items (chosen, and its scale, on "
              f"validation histories cut to {a.short_table}; longer histories keep the trained CF part): what a bundle "
-             "carrying a second table for short histories would answer" if short_table is not None else "")
+             "carrying such a table (cf.short_history) would answer" if short_table is not None else "")
           + (". The int8 bundle is the runtime's answer" if a.bundle else "")
           + ". Each baseline is tuned on validation twice: as usual (whole histories), and on validation histories "
           "cut to the same N (`genre ab --history-last N`). `ci95`: paired bootstrap over users; `p`: sign-flip "

@@ -154,7 +154,7 @@ class Prepared:
         """(neighbour table, what was chosen) of the ``[cf]`` EASE part (kind "ease"), its "auto" values chosen on
         validation histories cut to each user's last ``history_last`` positives (0 = whole histories: the CF part
         training uses, :attr:`cf_table`), ``neighbors`` per item (default ``cf.neighbors``). Short histories want
-        more regularisation: ``cf.short_history`` ships a second table chosen this way (calibrate.py)."""
+        more regularisation: ``cf.short_history`` ships tables chosen this way for them (calibrate.py)."""
         from .models import neighbour_table  # torch
 
         if self.conf.cf.kind != "ease":

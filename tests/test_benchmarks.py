@@ -505,7 +505,7 @@ def test_short_history_cuts_every_arm_tunes_baselines_and_the_cf_part_for_n_and_
     short = "hybrid, one CF table for <= 3 items"
     assert rows["whole"][short] == rows["whole"]["hybrid as trained"] and short in rows["1"]
     assert res["short_table"]["max_history"] == 3
-    assert res["teachers_cf_short"] == [None, None]  # the tiny teacher was trained without a second table
+    assert res["teachers_cf_short"] == [None, None]  # the tiny teacher was trained without short-history tables
     scales = res["raw"]["1"]["hybrid_cf_for_n"]["cf_scales"]
     assert len(scales) == 2 and all(s in short_history.CF_SCALES for s in scales)
     comps = [c for c in res["comparisons"] if c["metric"] == "ndcg@10"]

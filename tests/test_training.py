@@ -563,7 +563,7 @@ def test_short_history_cf_tables_are_trained_distilled_bundled_and_served(tmp_pa
         assert np.allclose(ref[i], one[i]) == (len(h) > 3)  # the short-history tables for 1-3 items only
         res = r.recommend([S.items["ids"][j] for j in h], k=5, explain=True)  # served, with reasons
         assert len(res.items) == 5
-    # a folder with a second table its config does not ask for is refused, not silently served without it
+    # a folder with a short-history table its config does not ask for is refused, not silently served without it
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "m", bad)
     toml = (bad / "config.toml").read_text()
