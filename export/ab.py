@@ -116,11 +116,9 @@ class Arm:
     def _zero_shot(prep: Prepared, histories: list[np.ndarray]):
         """The untrained reference: the config's pretrained encoder (never the transfer source's
         fine-tuned one), its item texts, the mean of the last ``max_history`` history items."""
-        from .prepare import pretrained_item_embeddings
         from .scoring import zero_shot_scores
 
-        emb = pretrained_item_embeddings(prep.conf, prep.data.items)
-        return zero_shot_scores(emb, histories, prep.conf.user_model.max_history)
+        return zero_shot_scores(prep.pretrained_embeddings(), histories, prep.conf.user_model.max_history)
 
     @staticmethod
     def _bundle(path: Path, item_ids: list[str], histories: list[np.ndarray], when: np.ndarray | None = None,

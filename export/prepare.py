@@ -115,10 +115,18 @@ class Prepared:
         self.warm_pool = np.flatnonzero(counts > 0).astype(np.int64)
         self._impressions()
         self._cf: tuple | None = None  # (cf_table, cf_ease), built on first use
+        self._pretrained: np.ndarray | None = None  # pretrained_embeddings(), computed on first use
         if conf.cf.kind == "ease" and conf.cf.side_information == "categories" and not self._categories().any():
             # refused here, before anything is trained or scored, although the CF part is built on first use
             raise ConfigError(f"cf.side_information = 'categories': the items of {dataset.name!r} have no "
                               "categories; use 'encoder' (their texts) or 'none'")
+
+    def pretrained_embeddings(self) -> np.ndarray:
+        """:func:`pretrained_item_embeddings` of this data set's items, computed once: the CF part's side
+        information, each short-history CF table's and the zero-shot arm read the same pass over the catalog."""
+        if self._pretrained is None:
+            self._pretrained = pretrained_item_embeddings(self.conf, self.data.items)
+        return self._pretrained
 
     def _categories(self) -> np.ndarray:
         from .evaluate import category_features
@@ -169,7 +177,7 @@ class Prepared:
         if what == "none":
             return None
         if what == "encoder":
-            F = pretrained_item_embeddings(self.conf, self.data.items)
+            F = self.pretrained_embeddings()
         else:
             F = self._categories()  # not empty: checked in __init__
         # among items with training interactions only: an item without any keeps no CF weights (as before, and as
