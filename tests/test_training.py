@@ -581,6 +581,26 @@ def test_short_history_cf_tables_are_trained_distilled_bundled_and_served(tmp_pa
     assert [T for T, _ in ModelDir(tmp_path / "auto").cf_short] == ([2] if cs["used"] else [])
 
 
+def test_the_pretrained_catalog_pass_is_made_once_for_every_cf_table(toy_data, enc, monkeypatch):
+    """The CF part's encoder side information and each short-history table read one pretrained pass over the
+    catalog (each re-encoded it), with the same values as a fresh pass."""
+    import numpy as np
+
+    from genre_edge_export import prepare
+
+    calls = []
+    real = prepare.pretrained_item_embeddings
+    monkeypatch.setattr(prepare, "pretrained_item_embeddings", lambda *a: calls.append(1) or real(*a))
+    conf = tiny_config(toy_data, enc, cf={"kind": "ease", "neighbors": 20, "side_information": "encoder",
+                                          "side_weight": 3.0, "short_history": [1, 2]})
+    prep = prepare.Prepared(conf)
+    prep.ease_table(0)
+    prep.ease_table(1, neighbors=5)
+    prep.ease_table(2, neighbors=5)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(prep.pretrained_embeddings(), real(conf, prep.data.items))
+
+
 def test_short_history_cf_tables_need_an_ease_cf_part_and_ascending_lengths(toy_data, enc):
     from genre_edge.errors import ConfigError
 
