@@ -119,7 +119,7 @@ def markdown(res: dict) -> str:
          f"request embeds it), top-10 ids identical and scores within {SCORE_TOL}; for lists with a free-text query "
          "through an int8 encoder, the same top-10 items in an order that may differ (the query's int8 embedding is not "
          "bit-identical across CPU classes: see `compare`). "
-         f"{res['n_recs']} recommendation lists per variant (3 histories, with and without a query; "
+         f"{res['n_recs']} recommendation lists per variant (5 histories of 1-50 items, with and without a query; "
          "catalog scored by numpy float32, by the int8 index as each CPU builds it, and by the int8 index with 7-bit "
          "queries). The index as each CPU builds it is compared only between CPUs that quantize queries alike: an x86 "
          "core without VNNI uses 7-bit queries (its u8 x s8 kernel would saturate at 8 bits); its own-index top-10 "

@@ -59,7 +59,8 @@ def main(bundle, profile, out):
             continue
         rec = Recommender.load(bundle, profile, variant=v)
         ids = rec.catalog.ids
-        hists = [ids[:5], ids[100:150], ids[7::40]]
+        # 1 and 2 items: histories the short-history CF tables serve (catalog.cf.short), where a bundle has them
+        hists = [ids[:5], ids[100:150], ids[7::40], ids[3:4], ids[10:12]]
         r = {"embeddings": rec.embed(TEXTS).tolist(), "recs": []}
         # the query as a request embeds it: what the parser leaves of it, alone (a batch of one quantizes its
         # activations over that text only; in the batch above they share one range with the other texts)
