@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: headline headline-news cold-folds short-history demo demo-full test bench test-arm64 test-x86-avx2 install clean system-deps
+.PHONY: headline headline-news cold-folds short-history demo demo-full test bench test-arm64 test-x86-avx2 test-emulated install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -89,6 +89,13 @@ system-deps:
 AVX2_BUNDLE ?= runs/quickstart/bundle
 test-x86-avx2: install
 	$(BIN)/python benchmarks/arm64_parity.py --bundle $(AVX2_BUNDLE) --cores Haswell --name x86-avx2-parity --out runs/bench
+
+# the test suite itself on emulated CPUs (QEMU user emulation, the environment test-arm64 sets up): the runtime's
+# test modules on Raspberry Pi 4 and 5 cores, no torch there; with EMU_CORES=Haswell every module on an x86 core
+# with AVX2 but no AVX-512/VNNI -> benchmarks/results/emulated-tests-*.md (times: README "Tests on other CPUs")
+EMU_CORES ?= cortex-a72,cortex-a76
+test-emulated: install
+	$(BIN)/python benchmarks/emulated_tests.py --cores $(EMU_CORES)
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -rs -p no:cacheprovider tests

@@ -26,6 +26,21 @@ def have_export() -> bool:
         return False
 
 
+def have_export_package() -> bool:
+    """Whether the training-side package is installed (it is, with the project; a device's runtime-only tree
+    lacks it), whatever of its heavy extras are."""
+    import importlib.util
+
+    return importlib.util.find_spec("genre_edge_export") is not None
+
+
+# marks for tests of the export side inside modules that otherwise test the runtime (they run where the runtime
+# alone is installed: benchmarks/emulated_tests.py)
+needs_export = pytest.mark.skipif(not have_export(), reason="export extra not installed")
+needs_export_package = pytest.mark.skipif(not have_export_package(),
+                                          reason="the export package is not installed (a runtime-only environment)")
+
+
 def write_generic(root: Path, n_users=60, n_items=48, seed=0) -> Path:
     """A synthetic but structured data set in the generic CSV format: users like 1-2 genres."""
     rng = np.random.default_rng(seed)
@@ -98,11 +113,20 @@ def toy_data(tmp_path_factory) -> Path:
     return write_generic(tmp_path_factory.mktemp("toy"))
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, toy_data):
-    """Train -> distill -> export a tiny model: a real bundle with real ONNX files."""
-    if not have_export():
-        pytest.skip("export extra not installed")  # CI installs it; see .ci/run
+# A tiny root built elsewhere (train -> distill -> export need the export extra): where only the runtime is
+# installed - an emulated Raspberry Pi core (benchmarks/emulated_tests.py) - the runtime's tests read a prebuilt
+# one. It must have been built from this file's toy data (write_generic, seed 0), as build_tiny_root does.
+TINY_ROOT_ENV = "GENRE_TEST_TINY_ROOT"
+
+
+def have_tiny_bundle() -> bool:
+    """Whether the ``tiny_bundle`` fixture can be had here: built (export extra) or prebuilt (``GENRE_TEST_TINY_ROOT``)."""
+    return bool(os.environ.get(TINY_ROOT_ENV)) or have_export()
+
+
+def build_tiny_root(root: Path, toy_data: Path) -> Path:
+    """Train -> distill -> export a tiny model into ``root`` (teacher/, student/, bundle/ for the x86 VNNI and
+    Pi 4 profiles, bundle-avx2/ for x86-avx2 alone): real ONNX files."""
     import torch
 
     torch.set_num_threads(1)
@@ -110,7 +134,6 @@ def tiny_bundle(tmp_path_factory, toy_data):
     from genre_edge_export.distill import DistillConfig, distill
     from genre_edge_export.train import train
 
-    root = tmp_path_factory.mktemp("tiny")
     enc = tiny_encoder(root / "enc")
     conf = tiny_config(toy_data, enc)
     train(conf, root / "teacher", progress=False)
@@ -118,7 +141,29 @@ def tiny_bundle(tmp_path_factory, toy_data):
     export_bundle(root / "student", root / "bundle", ["x86-avx512-vnni", "rpi4"], root / "teacher", min_kept=0.0,
                   min_request_kept=0.0, min_cold_kept=0.0,
                   keep_fp32=True, progress=lambda m: None)
+    # a bundle with the 7-bit encoder alone (what `genre export --profile x86-avx2` ships)
+    export_bundle(root / "student", root / "bundle-avx2", ["x86-avx2"], root / "teacher", min_kept=0.0,
+                  min_request_kept=0.0, min_cold_kept=0.0, progress=lambda m: None)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, toy_data):
+    """A tiny trained model and its bundle: a real bundle with real ONNX files (a private copy of a prebuilt
+    one where ``GENRE_TEST_TINY_ROOT`` names it)."""
+    prebuilt = os.environ.get(TINY_ROOT_ENV)
+    if prebuilt:
+        import shutil
+
+        if not (Path(prebuilt) / "bundle" / "manifest.json").is_file():
+            pytest.fail(f"{TINY_ROOT_ENV}={prebuilt}: no bundle/manifest.json there (build one with "
+                        "benchmarks/emulated_tests.py --build-tiny DIR)")
+        root = tmp_path_factory.mktemp("tiny")
+        shutil.copytree(prebuilt, root, dirs_exist_ok=True)
+        return root
+    if not have_export():
+        pytest.skip("export extra not installed")  # CI installs it; see .ci/run
+    return build_tiny_root(tmp_path_factory.mktemp("tiny"), toy_data)
 
 
 @contextlib.contextmanager

@@ -653,3 +653,63 @@ def test_cold_folds_trains_one_teacher_per_item_fold_and_pools_users(tiny_bundle
     assert cold_folds.main(argv) == 0  # a rerun reuses the trained folds
     assert (work / "fold0" / "report.json").stat().st_mtime_ns == stamp
     assert "Over the folds" in (out / "cf.md").read_text()
+
+
+def _emulated_tests():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import emulated_tests
+
+    return emulated_tests
+
+
+def test_emulated_suite_runs_the_runtime_modules_a_device_can_collect(tmp_path):
+    """benchmarks/emulated_tests.py: a Pi core (no torch, no training side) gets the modules that import nothing
+    of the training side at their top and are not marked whole as needing the export extra."""
+    et = _emulated_tests()
+    names = {m.name for m in et.runtime_test_modules()}
+    assert {"test_runtime.py", "test_server.py", "test_catalog_index.py", "test_crash_safety.py"} <= names
+    assert not names & {"test_training.py", "test_loaders.py", "test_trend.py", "test_benchmarks.py"}
+    (tmp_path / "test_a.py").write_text("import numpy\n\ndef test_x():\n    import torch\n")
+    (tmp_path / "test_b.py").write_text("from genre_edge_export.data import load_dataset\n")
+    (tmp_path / "test_c.py").write_text("try:\n    import onnx\nexcept ImportError:\n    onnx = None\n")
+    (tmp_path / "test_d.py").write_text("import pytest\nfrom conftest import have_export\n"
+                                        "pytestmark = pytest.mark.skipif(not have_export(), reason='x')\n")
+    (tmp_path / "test_e.py").write_text("from .x import y\nimport genre_edge.scorer\n")
+    assert [m.name for m in et.runtime_test_modules(tmp_path)] == ["test_a.py", "test_e.py"]
+
+
+def test_emulated_suite_shim_is_sys_executable_for_children_and_finds_the_venv(tmp_path):
+    """The script that starts the emulator is the emulated Python's sys.executable (QEMU's -0), so child processes
+    run emulated too, and a venv's Python behind it still finds the venv's packages. A stand-in for QEMU (it
+    logs its call, then runs the program with argv[0] set as -0 asks) checks both without an emulator."""
+    et = _emulated_tests()
+    log = tmp_path / "calls"
+    fake = tmp_path / "qemu-x86_64"
+    fake.write_text(f'#!/bin/bash\necho "$*" >> {log}\n'
+                    'while [ "$1" != "-0" ]; do shift; done; argv0=$2; shift 2; exec -a "$argv0" "$@"\n')
+    fake.chmod(0o755)
+    shim = et.python_shim(tmp_path, fake, "Haswell", Path(sys.executable), None)
+    code = ("import sys, subprocess, genre_edge; print(sys.executable); "
+            "print(subprocess.run([sys.executable, '-c', 'import sys; print(sys.executable)'], capture_output=True, "
+            "text=True).stdout.strip())")
+    p = subprocess.run([str(shim), "-c", code], capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(shim), str(shim)]
+    calls = log.read_text().splitlines()
+    assert len(calls) == 2 and all(c.startswith("-cpu Haswell -0 ") for c in calls)
+
+
+def test_emulated_suite_reads_counts_failures_and_skip_reasons_from_junit(tmp_path):
+    et = _emulated_tests()
+    xml = tmp_path / "j.xml"
+    xml.write_text('<testsuites><testsuite>'
+                   '<testcase classname="tests.test_a" name="test_ok"/>'
+                   '<testcase classname="tests.test_a" name="test_bad"><failure message="assert 1 == 2"/></testcase>'
+                   '<testcase classname="tests.test_b" name="test_err"><error message="fixture broke"/></testcase>'
+                   '<testcase classname="tests.test_b" name="test_s1"><skipped message="no torch"/></testcase>'
+                   '<testcase classname="tests.test_b" name="test_s2"><skipped message="no torch"/></testcase>'
+                   '</testsuite></testsuites>')
+    r = et.junit(xml)
+    assert (r["tests"], r["passed"], r["skipped"]) == (5, 1, 2) and r["skip_reasons"] == {"no torch": 2}
+    assert [f["test"] for f in r["failed"]] == ["tests.test_a::test_bad", "tests.test_b::test_err"]

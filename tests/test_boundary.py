@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from conftest import needs_export_package
+
 HEAVY = ["torch", "transformers", "optimum", "onnx"]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = {"genre_edge": ROOT / "runtime", "genre_edge_export": ROOT / "export"}
@@ -166,6 +168,7 @@ def test_evaluation_side_never_reaches_the_heavy_modules():
         assert not seen & heavy_users, f"{start} reaches {sorted(seen & heavy_users)}"
 
 
+@needs_export_package
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_evaluation_modules_load_no_heavy_stack(module):
     mods = _modules_after(f"import {module}")

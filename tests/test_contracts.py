@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import have_export
+from conftest import have_export, have_tiny_bundle
 from genre_edge.bundle import Manifest, manifest_json, open_bundle, read_manifest
 from genre_edge.catalog import Filters
 from genre_edge.errors import BundleError, RequestError
@@ -16,7 +16,7 @@ from genre_edge.recommender import Recommender
 from genre_edge.request import MAX_HISTORY, MAX_K, STRATEGIES, Request
 from genre_edge.variants import BUILT, SAME_FILE, VARIANTS
 
-needs_export = pytest.mark.skipif(not have_export(), reason="export extra not installed (tiny bundle)")
+needs_tiny_bundle = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
 
 
 @pytest.fixture()
@@ -33,7 +33,7 @@ def _rewrite(b, fn):
 
 
 # ------------------------------------------------------------------ manifest
-@needs_export
+@needs_tiny_bundle
 def test_manifest_reads_back_to_exactly_what_the_exporter_wrote(bundle_copy):
     raw = json.loads((bundle_copy / "manifest.json").read_text())
     m = read_manifest(bundle_copy)
@@ -43,7 +43,7 @@ def test_manifest_reads_back_to_exactly_what_the_exporter_wrote(bundle_copy):
     assert m.scoring.presets["query"].query_weight == 0.7 and m.quality.gate.passed
 
 
-@needs_export
+@needs_tiny_bundle
 @pytest.mark.parametrize("mutate, msg", [
     (lambda m: m["scoring"].update(colour="red"), r"scoring\.colour: unknown key; valid keys are"),
     (lambda m: m["catalog"]["cf"].update(kind="magic"), r"catalog\.cf\.kind: 'magic' is not valid; choose one of"),
@@ -103,7 +103,7 @@ def test_http_body_schema_is_derived_from_the_request():
     assert schema.get("additionalProperties") is False
 
 
-@needs_export
+@needs_tiny_bundle
 def test_request_object_and_keywords_answer_alike(bundle_copy, tmp_path):
     rec = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
     kw = dict(query="funny", k=4, mmr_lambda=0.7, exclude_categories=["Horror"], explain=True)
@@ -115,7 +115,7 @@ def test_request_object_and_keywords_answer_alike(bundle_copy, tmp_path):
 
 
 # ------------------------------------------------------------------ catalog
-@needs_export
+@needs_tiny_bundle
 def test_catalog_query_methods(bundle_copy, tmp_path):
     rec = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=tmp_path / "s")
     cat = rec.catalog

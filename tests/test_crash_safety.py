@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from conftest import have_export
+from conftest import have_tiny_bundle
 
-pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed (tiny bundle)")
+pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
 
 CHILD = r"""
 import sys

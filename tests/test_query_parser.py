@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import have_export
+from conftest import have_tiny_bundle, needs_export_package
 from genre_edge.errors import RequestError
 from genre_edge.query_parser import QueryParser, default_phrases
 
@@ -129,6 +129,7 @@ def test_default_phrases():
     assert {"children's", "childrens", "children"} <= set(default_phrases("Children's"))
 
 
+@needs_export_package
 def test_vocabulary_from_config_and_builtin():
     from genre_edge.errors import ConfigError
     from genre_edge_export.vocabulary import QueryParserConfig, vocabulary
@@ -142,6 +143,7 @@ def test_vocabulary_from_config_and_builtin():
 
 
 # ------------------------------------------------------------------ generator
+@needs_export_package
 def test_generator_is_deterministic_disjoint_and_truthful():
     from genre_edge_export.requests import MOODS, TEMPLATES, generate
 
@@ -171,10 +173,10 @@ def test_generator_is_deterministic_disjoint_and_truthful():
 
 
 # ------------------------------------------------------------------ end to end
-needs_export = pytest.mark.skipif(not have_export(), reason="export extra not installed (tiny bundle)")
+needs_tiny_bundle = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
 
 
-@needs_export
+@needs_tiny_bundle
 def test_parsed_requests_filter_and_say_what_they_understood(tiny_bundle, tmp_path):
     from genre_edge.bundle import open_bundle
     from genre_edge.recommender import Recommender
@@ -217,7 +219,7 @@ def test_named_items_find_the_longest_title_after_like():
     assert named_items("like star trek", find) == ([], [], "like star trek")
 
 
-@needs_export
+@needs_tiny_bundle
 def test_a_query_naming_an_item_seeds_the_history_and_leaves_it_out(tiny_bundle, tmp_path):
     """'movies like Star Wars' returned Star Wars first: the named item is now a history item (its
     neighbours come up, explained by it) and not a result; 'nothing like X' leaves X out."""
@@ -255,7 +257,7 @@ def test_a_query_naming_an_item_seeds_the_history_and_leaves_it_out(tiny_bundle,
     assert not near & {it.id for it in unlike.items} and len(unlike.items) <= len(cat.ids) - UNLIKE_NEIGHBOURS - 1
 
 
-@needs_export
+@needs_tiny_bundle
 def test_cli_and_http_show_the_parse(tiny_bundle, tmp_path):
     import httpx
     from click.testing import CliRunner

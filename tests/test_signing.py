@@ -8,10 +8,10 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from conftest import have_export
+from conftest import have_tiny_bundle, needs_export
 
 pytest.importorskip("cryptography")
-pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed (tiny bundle)")
+pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
 
 
 def _cli(*args):
@@ -79,6 +79,7 @@ def test_the_profile_can_name_the_trusted_key(tiny_bundle, tmp_path):
     assert r.exit_code == 1 and "private key" in r.output
 
 
+@needs_export
 def test_two_exports_with_source_date_epoch_are_byte_identical(tiny_bundle, tmp_path, monkeypatch):
     """Issue 19: firmware-grade bundles - the same inputs give the same bytes (bundle files and tar) when
     SOURCE_DATE_EPOCH is set: its time stamp, no run-dependent timings in the manifest, a normalized tar."""
