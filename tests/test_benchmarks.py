@@ -216,6 +216,44 @@ def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_b
         assert not arm64_parity.compare(ref, moved)[variant]["ok"]
 
 
+def test_arm64_parity_on_a_host_that_saturates_checks_full_range_int8_pi_against_pi(tiny_bundle, tmp_path):
+    """Issue 17: on an x86 host without VNNI (make test-arm64 there) the full-range int8 file drifts natively, so
+    the host is no reference for it: the Pi cores' results are compared with each other; the other variants with
+    the host as before; one Pi core alone leaves the file unchecked, said so."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import arm64_parity
+
+    out = tmp_path / "p.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm64" / "probe.py"), str(tiny_bundle / "bundle"),
+                        "rpi4", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    pi = json.loads(out.read_text())
+    pi["index_7bit"] = False
+    host = json.loads(out.read_text())  # the host's saturating kernel: its full-range embeddings drift
+    host["index_7bit"] = True
+    host["variants"]["int8-avx512vnni"]["embeddings"][0][0] += 0.5
+
+    def run(cores: dict) -> dict:
+        res = {"cores": {c: {"variants": arm64_parity.compare(host, got)} for c, got in cores.items()},
+               "host_saturates": True}
+        arm64_parity.peer_references(res, cores)
+        return res
+
+    assert not arm64_parity.compare(host, pi)["int8-avx512vnni"]["ok"]  # what failed make test-arm64 there
+    res = run({"cortex-a72": pi, "cortex-a76": json.loads(json.dumps(pi))})
+    for core, peer in (("cortex-a72", "cortex-a76"), ("cortex-a76", "cortex-a72")):
+        v = res["cores"][core]["variants"]
+        assert v["int8-avx512vnni"]["ok"] and v["int8-avx512vnni"]["reference"] == f"{peer} (emulated)"
+        assert v["fp32"]["ok"] and "reference" not in v["fp32"]  # float files: still against this host
+    other = json.loads(json.dumps(pi))
+    other["variants"]["int8-avx512vnni"]["recs"][0]["ids"] = other["variants"]["int8-avx512vnni"]["recs"][0]["ids"][::-1]
+    res = run({"cortex-a72": pi, "cortex-a76": other})
+    assert not res["cores"]["cortex-a72"]["variants"]["int8-avx512vnni"]["ok"]  # two Pis that disagree: caught
+    res = run({"cortex-a72": pi})
+    v = res["cores"]["cortex-a72"]["variants"]["int8-avx512vnni"]
+    assert v["unchecked"] and not v["ok"] and "two Pi cores" in v["error"]
+
+
 def _tiny_toml(tmp_path, name, conf) -> str:
     from genre_edge import config as cfgmod
 
