@@ -181,15 +181,22 @@ def test_compare_runs_every_reference_on_the_tiny_models(tiny_bundle, tmp_path):
     assert (tmp_path / "c.png").is_file()
 
 
-def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_bundle, tmp_path):
+@pytest.fixture(scope="module")
+def probe_rpi4(tiny_bundle, tmp_path_factory) -> Path:
+    """benchmarks/arm64/probe.py's record of the tiny bundle with the rpi4 profile, natively (a JSON file)."""
+    out = tmp_path_factory.mktemp("probe") / "p.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm64" / "probe.py"), str(tiny_bundle / "bundle"),
+                        "rpi4", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(probe_rpi4):
     """The parity check's logic, natively (CI has no emulator; `make test-arm64` runs QEMU)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arm64_parity
 
-    out = tmp_path / "p.json"
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm64" / "probe.py"), str(tiny_bundle / "bundle"),
-                        "rpi4", str(out)], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    out = probe_rpi4
     ref = json.loads(out.read_text())
     assert ref["profile"] == "rpi4" and set(ref["variants"]) == {"fp32", "int8-avx512vnni"}
     same = arm64_parity.compare(ref, json.loads(out.read_text()))
@@ -216,17 +223,14 @@ def test_arm64_probe_comparison_passes_for_itself_and_catches_differences(tiny_b
         assert not arm64_parity.compare(ref, moved)[variant]["ok"]
 
 
-def test_arm64_parity_on_a_host_that_saturates_checks_full_range_int8_pi_against_pi(tiny_bundle, tmp_path):
+def test_arm64_parity_on_a_host_that_saturates_checks_full_range_int8_pi_against_pi(probe_rpi4):
     """Issue 17: on an x86 host without VNNI (make test-arm64 there) the full-range int8 file drifts natively, so
     the host is no reference for it: the Pi cores' results are compared with each other; the other variants with
     the host as before; one Pi core alone leaves the file unchecked, said so."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import arm64_parity
 
-    out = tmp_path / "p.json"
-    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "arm64" / "probe.py"), str(tiny_bundle / "bundle"),
-                        "rpi4", str(out)], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    out = probe_rpi4
     pi = json.loads(out.read_text())
     pi["index_7bit"] = False
     host = json.loads(out.read_text())  # the host's saturating kernel: its full-range embeddings drift
