@@ -124,6 +124,10 @@ def have_tiny_bundle() -> bool:
     return bool(os.environ.get(TINY_ROOT_ENV)) or have_export()
 
 
+needs_tiny_bundle = pytest.mark.skipif(not have_tiny_bundle(),
+                                       reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+
+
 def build_tiny_root(root: Path, toy_data: Path) -> Path:
     """Train -> distill -> export a tiny model into ``root`` (teacher/, student/, bundle/ for the x86 VNNI and
     Pi 4 profiles, bundle-avx2/ for x86-avx2 alone): real ONNX files."""
@@ -156,8 +160,8 @@ def tiny_bundle(tmp_path_factory, toy_data):
         import shutil
 
         if not (Path(prebuilt) / "bundle" / "manifest.json").is_file():
-            pytest.fail(f"{TINY_ROOT_ENV}={prebuilt}: no bundle/manifest.json there (build one with "
-                        "benchmarks/emulated_tests.py --build-tiny DIR)")
+            pytest.fail(f"{TINY_ROOT_ENV}={prebuilt}: no bundle/manifest.json there (build_tiny_root in "
+                        "tests/conftest.py makes one; benchmarks/emulated_tests.py does so itself)")
         root = tmp_path_factory.mktemp("tiny")
         shutil.copytree(prebuilt, root, dirs_exist_ok=True)
         return root

@@ -15,9 +15,9 @@ pytest.importorskip("uvicorn")
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from conftest import have_tiny_bundle, live_server  # noqa: E402
+from conftest import live_server, needs_tiny_bundle  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 CASES = int(os.environ.get("GENRE_FUZZ_CASES", "1000"))
 
 

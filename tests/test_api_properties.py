@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import have_tiny_bundle
+from conftest import needs_tiny_bundle
 from genre_edge.errors import RequestError
 from genre_edge.recommender import Recommender
 
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 SETTINGS = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 

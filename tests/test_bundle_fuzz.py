@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 
-from conftest import have_tiny_bundle
+from conftest import needs_tiny_bundle
 from genre_edge.errors import BundleError, GenreError
 from genre_edge.fsutil import sha256_file
 from genre_edge.recommender import Recommender
 
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 
 
 def _mutate(data: bytes, rng: random.Random) -> bytes:

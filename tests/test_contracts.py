@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import have_export, have_tiny_bundle
+from conftest import have_export, needs_tiny_bundle
 from genre_edge.bundle import Manifest, manifest_json, open_bundle, read_manifest
 from genre_edge.catalog import Filters
 from genre_edge.errors import BundleError, RequestError
@@ -15,8 +15,6 @@ from genre_edge.profile import DeviceProfile
 from genre_edge.recommender import Recommender
 from genre_edge.request import MAX_HISTORY, MAX_K, STRATEGIES, Request
 from genre_edge.variants import BUILT, SAME_FILE, VARIANTS
-
-needs_tiny_bundle = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
 
 
 @pytest.fixture()

@@ -13,11 +13,9 @@ import subprocess
 import sys
 import time
 
-import pytest
+from conftest import needs_tiny_bundle
 
-from conftest import have_tiny_bundle
-
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 
 CHILD = r"""
 import sys

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import have_tiny_bundle, write_generic
+from conftest import needs_tiny_bundle, write_generic
 from genre_edge_export.data import load_dataset
 from genre_edge.errors import ConfigError, DataError
 
@@ -27,7 +27,7 @@ def cli_bundle(tiny_bundle, tmp_path_factory):
     return d
 
 
-@pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+@needs_tiny_bundle
 @FUZZ
 @given(history=argtext, query=st.none() | argtext, k=st.integers(-5, 2000) | argtext,
        extra=st.lists(st.sampled_from(["--year-min", "--mmr-lambda", "--exclude-category", "--include-category"]),

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import have_tiny_bundle
+from conftest import needs_tiny_bundle
 from genre_edge.errors import BundleError
 from genre_edge.fsutil import loads_strict, sha256_file
 from genre_edge.recommender import Recommender
 
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 
 DEEP = "[" * 200_000 + "]" * 200_000
 

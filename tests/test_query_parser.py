@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import have_tiny_bundle, needs_export_package
+from conftest import needs_export_package, needs_tiny_bundle
 from genre_edge.errors import RequestError
 from genre_edge.query_parser import QueryParser, default_phrases
 
@@ -173,8 +173,6 @@ def test_generator_is_deterministic_disjoint_and_truthful():
 
 
 # ------------------------------------------------------------------ end to end
-needs_tiny_bundle = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
-
 
 @needs_tiny_bundle
 def test_parsed_requests_filter_and_say_what_they_understood(tiny_bundle, tmp_path):

@@ -8,10 +8,10 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from conftest import have_tiny_bundle, needs_export
+from conftest import needs_export, needs_tiny_bundle
 
 pytest.importorskip("cryptography")
-pytestmark = pytest.mark.skipif(not have_tiny_bundle(), reason="no tiny bundle: export extra not installed and no GENRE_TEST_TINY_ROOT")
+pytestmark = needs_tiny_bundle
 
 
 def _cli(*args):
