@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import logging
 import os
 import shutil
@@ -266,13 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         for core in cores:
             res["cores"][core] = run_core(core, env_dir, tmp, tiny, a.select, int(a.timeout_min * 60))
     res["ok"] = all(r["ok"] for r in res["cores"].values())
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / ("emulated-tests-" + "-".join(c.lower() for c in cores))
-    for suffix, text in ((".json", json.dumps(res, indent=2)), (".md", markdown(res))):
-        part = stem.with_name(stem.name + suffix + ".tmp")
-        part.write_text(text)
-        part.replace(stem.with_name(stem.name + suffix))
+    from genre_edge.bench.report import write_results
+
+    write_results(a.out, "emulated-tests-" + "-".join(c.lower() for c in cores), res, markdown(res))
     print(markdown(res))
     return 0 if res["ok"] else 1
 
