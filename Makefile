@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: headline headline-news cold-folds short-history demo demo-full test bench test-arm64 test-x86-avx2 test-emulated install clean system-deps
+.PHONY: headline headline-news cold-folds short-history demo demo-full test bench test-arm64 test-x86-avx2 test-emulated cpu-class-check install clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -83,6 +83,12 @@ system-deps:
 	     --no-install-recommends $(SYSTEM_DEPS) >/dev/null); then echo "installed $(SYSTEM_DEPS) for the browser and WordNet tests"; \
 	elif [ -n "$$CI" ]; then echo "CI: cannot install $(SYSTEM_DEPS) (apt-get as root) for the tests" >&2; exit 1; \
 	else echo "note: $(SYSTEM_DEPS) not installed here: the browser and real-WordNet tests will be skipped"; fi
+
+# what this machine's CPU class gets from the demo bundle (after make demo): the encoder variant the detected
+# profile loads and what it keeps of its teacher here, the int8 catalog index at 100k items (p50, top-200 overlap),
+# and the test suite's count -> benchmarks/results/cpu-class-<profile>.md (about 8 minutes; timing on real hardware)
+cpu-class-check: install system-deps
+	$(BIN)/python benchmarks/cpu_class_check.py --work runs/quickstart --tests
 
 # the same check on an emulated x86 core with AVX2 but no AVX-512/VNNI (QEMU -cpu Haswell), for a bundle that
 # carries the 7-bit int8-avx2 variant (genre export --profile x86-avx2 ...)

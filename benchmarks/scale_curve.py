@@ -294,7 +294,8 @@ def main(argv=None) -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--profile", default="x86-avx512-vnni")
+    ap.add_argument("--profile", default="auto", help="device profile: a name, a TOML file, or auto (the one this "
+                    "machine's CPU class gets: `genre profile detect`)")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--history-at", type=int, default=100_000, help="catalog size of the history curve")
     ap.add_argument("--reps", type=int, default=100)
@@ -312,6 +313,13 @@ def main(argv=None) -> int:
         ap.error("--sizes must be in 10..5000000 and --reps >= 5")
     if not (Path(a.bundle) / "manifest.json").is_file():
         ap.error(f"--bundle {a.bundle}: no manifest.json there")
+    from genre_edge.errors import GenreError
+    from genre_edge.profile import load_profile
+
+    try:
+        profile = load_profile(a.profile).name  # what "auto" resolves to, for the report
+    except GenreError as exc:
+        ap.error(f"--profile {a.profile}: {exc}")
     rows = []
     for n in sizes:
         log.info("catalog %d items ...", n)
@@ -319,14 +327,14 @@ def main(argv=None) -> int:
                                "histories": n == a.history_at, "lean": a.lean}))
     from genre_edge.bundle import open_bundle
 
-    res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": a.profile, "reps": a.reps,
+    res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": profile, "reps": a.reps,
            "n_real": len(open_bundle(a.bundle, verify=False).load_json(
                open_bundle(a.bundle, verify=False).manifest.catalog.items)["ids"]),
            "sizes": rows, "command": "python benchmarks/scale_curve.py " + " ".join(
                argv if argv is not None else sys.argv[1:])}
     from genre_edge.bench.report import write_results
 
-    write_results(a.out, a.name or f"scale-{res['bundle']}-{a.profile}", res, markdown(res), chart)
+    write_results(a.out, a.name or f"scale-{res['bundle']}-{profile}", res, markdown(res), chart)
     print(markdown(res))
     return 0
 

@@ -762,3 +762,42 @@ def test_emulated_suite_reads_counts_failures_and_skip_reasons_from_junit(tmp_pa
     r = et.junit(xml)
     assert (r["tests"], r["passed"], r["skipped"]) == (5, 1, 2) and r["skip_reasons"] == {"no torch": 2}
     assert [f["test"] for f in r["failed"]] == ["tests.test_a::test_bad", "tests.test_b::test_err"]
+
+
+def test_cpu_class_check_reads_the_bundle_as_its_gate_did_and_counts_a_suite(tiny_bundle, tmp_path):
+    """benchmarks/cpu_class_check.py (make cpu-class-check): on the machine that exported the bundle, what the bundle
+    keeps of its teacher here is what its export gate measured; the index check reads scale_curve's run of the
+    detected profile; the suite is counted from pytest's JUnit XML; a folder without make demo's output is refused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cpu_class_check as cc
+
+    from genre_edge.bundle import open_bundle
+    from genre_edge.profile import load_profile
+
+    enc = cc.encoder_check(tiny_bundle)
+    gate = open_bundle(tiny_bundle / "bundle", verify=False).manifest.quality.gate
+    assert enc["profile_detected"] == load_profile("auto").name and enc["variant"] in gate.variants
+    assert enc["kept"]["warm"] == pytest.approx(gate.variants[enc["variant"]]["warm"], abs=1e-6)
+    # cold rows only where the gate had cold-validation items (the tiny split has none: warm only)
+    assert set(enc["kept"]) == {"warm", *({"cold"} & set(gate.variants[enc["variant"]]))} == set(enc["floors"])
+    for k in enc["kept"]:
+        assert enc["kept"][k] == pytest.approx(gate.variants[enc["variant"]][k], abs=1e-6)
+    assert enc["floors"]["warm"] == gate.min_kept
+    assert enc["ok"] == all(enc["kept"][k] >= enc["floors"][k] for k in enc["kept"])
+    idx = cc.index_check(tiny_bundle, 3000, tmp_path)
+    assert idx["items"] == 3000 and 0 < idx["top200_overlap"] <= 1 and idx["p50_ms"] > 0
+    assert idx["ok"] == (idx["top200_overlap"] >= cc.MIN_OVERLAP)  # no latency target below 100k items
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_x.py").write_text("import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    assert 1 == 2\n\n"
+                                     "@pytest.mark.skip(reason='not here')\ndef test_c():\n    pass\n")
+    t = cc.tests_check(tmp_path, suite)
+    assert (t["passed"], len(t["failed"]), t["skipped"], t["ok"]) == (1, 1, 1, False)
+    assert t["skip_reasons"] == {"not here": 1} and "1 failed" in t["summary"]
+    md = cc.markdown({"machine": {"cpu": "x", "cpu_flags": [], "cores": 2, "arch": "x86_64", "os": "", "python": "3",
+                                  "numpy": "2", "onnxruntime": "1", "gpus": [], "git": "abc", "date": "d"},
+                      "command": "c", "bundle": "b", "encoder": enc, "index": idx, "tests": t, "ok": False})
+    assert f"loads variant `{enc['variant']}`" in md and "1 passed, 1 failed, 1 skipped" in md and "Overall: FAIL" in md
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_class_check.py"), "--work", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "make demo" in p.stderr and "bundle/manifest.json" in p.stderr
