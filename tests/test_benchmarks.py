@@ -801,3 +801,24 @@ def test_cpu_class_check_reads_the_bundle_as_its_gate_did_and_counts_a_suite(tin
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_class_check.py"), "--work", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "make demo" in p.stderr and "bundle/manifest.json" in p.stderr
+
+
+def test_index_bits_compares_the_shipped_int8_index_with_4_bit_rows(tiny_bundle, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_bits.py"), "--bundle", str(tiny_bundle / "bundle"),
+                        "--items", "3000", "--users", "3", "--reps", "5", "--name", "ib", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "ib.json").read_text())
+    rows = {(r["bits"], r["block"], r["refine"]): r for r in res["rows"]}
+    # the tiny model's 32 dims take blocks of 32 only (64 does not tile them)
+    assert res["dim"] == 32 and res["items"] == 3000 and set(rows) == {(8, None, 256), *((4, 32, r) for r in (256, 512, 1024))}
+    assert rows[(8, None, 256)]["index"] == "int8 (shipped)"
+    # 4-bit rows are about half the bytes of 8-bit ones (plus a scale per block)
+    assert rows[(4, 32, 512)]["bytes"] < 0.6 * rows[(8, None, 256)]["bytes"]
+    assert all(0 < r["overlap_min"] <= r["overlap_mean"] <= 1 and r["total_ms"]["p50"] > 0 for r in rows.values())
+    # more rows re-scored exactly, closer to float32 (the refined sets are nested: the same 4-bit scores' top-n)
+    assert rows[(4, 32, 256)]["overlap_mean"] <= rows[(4, 32, 1024)]["overlap_mean"]
+    assert "| int4, block 32 | 512 |" in (tmp_path / "ib.md").read_text()
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_bits.py"), "--bundle", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "no manifest.json" in bad.stderr
