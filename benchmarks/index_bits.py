@@ -114,7 +114,7 @@ def run(bundle: str, items: int, users: int, reps: int) -> dict:
 
 def markdown(res: dict) -> str:
     L = ["# Catalog index: 8-bit (shipped) vs 4-bit rows", "", machine_markdown(res["machine"]), "",
-         f"Command: `{res['command']}`.", "",
+         f"Command: `{res['command']}`.", "", *([res["note"], ""] if res.get("note") else []),
          f"{res['items']:,} items x {res['dim']} dims (the bundle's items and noisy copies of them), profile "
          f"`{res['profile']}` (8-bit index query at {'7' if res['reduce_range'] else '8'} bits), one thread; overlap: "
          f"top-200 vs float32 scores over {res['users']} users' 50-item histories; ms: p50 for one user vector.", "",
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=40)
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--note", default=None, help="a line for the report (e.g. how the run was emulated)")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.items < 2000 or a.users < 1 or a.reps < 5:
         ap.error("--items must be >= 2000, --users >= 1 and --reps >= 5")
     res = run(a.bundle, a.items, a.users, a.reps)
-    res.update(machine=machine(), command="python benchmarks/index_bits.py " + " ".join(
+    res.update(machine=machine(), note=a.note, command="python benchmarks/index_bits.py " + " ".join(
         argv if argv is not None else sys.argv[1:]))
     from genre_edge.bench.report import write_results
 
