@@ -17,7 +17,8 @@ only). The same three checks on each class, on the bundle ``make demo`` wrote:
 3. With ``--tests``: the test suite as the README runs it (``pytest tests``), counted from its JUnit XML.
 
 Writes ``cpu-class-<profile>.{json,md}`` to ``--out``; exits 1 if a check misses its target. Timing is only
-meaningful on real hardware (not under emulation).
+meaningful on real hardware (not under emulation). Needs the export extra (the teacher is replayed with PyTorch),
+i.e. an x86 development machine; the Pi cores are checked by ``make test-arm64`` and ``make test-emulated``.
 """
 from __future__ import annotations
 
