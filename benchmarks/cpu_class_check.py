@@ -61,19 +61,18 @@ def encoder_check(work: Path) -> dict:
         del rec
     gate = open_bundle(work / "bundle", verify=False).manifest.quality.gate
     at_export = (gate.variants or {}).get(variant, {}) if gate else {}
-    floors = {"warm": gate.min_kept if gate else MIN_KEPT,
-              "cold": gate.min_cold_kept if gate and gate.min_cold_kept is not None else MIN_KEPT}
-    out = {"profile": profile, "variant": variant, "profile_detected": load_profile("auto").name, "floors": floors,
-           "at_export": at_export, "rows": {}}
-    arms: dict = {}
     # cold rows where the gate had cold-validation items to read (a split without them: warm only)
     cold = "cold" in at_export
-    if not cold:
-        floors.pop("cold")
+    floors = {"warm": gate.min_kept if gate else MIN_KEPT}
+    if cold:
+        floors["cold"] = MIN_KEPT if gate.min_cold_kept is None else gate.min_cold_kept
+    out = {"profile": profile, "variant": variant, "profile_detected": load_profile("auto").name, "floors": floors,
+           "at_export": at_export, "rows": {}}
+    arms: dict = {}  # the teacher's and the bundle's scores, built once per held-out set (drop levels reuse them)
     for key, which, drop in (("warm", "valid", 0), *((("cold", "cold_valid", 0), ("cold_wo_top1", "cold_valid", 1))
                                                      if cold else ())):
         r = replay(str(work / "teacher"), str(work / "bundle"), str(work / "teacher" / "config.toml"), which=which,
-                   arms=None if drop else arms, n_boot=1000, drop_top_items=drop)
+                   arms=arms, n_boot=1000, drop_top_items=drop)
         c = r["comparison"]["ndcg@10"]
         out["rows"][key] = {"teacher": c["mean_a"], "bundle": c["mean_b"], "users": c["users"], "ci95": c["ci95"],
                             "kept": c["mean_b"] / c["mean_a"] if c["mean_a"] > 0 else float("nan"),
