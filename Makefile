@@ -86,7 +86,7 @@ system-deps:
 
 # what this machine's CPU class gets from the demo bundle (after make demo): the encoder variant the detected
 # profile loads and what it keeps of its teacher here, the int8 catalog index at 100k items (p50, top-200 overlap),
-# and the test suite's count -> benchmarks/results/cpu-class-<profile>.md (about 8 minutes; timing on real hardware)
+# and the test suite's count -> benchmarks/results/cpu-class-<profile>.md (about 7 minutes; timing on real hardware)
 cpu-class-check: install system-deps
 	$(BIN)/python benchmarks/cpu_class_check.py --work runs/quickstart --tests
 
