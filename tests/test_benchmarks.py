@@ -794,10 +794,15 @@ def test_cpu_class_check_reads_the_bundle_as_its_gate_did_and_counts_a_suite(tin
     t = cc.tests_check(tmp_path, suite)
     assert (t["passed"], len(t["failed"]), t["skipped"], t["ok"]) == (1, 1, 1, False)
     assert t["skip_reasons"] == {"not here": 1} and "1 failed" in t["summary"]
-    md = cc.markdown({"machine": {"cpu": "x", "cpu_flags": [], "cores": 2, "arch": "x86_64", "os": "", "python": "3",
-                                  "numpy": "2", "onnxruntime": "1", "gpus": [], "git": "abc", "date": "d"},
-                      "command": "c", "bundle": "b", "encoder": enc, "index": idx, "tests": t, "ok": False})
+    res = {"machine": {"cpu": "x", "cpu_flags": [], "cores": 2, "arch": "x86_64", "os": "", "python": "3", "numpy": "2",
+                       "onnxruntime": "1", "gpus": [], "git": "abc", "date": "d"},
+           "command": "c", "bundle": "b", "encoder": enc, "index": idx}
+    md = cc.markdown({**res, "tests": t, "ok": False})
     assert f"loads variant `{enc['variant']}`" in md and "1 passed, 1 failed, 1 skipped" in md and "Overall: FAIL" in md
+    assert not idx["latency_judged"] and "latency target at 100,000 items" in md
+    # under QEMU (GENRE_EMULATED_CORE) the times are emulation's: the report says so and judges none
+    emu = cc.markdown({**res, "emulated": "Haswell", "ok": True})
+    assert "Emulated core (GENRE_EMULATED_CORE=Haswell)" in emu and "emulated: times not judged" in emu
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_class_check.py"), "--work", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "make demo" in p.stderr and "bundle/manifest.json" in p.stderr
