@@ -762,6 +762,8 @@ def test_emulated_suite_reads_counts_failures_and_skip_reasons_from_junit(tmp_pa
     r = et.junit(xml)
     assert (r["tests"], r["passed"], r["skipped"]) == (5, 1, 2) and r["skip_reasons"] == {"no torch": 2}
     assert [f["test"] for f in r["failed"]] == ["tests.test_a::test_bad", "tests.test_b::test_err"]
+    none = et.junit(tmp_path / "missing.xml")  # pytest wrote nothing (it could not start): all zero, not an error
+    assert (none["tests"], none["passed"], none["failed"]) == (0, 0, [])
 
 
 def test_cpu_class_check_reads_the_bundle_as_its_gate_did_and_counts_a_suite(tiny_bundle, tmp_path):
