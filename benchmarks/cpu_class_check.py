@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from emulated_tests import junit  # noqa: E402
+from emulated_tests import EMULATED_ENV, junit  # noqa: E402
 
 from genre_edge.bench.machine import machine, machine_markdown  # noqa: E402
 
@@ -46,7 +46,6 @@ MIN_KEPT = 0.97  # the bundle's share of its teacher's nDCG@10 where its manifes
 INDEX_ITEMS = 100_000
 TARGET_MS = 5.0  # end-to-end p50 at 100k items, one thread
 MIN_OVERLAP = 0.99  # int8 index top-200 vs float32
-EMULATED_ENV = "GENRE_EMULATED_CORE"  # set by benchmarks/emulated_tests.py's runs (QEMU's CPU model)
 
 
 def encoder_check(work: Path) -> dict:

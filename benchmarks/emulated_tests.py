@@ -141,6 +141,10 @@ def python_shim(tmp: Path, qemu: Path, core: str, python: Path, sysroot: Path | 
     return shim
 
 
+# set in every emulated run: what reads it (cpu_class_check.py, a test) knows its times are emulation's
+EMULATED_ENV = "GENRE_EMULATED_CORE"
+
+
 def junit(path: Path) -> dict:
     """Counts, failures and skip reasons from pytest's JUnit XML (all zero where pytest wrote none)."""
     if not path.is_file():
@@ -164,7 +168,7 @@ def run_core(core: str, env_dir: Path, tmp: Path, tiny: Path | None, select: str
     qemu = env_dir / "qemu" / "usr" / "bin" / ("qemu-aarch64" if arch == "aarch64" else "qemu-x86_64")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
                PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1", GENRE_CACHE_DIR=str(tmp / f"cache-{core}"),
-               GENRE_EMULATED_CORE=core)  # (a test of this script's own shim skips: it would wrap a shim)
+               **{EMULATED_ENV: core})  # (a test of this script's own shim skips: it would wrap a shim)
     if what == "runtime":
         src = runtime_tree(tmp / "src") if not (tmp / "src").is_dir() else tmp / "src"
         site_tests = test_site(env_dir)
