@@ -19,7 +19,7 @@ from genre_edge.text_template import render
 from . import require
 from .augment import AugmentConfig, augmented_texts
 from .curves import Curves
-from .device import DEVICES, resolve_device
+from .device import DEVICES, resolve_device, seed_torch
 from .distributed import DataParallel
 from .model_folder import MODEL_MARKERS, ModelDir, check_replaceable, save_student
 from .precision import PRECISIONS, autocast, check_precision
@@ -156,7 +156,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
     torch.set_num_threads(dp.threads(conf.threads) if dp.world > 1 else conf.threads or os.cpu_count() or 1)
     dev = resolve_device(torch, conf.device)  # cpu, or this process's GPU
     check_precision(conf.precision, dev.type)
-    torch.manual_seed(conf.seed)
+    seed_torch(torch, conf.seed, dev)
     rng = np.random.default_rng(conf.seed)  # batch order and the users of the ranking loss: the same everywhere
     T = ModelDir(teacher_dir)
     n_layers = int(json.loads((T.path / "encoder" / "config.json").read_text())["num_hidden_layers"])

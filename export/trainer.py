@@ -19,7 +19,7 @@ from . import require
 from .augment import augmented_texts
 from .calibrate import calibrate, choose_short_cf, grid_blend
 from .curves import Curves, training_choices
-from .device import resolve_device
+from .device import resolve_device, seed_torch
 from .distributed import DataParallel
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
@@ -65,7 +65,7 @@ class Trainer:
         self.torch.set_num_threads(threads)
         self.dev = resolve_device(self.torch, conf.train.device)  # cpu, or this process's GPU
         check_precision(conf.train.precision, self.dev.type)
-        self.torch.manual_seed(conf.train.seed)
+        seed_torch(self.torch, conf.train.seed, self.dev)  # bit-identical weights for the same seed on a CPU
         self.rng = np.random.default_rng(conf.train.seed)  # batch order and shared negatives: the same everywhere
         # draws per example (augmented texts, impression negatives) differ by process: their own stream
         self.rng_example = self.rng if self.dp.world == 1 else np.random.default_rng([conf.train.seed, self.dp.rank])
