@@ -450,8 +450,11 @@ def test_the_same_seed_gives_bit_identical_weights_with_two_threads(tmp_path, to
         distill(tmp_path / "ta", DistillConfig(layers=(0, 2), epochs=1, threads=2), tmp_path / f"s{run}",
                 progress=False)
     for kind in ("t", "s"):
-        a, b = (load_file(str(tmp_path / f"{kind}{r}" / "recommender.safetensors")) for r in "ab")
-        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), kind
+        weights = sorted(p.relative_to(tmp_path / f"{kind}a") for p in (tmp_path / f"{kind}a").rglob("*.safetensors"))
+        assert {"recommender.safetensors", "encoder/model.safetensors"} <= {str(w) for w in weights}, weights
+        for w in weights:  # the user model, head and adapter; the (student's distilled) encoder
+            a, b = (load_file(str(tmp_path / f"{kind}{r}" / w)) for r in "ab")
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), f"{kind}: {w}"
         assert np.array_equal(np.load(tmp_path / f"{kind}a" / "item_embeddings.npy"),
                               np.load(tmp_path / f"{kind}b" / "item_embeddings.npy")), kind
 
