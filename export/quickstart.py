@@ -107,7 +107,9 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     mine = inter.take((inter.user == u0) & (inter.label == 1))
     history = [ds.items.ids[i] for i in mine.item[-20:]]
     click.echo(f"profile: {rec.profile.name}, variant: {rec.variant}, catalog: {len(rec.catalog)} items")
-    click.echo(f"user {ds.users[u0]} liked: " + "; ".join(ds.items.title[ds.items.index(h)] for h in history[-5:]))
+    # say the history is longer than what is listed: the reasons below name any of its items
+    click.echo(f"user {ds.users[u0]}, a history of {len(history)} liked items; the latest 5: "
+               + "; ".join(ds.items.title[ds.items.index(h)] for h in history[-5:]))
     r = rec.recommend(history, k=5, explain=True)
     _print(r)
     # an instruction naming an item: the most popular one this user has not liked
