@@ -56,8 +56,15 @@ def seed_torch(torch, seed: int, dev) -> None:
     deterministic algorithms remove that at no measured cost (ml-100k-quick,
     2 threads: 159-163 s without, 162-163 s with).
     ``warn_only``: an op without a deterministic CPU kernel warns instead of stopping a run. On a GPU the
-    switch also needs ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts and costs speed; GPU runs are left as
-    they are."""
+    switch also needs ``CUBLAS_WORKSPACE_CONFIG`` set before CUDA starts and costs speed; GPU runs go without
+    it."""
     torch.manual_seed(seed)
-    if dev.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    # set either way: the switch is process-wide, and a GPU run after a CPU one in the same process keeps its speed
+    torch.use_deterministic_algorithms(dev.type == "cpu", warn_only=True)
+
+
+def run_facts(torch, dev) -> dict:
+    """What a training or distillation report records of how its weights were made: on the CPU, the same
+    config and seed give the same weights with the same ``threads`` and ``torch`` (see :func:`seed_torch`)."""
+    return {"threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__,
+            "deterministic": torch.are_deterministic_algorithms_enabled()}

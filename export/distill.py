@@ -19,7 +19,7 @@ from genre_edge.text_template import render
 from . import require
 from .augment import AugmentConfig, augmented_texts
 from .curves import Curves
-from .device import DEVICES, resolve_device, seed_torch
+from .device import DEVICES, resolve_device, run_facts, seed_torch
 from .distributed import DataParallel
 from .model_folder import MODEL_MARKERS, ModelDir, check_replaceable, save_student
 from .precision import PRECISIONS, autocast, check_precision
@@ -256,7 +256,7 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
                   f"min {history[-1]['cos_min']:.4f}", flush=True)
     # write the student model folder: teacher's folder with the encoder replaced
     report = {"teacher": str(T.path), "layers": list(conf.layers), "views": list(conf.views), "history": history,
-              "request_texts": n_req, "device": str(dev),
+              "request_texts": n_req, **run_facts(torch, dev),
               "seconds": time.perf_counter() - t0, "config": cfg.to_dict(conf)}
     curves.close()  # before the folder is swapped: save_student carries the curves into the new folder
     save_student(T, Path(out_dir), student.bert, student.adapter, full.cpu().numpy(), report, cfg.dumps_toml(cfg.to_dict(conf)))

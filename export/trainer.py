@@ -19,7 +19,7 @@ from . import require
 from .augment import augmented_texts
 from .calibrate import calibrate, choose_short_cf, grid_blend
 from .curves import Curves, training_choices
-from .device import resolve_device, seed_torch
+from .device import resolve_device, run_facts, seed_torch
 from .distributed import DataParallel
 from .evaluate import category_features, evaluate
 from .model_folder import FORMAT, build_modules, save_model
@@ -472,8 +472,7 @@ class Trainer:
             "cf_ease": self.prep.cf_ease,
             "cf_short": cf_short_report,
             "train_seconds": time.perf_counter() - t0,
-            "threads": torch.get_num_threads(),
-            "device": str(self.dev),
+            **run_facts(torch, self.dev),
             "precision": conf.train.precision,
             **(extra or {}),
         }

@@ -441,6 +441,8 @@ def test_the_same_seed_gives_bit_identical_weights_with_two_threads(tmp_path, to
             s.logsumexp(1).sum().backward()
             grads.append(rows.grad.clone())
         assert all(torch.equal(gr, grads[0]) for gr in grads[1:])
+        seed_torch(torch, 0, torch.device("cuda"))  # a GPU run (none needed to set it) goes without the switch
+        assert not torch.are_deterministic_algorithms_enabled()
     finally:
         torch.set_num_threads(threads)
     # whole runs: train twice, distill the first teacher twice, every weight equal
@@ -449,7 +451,10 @@ def test_the_same_seed_gives_bit_identical_weights_with_two_threads(tmp_path, to
         train(conf, tmp_path / f"t{run}", progress=False)
         distill(tmp_path / "ta", DistillConfig(layers=(0, 2), epochs=1, threads=2), tmp_path / f"s{run}",
                 progress=False)
-    for kind in ("t", "s"):
+    for kind, report in (("t", "report.json"), ("s", "distill.json")):
+        facts = json.loads((tmp_path / f"{kind}a" / report).read_text())
+        assert (facts["threads"], facts["device"], facts["torch"], facts["deterministic"]) == (
+            2, "cpu", torch.__version__, True), kind  # what reproducing these weights takes
         weights = sorted(p.relative_to(tmp_path / f"{kind}a") for p in (tmp_path / f"{kind}a").rglob("*.safetensors"))
         assert {"recommender.safetensors", "encoder/model.safetensors"} <= {str(w) for w in weights}, weights
         for w in weights:  # the user model, head and adapter; the (student's distilled) encoder
