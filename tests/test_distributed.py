@@ -44,20 +44,29 @@ def torchrun():
             "--master-port", _port()]
 
 
-def test_two_processes_train_like_one_at_the_same_global_batch(setup, tmp_path):
+@pytest.fixture(scope="module")
+def two_processes(setup, tmp_path_factory):
+    """The setup's config trained by 2 processes under torchrun: (model folder, what rank 0 printed, temp folder)."""
+    root, _ = setup
+    tmp = tmp_path_factory.mktemp("torchrun")
+    (tmp / "t").mkdir()
+    out = _launch(torchrun(), ["train", "--config", str(root / "c.toml"), "--out", str(tmp / "two")], tmp / "t")
+    return tmp / "two", out, tmp / "t"
+
+
+def test_two_processes_train_like_one_at_the_same_global_batch(setup, two_processes, tmp_path):
     from genre_edge_export.train import train
 
     root, conf = setup
     one = train(conf, tmp_path / "one", progress=False)
-    (tmp_path / "t").mkdir()
-    out = _launch(torchrun(), ["train", "--config", str(root / "c.toml"), "--out", str(tmp_path / "two")], tmp_path / "t")
+    folder, out, tmp = two_processes
     assert out.count('"format"') == 1  # rank 0 prints; the other rank says nothing
-    two = json.loads((tmp_path / "two" / "report.json").read_text())
+    two = json.loads((folder / "report.json").read_text())
     for a, b in zip(one["history"], two["history"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.01)
         assert b["valid_ndcg@10"] == pytest.approx(a["valid_ndcg@10"], abs=0.02)
     assert two["teacher"]["test"]["ndcg@10"] == pytest.approx(one["teacher"]["test"]["ndcg@10"], abs=0.02)
-    assert not list((tmp_path / "t").glob("genre-rank*"))  # the other rank's private folder is gone
+    assert not list(tmp.glob("genre-rank*"))  # the other rank's private folder is gone
 
 
 def test_two_processes_distill_like_one(setup, tmp_path):
@@ -79,7 +88,7 @@ def test_two_processes_distill_like_one(setup, tmp_path):
 
 @pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable),
                     "accelerate")), reason="accelerate is not installed (the 'scale' extra)")
-def test_accelerate_launch_starts_the_same_data_parallel_training(setup, tmp_path):
+def test_accelerate_launch_starts_the_same_data_parallel_training(setup, two_processes, tmp_path):
     root, _ = setup
     acc = os.path.join(os.path.dirname(sys.executable), "accelerate")
     (tmp_path / "t").mkdir()
@@ -88,3 +97,10 @@ def test_accelerate_launch_starts_the_same_data_parallel_training(setup, tmp_pat
                    "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1", "--main_process_port", _port()],
                   ["train", "--config", str(root / "c.toml"), "--out", str(tmp_path / "acc")], tmp_path / "t")
     assert out.count('"format"') == 1 and (tmp_path / "acc" / "report.json").is_file()
+    # and the same weights, bit for bit, as torchrun's 2 processes (deterministic on the CPU, whichever launcher)
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    for w in ("recommender.safetensors", "encoder/model.safetensors"):
+        a, b = load_file(str(tmp_path / "acc" / w)), load_file(str(two_processes[0] / w))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), w
