@@ -108,6 +108,19 @@ def tiny_config(data_toml: Path, enc: Path, **over):
     return cfgmod.from_dict(Config, cfgmod.deep_merge(base, over), "test:")
 
 
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Two model folders hold the same weights bit for bit: every ``*.safetensors`` file of ``a`` (the
+    recommender, the encoder, the checkpoint) and the item embeddings."""
+    from safetensors.numpy import load_file
+
+    files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors"))
+    assert {"recommender.safetensors", "encoder/model.safetensors"} <= {str(f) for f in files}, files
+    for f in files:
+        x, y = load_file(str(a / f)), load_file(str(b / f))
+        assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x), f"{a.name}: {f}"
+    assert np.array_equal(np.load(a / "item_embeddings.npy"), np.load(b / "item_embeddings.npy")), a.name
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> Path:
     return write_generic(tmp_path_factory.mktemp("toy"))

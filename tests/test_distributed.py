@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import have_export, tiny_config, tiny_encoder
+from conftest import assert_same_weights, have_export, tiny_config, tiny_encoder
 
 pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed")
 
@@ -98,9 +98,4 @@ def test_accelerate_launch_starts_the_same_data_parallel_training(setup, two_pro
                   ["train", "--config", str(root / "c.toml"), "--out", str(tmp_path / "acc")], tmp_path / "t")
     assert out.count('"format"') == 1 and (tmp_path / "acc" / "report.json").is_file()
     # and the same weights, bit for bit, as torchrun's 2 processes (deterministic on the CPU, whichever launcher)
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    for w in ("recommender.safetensors", "encoder/model.safetensors"):
-        a, b = load_file(str(tmp_path / "acc" / w)), load_file(str(two_processes[0] / w))
-        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), w
+    assert_same_weights(tmp_path / "acc", two_processes[0])

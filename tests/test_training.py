@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import have_export, tiny_config, tiny_encoder
+from conftest import assert_same_weights, have_export, tiny_config, tiny_encoder
 
 pytestmark = pytest.mark.skipif(not have_export(), reason="export extra not installed")
 
@@ -415,9 +415,7 @@ def test_the_same_seed_gives_bit_identical_weights_with_two_threads(tmp_path, to
     for bit. Without PyTorch's deterministic algorithms the backward of a step's candidate gather (``rows[inv]``)
     accumulates in a thread-dependent order: the ml-100k quick preset differed by ~3e-5 per weight between two
     runs, and the int8 encoder distilled from it by one film's rank in the export gate."""
-    import numpy as np
     import torch
-    from safetensors.numpy import load_file
 
     from genre_edge_export.device import seed_torch
     from genre_edge_export.distill import DistillConfig, distill
@@ -455,13 +453,7 @@ def test_the_same_seed_gives_bit_identical_weights_with_two_threads(tmp_path, to
         facts = json.loads((tmp_path / f"{kind}a" / report).read_text())
         assert (facts["threads"], facts["device"], facts["torch"], facts["deterministic"]) == (
             2, "cpu", torch.__version__, True), kind  # what reproducing these weights takes
-        weights = sorted(p.relative_to(tmp_path / f"{kind}a") for p in (tmp_path / f"{kind}a").rglob("*.safetensors"))
-        assert {"recommender.safetensors", "encoder/model.safetensors"} <= {str(w) for w in weights}, weights
-        for w in weights:  # the user model, head and adapter; the (student's distilled) encoder
-            a, b = (load_file(str(tmp_path / f"{kind}{r}" / w)) for r in "ab")
-            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), f"{kind}: {w}"
-        assert np.array_equal(np.load(tmp_path / f"{kind}a" / "item_embeddings.npy"),
-                              np.load(tmp_path / f"{kind}b" / "item_embeddings.npy")), kind
+        assert_same_weights(tmp_path / f"{kind}a", tmp_path / f"{kind}b")
 
 
 def test_bf16_training_and_distillation_follow_fp32(tmp_path, toy_data, enc):
