@@ -483,6 +483,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
         loop = asyncio.get_running_loop()
         hooked = False
+        # the loop keeps only weak references to tasks: a reload task nobody holds may vanish mid-run
+        reloads: set = set()
         if sessions and hasattr(signal, "SIGHUP"):
             def on_hup():
                 async def run():
@@ -490,7 +492,9 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
                         await loop.run_in_executor(None, serving.reload)
                     except Exception as exc:  # a bad bundle: keep serving the old one
                         log.error("reload on SIGHUP failed, still serving the previous bundle: %s", exc)
-                loop.create_task(run())
+                task = loop.create_task(run())
+                reloads.add(task)
+                task.add_done_callback(reloads.discard)
             try:
                 loop.add_signal_handler(signal.SIGHUP, on_hup)
                 hooked = True
