@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError, RequestError
+from .errors import BundleError, RequestError, StorageError, storage_error
 from .request import MAX_TIME, MAX_YEAR, check_text
 from .catalog_rows import Int8Rows
 from .item_columns import IdIndex, StrColumn, TupleColumn, fold, push
@@ -474,17 +474,44 @@ class Catalog:
         snap_gen = self._sig[0][3] if self._sig and self._sig[0] else None
         if snap_gen is None or j["base"] != snap_gen or j["torn"] or j["ops"] + len(ops) > JOURNAL_COMPACT_OPS:
             gen = max(0, snap_gen or 0) + 1
-            atomic_write_json(path, {"generation": gen, **self._state(added, removed, trend)})  # first key: _signature
-            atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
-            self._journal = {"base": gen, "ops": 0, "torn": False}
+            try:  # a failed write leaves the previous snapshot and journal as they were (temp file, then rename)
+                atomic_write_json(path, {"generation": gen, **self._state(added, removed, trend)})  # first key: _signature
+            except OSError as exc:
+                raise storage_error(exc, "the catalog change", path.parent) from None
+            try:
+                atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
+                self._journal = {"base": gen, "ops": 0, "torn": False}
+            except OSError as exc:
+                # the change is saved: the new snapshot holds it, and readers skip a journal of an older
+                # generation; the next change writes a snapshot again
+                log.warning("%s: could not start a new catalog journal (%s); the change is saved in the snapshot",
+                            path.parent, exc.strerror or exc)
+                self._journal = {"base": None, "ops": 0, "torn": False}
         else:
-            data = "".join(json.dumps(op, ensure_ascii=False) + "\n" for op in ops).encode()
-            with open(_journal_path(path), "ab") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._append_journal(_journal_path(path), "".join(json.dumps(op, ensure_ascii=False) + "\n" for op in ops).encode())
             j["ops"] += len(ops)
         self._sig = _state_signature(path)
+
+    def _append_journal(self, journal: Path, data: bytes) -> None:
+        """Append ``data`` to the journal and fsync it, all or nothing: a write cut short (a full disk) is cut
+        off again, so the file ends where it did and the next append starts on a fresh line; if even that
+        fails, the journal counts as torn and the next change writes a snapshot instead."""
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            end = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as exc:
+                try:
+                    os.ftruncate(fd, end)
+                except OSError:
+                    self._journal["torn"] = True
+                raise storage_error(exc, "the catalog change", journal.parent) from None
+        finally:
+            os.close(fd)
 
     def add(self, items: list[ItemInput], embeddings: np.ndarray) -> None:
         """Add or replace items (durable when this returns)."""
@@ -688,11 +715,15 @@ class Catalog:
             # under the exclusive lock: a writer in another process holds it while its temp file exists, so
             # what is found then was left by a crash (deleting without the lock broke a running server's
             # write: a soak with `genre items add` next to `genre serve` got 500s)
-            with _FileLock(path):
-                for tmp in (t for pat in temps for t in path.parent.glob(pat)):
-                    log.warning("removing %s left by an interrupted catalog write (that update was not "
-                                "acknowledged)", tmp)
-                    tmp.unlink(missing_ok=True)
+            try:
+                with _FileLock(path):
+                    for tmp in (t for pat in temps for t in path.parent.glob(pat)):
+                        log.warning("removing %s left by an interrupted catalog write (that update was not "
+                                    "acknowledged)", tmp)
+                        tmp.unlink(missing_ok=True)
+            except (StorageError, OSError) as exc:  # a read-only state folder: readers ignore temp files anyway
+                log.warning("%s: temp files of an interrupted write not removed (%s); readers ignore them",
+                            path.parent, os.strerror(exc.errno) if exc.errno else exc)
         if not path.is_file():
             return {"added": 0, "removed": 0}
         with self.lock, _FileLock(path, shared=True):
@@ -753,8 +784,18 @@ class _FileLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            if not self.shared:
+                raise storage_error(exc, "the catalog change", self.path.parent) from None
+            # a read-only state folder (baked into a firmware image, say): a reader takes the lock read-only,
+            # or, with no lock file there, needs none (no writer could have made one)
+            try:
+                self.fd = os.open(str(self.path) + ".lock", os.O_RDONLY)
+            except OSError:
+                return self
         fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
         return self
 

@@ -85,7 +85,10 @@ class AnnIndex:
         if path is not None:
             from .fsutil import atomic_write_with
 
-            atomic_write_with(path, lambda tmp: faiss.write_index(self.index, tmp))
+            try:
+                atomic_write_with(path, lambda tmp: faiss.write_index(self.index, tmp))
+            except (OSError, RuntimeError) as exc:  # a full or read-only cache folder: built again next start
+                log.warning("approximate index cache not written to %s (%s)", path.parent, exc)
 
     def _build(self, rows, seed: int):
         faiss = self.faiss

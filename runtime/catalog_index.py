@@ -184,16 +184,22 @@ class Int8Index:
         if cache_key is not None and rows is not None:
             self.n, self.dim = rows[0].shape
             path = cache_dir() / "int8-index" / f"{cache_key}-z{self.zero}.onnx"
-            if not path.is_file():
-                write_int8_scoring_model(path, rows[0], rows[1], self.zero)
             try:
-                self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                return
-            except Exception as exc:  # a damaged cache file: build it again
-                log.warning("rebuilding the cached int8 index %s (%s)", path, exc)
-                write_int8_scoring_model(path, rows[0], rows[1], self.zero)
-                self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                return
+                if not path.is_file():
+                    write_int8_scoring_model(path, rows[0], rows[1], self.zero)
+                try:
+                    self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                    return
+                except Exception as exc:  # a damaged cache file: build it again
+                    if isinstance(exc, OSError):
+                        raise
+                    log.warning("rebuilding the cached int8 index %s (%s)", path, exc)
+                    write_int8_scoring_model(path, rows[0], rows[1], self.zero)
+                    self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                    return
+            except OSError as exc:  # a full or read-only cache folder: the index is built in memory this time
+                log.warning("int8 index cache not written to %s (%s); building it in memory", path.parent,
+                            exc.strerror or exc)
         q, scale = rows if rows is not None else quantize_rows(np.asarray(emb, np.float32))
         self.n, self.dim = q.shape
         model = int8_scoring_model(q, scale, self.zero)

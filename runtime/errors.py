@@ -21,6 +21,27 @@ class RequestError(GenreError):
     """A recommend/embed/catalog request has a bad parameter."""
 
 
+class StorageError(GenreError):
+    """A file could not be written (disk full, read-only or no permission): the change it carried was not
+    saved and nothing was changed. ``errno`` is the operating system's error number."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+def storage_error(exc: OSError, what: str, where) -> StorageError:
+    """A :class:`StorageError` for ``exc`` raised while writing ``what`` under ``where``: names the folder,
+    the system's reason and what to do."""
+    import errno as E
+
+    reason = exc.strerror or str(exc)
+    hint = ("free some space there" if exc.errno in (E.ENOSPC, E.EDQUOT, E.EFBIG)
+            else "make it writable" if exc.errno in (E.EROFS, E.EACCES, E.EPERM) else "check the disk")
+    return StorageError(f"{where}: {what} was not saved ({reason}); nothing was changed - {hint}, then retry",
+                        exc.errno)
+
+
 class MissingExtraError(ImportError):
     """An optional dependency group is not installed."""
 

@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover
     StrictBool, StrictInt = bool, int
 
 from .catalog import MAX_ID_LEN, MAX_TEXT_LEN, MAX_TITLE_LEN
-from .errors import GenreError, RequestError
+from .errors import GenreError, RequestError, StorageError
 from .fsutil import loads_strict
 from .recommender import MAX_EVENTS, Recommender
 from .request import MAX_TIME, Request, field_limits
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
 MAX_ITEMS_PER_REQUEST = 1000
+# what a write answers when the state folder cannot take it (a full SD card, a read-only file system)
+STORAGE_ERROR = {507: {"description": "Insufficient Storage: the state folder cannot take the change (full or "
+                                      "read-only); nothing was changed"}}
 
 
 # strict ints and bools: JSON true is not k = 1, and "yes" is not a bool (the Python API agrees)
@@ -540,6 +543,8 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
 
     @app.exception_handler(GenreError)
     async def on_genre(_req, exc: GenreError):
+        if isinstance(exc, StorageError):  # a full or read-only state folder: the change was not saved
+            return err(507, "insufficient_storage", str(exc))
         return err(400, "bad_request" if isinstance(exc, RequestError) else "error", str(exc))
 
     @app.exception_handler(Exception)
@@ -623,11 +628,12 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
             raise RequestError(NO_SESSIONS)
         return serving.rec.recommend(Request(**body.model_dump())).to_dict()
 
-    @app.post("/items", dependencies=[Depends(write_access)])
+    @app.post("/items", dependencies=[Depends(write_access)], responses=STORAGE_ERROR)
     def add_items(body: ItemsBody):
         return {"added": serving.rec.add_items([i.model_dump() for i in body.items])}
 
-    @app.delete("/items/{item_id:path}", dependencies=[Depends(write_access)])  # ids may hold '/' (a%2Fb)
+    # ids may hold '/' (a%2Fb)
+    @app.delete("/items/{item_id:path}", dependencies=[Depends(write_access)], responses=STORAGE_ERROR)
     def remove_item(item_id: str):
         unknown = serving.rec.remove_items([item_id])
         if unknown:
@@ -644,7 +650,7 @@ def create_app(rec: Recommender, api_key: str | None = None, protect_reads: bool
             return err(404, "not_found", f"item {body.item_id!r} is not in the catalog (nothing recorded)")
         return {"ok": True}
 
-    @app.post("/events", dependencies=[Depends(write_access)])  # changes every user's popularity
+    @app.post("/events", dependencies=[Depends(write_access)], responses=STORAGE_ERROR)  # changes every user's popularity
     def record_events(body: EventsBody):
         """Count interaction events into trending popularity (bundles calibrated with it); durable and shared
         with every worker through the state folder, as catalog changes are."""

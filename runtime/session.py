@@ -24,6 +24,29 @@ _PROVIDER_LIBS = {"TensorrtExecutionProvider": ("libnvinfer.so.10", "libnvinfer.
 _warned: set[tuple[str, str]] = set()
 
 
+def _without_cache(ort, so, level, model_path: Path, providers, cached: Path, from_cache: bool, exc: Exception):
+    """The bundle's own model loaded again without the optimized-model cache, after a load that used the cache
+    failed: a cache folder that is full or read-only (onnxruntime cannot write the optimized graph; it said
+    'Protobuf serialization failed' and the bundle looked broken) or a damaged cached file. Refused as a
+    bundle error only when the bundle's model fails too."""
+    from .errors import BundleError
+
+    for leftover in (Path(str(cached) + f".{os.getpid()}.tmp"), *((cached,) if from_cache else ())):
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass
+    so.optimized_model_filepath = ""
+    so.graph_optimization_level = level
+    try:
+        sess = ort.InferenceSession(str(model_path), so, providers=providers)
+    except Exception as again:
+        raise BundleError(f"{model_path}: onnxruntime cannot load this model ({again})") from None
+    log.warning("%s: optimized-model cache %s (%s); loaded without it", Path(model_path).name,
+                "file unreadable, removed" if from_cache else f"not written to {cached.parent}", exc)
+    return sess
+
+
 def _loadable(provider: str) -> bool:
     import ctypes
 
@@ -118,13 +141,19 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
     try:
         sess = ort.InferenceSession(path, so, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
-        from .errors import BundleError
+        if cached is None:
+            from .errors import BundleError
 
-        raise BundleError(f"{model_path}: onnxruntime cannot load this model ({exc})") from None
+            raise BundleError(f"{model_path}: onnxruntime cannot load this model ({exc})") from None
+        sess = _without_cache(ort, so, level, model_path, providers, cached, path == str(cached), exc)
+        cached = None
     if cached is not None and path != str(cached):
         tmp = Path(str(cached) + f".{os.getpid()}.tmp")
-        if tmp.is_file():
-            os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
+        try:
+            if tmp.is_file():
+                os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
+        except OSError as exc:
+            log.info("optimized-model cache not kept: %s", exc)
     used = sess.get_providers()
     if used[0] != (providers[0] if isinstance(providers[0], str) else providers[0][0]):
         _warn_once(profile.name, "profile %s: %s unavailable at run time; using %s", profile.name,
