@@ -17,7 +17,7 @@ import numpy as np
 
 from genre_edge import config as cfgmod
 from genre_edge.errors import ConfigError
-from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text
+from genre_edge.fsutil import atomic_save_npy, atomic_write_json, atomic_write_text, scratch_folder
 from genre_edge.tokenize import load_tokenizer
 
 from .curves import TB_DIR
@@ -139,12 +139,12 @@ def check_replaceable(out: Path, sources: list[Path], markers: tuple[str, ...], 
 def save_encoder(bert, tokenizer_src: Path, max_tokens: int, dst: Path) -> None:
     """Write a Hugging Face encoder and its tokenizer files to ``dst`` (swapped in with one rename)."""
     tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    bert.save_pretrained(str(tmp), safe_serialization=True)
-    load_tokenizer(tokenizer_src / "tokenizer.json", max_tokens).save(str(tmp / "tokenizer.json"))
-    for f in TOKENIZER_FILES:
-        if (tokenizer_src / f).is_file():
-            shutil.copy(tokenizer_src / f, tmp / f)
+    with scratch_folder(tmp):
+        bert.save_pretrained(str(tmp), safe_serialization=True)
+        load_tokenizer(tokenizer_src / "tokenizer.json", max_tokens).save(str(tmp / "tokenizer.json"))
+        for f in TOKENIZER_FILES:
+            if (tokenizer_src / f).is_file():
+                shutil.copy(tokenizer_src / f, tmp / f)
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
 
@@ -189,20 +189,20 @@ def save_student(teacher: "ModelDir", out: Path, bert, adapter, emb: np.ndarray,
     from safetensors.torch import load_file, save_file
 
     tmp = Path(str(out) + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # the teacher's training curves stay with the teacher; the student's own (distill) come along
-    shutil.copytree(teacher.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder", TB_DIR))
-    if (out / TB_DIR).is_dir():
-        shutil.copytree(out / TB_DIR, tmp / TB_DIR)
-    bert.save_pretrained(str(tmp / "encoder"), safe_serialization=True)
-    for f in ("tokenizer.json", *TOKENIZER_FILES):
-        if (teacher.path / "encoder" / f).is_file():
-            shutil.copy(teacher.path / "encoder" / f, tmp / "encoder" / f)
-    st = load_file(str(teacher.path / "recommender.safetensors"))
-    st.update(cpu_tensors({"tower.adapter.weight": adapter.weight, "tower.adapter.bias": adapter.bias}))
-    save_file(st, str(tmp / "recommender.safetensors"))
-    atomic_save_npy(tmp / "item_embeddings.npy", emb)
-    atomic_write_json(tmp / "distill.json", report)
-    atomic_write_text(tmp / "distill.toml", conf_toml)
+    with scratch_folder(tmp):
+        # the teacher's training curves stay with the teacher; the student's own (distill) come along
+        shutil.copytree(teacher.path, tmp, ignore=shutil.ignore_patterns("checkpoint*", "encoder", TB_DIR))
+        if (out / TB_DIR).is_dir():
+            shutil.copytree(out / TB_DIR, tmp / TB_DIR)
+        bert.save_pretrained(str(tmp / "encoder"), safe_serialization=True)
+        for f in ("tokenizer.json", *TOKENIZER_FILES):
+            if (teacher.path / "encoder" / f).is_file():
+                shutil.copy(teacher.path / "encoder" / f, tmp / "encoder" / f)
+        st = load_file(str(teacher.path / "recommender.safetensors"))
+        st.update(cpu_tensors({"tower.adapter.weight": adapter.weight, "tower.adapter.bias": adapter.bias}))
+        save_file(st, str(tmp / "recommender.safetensors"))
+        atomic_save_npy(tmp / "item_embeddings.npy", emb)
+        atomic_write_json(tmp / "distill.json", report)
+        atomic_write_text(tmp / "distill.toml", conf_toml)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from genre_edge.errors import ConfigError
-from genre_edge.fsutil import atomic_write_json
+from genre_edge.fsutil import atomic_write_json, scratch_folder
 
 from .train_config import Config
 
@@ -146,22 +146,22 @@ def save_checkpoint(out: Path, named: dict, opt, state: RunState, best: dict | N
 
     ck = out / "checkpoint"
     tmp = out / "checkpoint.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(cpu_tensors(named), str(tmp / "params.safetensors"))
-    if best is not None:
-        save_file(cpu_tensors(best), str(tmp / "best.safetensors"))
-    # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
-    names = {id(p): n for n, p in named.items()}
-    ost = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p)
-            if st:
-                for k, v in st.items():
-                    ost[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    save_file(cpu_tensors(ost), str(tmp / "optim.safetensors"))
-    atomic_write_json(tmp / "progress.json", state.to_json())
+    with scratch_folder(tmp):
+        tmp.mkdir(parents=True)
+        save_file(cpu_tensors(named), str(tmp / "params.safetensors"))
+        if best is not None:
+            save_file(cpu_tensors(best), str(tmp / "best.safetensors"))
+        # optimizer state as plain tensors (no pickle): exp_avg / exp_avg_sq / step per parameter
+        names = {id(p): n for n, p in named.items()}
+        ost = {}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st:
+                    for k, v in st.items():
+                        ost[f"{names[id(p)]}::{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        save_file(cpu_tensors(ost), str(tmp / "optim.safetensors"))
+        atomic_write_json(tmp / "progress.json", state.to_json())
     # swap in one rename
     old = out / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .errors import GenreError, MissingExtraError
+from .errors import WRITE_FAILURES, GenreError, MissingExtraError
 
 
 def emit(obj, as_json: bool, text: str | None = None):
@@ -22,6 +22,14 @@ def run_api(fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except (GenreError, MissingExtraError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if exc.errno not in WRITE_FAILURES:
+            raise
+        # a full or read-only disk is the user's to fix, not a bug: one line, no traceback (writers clean up
+        # their temp files and folders, so what was there before is still there)
+        where = exc.filename if exc.filename else "a file"
+        raise click.ClickException(f"could not write {where}: {exc.strerror or exc}; free some space there (or "
+                                   "make it writable) and run the command again") from None
 
 
 def split_ids(text: str | None) -> list[str]:

@@ -1,4 +1,5 @@
 """Exception types. Every user-facing error says what was wrong and what is valid."""
+import errno as _errno
 
 
 class GenreError(Exception):
@@ -28,6 +29,11 @@ class StorageError(GenreError):
     def __init__(self, message: str, errno: int | None = None):
         super().__init__(message)
         self.errno = errno
+
+
+# errno values that can only mean a write failed: the disk (or the quota) is full, the file would be too large
+# for the process's limit, or the file system is mounted read-only
+WRITE_FAILURES = frozenset(getattr(_errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(_errno, n))
 
 
 def storage_error(exc: OSError, what: str, where) -> StorageError:

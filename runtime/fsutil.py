@@ -4,7 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +82,31 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextmanager
+def scratch_folder(path: str | Path):
+    """A temp folder for output that is then swapped in with one rename: emptied first, and removed when the
+    writing fails (a full disk must not stay full of a half-written copy; the previous output is untouched)."""
+    path = Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        yield path
+    except BaseException as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        code = os_error_code(exc)
+        if code is not None and not isinstance(exc, OSError):  # e.g. safetensors' Rust I/O error: an OSError
+            raise OSError(code, os.strerror(code), str(path)) from exc
+        raise
+
+
+def os_error_code(exc: BaseException) -> int | None:
+    """The errno of an OSError, or of a library's own exception that carries one in its message (safetensors
+    says "I/O error: No space left on device (os error 28)"), else None."""
+    if isinstance(exc, OSError):
+        return exc.errno
+    m = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(m.group(1)) if m else None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -259,3 +259,57 @@ def test_an_approximate_index_cache_that_cannot_be_written_is_skipped(tmp_path, 
         ann = AnnIndex(rows, nprobe=8, cache_key="k")
     assert "approximate index cache not written to" in caplog.text
     assert len(ann.search(rows[:7].mean(0), 20)) == 20
+
+
+@needs_tiny_bundle
+def test_export_on_a_full_disk_leaves_the_previous_bundle_and_no_work_folder(tiny_bundle, tmp_path):
+    """`genre export` when the disk fills mid-way: exit 1 with the folder and the reason, the bundle already
+    at --out untouched, and no half-written work folder keeping the disk full."""
+    import shutil
+
+    pytest.importorskip("torch", reason="the export extra (`make test` installs it)")
+    out = tmp_path / "b"
+    shutil.copytree(tiny_bundle / "bundle", out)
+    before = {f.name: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    r = subprocess.run([sys.executable, "-m", "genre_edge.cli", "export", "--model", str(tiny_bundle / "student"),
+                        "--teacher", str(tiny_bundle / "teacher"), "--out", str(out), "--profile", PROFILE,
+                        "--min-kept", "0", "--min-cold-kept", "0", "--min-request-kept", "0"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=_limit(4096),
+                       env=dict(os.environ, GENRE_CACHE_DIR=str(tmp_path / "cache")))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"Error: {tmp_path}: the bundle was not saved (File too large); nothing was changed" in r.stderr
+    assert not (tmp_path / "b.tmp").exists() and not (tmp_path / "b.rejected").exists()
+    assert {f.name: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+
+
+def test_every_command_reports_a_failed_write_in_one_line():
+    """What the commands share (run_api): a write that fails for lack of space or a read-only file system is
+    a user error (one line, exit 1); any other OSError is not hidden."""
+    import click
+
+    from genre_edge.cliutil import run_api
+
+    def fails(code):
+        raise OSError(code, os.strerror(code), "/mnt/sd/runs/teacher/checkpoint.tmp")
+
+    for code in (errno.ENOSPC, errno.EROFS, errno.EFBIG):
+        with pytest.raises(click.ClickException, match=rf"could not write /mnt/sd/runs/teacher/checkpoint.tmp: "
+                                                       rf"{os.strerror(code)}; free some space"):
+            run_api(fails, code)
+    with pytest.raises(FileNotFoundError):
+        run_api(fails, errno.ENOENT)
+
+
+@needs_tiny_bundle
+def test_distill_on_a_full_disk_says_so_in_one_line_and_leaves_no_temp_folder(tiny_bundle, tmp_path):
+    """Training-side writers (the student folder, checkpoints, the encoder) fill a temp folder, then rename it:
+    when the disk fills, the temp folder goes too, and safetensors' own I/O error reads as the OSError it is."""
+    pytest.importorskip("torch", reason="the export extra (`make test` installs it)")
+    out = tmp_path / "student"
+    r = subprocess.run([sys.executable, "-m", "genre_edge.cli", "distill", "--teacher", str(tiny_bundle / "teacher"),
+                        "--out", str(out), "--layers", "0,2", "--epochs", "1"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=_limit(64 * 1024),
+                       env=dict(os.environ, GENRE_CACHE_DIR=str(tmp_path / "cache")))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "Error: could not write " in r.stderr and "File too large; free some space there" in r.stderr, r.stderr
+    assert not [p for p in tmp_path.rglob("*.tmp")], list(tmp_path.rglob("*"))
