@@ -98,6 +98,13 @@ def test_cli_on_a_full_disk_says_what_and_where_and_caches_are_skipped(tiny_bund
            "--state-dir", str(state), "--title", "A film for a full disk"]
     ok = subprocess.run([*add, "--id", "disk0"], capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr
+    # a journal line of 40 items, so that the limit below is a few KB: under QEMU (make test-emulated) a cap
+    # of a few hundred bytes crashes the emulated process while it loads, whatever the runtime does
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"id": f"disk0-{i}", "title": f"Film {i} " + "x" * 80})
+                                                  + "\n" for i in range(40)))
+    ok = subprocess.run([*add[:-2], "--file", str(tmp_path / "items.jsonl")], capture_output=True, text=True, env=env,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stderr
     snapshot = (state / "catalog-updates.json").read_bytes()
     journal = (state / "catalog-updates.journal").read_bytes()
     for f in cache.rglob("*"):  # the next start must write its caches again (and cannot)
@@ -105,6 +112,7 @@ def test_cli_on_a_full_disk_says_what_and_where_and_caches_are_skipped(tiny_bund
             f.unlink()
     full = subprocess.run([*add, "--id", "disk1"], capture_output=True, text=True, env=env, timeout=120,
                           preexec_fn=_limit(len(journal) + 40))
+    assert len(journal) > 4096
     assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
     assert f"Error: {state}: the catalog change was not saved (File too large); nothing was changed" in full.stderr
     assert "optimized-model cache not written to" in full.stderr and "loaded without it" in full.stderr
