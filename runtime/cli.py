@@ -346,7 +346,7 @@ def bundle_keygen(out_dir, name, as_json):
     """Create an Ed25519 key pair for signing bundles (the private key is written with mode 0600)."""
     from .signing import generate_keys
 
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    run_api(Path(out_dir).mkdir, parents=True, exist_ok=True)
     priv, pub = run_api(generate_keys, out_dir, name)
     emit({"private_key": str(priv), "public_key": str(pub)}, as_json,
          f"private key {priv} (keep it off the devices), public key {pub} (give it to the devices)")
@@ -648,11 +648,13 @@ def bench(bundle_path, profiles, all_variants, history_len, reps, starts, rounds
     if out:
         from .fsutil import atomic_write_text
 
-        d = Path(out)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "bench.jsonl", "".join(json.dumps(dict(r, command=command)) + "\n" for r in rows))
-        atomic_write_text(d / "bench.md", md)
-        B.chart(rows, d / "bench.png")
+        def write(d: Path):
+            d.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(d / "bench.jsonl", "".join(json.dumps(dict(r, command=command)) + "\n" for r in rows))
+            atomic_write_text(d / "bench.md", md)
+            B.chart(rows, d / "bench.png")
+
+        run_api(write, Path(out))  # a full disk: one line, not a traceback after the whole benchmark
     emit(rows, as_json, md)
 
 
