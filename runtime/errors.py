@@ -39,11 +39,9 @@ WRITE_FAILURES = frozenset(getattr(_errno, n) for n in ("ENOSPC", "EDQUOT", "EFB
 def storage_error(exc: OSError, what: str, where) -> StorageError:
     """A :class:`StorageError` for ``exc`` raised while writing ``what`` under ``where``: names the folder,
     the system's reason and what to do."""
-    import errno as E
-
     reason = exc.strerror or str(exc)
-    hint = ("free some space there" if exc.errno in (E.ENOSPC, E.EDQUOT, E.EFBIG)
-            else "make it writable" if exc.errno in (E.EROFS, E.EACCES, E.EPERM) else "check the disk")
+    hint = ("make it writable" if exc.errno in (_errno.EROFS, _errno.EACCES, _errno.EPERM)
+            else "free some space there" if exc.errno in WRITE_FAILURES else "check the disk")
     return StorageError(f"{where}: {what} was not saved ({reason}); nothing was changed - {hint}, then retry",
                         exc.errno)
 
