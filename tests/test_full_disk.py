@@ -11,7 +11,6 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -135,24 +134,11 @@ def _post(base, path, body):
 def test_server_answers_507_on_a_full_disk_and_keeps_serving(tiny_bundle, tmp_path):
     """POST /items on a full disk: 507 with the reason (documented in the OpenAPI schema), recommendations
     still served, and after a restart every acknowledged item is there and the refused one is not."""
-    import socket
+    from test_server import _serve_process
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, GENRE_CACHE_DIR=str(tmp_path / "cache"))
-    p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tiny_bundle / "bundle"),
-                          "--profile", PROFILE, "--state-dir", str(tmp_path / "state"), "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                         preexec_fn=_limit(6000))
-    base = f"http://127.0.0.1:{port}"
+    p, base = _serve_process(tiny_bundle, tmp_path, env=dict(os.environ, GENRE_CACHE_DIR=str(tmp_path / "cache")),
+                             preexec_fn=_limit(6000))
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=5)
-                break
-            except OSError:
-                time.sleep(0.1)
         acked, refused = [], None
         for i in range(400):
             st, got = _post(base, "/items", {"items": [{"id": f"disk{i}", "title": f"Served film {i} " + "x" * 60}]})
@@ -172,7 +158,7 @@ def test_server_answers_507_on_a_full_disk_and_keeps_serving(tiny_bundle, tmp_pa
         p.send_signal(signal.SIGTERM)
         log = p.communicate(timeout=30)[0]
     assert "Traceback" not in log, log
-    assert _ids(tiny_bundle / "bundle", tmp_path / "state") == set(acked)
+    assert _ids(tmp_path / "b", tmp_path / "state") == set(acked)
 
 
 @needs_tiny_bundle

@@ -150,8 +150,9 @@ def _req(base, method, path, body=None, headers=None, raw_body=None):
         return e.code, json.loads(e.read())
 
 
-def _serve_process(tiny_bundle, tmp_path, *extra):
-    """`genre serve` as a real process on a private copy of the tiny bundle, answering /health; (process, base URL)."""
+def _serve_process(tiny_bundle, tmp_path, *extra, **popen):
+    """`genre serve` as a real process on a private copy of the tiny bundle (``tmp_path / "b"``, its state in
+    ``tmp_path / "state"``), answering /health; (process, base URL). ``popen``: more Popen arguments (env, ...)."""
     import shutil
     import socket
     import subprocess
@@ -164,7 +165,7 @@ def _serve_process(tiny_bundle, tmp_path, *extra):
         port = s.getsockname()[1]
     p = subprocess.Popen([sys.executable, "-m", "genre_edge.cli", "serve", "--bundle", str(tmp_path / "b"),
                           "--profile", "x86-avx512-vnni", "--state-dir", str(tmp_path / "state"), "--port", str(port),
-                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
     base = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
