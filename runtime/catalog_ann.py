@@ -68,7 +68,7 @@ class AnnIndex:
         self.n, self.dim = (len(rows) if n is None else int(n)), rows.shape[1]
         path = None
         if cache_key is not None:
-            from .session import cache_dir
+            from .cache import cache_dir, used
 
             path = cache_dir() / "ann-index" / f"{cache_key}-{factory(self.dim, self.n).replace(',', '-')}.faiss"
             if path.is_file():
@@ -76,6 +76,7 @@ class AnnIndex:
                     self.index = faiss.read_index(str(path))
                     if self.index.ntotal == self.n and self.index.d == self.dim:
                         self.nprobe = nprobe
+                        used(path)
                         return
                     log.warning("rebuilding the cached approximate index %s (it holds other rows)", path)
                 except RuntimeError as exc:
@@ -87,6 +88,9 @@ class AnnIndex:
 
             try:
                 atomic_write_with(path, lambda tmp: faiss.write_index(self.index, tmp))
+                from .cache import prune
+
+                prune(keep=(path,))
             except (OSError, RuntimeError) as exc:  # a full or read-only cache folder: built again next start
                 log.warning("approximate index cache not written to %s (%s)", path.parent, exc)
 

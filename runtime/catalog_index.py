@@ -171,8 +171,8 @@ class Int8Index:
         lean catalog: nothing to convert at load). With ``cache_key`` (what identifies ``rows``, e.g.
         the bundle files' sha256), the scoring model is kept in the cache folder and the next start
         opens it without reading the rows (a million-row catalog: ~1 s instead of ~3 s)."""
+        from .cache import cache_dir, prune, used
         from .ortload import onnxruntime
-        from .session import cache_dir
 
         ort = onnxruntime()
         self.reduce_range = saturates_u8s8() if reduce_range is None else bool(reduce_range)
@@ -185,8 +185,11 @@ class Int8Index:
             self.n, self.dim = rows[0].shape
             path = cache_dir() / "int8-index" / f"{cache_key}-z{self.zero}.onnx"
             try:
-                if not path.is_file():
+                if path.is_file():
+                    used(path)
+                else:
                     write_int8_scoring_model(path, rows[0], rows[1], self.zero)
+                    prune(keep=(path,))
                 try:
                     self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
                     return

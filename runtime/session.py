@@ -5,16 +5,13 @@ import logging
 import os
 from pathlib import Path
 
+from . import cache
 from .profile import DeviceProfile, expand
 
 log = logging.getLogger(__name__)
 
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
               "all": "ORT_ENABLE_ALL"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GENRE_CACHE_DIR", Path.home() / ".cache" / "genre-edge"))
 
 
 # The shared libraries an execution provider loads at session creation. onnxruntime-gpu lists TensorRT as
@@ -124,11 +121,13 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
         # keyed by machine too: an optimized graph may hold kernels chosen for this CPU (shared home folders)
         import platform
 
-        cached = cache_dir() / "ort" / (f"{sha256[:24]}-ort{ort.__version__}-{platform.machine()}-"
+        cache.max_bytes()  # a bad GENRE_CACHE_MAX_MB is refused at every start, not only when an entry is written
+        cached = cache.cache_dir() / "ort" / (f"{sha256[:24]}-ort{ort.__version__}-{platform.machine()}-"
                                         f"{profile.session.graph_optimization}.onnx")
         if cached.is_file():
             path = str(cached)
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            cache.used(cached)
         else:
             try:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +151,7 @@ def make_session(model_path: str | Path, profile: DeviceProfile, sha256: str | N
         try:
             if tmp.is_file():
                 os.replace(tmp, cached)  # atomic: a half-written cache is never picked up
+                cache.prune(keep=(cached,))
         except OSError as exc:
             log.info("optimized-model cache not kept: %s", exc)
     used = sess.get_providers()

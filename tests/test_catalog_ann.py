@@ -39,9 +39,9 @@ def test_ivf_candidates_hold_the_exact_top10_for_history_means(tmp_path, monkeyp
     assert np.mean(recall) >= 0.95
     # kept in the cache folder, reopened (not rebuilt) by the next start, rebuilt when damaged
     (path,) = list((tmp_path / "ann-index").glob("k1-*.faiss"))
-    mtime = path.stat().st_mtime_ns
+    ino = path.stat().st_ino  # reopened, not rewritten: the same file (a rewrite renames a new one in)
     again = AnnIndex(rows, nprobe=32, cache_key="k1")
-    assert path.stat().st_mtime_ns == mtime and np.array_equal(again.search(rows[0], 50), ix.search(rows[0], 50))
+    assert path.stat().st_ino == ino and np.array_equal(again.search(rows[0], 50), ix.search(rows[0], 50))
     path.write_bytes(b"damaged")
     assert len(AnnIndex(rows, nprobe=32, cache_key="k1").search(rows[0], 50)) == 50
     assert path.read_bytes() != b"damaged"
@@ -132,10 +132,10 @@ def test_ann_profile_answers_as_the_exact_one_when_candidates_cover_the_catalog(
     # a restart applies the device's additions, reopens the index over the bundle's rows from the cache
     # (not rebuilt for them), and serves the added item as before
     (cached,) = list((tmp_path / "cache" / "ann-index").glob("*.faiss"))
-    mtime = cached.stat().st_mtime_ns
+    ino = cached.stat().st_ino
     again = Recommender.load(tiny_bundle / "bundle", ann.profile, state_dir=tmp_path / "b")
     assert again.catalog.index.get("ann-new") is not None and again.catalog_scorer.ann.n == n
-    assert cached.stat().st_mtime_ns == mtime
+    assert cached.stat().st_ino == ino
     assert [x.id for x in again.recommend(hist, k=n).items] == [x.id for x in ann.recommend(hist, k=n).items]
     # few candidates: still k valid, unseen, filtered items
     few = Recommender.load(tiny_bundle / "bundle", dataclasses.replace(src, catalog_scoring="ann", ann_candidates=10,
