@@ -28,7 +28,7 @@ from genre_edge.bundle import (FORMAT, FORMAT_VERSION, CatalogSpec, CFSpec, File
 # symmetric int8 per item: the bundle's catalog and the runtime's int8 scoring index quantize alike
 from genre_edge.catalog_index import quantize_rows
 from genre_edge.errors import WRITE_FAILURES, ConfigError, GenreError, storage_error
-from genre_edge.fsutil import atomic_save_npy, atomic_write_json
+from genre_edge.fsutil import atomic_save_npy, atomic_write_json, scratch_folder
 from genre_edge.profile import load_profile
 from genre_edge.tokenize import load_tokenizer
 from genre_edge.variants import SAME_FILE
@@ -180,28 +180,26 @@ def export_bundle(model_dir: str | Path, out: str | Path, profiles: list[str] | 
     out = Path(out)
     work = Path(str(out) + ".tmp")
     check_replaceable(out, [Path(model_dir)] + ([Path(teacher_dir)] if teacher_dir else []), ("manifest.json",), "bundle")
-    shutil.rmtree(work, ignore_errors=True)
+    # a failed export (a full disk, a bad input, Ctrl-C) leaves no half-written work folder keeping the disk full
     try:
-        (work / "models").mkdir(parents=True)
-        (work / "catalog").mkdir()
-        b = BundleBuild(M, T, work, variants, catalog_dtype, data_dir, progress)
-        if catalog_embeddings is not None:
-            from .bulk_embed import read_embeddings
+        with scratch_folder(work):
+            (work / "models").mkdir(parents=True)
+            (work / "catalog").mkdir()
+            b = BundleBuild(M, T, work, variants, catalog_dtype, data_dir, progress)
+            if catalog_embeddings is not None:
+                from .bulk_embed import read_embeddings
 
-            b.given = read_embeddings(catalog_embeddings)
-            if b.given[0]["variant"] not in variants:
-                raise ValueError(f"--catalog-embeddings were made with variant {b.given[0]['variant']!r}, which this "
-                                 f"export does not build (it builds {', '.join(variants)})")
-        export_models(b)
-        quantize_variants(b)
-        measure(b, min_kept, min_request_kept, min_cold_kept)
-        write_catalog(b)
-        manifest = write_manifest(b, keep_fp32)
-    except BaseException as exc:
-        # a failed export (a full disk, a bad input, Ctrl-C) leaves nothing half-written behind: on a full
-        # disk the work folder would otherwise keep it full
-        shutil.rmtree(work, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+                b.given = read_embeddings(catalog_embeddings)
+                if b.given[0]["variant"] not in variants:
+                    raise ValueError(f"--catalog-embeddings were made with variant {b.given[0]['variant']!r}, which "
+                                     f"this export does not build (it builds {', '.join(variants)})")
+            export_models(b)
+            quantize_variants(b)
+            measure(b, min_kept, min_request_kept, min_cold_kept)
+            write_catalog(b)
+            manifest = write_manifest(b, keep_fp32)
+    except OSError as exc:
+        if exc.errno in WRITE_FAILURES:
             raise storage_error(exc, "the bundle", work.parent) from None
         raise
     return publish(b, manifest, out, tar)
