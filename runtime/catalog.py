@@ -472,25 +472,30 @@ class Catalog:
             return
         j = self._journal
         snap_gen = self._sig[0][3] if self._sig and self._sig[0] else None
-        if snap_gen is None or j["base"] != snap_gen or j["torn"] or j["ops"] + len(ops) > JOURNAL_COMPACT_OPS:
-            gen = max(0, snap_gen or 0) + 1
-            try:  # a failed write leaves the previous snapshot and journal as they were (temp file, then rename)
+        try:  # a write that fails leaves the files as they were: nothing changed, said once, here
+            if snap_gen is None or j["base"] != snap_gen or j["torn"] or j["ops"] + len(ops) > JOURNAL_COMPACT_OPS:
+                gen = max(0, snap_gen or 0) + 1
                 atomic_write_json(path, {"generation": gen, **self._state(added, removed, trend)})  # first key: _signature
-            except OSError as exc:
-                raise storage_error(exc, "the catalog change", path.parent) from None
-            try:
-                atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
-                self._journal = {"base": gen, "ops": 0, "torn": False}
-            except OSError as exc:
-                # the change is saved: the new snapshot holds it, and readers skip a journal of an older
-                # generation; the next change writes a snapshot again
-                log.warning("%s: could not start a new catalog journal (%s); the change is saved in the snapshot",
-                            path.parent, exc.strerror or exc)
-                self._journal = {"base": None, "ops": 0, "torn": False}
-        else:
-            self._append_journal(_journal_path(path), "".join(json.dumps(op, ensure_ascii=False) + "\n" for op in ops).encode())
-            j["ops"] += len(ops)
+                self._start_journal(path, gen)
+            else:
+                self._append_journal(_journal_path(path), "".join(json.dumps(op, ensure_ascii=False) + "\n"
+                                                                  for op in ops).encode())
+                j["ops"] += len(ops)
+        except OSError as exc:
+            raise storage_error(exc, "the catalog change", path.parent) from None
         self._sig = _state_signature(path)
+
+    def _start_journal(self, path: Path, gen: int) -> None:
+        """An empty journal on snapshot ``gen``. If it cannot be written the change is saved all the same: the
+        new snapshot holds it, readers skip a journal of an older generation, and the next change writes a
+        snapshot again."""
+        try:
+            atomic_write_bytes(_journal_path(path), (json.dumps({"journal": UPDATES_FORMAT, "base": gen}) + "\n").encode())
+            self._journal = {"base": gen, "ops": 0, "torn": False}
+        except OSError as exc:
+            log.warning("%s: could not start a new catalog journal (%s); the change is saved in the snapshot",
+                        path.parent, exc.strerror or exc)
+            self._journal = {"base": None, "ops": 0, "torn": False}
 
     def _append_journal(self, journal: Path, data: bytes) -> None:
         """Append ``data`` to the journal and fsync it, all or nothing: a write cut short (a full disk) is cut
@@ -504,12 +509,12 @@ class Catalog:
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
-            except OSError as exc:
+            except OSError:
                 try:
                     os.ftruncate(fd, end)
                 except OSError:
                     self._journal["torn"] = True
-                raise storage_error(exc, "the catalog change", journal.parent) from None
+                raise
         finally:
             os.close(fd)
 
