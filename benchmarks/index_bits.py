@@ -1,4 +1,4 @@
-"""The catalog index at 8 bits (what ships) against a 4-bit one, on one CPU: scan and refine time, accuracy, memory.
+"""The catalog index at 8 bits against 4 bits, on one CPU: scan and refine time, accuracy, memory.
 
     python benchmarks/index_bits.py --bundle runs/quickstart/bundle [--items 100000]
 
@@ -8,12 +8,13 @@ CPU without VNNI it is also where a request spends most of its time. ONNX Runtim
 half the bytes, and its 4-bit x 8-bit products cannot saturate AVX2's int16 pair sums. What it costs is accuracy:
 more rows must be re-scored exactly (``refine``) for the top-200 to match float32.
 
-Rows: the shipped index (``CatalogScorer("int8")``: 8-bit rows, the query at 8 bits (7 on AVX2 without VNNI),
-its best 256 rows re-scored exactly) and the 4-bit index per block size and refined-row count. Every row is timed
+Rows: the 8-bit index (``CatalogScorer("int8")``: 8-bit rows, the query at 8 bits (7 on AVX2 without VNNI),
+its best 256 rows re-scored exactly) and the 4-bit index (the runtime's ``Int4Index``) per block size and
+refined-row count; the report says which of the two ``catalog_scoring = "auto"`` builds on this CPU (4 bits in
+blocks of 32 with 512 refined rows on x86 without VNNI, for 256+ dims; 8 bits elsewhere). Every row is timed
 on the same catalog (the bundle's items plus noisy copies, as ``scale_curve.py`` grows it) with user vectors of
 ``--users`` random 50-item histories, one thread; accuracy is the top-200 overlap with float32 scores, mean and
-minimum over those users. Writes ``index-bits-<profile>.{json,md}``. Needs the ``onnx`` package (the export extra)
-to write the 4-bit graph.
+minimum over those users. Writes ``index-bits-<profile>.{json,md}``.
 """
 from __future__ import annotations
 
@@ -38,37 +39,13 @@ BLOCKS = (32, 64)
 REFINES = (256, 512, 1024)
 
 
-def int4_session(emb: np.ndarray, block: int):
-    """(ONNX Runtime session scoring ``emb @ u`` with 4-bit blockwise rows, bytes of its weights and scales)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    n, d = emb.shape
-    w = emb.reshape(n, d // block, block)
-    scale = np.abs(w).max(axis=2) / 7.0
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = (np.clip(np.rint(w / scale[..., None]), -8, 7).astype(np.int16) + 8).astype(np.uint8)  # zero point 8
-    packed = q[..., 0::2] | (q[..., 1::2] << 4)  # two 4-bit values a byte, the low nibble first
-    node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft", K=d, N=n, bits=4,
-                            block_size=block, accuracy_level=4)
-    graph = helper.make_graph([node], "int4_catalog", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, d])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, n])],
-                              initializer=[numpy_helper.from_array(packed, "B"),
-                                           numpy_helper.from_array(scale.reshape(-1), "scales")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]), packed.nbytes + scale.nbytes
-
-
 def overlap(s: np.ndarray, ref: np.ndarray, k: int = 200) -> float:
     return len(set(np.argpartition(-s, k)[:k]) & set(np.argpartition(-ref, k)[:k])) / k
 
 
 def run(bundle: str, items: int, users: int, reps: int) -> dict:
     from genre_edge.bench.timing import time_calls
-    from genre_edge.catalog_index import CatalogScorer, top_n
+    from genre_edge.catalog_index import CatalogScorer, Int4Index, index_bits, top_n
     from genre_edge.recommender import Recommender
 
     rec = Recommender.load(bundle, "auto")
@@ -94,13 +71,12 @@ def run(bundle: str, items: int, users: int, reps: int) -> dict:
 
     cs = CatalogScorer("int8", 1)
     cs.build(cat)
-    row("int8 (shipped)", 8, None, cs.refine_top, lambda u: cs.scores(cat, u), emb.shape[0] * (emb.shape[1] + 4),
+    row("int8", 8, None, cs.refine_top, lambda u: cs.scores(cat, u), emb.shape[0] * (emb.shape[1] + 4),
         lambda u: cs.index.scores(u))
     for block in [b for b in BLOCKS if emb.shape[1] % b == 0]:  # blocks tile the embedding (a tiny model's 32 dims: 32)
-        sess, nbytes = int4_session(emb, block)
-
-        def scan(u, sess=sess):
-            return sess.run(None, {"A": u[None]})[0][0]
+        ix = Int4Index(emb, 1, block=block)
+        nbytes = emb.shape[0] * -(-emb.shape[1] // block) * (block // 2 + 4)
+        scan = ix.scores
         for refine in REFINES:
             def score(u, scan=scan, refine=refine):
                 s = scan(u).copy()
@@ -109,15 +85,19 @@ def run(bundle: str, items: int, users: int, reps: int) -> dict:
                 return s
             row(f"int4, block {block}", 4, block, refine, score, nbytes, scan)
     return {"items": len(emb), "dim": int(emb.shape[1]), "users": users, "profile": rec.profile.name,
-            "reduce_range": bool(cs.index.reduce_range), "rows": rows}
+            "reduce_range": bool(cs.index.reduce_range), "auto_bits": index_bits("auto", int(emb.shape[1])),
+            "rows": rows}
 
 
 def markdown(res: dict) -> str:
-    L = ["# Catalog index: 8-bit (shipped) vs 4-bit rows", "", machine_markdown(res["machine"]), "",
+    auto = res.get("auto_bits")
+    L = ["# Catalog index: 8-bit vs 4-bit rows", "", machine_markdown(res["machine"]), "",
          f"Command: `{res['command']}`.", "", *([res["note"], ""] if res.get("note") else []),
          f"{res['items']:,} items x {res['dim']} dims (the bundle's items and noisy copies of them), profile "
          f"`{res['profile']}` (8-bit index query at {'7' if res['reduce_range'] else '8'} bits), one thread; overlap: "
          f"top-200 vs float32 scores over {res['users']} users' 50-item histories; ms: p50 for one user vector.", "",
+         *([f"`catalog_scoring = \"auto\"` builds the {'4-bit index (blocks of 32, 512 refined rows)' if auto == 4 else '8-bit index'} "
+            "on this CPU at these dims.", ""] if auto else []),
          "| index | refined rows | index MB | scan p50 ms | scan + refine p50 ms | top-200 overlap mean | min |",
          "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:

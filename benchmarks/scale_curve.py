@@ -3,8 +3,9 @@
 Synthetic item vectors (real catalog rows plus noise, re-normalised) are added to a real bundle's
 catalog in memory; every catalog size runs in a fresh process (one thread) so RSS is its own.
 Both catalog-scoring approaches are timed: numpy float32 (``catalog_scoring = "fp32"``) and the
-int8 index (pre-packed MatMulInteger, ``"int8"``), with the pieces of a request timed apart so
-the table says where time goes.
+index the profile builds (``--index auto``: the 8-bit index, pre-packed MatMulInteger, or where this CPU's
+8-bit kernel saturates the 4-bit one, MatMulNBits; ``--index int8`` / ``int4`` to choose), with the pieces
+of a request timed apart so the table says where time goes.
 
     python benchmarks/scale_curve.py --bundle runs/full/bundle
 """
@@ -107,7 +108,7 @@ def grow_lean(rec, n: int, folder: Path, seed: int = 0) -> None:
 
 
 def child(args: dict) -> dict:
-    from genre_edge.catalog_index import CatalogScorer, top_n
+    from genre_edge.catalog_index import CatalogScorer, index_bits, top_n
     from genre_edge.recommender import Recommender
     from genre_edge.catalog import Filters
     from genre_edge.rerank import Rerank, rerank
@@ -135,8 +136,10 @@ def child(args: dict) -> dict:
     rng = np.random.default_rng(1)
     real_ids = cat.ids[: cat.n_bundle]
     hist = list(rng.choice(real_ids, size=min(50, len(real_ids)), replace=False))
-    out = {"n": n, "rss_bundle_mib": rss0, "rss_catalog_mib": rss_catalog}
-    for mode in (("int8",) if args.get("lean") else ("fp32", "int8")):
+    index = args.get("index") or "auto"
+    index = index if index != "auto" else ("int4" if index_bits("auto", cat.emb.shape[1]) == 4 else "int8")
+    out = {"n": n, "rss_bundle_mib": rss0, "rss_catalog_mib": rss_catalog, "index": index}
+    for mode in ((index,) if args.get("lean") else ("fp32", index)):
         rec.catalog_scorer = CatalogScorer(mode, 1)
         t = time.perf_counter()
         rec.rebuild_index()
@@ -167,9 +170,9 @@ def child(args: dict) -> dict:
         pool = top_n(scores, mask, 200)
         pool = pool[np.argsort(-scores[pool])]
         r["rerank_mmr_ms"] = _time(lambda: rerank(scores, pool, cat, Rerank(mmr_lambda=0.7), 10), reps)
-        if mode == "int8":
+        if mode == index:
             ref = cat.emb @ u
-            r["int8_vs_fp32"] = {"max_abs_diff": float(np.abs(content - ref).max()),
+            r["index_vs_fp32"] = {"max_abs_diff": float(np.abs(content - ref).max()),
                                  "top200_overlap": len(set(np.argsort(-content)[:200]) & set(np.argsort(-ref)[:200]))
                                  / 200.0}
         out[mode] = r
@@ -205,8 +208,17 @@ def run_child(args: dict) -> dict:
     return json.loads(line[7:])
 
 
+def _index(r: dict) -> tuple[str, dict]:
+    """(index name, its results) of one size (reports before the 4-bit index: "int8")."""
+    name = r.get("index", "int8")
+    i = r[name]
+    return name, {**i, "index_vs_fp32": i.get("index_vs_fp32", i.get("int8_vs_fp32"))}
+
+
 def markdown(res: dict) -> str:
     lean = any(r.get("lean") for r in res["sizes"])
+    names = sorted({_index(r)[0] for r in res["sizes"]})
+    ix = "/".join(names)
     L = ["# Scale curve: catalog size and history length" + (" (lean catalog: int8 rows memory-mapped)" if lean else ""),
          "", machine_markdown(res["machine"]), "",
          f"Command: `{res['command']}`", "",
@@ -214,33 +226,35 @@ def markdown(res: dict) -> str:
          f"`{res['profile']}`, one thread, history 50, MMR top-10 over a 200-item pool; p50 ms of {res['reps']} "
          "requests after warm-up, each size in a fresh process.", "",
          "## End to end (p50 ms) and memory", "",
-         "| items | fp32 p50 | fp32 p99 | **int8 index p50** | int8 p99 | + query (int8) | target | index build s | "
-         "RSS catalog MiB | RSS with index MiB | RSS serving MiB | int8 top-200 overlap |",
+         f"Index: `{ix}` (" + ", ".join({"int8": "8-bit rows, pre-packed MatMulInteger", "int4": "4-bit rows in "
+                                           "blocks of 32, MatMulNBits"}[x] for x in names) + ").", "",
+         f"| items | fp32 p50 | fp32 p99 | **{ix} index p50** | {ix} p99 | + query ({ix}) | target | index build s | "
+         f"RSS catalog MiB | RSS with index MiB | RSS serving MiB | {ix} top-200 overlap |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     na = {"recommend_ms": {"p50": float("nan"), "p99": float("nan")}, "content_ms": {"p50": float("nan")}}
     for r in res["sizes"]:
-        f, i = r.get("fp32", na), r["int8"]  # a lean run has no float32 catalog to time
+        f, i = r.get("fp32", na), _index(r)[1]  # a lean run has no float32 catalog to time
         tgt = TARGETS_MS.get(r["n"])
         met = "" if tgt is None else (f"< {tgt:g} ({'met' if i['recommend_ms']['p50'] < tgt else '**missed**'})")
         L.append(f"| {r['n']:,} | {f['recommend_ms']['p50']:.3f} | {f['recommend_ms']['p99']:.3f} | "
                  f"**{i['recommend_ms']['p50']:.3f}** | {i['recommend_ms']['p99']:.3f} | "
                  f"{i['recommend_query_ms']['p50']:.3f} | {met} | {i['index_build_s']:.2f} | "
                  f"{r['rss_catalog_mib']:.0f} | {i['rss_after_index_mib']:.0f} | "
-                 f"{i.get('rss_after_requests_mib', float('nan')):.0f} | {i['int8_vs_fp32']['top200_overlap']:.3f} |")
+                 f"{i.get('rss_after_requests_mib', float('nan')):.0f} | {i['index_vs_fp32']['top200_overlap']:.3f} |")
     if lean:
         L += ["", "Lean catalog: the int8 rows stay memory-mapped (only gathered rows are read), the index is "
               "built from them as stored and kept in the cache folder; a second start opens it from there:", ""]
         for r in res["sizes"]:
-            i = r["int8"]
+            i = _index(r)[1]
             L.append(f"- {r['n']:,} items: index first build {i['index_build_s']:.2f} s, from the cache "
                      f"{i.get('index_cached_s', float('nan')):.2f} s; RSS after load {i['rss_after_index_mib']:.0f} MiB, "
                      f"serving {i.get('rss_after_requests_mib', float('nan')):.0f} MiB, peak {r['rss_peak_mib']:.0f} MiB "
                      "(the first build reads every row once)")
     L += ["", "## Where the time goes (p50 ms per piece)", "",
-          "| items | content fp32 | content int8 | CF | blend + filters | top-200 argpartition | top-200 blocked | "
+          f"| items | content fp32 | content {ix} | CF | blend + filters | top-200 argpartition | top-200 blocked | "
           "MMR re-rank |", "|---|---|---|---|---|---|---|---|"]
     for r in res["sizes"]:
-        f, i = r.get("fp32", na), r["int8"]
+        f, i = r.get("fp32", na), _index(r)[1]
         L.append(f"| {r['n']:,} | {f['content_ms']['p50']:.3f} | {i['content_ms']['p50']:.3f} | "
                  f"{i['cf_ms']['p50']:.3f} | {i['blend_mask_ms']['p50']:.3f} | {i['topk_argpartition_ms']['p50']:.3f} | "
                  f"{i['topk_blocked_ms']['p50']:.3f} | {i['rerank_mmr_ms']['p50']:.3f} |")
@@ -264,7 +278,8 @@ def chart(res: dict, path: Path) -> None:
 
     ns = [r["n"] for r in res["sizes"]]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for mode, lab in (("fp32", "numpy float32"), ("int8", "int8 index (MatMulInteger)")):
+    for mode, lab in (("fp32", "numpy float32"), ("int8", "int8 index (MatMulInteger)"),
+                      ("int4", "4-bit index (MatMulNBits)")):
         if any(mode not in r for r in res["sizes"]):
             continue
         a1.plot(ns, [r[mode]["recommend_ms"]["p50"] for r in res["sizes"]], "o-", label=f"{lab} p50")
@@ -299,6 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
     ap.add_argument("--history-at", type=int, default=100_000, help="catalog size of the history curve")
     ap.add_argument("--reps", type=int, default=100)
+    ap.add_argument("--index", choices=("auto", "int8", "int4"), default="auto",
+                    help="the catalog index timed beside float32 (auto: the one this CPU gets)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--lean", action="store_true",
                     help="the catalog as a lean load holds it: int8 rows memory-mapped + scales, int8 index only")
@@ -324,7 +341,7 @@ def main(argv=None) -> int:
     for n in sizes:
         log.info("catalog %d items ...", n)
         rows.append(run_child({"bundle": a.bundle, "profile": a.profile, "n": n, "reps": a.reps,
-                               "histories": n == a.history_at, "lean": a.lean}))
+                               "histories": n == a.history_at, "lean": a.lean, "index": a.index}))
     from genre_edge.bundle import open_bundle
 
     res = {"machine": machine(), "bundle": Path(a.bundle).resolve().name, "profile": profile, "reps": a.reps,

@@ -1,5 +1,6 @@
-"""The runtime's cache folder: graphs optimized for this machine (``ort/``), int8 scoring indexes
-(``int8-index/``) and approximate indexes (``ann-index/``), each keyed by the content it was made from.
+"""The runtime's cache folder: graphs optimized for this machine (``ort/``), int8 and 4-bit scoring indexes
+(``int8-index/``, ``int4-index/``) and approximate indexes (``ann-index/``), each keyed by the content it was
+made from.
 
 Why a size cap: the keys are content hashes, so a device that receives bundle after bundle (an appliance
 updated over the air) keeps every old bundle's entries - about 17 MB per demo bundle, hundreds of MB for a
@@ -16,7 +17,7 @@ from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CACHE_FOLDERS = ("ort", "int8-index", "ann-index")  # what the runtime writes (data/ etc. are the export side's)
+CACHE_FOLDERS = ("ort", "int8-index", "int4-index", "ann-index")  # what the runtime writes (data/ etc. are the export side's)
 MAX_MB_ENV = "GENRE_CACHE_MAX_MB"
 DEFAULT_MAX_MB = 1024
 RECENT_S = 600  # entries used this recently stay whatever the cap (the bundle loading now, in any process)

@@ -56,10 +56,11 @@ class DeviceProfile:
     max_batch: int = cfg.bounded(32, 1, 4096)
     max_tokens: int = cfg.bounded(32, 4, 512)
     memory_budget_mib: int = cfg.bounded(500, 16, 1 << 20)
-    # whole-catalog scoring: int8 index (pre-packed MatMulInteger) or numpy float32; auto = int8
-    # from 20k items on (see catalog_index.py for the measurements behind it)
+    # whole-catalog scoring: int8 index (pre-packed MatMulInteger), 4-bit index (MatMulNBits) or numpy float32;
+    # auto = an index from 20k items on, 4-bit on x86 without VNNI for rows of 256+ dims, else int8 (see
+    # catalog_index.py for the measurements behind it)
     # ann: an approximate index proposes candidates (very large catalogs; optional extra, catalog_ann.py)
-    catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8", "ann"))
+    catalog_scoring: str = cfg.choice("auto", ("auto", "fp32", "int8", "int4", "ann"))
     ann_candidates: int = cfg.bounded(1000, 10, 1_000_000, "ann: rows the approximate index proposes per request")
     ann_nprobe: int = cfg.bounded(64, 1, 1_000_000, "ann: clusters scanned per request (more: better recall, slower)")
     threads: Threads = field(default_factory=Threads)

@@ -38,16 +38,17 @@ def rerank(scores: np.ndarray, cand: np.ndarray, cat: Catalog, opts: Rerank, k: 
         order = np.argsort(-rel, kind="stable")[:k]
         return cand[order], rel[order]
     E = cat.emb[cand]
-    picked: list[int] = []
-    max_sim = np.full(len(cand), -np.inf)
-    avail = np.ones(len(cand), bool)
     lam = opts.mmr_lambda
-    for _ in range(k):
-        mmr = lam * rel - (1 - lam) * np.where(np.isfinite(max_sim), max_sim, 0.0)
-        mmr[~avail] = -np.inf
+    base = lam * rel
+    mmr = base  # nothing picked yet: no similarity to subtract
+    picked: list[int] = []
+    max_sim = None  # each candidate's highest similarity to a picked item
+    for _ in range(k):  # few numpy calls a pick: this loop is most of the re-ranking time on a small board
         j = int(np.argmax(mmr))
         picked.append(j)
-        avail[j] = False
-        max_sim = np.maximum(max_sim, E @ E[j])
+        sim = E @ E[j]
+        max_sim = sim.astype(np.float64) if max_sim is None else np.maximum(max_sim, sim)
+        mmr = base - (1 - lam) * max_sim
+        mmr[picked] = -np.inf
     p = np.array(picked, np.int64)
     return cand[p], rel[p]

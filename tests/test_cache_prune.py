@@ -91,7 +91,7 @@ def test_a_bad_cap_stops_a_start_that_caches(tiny_bundle, tmp_path, monkeypatch)
         Recommender.load(tiny_bundle / "bundle", "x86-avx512-vnni")
 
 
-@pytest.mark.parametrize("kind", ["int8-index", "ann-index"])
+@pytest.mark.parametrize("kind", ["int8-index", "int4-index", "ann-index"])
 def test_index_caches_are_marked_used_when_reopened(kind, tmp_path, monkeypatch):
     import numpy as np
 
@@ -102,6 +102,10 @@ def test_index_caches_are_marked_used_when_reopened(kind, tmp_path, monkeypatch)
         from genre_edge.catalog_index import Int8Index, quantize_rows
 
         make = lambda: Int8Index(None, rows=quantize_rows(rows), cache_key="k")  # noqa: E731
+    elif kind == "int4-index":
+        from genre_edge.catalog_index import Int4Index, quantize_rows
+
+        make = lambda: Int4Index(None, rows=quantize_rows(rows), cache_key="k")  # noqa: E731
     else:
         pytest.importorskip("faiss", reason="the ann extra (faiss-cpu; `make test` installs it)")
         from genre_edge.catalog_ann import AnnIndex

@@ -1,8 +1,9 @@
-"""The int8 catalog index and the blocked top-k: parity with float32 numpy and brute force."""
+"""The int8 and 4-bit catalog indexes and the blocked top-k: parity with float32 numpy and brute force."""
 import numpy as np
 import pytest
 
-from genre_edge.catalog_index import CatalogScorer, Int8Index, int8_scoring_model, quantize_rows, top_n
+from genre_edge.catalog_index import (CatalogScorer, Int4Index, Int8Index, int8_scoring_model, quantize_rows,
+                                      quantize_rows_int4, top_n)
 
 
 def unit_rows(n, d=48, seed=0):
@@ -79,24 +80,80 @@ def test_scorer_uses_float32_for_rows_changed_or_added_after_the_index():
     assert np.abs(got - ref).max() < 0.01
 
 
-@pytest.mark.parametrize("reduce_range", [True, None])
-def test_refinement_makes_the_top_rows_exact_whatever_the_query_quantization(reduce_range):
-    """The int8 pass finds candidates; its best rows are scored again in float: the top-k then equals
-    float32's even where the 7-bit query (AVX2 without VNNI) alone swaps near-ties."""
+def int4_error_bound(e: np.ndarray, u: np.ndarray, block: int = 32) -> np.ndarray:
+    """Per row, the most a 4-bit index score can be off: each row value is rounded to half its block's step
+    (amax / 7), and the kernel rounds the query to int8 per block (half of amax / 127)."""
+    d = e.shape[1]
+    nb = -(-d // block)
+    ep = np.pad(e, ((0, 0), (0, nb * block - d))).reshape(len(e), nb, block)
+    up = np.pad(u, (0, nb * block - d)).reshape(nb, block)
+    row_step = np.abs(ep).max(axis=2) / 7.0  # [N, nb]
+    q_step = np.abs(up).max(axis=1) / 127.0  # [nb]
+    return (0.5 * row_step * np.abs(up).sum(1)).sum(1) + (0.5 * q_step * (np.abs(ep).sum(2) + 0.5 * row_step * block)).sum(1)
+
+
+@pytest.mark.parametrize("n,d", [(1, 384), (257, 384), (3000, 384), (500, 40), (300, 8)])
+def test_int4_index_matches_float32_within_its_rounding_bound(n, d):
+    """The 4-bit index (MatMulNBits, int8 compute) against float32, on any CPU: every score within the
+    rounding bound of its 4-bit row and int8 query (a dimension that is not a multiple of the block is
+    padded), from float rows and from the bundle's int8 rows alike."""
+    e = unit_rows(n, d=d, seed=n + d)
+    u = e[: min(n, 20)].mean(0)
+    ref = e @ u
+    int8_rounding = 0.5 * np.abs(e).max(axis=1) / 127 * np.abs(u).sum()  # the bundle's int8 rows' own
+    for ix, slack in ((Int4Index(e), 0.0), (Int4Index(None, rows=quantize_rows(e)), int8_rounding)):
+        got = ix.scores(u)
+        assert got.shape == (n,) and got.dtype == np.float32 and ix.bits == 4
+        assert np.all(np.abs(got - ref) <= int4_error_bound(e, u) * 1.01 + slack + 1e-5)
+        if d >= 256 and n > 10:
+            assert np.abs(got - ref).max() < 0.03
+            assert len(set(np.argsort(-got)[:10]) & set(np.argsort(-ref)[:10])) >= 8
+    packed, scales = quantize_rows_int4(e)
+    assert packed.shape == (n, -(-d // 32), 16) and packed.dtype == np.uint8 and scales.shape == (n, -(-d // 32))
+    lo, hi = packed & 15, packed >> 4
+    assert lo.min() >= 1 and hi.max() <= 15  # values -7..7 around zero point 8: the 4-bit range, never -8
+    with pytest.raises(ValueError, match="power of 2"):
+        Int4Index(e, block=24)
+
+
+def test_hand_written_4bit_model_is_valid_onnx():
+    onnx = pytest.importorskip("onnx")
+    from genre_edge.catalog_index import _int4_model_parts
+
+    packed, scales = quantize_rows_int4(unit_rows(30, d=64))
+    m = onnx.load_from_string(b"".join(p.tobytes() if isinstance(p, np.ndarray) else p
+                                       for p in _int4_model_parts(packed, scales, 64, 32)))
+    onnx.checker.check_model(m, full_check=True)
+    (node,) = m.graph.node
+    assert (node.op_type, node.domain) == ("MatMulNBits", "com.microsoft")
+    assert {a.name: a.i for a in node.attribute} == {"K": 64, "N": 30, "bits": 4, "block_size": 32,
+                                                      "accuracy_level": 4}
+    got = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    assert np.array_equal(got["catalog_q4"], packed) and np.array_equal(got["scales"], scales.reshape(-1))
+
+
+@pytest.mark.parametrize("kind,reduce_range", [("int8", True), ("int8", None), ("int4", None)])
+def test_refinement_makes_the_top_rows_exact_whatever_the_index(kind, reduce_range):
+    """The index pass finds candidates; its best rows are scored again in float: the top-k then equals
+    float32's even where the 7-bit query (AVX2 without VNNI) or the 4-bit rows alone swap near-ties (the
+    4-bit index by default re-scores 512 rows)."""
     rng = np.random.default_rng(5)
-    base = unit_rows(500, d=64, seed=5)
-    near = base[rng.integers(0, 500, 29500)] + rng.standard_normal((29500, 64)).astype(np.float32) * 0.03
+    d = 64 if kind == "int8" else 384  # the 4-bit index is for wide embeddings (auto: from 256 dims)
+    base = unit_rows(500, d=d, seed=5)
+    near = base[rng.integers(0, 500, 29500)] + rng.standard_normal((29500, d)).astype(np.float32) * 0.03 * np.sqrt(64 / d)
     cat = FakeCatalog(np.vstack([base, near / np.linalg.norm(near, axis=1, keepdims=True)]))  # many near-ties
-    raw, refined = CatalogScorer("int8", refine_top=0), CatalogScorer("int8", refine_top=256)
+    raw, refined = CatalogScorer(kind, refine_top=0), CatalogScorer(kind)
     for sc in (raw, refined):
         sc.build(cat)
-        sc.index = Int8Index(cat.emb, reduce_range=reduce_range)
+        if kind == "int8":
+            sc.index = Int8Index(cat.emb, reduce_range=reduce_range)
+    assert refined.refine_top == (256 if kind == "int8" else 512) and refined.index.bits == (8 if kind == "int8" else 4)
     top = lambda x, k=200: set(np.argpartition(-x, k)[:k])  # noqa: E731
     raw_overlap, refined_overlap = [], []
     for i in range(8):
         u = cat.emb[rng.choice(len(cat.emb), 50, replace=False)].mean(0)
         ref, got, loose = cat.emb @ u, refined.scores(cat, u), raw.scores(cat, u)
-        best = top_n(loose, None, 256)
+        best = top_n(loose, None, refined.refine_top)
         assert np.allclose(got[best], ref[best], atol=1e-5)  # the refined rows: float32 scores
         rest = np.setdiff1d(np.arange(len(ref)), best)
         assert np.array_equal(got[rest], loose[rest])  # the others: the int8 pass's
@@ -122,8 +179,29 @@ def test_auto_mode_builds_an_index_only_for_large_catalogs():
     s2.build(big)
     assert s1.index is None and s2.index is not None
     assert np.allclose(s1.scores(small, small.emb[0]), small.emb @ small.emb[0])
-    with pytest.raises(ValueError, match="auto, fp32, int8"):
+    with pytest.raises(ValueError, match="auto, fp32, int8, int4"):
         CatalogScorer("fp16")
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_auto_mode_takes_4_bits_where_the_8_bit_kernel_saturates_and_rows_are_wide(monkeypatch, saturates):
+    """auto: 4 bits on x86 without VNNI (there the 8-bit scan is the slow part) for rows of 256+ dims, else 8;
+    int4 / int8 choose. Decided from what the CPU reports, so both classes are checked on any machine."""
+    import genre_edge.catalog_index as ci
+    from genre_edge.catalog_index import index_bits, index_bytes_per_row
+
+    monkeypatch.setattr(ci, "saturates_u8s8", lambda *a, **k: saturates)
+    assert index_bits("auto", 384) == (4 if saturates else 8) and index_bits("auto", 48) == 8
+    assert index_bits("int4", 8) == 4 and index_bits("int8", 384) == 8
+    wide, narrow = FakeCatalog(unit_rows(20000, d=256)), FakeCatalog(unit_rows(20000, d=48))
+    for cat, bits in ((wide, 4 if saturates else 8), (narrow, 8)):
+        sc = CatalogScorer("auto")
+        sc.build(cat)
+        assert sc.index.bits == bits and sc.refine_top == (512 if bits == 4 else 256)
+        if bits == 4:  # (an 8-bit index told this CPU does not saturate may: its parity is tested above)
+            u = cat.emb[:30].mean(0)
+            assert set(np.argsort(-sc.scores(cat, u))[:50]) == set(np.argsort(-(cat.emb @ u))[:50])
+    assert index_bytes_per_row(8, 384) == 384 and index_bytes_per_row(4, 384) == 12 * (16 + 4)
 
 
 @pytest.mark.parametrize("n,k,block", [(100000, 200, None), (5000, 200, None), (1000, 10, 16), (50, 200, None),
@@ -140,6 +218,28 @@ def test_top_n_equals_brute_force_under_a_mask(n, k, block):
     kth = np.sort(s[cand])[::-1][kk - 1]
     assert s[got].min() >= kth  # nothing better was left out (ties may pick either)
     assert np.isclose(np.sort(s[got]).sum(), np.sort(s[cand])[::-1][:kk].sum())
+
+
+@pytest.mark.parametrize("layout", ["ascending", "descending", "one_group", "one_block"])
+def test_top_n_is_exact_whatever_where_the_best_rows_sit(layout):
+    """The group maxima bound holds for any arrangement: the best rows sorted to either end, all in one
+    strided group (rows g, g + G, ...), or all in one contiguous stretch."""
+    n, k = 50000, 200
+    s = np.random.default_rng(7).standard_normal(n).astype(np.float32)
+    if layout == "ascending":
+        s = np.sort(s)
+    elif layout == "descending":
+        s = np.sort(s)[::-1].copy()
+    else:
+        block = n // (8 * k)
+        groups = n // block  # as top_n splits the rows: group g = rows g, g + groups, ...
+        best = ((np.arange(k) % block) * groups + np.arange(k) // block if layout == "one_group"
+                else np.arange(1000, 1000 + k))  # whole strided groups, or one contiguous stretch
+        s[best] = 10.0 + np.arange(k, dtype=np.float32)
+    for mask in (None, np.random.default_rng(8).random(n) > 0.2):
+        got = top_n(s, mask, k)
+        cand = np.arange(n) if mask is None else np.flatnonzero(mask)
+        assert set(got.tolist()) == set(cand[np.argsort(-s[cand], kind="stable")[:k]].tolist())
 
 
 def test_top_n_with_nothing_allowed_or_infinite_scores():
@@ -263,3 +363,64 @@ def test_int8_index_from_a_cached_model_file_scores_like_the_in_memory_one(tmp_p
     files[0].write_bytes(b"damaged")  # a broken cache file is rebuilt, with a warning
     sc.build(cat)
     assert np.array_equal(sc.scores(cat, u), ref)
+
+
+
+def test_int4_index_from_a_cached_model_file_scores_like_the_in_memory_one(tmp_path, monkeypatch):
+    """A lean catalog's 4-bit index is kept in the cache folder (int4-index/) by key, reopened from there,
+    and written again when damaged."""
+    from genre_edge.catalog_rows import Int8Rows
+
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    q, s = quantize_rows(unit_rows(700, d=64))
+    cat = FakeCatalog(Int8Rows(q, s, key="abc"))
+    sc = CatalogScorer("int4", refine_top=0)
+    sc.build(cat)
+    files = list((tmp_path / "cache" / "int4-index").glob("abc-b32.onnx"))
+    assert len(files) == 1 and sc.index.bits == 4
+    u = unit_rows(1, d=64, seed=3)[0]
+    ref = Int4Index(None, rows=(q, s)).scores(u)
+    assert np.array_equal(sc.scores(cat, u), ref)
+    ino = files[0].stat().st_ino
+    sc.build(cat)  # reopened, not rewritten
+    assert files[0].stat().st_ino == ino and np.array_equal(sc.scores(cat, u), ref)
+    files[0].write_bytes(b"damaged")
+    sc.build(cat)
+    assert np.array_equal(sc.scores(cat, u), ref)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_requests_through_an_index_answer_as_float32_does(tiny_bundle, tmp_path, mode):
+    """Through an index, the re-ranking pool is chosen from POOL_MARGIN more rows and their content scores
+    made exact (Recommender._exact_pool): a row that CF lifts into the pool is not left with the index's
+    approximate score. Every answered item carries float32's score; with the 8-bit index (whose errors are
+    ~1e-3) the lists are float32's, at 6,000 items of the tiny model's near-ties; the 4-bit index at its 32
+    dims (one block a row, errors ~0.1: why auto keeps it for wide rows) still finds most of them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from scale_curve import grow
+
+    from genre_edge.recommender import Recommender
+
+    rec = Recommender.load(tiny_bundle / "bundle", "x86-avx512-vnni", state_dir=tmp_path)
+    grow(rec, 6000)
+    ids = rec.catalog.ids
+    rng = np.random.default_rng(0)
+    hists = [list(rng.choice(ids[:48], 8, replace=False)) for _ in range(20)]
+    rec.catalog_scorer = CatalogScorer("fp32")
+    rec.rebuild_index()
+    ref = [rec.recommend(h, k=10, mmr_lambda=0.7).items for h in hists]
+    full = [rec.score_all(rec.catalog.rows(h)[0]) for h in hists]
+    rec.catalog_scorer = CatalogScorer(mode)
+    rec.rebuild_index()
+    assert rec.catalog_scorer.index.bits == (8 if mode == "int8" else 4)
+    got = [rec.recommend(h, k=10, mmr_lambda=0.7).items for h in hists]
+    for items, s in zip(got, full):
+        for it in items:
+            assert abs(it.score - s[rec.catalog.index[it.id]]) < 1e-5  # the answered scores: float32's
+    if mode == "int8":
+        assert [[x.id for x in a] for a in got] == [[x.id for x in a] for a in ref]
+    else:
+        assert np.mean([len({x.id for x in a} & {x.id for x in b}) for a, b in zip(got, ref)]) >= 8

@@ -226,20 +226,23 @@ def _unit_rows(n=500, d=32):
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
-def test_an_int8_index_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch, caplog):
-    """The int8 scoring index of a lean catalog is kept in the cache folder; where it cannot be written
-    (here a file stands where its folder should be) it is built in memory and scores the same."""
-    from genre_edge.catalog_index import Int8Index, quantize_rows
+@pytest.mark.parametrize("bits", [8, 4])
+def test_an_index_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch, caplog, bits):
+    """The int8 or 4-bit scoring index of a lean catalog is kept in the cache folder; where it cannot be
+    written (here a file stands where its folder should be) it is built in memory and scores the same."""
+    from genre_edge.catalog_index import Int4Index, Int8Index, quantize_rows
 
+    kind, folder, what = ((Int8Index, "int8-index", "int8 index") if bits == 8
+                          else (Int4Index, "int4-index", "4-bit index"))
     rows = _unit_rows()
     q, s = quantize_rows(rows)
     monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path))
-    (tmp_path / "int8-index").write_text("not a folder")
+    (tmp_path / folder).write_text("not a folder")
     with caplog.at_level("WARNING", logger="genre_edge.catalog_index"):
-        ix = Int8Index(None, rows=(q, s), cache_key="k")
+        ix = kind(None, rows=(q, s), cache_key="k")
     u = rows[:7].mean(0)
-    assert np.array_equal(ix.scores(u), Int8Index(None, rows=(q, s)).scores(u))
-    assert "int8 index cache not written to" in caplog.text
+    assert np.array_equal(ix.scores(u), kind(None, rows=(q, s)).scores(u))
+    assert f"{what} cache not written to" in caplog.text
 
 
 def test_an_approximate_index_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch, caplog):
