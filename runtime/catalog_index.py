@@ -142,9 +142,13 @@ def _model_parts(q_rows: np.ndarray, scales: np.ndarray, zero_point: int) -> lis
     return [_int(1, 8) + _bytes(2, "genre-edge"), *_field(7, graph), _opset("", 17)]
 
 
+def _join(parts: list) -> bytes:
+    return b"".join(p.tobytes() if isinstance(p, np.ndarray) else p for p in parts)
+
+
 def int8_scoring_model(q_rows: np.ndarray, scales: np.ndarray, zero_point: int = 128) -> bytes:
     """ONNX model bytes: scores[1, N] = (q_rows int8 [N, D]) . (u8 query - zero_point) * scales[N] * q_scale."""
-    return b"".join(p.tobytes() if isinstance(p, np.ndarray) else p for p in _model_parts(q_rows, scales, zero_point))
+    return _join(_model_parts(q_rows, scales, zero_point))
 
 
 def write_int8_scoring_model(path: Path, q_rows: np.ndarray, scales: np.ndarray, zero_point: int = 128) -> None:
@@ -272,8 +276,7 @@ def _cached_session(path: Path, parts, so, what: str):
 def _memory_session(parts: list, so):
     from .ortload import onnxruntime
 
-    model = b"".join(p.tobytes() if isinstance(p, np.ndarray) else p for p in parts)
-    return onnxruntime().InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return onnxruntime().InferenceSession(_join(parts), so, providers=["CPUExecutionProvider"])
 
 
 class Int8Index:
@@ -317,8 +320,9 @@ class Int8Index:
 class Int4Index:
     """Scores the first ``n`` catalog rows with 4-bit rows (blocks of ``block`` values, a float scale each;
     ONNX Runtime's ``MatMulNBits``, int8 compute): half the bytes of :class:`Int8Index`'s scan, coarser
-    scores (re-score its best :data:`REFINE_TOP_INT4` rows). Same arguments as :class:`Int8Index`; the
-    query stays float (the kernel quantizes it per block)."""
+    scores (re-score its best :data:`REFINE_TOP_INT4` rows). Arguments as :class:`Int8Index`'s (no
+    ``reduce_range``: the query stays float, the kernel quantizes it per block to int8, and 4-bit x 8-bit
+    products cannot saturate)."""
 
     bits = 4
 

@@ -430,9 +430,8 @@ class Recommender:
         _, u, _ = self._user_vector(hist, None, 0.0)
         pop = cat.popularity(now)
         s, cf, content = self._scores(u, hist, preset, pop)
-        self._exact_pool(s, content, cat.mask(Filters()), self.rerank_top, u, preset)  # as served
+        pool = self._exact_pool(s, content, cat.mask(Filters()), self.rerank_top, u, preset)  # as served
         if self.head_session is not None:
-            pool = top_n(s, cat.mask(Filters()), self.rerank_top)
             fine = self._head(u, pool, cf, pop)
             s = s - (s.max() - s.min() + 1e3)
             s[pool] = fine - fine.min() + 1.0 + s.max()
@@ -588,7 +587,7 @@ RUNTIME_BASE_MIB = 80.0
 def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     """MiB the loaded bundle will hold, from the manifest alone (checked against the profile's
     ``memory_budget_mib`` before anything is loaded): ONNX sessions ~2x their files (weights + packed
-    copies), the catalog as float32 (+ its int8 index where the profile builds one), CF tables widened to
+    copies), the catalog as float32 (+ its int8 or 4-bit index where the profile builds one), CF tables widened to
     int32/float32, the tokenizer, and the runtime itself."""
     from .catalog_index import index_bits, index_bytes_per_row, uses_index
 
@@ -606,7 +605,7 @@ def memory_estimate(b: Bundle, prof: DeviceProfile) -> dict[str, float]:
     cfm = m.catalog.cf
     cf = sum(f.get(x, 0) for x in (cfm.idx, cfm.w, cfm.P, cfm.Q, *(y for t in cfm.short or () for y in (t.idx, t.w)))
              if x)
-    # float32 rows (+ the int8 index), or with the index and an int8 catalog file only the index: the
+    # float32 rows (+ the index), or with the index and an int8 catalog file only the index: the
     # int8 rows stay memory-mapped (pages a request gathers) and the scales take 4 bytes a row
     per_row = (ix_row + 4) if index and m.catalog.embedding_scales else m.dim * 4 + ix_row
     if ann:  # the approximate index instead of the int8 one: 4-bit codes of dimension pairs + an 8-byte id per

@@ -118,11 +118,10 @@ def test_int4_index_matches_float32_within_its_rounding_bound(n, d):
 
 def test_hand_written_4bit_model_is_valid_onnx():
     onnx = pytest.importorskip("onnx")
-    from genre_edge.catalog_index import _int4_model_parts
+    from genre_edge.catalog_index import _int4_model_parts, _join
 
     packed, scales = quantize_rows_int4(unit_rows(30, d=64))
-    m = onnx.load_from_string(b"".join(p.tobytes() if isinstance(p, np.ndarray) else p
-                                       for p in _int4_model_parts(packed, scales, 64, 32)))
+    m = onnx.load_from_string(_join(_int4_model_parts(packed, scales, 64, 32)))
     onnx.checker.check_model(m, full_check=True)
     (node,) = m.graph.node
     assert (node.op_type, node.domain) == ("MatMulNBits", "com.microsoft")
