@@ -95,7 +95,7 @@ def index_check(work: Path, items: int, tmp: Path, timed: bool = True) -> dict:
     if p.returncode != 0:
         raise SystemExit(f"scale_curve.py failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
     size = json.loads((tmp / "scale.json").read_text())["sizes"][-1]
-    name = size.get("index", "int8")  # the index the detected profile builds (auto: by this CPU)
+    name = size["index"]  # the index the detected profile builds (auto: by this CPU)
     ix = size[name]
     out = {"items": size["n"], "index": name, "p50_ms": ix["recommend_ms"]["p50"], "p99_ms": ix["recommend_ms"]["p99"],
            "content_p50_ms": ix["content_ms"]["p50"], "fp32_p50_ms": size["fp32"]["recommend_ms"]["p50"],
@@ -144,7 +144,7 @@ def markdown(res: dict) -> str:
         L.append(f"| {k} | {e['kept'][k]:.1%} | {'-' if ex is None else f'{ex:.1%}'} | {e['floors'][k]:.0%} | "
                  f"{yes(e['kept'][k] >= e['floors'][k])} |")
     L += ["", f"## Catalog index ({i['items']:,} items, one thread, history 50, MMR top-10)", "",
-          f"The index the detected profile builds: `{i.get('index', 'int8')}`.", "",
+          f"The index the detected profile builds: `{i['index']}`.", "",
           "| index p50 ms | p99 ms | content scan p50 ms | float32 p50 ms | top-200 overlap with float32 | "
           "max abs error | target |", "|---|---|---|---|---|---|---|",
           f"| **{i['p50_ms']:.3f}** | {i['p99_ms']:.3f} | {i['content_p50_ms']:.3f} | {i['fp32_p50_ms']:.3f} | "

@@ -45,7 +45,7 @@ def overlap(s: np.ndarray, ref: np.ndarray, k: int = 200) -> float:
 
 def run(bundle: str, items: int, users: int, reps: int) -> dict:
     from genre_edge.bench.timing import time_calls
-    from genre_edge.catalog_index import CatalogScorer, Int4Index, index_bits, top_n
+    from genre_edge.catalog_index import CatalogScorer, Int4Index, index_bits, index_bytes_per_row, top_n
     from genre_edge.recommender import Recommender
 
     rec = Recommender.load(bundle, "auto")
@@ -75,7 +75,7 @@ def run(bundle: str, items: int, users: int, reps: int) -> dict:
         lambda u: cs.index.scores(u))
     for block in [b for b in BLOCKS if emb.shape[1] % b == 0]:  # blocks tile the embedding (a tiny model's 32 dims: 32)
         ix = Int4Index(emb, 1, block=block)
-        nbytes = emb.shape[0] * -(-emb.shape[1] // block) * (block // 2 + 4)
+        nbytes = emb.shape[0] * index_bytes_per_row(4, emb.shape[1], block)
         scan = ix.scores
         for refine in REFINES:
             def score(u, scan=scan, refine=refine):

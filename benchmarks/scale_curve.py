@@ -208,16 +208,9 @@ def run_child(args: dict) -> dict:
     return json.loads(line[7:])
 
 
-def _index(r: dict) -> tuple[str, dict]:
-    """(index name, its results) of one size (reports before the 4-bit index: "int8")."""
-    name = r.get("index", "int8")
-    i = r[name]
-    return name, {**i, "index_vs_fp32": i.get("index_vs_fp32", i.get("int8_vs_fp32"))}
-
-
 def markdown(res: dict) -> str:
     lean = any(r.get("lean") for r in res["sizes"])
-    names = sorted({_index(r)[0] for r in res["sizes"]})
+    names = sorted({r["index"] for r in res["sizes"]})
     ix = "/".join(names)
     L = ["# Scale curve: catalog size and history length" + (" (lean catalog: int8 rows memory-mapped)" if lean else ""),
          "", machine_markdown(res["machine"]), "",
@@ -233,7 +226,7 @@ def markdown(res: dict) -> str:
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     na = {"recommend_ms": {"p50": float("nan"), "p99": float("nan")}, "content_ms": {"p50": float("nan")}}
     for r in res["sizes"]:
-        f, i = r.get("fp32", na), _index(r)[1]  # a lean run has no float32 catalog to time
+        f, i = r.get("fp32", na), r[r["index"]]  # a lean run has no float32 catalog to time
         tgt = TARGETS_MS.get(r["n"])
         met = "" if tgt is None else (f"< {tgt:g} ({'met' if i['recommend_ms']['p50'] < tgt else '**missed**'})")
         L.append(f"| {r['n']:,} | {f['recommend_ms']['p50']:.3f} | {f['recommend_ms']['p99']:.3f} | "
@@ -245,7 +238,7 @@ def markdown(res: dict) -> str:
         L += ["", "Lean catalog: the int8 rows stay memory-mapped (only gathered rows are read), the index is "
               "built from them as stored and kept in the cache folder; a second start opens it from there:", ""]
         for r in res["sizes"]:
-            i = _index(r)[1]
+            i = r[r["index"]]
             L.append(f"- {r['n']:,} items: index first build {i['index_build_s']:.2f} s, from the cache "
                      f"{i.get('index_cached_s', float('nan')):.2f} s; RSS after load {i['rss_after_index_mib']:.0f} MiB, "
                      f"serving {i.get('rss_after_requests_mib', float('nan')):.0f} MiB, peak {r['rss_peak_mib']:.0f} MiB "
@@ -254,7 +247,7 @@ def markdown(res: dict) -> str:
           f"| items | content fp32 | content {ix} | CF | blend + filters | top-200 argpartition | top-200 blocked | "
           "MMR re-rank |", "|---|---|---|---|---|---|---|---|"]
     for r in res["sizes"]:
-        f, i = r.get("fp32", na), _index(r)[1]
+        f, i = r.get("fp32", na), r[r["index"]]
         L.append(f"| {r['n']:,} | {f['content_ms']['p50']:.3f} | {i['content_ms']['p50']:.3f} | "
                  f"{i['cf_ms']['p50']:.3f} | {i['blend_mask_ms']['p50']:.3f} | {i['topk_argpartition_ms']['p50']:.3f} | "
                  f"{i['topk_blocked_ms']['p50']:.3f} | {i['rerank_mmr_ms']['p50']:.3f} |")

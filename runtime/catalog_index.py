@@ -464,10 +464,10 @@ def index_bits(mode: str, dim: int) -> int:
     return 4 if mode == "int4" or (mode == "auto" and dim >= INT4_MIN_DIM and saturates_u8s8()) else 8
 
 
-def index_bytes_per_row(bits: int, dim: int) -> int:
+def index_bytes_per_row(bits: int, dim: int, block: int = INT4_BLOCK) -> int:
     """Memory an index holds per catalog row: 8-bit values (ONNX Runtime's packed copy; the scales are the
-    catalog's), or 4-bit values and a float32 scale per :data:`INT4_BLOCK` values."""
-    return dim if bits == 8 else -(-dim // INT4_BLOCK) * (INT4_BLOCK // 2 + 4)
+    catalog's), or 4-bit values and a float32 scale per ``block`` values."""
+    return dim if bits == 8 else -(-dim // block) * (block // 2 + 4)
 
 
 def top_n(scores: np.ndarray, cand_mask: np.ndarray | None, n: int, block: int | None = None) -> np.ndarray:
