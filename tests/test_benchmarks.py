@@ -624,6 +624,76 @@ def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp
     assert e.value.code == 2
 
 
+def test_cold_neighbours_weights_standardised_cf_blend_and_choice():
+    """A candidate's weights are its k most similar pool items' cos ** p, summing to 1 (nothing for a candidate
+    no pool item resembles); a seen (-1e9) or non-finite CF score counts as the user's best; beta = inf is the
+    borrowed score alone, 0 the base alone; ties go to the first grid point."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_neighbours as cn
+
+    emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
+    W = cn.neighbour_weights(emb, np.array([0, 3]), np.array([1, 2, 4]), k=2, p=1.0)
+    # item 0: cos 0.8 (item 1), 0.0 (item 2), 0.6 (item 4) -> items 1 and 4, 0.8 : 0.6
+    np.testing.assert_allclose(W[0], [0.8 / 1.4, 0.0, 0.6 / 1.4])
+    assert W[1].sum() == 0.0  # item 3 points away from every pool item: no evidence to borrow
+    W4 = cn.neighbour_weights(emb, np.array([0]), np.array([1, 2, 4]), k=3, p=4.0)
+    np.testing.assert_allclose(W4[0], np.array([0.8 ** 4, 0.0, 0.6 ** 4]) / (0.8 ** 4 + 0.6 ** 4))
+    assert cn.neighbour_weights(emb, np.array([0]), np.array([1, 2]), k=10, p=1.0).shape == (1, 2)  # k capped
+    with pytest.raises(ValueError, match="k >= 1 and p > 0"):
+        cn.neighbour_weights(emb, np.array([0]), np.array([1]), k=0, p=1.0)
+
+    cf = np.array([[3.0, -1e9, 1.0, 2.0, 0.0], [1.0, 2.0, np.nan, 0.0, 4.0]])
+    Z = cn.standardised_cf(cf, np.array([0, 1, 2]))
+    np.testing.assert_allclose(Z[0], cn.zscore(np.array([[3.0, 3.0, 1.0]]))[0])  # seen -> the best, 3
+    np.testing.assert_allclose(Z[1], cn.zscore(np.array([[1.0, 2.0, 2.0]]))[0])  # NaN -> the best of the rest
+    np.testing.assert_allclose(Z.mean(1), 0.0, atol=1e-12)
+
+    base, borrowed = np.array([[1.0, 2.0, 3.0]]), np.array([[3.0, 1.0, 2.0]])
+    np.testing.assert_allclose(cn.blend(base, borrowed, 0.0), cn.zscore(base))
+    np.testing.assert_allclose(cn.blend(base, borrowed, float("inf")), cn.zscore(borrowed))
+    np.testing.assert_allclose(cn.blend(base, borrowed, 2.0), cn.zscore(base) + 2 * cn.zscore(borrowed))
+    assert cn.choose({(30, 1.0, 0.0): 0.2, (30, 1.0, 1.0): 0.3, (100, 1.0, 0.5): 0.3}) == (30, 1.0, 1.0)
+
+
+def test_cold_neighbours_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp_path, toy_data):
+    """On a tiny trained teacher: every arm scored on the cold test with and without its top item, choices from
+    the grid, the teacher arm equal to the teacher's own replay, Holm per split; a split without cold-validation
+    items is refused."""
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export.train import train
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_neighbours as cn
+
+    conf = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"), split={"cold_quantile": 0.85, "cold_valid_quantile": 0.6})
+    train(conf, tmp_path / "t", progress=False)
+    teacher = tmp_path / "t"
+    assert cn.main(["--config", str(teacher / "config.toml"), "--teachers", str(teacher), "--bootstrap", "50",
+                    "--threads", "1", "--name", "cn", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "cn.json").read_text())
+    pairs = {(r["A"], r["B"]) for r in res["rows"]}
+    assert pairs == set(cn.COMPARISONS)
+    grid = {str((k, p, b)) for k in cn.GRID_K for p in cn.GRID_P for b in cn.GRID_BETA}
+    split = res["splits"]["config's split"]
+    assert split["neighbours chosen (k, p, beta)"] in grid
+    assert set(split["teacher + neighbours chosen (k, p, beta), per teacher"]) <= grid
+    assert all(isinstance(r["p (Holm)"], float) and r["p (Holm)"] >= r["p"] for r in res["rows"])
+    # the teacher arm is the teacher's own cold-test nDCG@10 (as genre ab replays it)
+    from genre_edge_export.ab import replay
+
+    rep = replay("zero-shot", str(teacher), str(teacher / "config.toml"), which="cold", n_boot=10)
+    full = [r for r in res["rows"] if (r["A"], r["B"]) == ("teacher", "neighbours") and r["without"] == "-"][0]
+    assert full["A nDCG@10"] == pytest.approx(rep["comparison"]["ndcg@10"]["mean_b"], abs=1e-9)
+    assert "content neighbours" in (tmp_path / "cn.md").read_text()
+    text = (teacher / "config.toml").read_text()
+    (tmp_path / "none.toml").write_text(text.replace("cold_valid_quantile = 0.6", "cold_valid_quantile = 0.0"))
+    with pytest.raises(SystemExit) as e:
+        cn.main(["--config", str(tmp_path / "none.toml"), "--threads", "1", "--out", str(tmp_path)])
+    assert e.value.code == 2
+
+
 def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import hard_negatives as hn
