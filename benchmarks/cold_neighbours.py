@@ -102,53 +102,55 @@ def split_views(cpath: Path, teachers: list[str], data_dir: str | None) -> dict:
     views = [("cold_valid", 0)] + [("cold", d) for d in DROPS]
     cut = {v: sp.without_top_items(*v) for v in views}
 
-    scored = {}  # which -> (candidates, standardised zero-shot, teachers, borrowed scores per (k, p))
+    scored = {}  # which -> the candidates, zero-shot's and each teacher's scores, the borrowed ones per (k, p)
     for which, cand in (("cold_valid", sp.cold_valid_items), ("cold", sp.cold_items)):
         hist, when = sp.histories(which), sp.request_times(which)
-        zero = zero_shot_scores(emb, hist, prep.conf.user_model.max_history)(every)[:, cand]
-        teach = [np.asarray(Arm(t, ids, hist, names, sp, prep, when=when).score(every), np.float64)[:, cand]
-                 for t in teachers]
         Z = standardised_cf(scores_for(cf_model, hist, when)(every), pool)
-        borrowed = {(k, p): Z @ neighbour_weights(emb, cand, pool, k, p).T for k in GRID_K for p in GRID_P}
-        scored[which] = (cand, zero, teach, borrowed)
+        scored[which] = {
+            "cand": cand,
+            "zero-shot": zero_shot_scores(emb, hist, prep.conf.user_model.max_history)(every)[:, cand],
+            "teachers": [np.asarray(Arm(t, ids, hist, names, sp, prep, when=when).score(every), np.float64)[:, cand]
+                         for t in teachers],
+            "borrowed": {(k, p): Z @ neighbour_weights(emb, cand, pool, k, p).T for k in GRID_K for p in GRID_P}}
 
     def per_user(view, S_cand) -> dict:
         which = view[0]
         S = np.full((sp.n_users, sp.n_items), -1e9)
-        S[:, scored[which][0]] = S_cand
+        S[:, scored[which]["cand"]] = S_cand
         out: dict = {}
         evaluate(lambda us: S[us], cut[view][0], which, per_user_out=out, ranking_only=True)
         return {"users": out.get("users", np.zeros(0, int)), "ndcg@10": out.get("ndcg@10", np.zeros(0))}
 
-    def arm(base_of, key_of):
-        """Per view, the per-user nDCG@10 of base + borrowed with the key chosen on cold-validation."""
-        return {v: per_user(v, blend(base_of(v[0]), scored[v[0]][3][key_of[:2]], key_of[2])) for v in views}
+    def blended(base_of, key) -> dict:
+        """Per view, the per-user nDCG@10 of ``base_of(which)`` + the borrowed score at grid point ``key``."""
+        return {v: per_user(v, blend(base_of(v[0]), scored[v[0]]["borrowed"][key[:2]], key[2])) for v in views}
 
-    valid_view = ("cold_valid", 0)
+    def chosen(base_of) -> tuple:
+        """The grid point whose blend with ``base_of`` is best on cold-validation (the cold test is not read)."""
+        base, borrowed = base_of("cold_valid"), scored["cold_valid"]["borrowed"]
+        return choose({g: per_user(("cold_valid", 0), blend(base, borrowed[g[:2]], g[2]))["ndcg@10"].mean()
+                       for g in grid})
+
+    def seed_mean(per_seed: list[dict]) -> dict:
+        """Per view, each user's nDCG@10 averaged over the teacher seeds (the same users in each)."""
+        return {v: {"users": per_seed[0][v]["users"], "ndcg@10": np.mean([x[v]["ndcg@10"] for x in per_seed], 0)}
+                for v in views}
+
     out = {"cf": {"baseline": CF_BASELINE, "params": {k: str(v) for k, v in cf_params.items()}},
            "cold items": int(len(sp.cold_items)), "cold-validation items": int(len(sp.cold_valid_items)),
            "without": {d: ", ".join(prep.data.items.title[i] for i in cut[("cold", d)][1]) or "-" for d in DROPS}}
-    # the training-free arm: zero-shot + borrowed, chosen on cold-validation
-    valid = {g: per_user(valid_view, blend(scored["cold_valid"][1], scored["cold_valid"][3][g[:2]], g[2]))["ndcg@10"].mean()
-             for g in grid}
-    nb_key = choose(valid)
-    arms = {"zero-shot": {v: per_user(v, zscore(scored[v[0]][1])) for v in views},
-            "neighbours": arm(lambda w: scored[w][1], nb_key)}
+    def zero_of(which: str) -> np.ndarray:
+        return scored[which]["zero-shot"]
+
+    nb_key = chosen(zero_of)  # the training-free arm
+    arms = {"zero-shot": {v: per_user(v, zscore(zero_of(v[0]))) for v in views}, "neighbours": blended(zero_of, nb_key)}
     out["neighbours chosen (k, p, beta)"] = str(nb_key)
     if teachers:
-        alone, mixed, keys = [], [], []
-        for i in range(len(teachers)):
-            valid = {g: per_user(valid_view, blend(scored["cold_valid"][2][i], scored["cold_valid"][3][g[:2]],
-                                                   g[2]))["ndcg@10"].mean() for g in grid}
-            key = choose(valid)
-            keys.append(str(key))
-            alone.append({v: per_user(v, zscore(scored[v[0]][2][i])) for v in views})
-            mixed.append(arm(lambda w, i=i: scored[w][2][i], key))
-        arms["teacher"] = {v: {"users": alone[0][v]["users"],
-                               "ndcg@10": np.mean([a[v]["ndcg@10"] for a in alone], 0)} for v in views}
-        arms["teacher + neighbours"] = {v: {"users": mixed[0][v]["users"],
-                                            "ndcg@10": np.mean([m[v]["ndcg@10"] for m in mixed], 0)} for v in views}
-        out["teacher + neighbours chosen (k, p, beta), per teacher"] = keys
+        teacher_of = [lambda w, i=i: scored[w]["teachers"][i] for i in range(len(teachers))]
+        keys = [chosen(t) for t in teacher_of]
+        arms["teacher"] = seed_mean([{v: per_user(v, zscore(t(v[0]))) for v in views} for t in teacher_of])
+        arms["teacher + neighbours"] = seed_mean([blended(t, k) for t, k in zip(teacher_of, keys)])
+        out["teacher + neighbours chosen (k, p, beta), per teacher"] = [str(k) for k in keys]
     out["arms"] = arms
     return out
 
