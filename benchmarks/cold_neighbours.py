@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from genre_edge.bench.report import markdown_table, write_results
+    from genre_edge.errors import GenreError
     from genre_edge_export.ab import paired_stats
     from genre_edge_export.train_config import packaged_config
 
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     cpath = Path(a.config) if Path(a.config).is_file() else packaged_config(a.config)
     teachers = [t.strip() for t in a.teachers.split(",") if t.strip()]
+    if a.folds and a.cold_folds < 3:
+        ap.error(f"--cold-folds must be at least 3 (a test fold, a validation fold, training), not {a.cold_folds}")
     try:
         folds = parse_folds(a.folds, a.cold_folds) if a.folds else []
     except ValueError as exc:
@@ -211,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         splits = {"config's split": split_views(cpath, teachers, a.data_dir)}
-    except ValueError as exc:  # a split without new items to rank or to choose on
+    except (ValueError, GenreError) as exc:  # no new items to rank or choose on; a teacher that is not one
         ap.error(str(exc))
     for f in folds:
         fc = fold_config(a.config, Path(a.work), f, a.cold_folds, a.fold_seed)

@@ -692,6 +692,11 @@ def test_cold_neighbours_runs_on_a_trained_teacher_and_chooses_on_cold_validatio
     with pytest.raises(SystemExit) as e:
         cn.main(["--config", str(tmp_path / "none.toml"), "--threads", "1", "--out", str(tmp_path)])
     assert e.value.code == 2
+    # a teacher folder that holds no trained model: refused by name, not a traceback
+    with pytest.raises(SystemExit) as e:
+        cn.main(["--config", str(teacher / "config.toml"), "--teachers", str(tmp_path / "nothing"), "--threads", "1",
+                 "--out", str(tmp_path)])
+    assert e.value.code == 2
 
 
 def test_hard_negatives_grid_configs_are_the_quick_preset_plus_the_two_keys(tmp_path):
