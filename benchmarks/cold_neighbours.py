@@ -45,17 +45,21 @@ CF_BASELINE = "ease-recency"
 COMPARISONS = (("zero-shot", "neighbours"), ("teacher", "neighbours"), ("teacher", "teacher + neighbours"))
 
 
-def neighbour_weights(emb: np.ndarray, cand: np.ndarray, pool: np.ndarray, k: int, p: float) -> np.ndarray:
-    """[len(cand), len(pool)]: each candidate's ``k`` most cosine-similar ``pool`` items (``emb`` rows), weighted
-    ``max(cos, 0) ** p``, rows summing to 1 (all zero where no neighbour is similar at all)."""
-    if k < 1 or p <= 0:
-        raise ValueError(f"neighbour_weights needs k >= 1 and p > 0, not k={k}, p={p}")
+def cosine(emb: np.ndarray, cand: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """[len(cand), len(pool)]: the cosine of each candidate's ``emb`` row with each pool item's."""
     e = np.asarray(emb, np.float64)
     e = e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
-    sim = e[cand] @ e[pool].T
-    k = min(k, len(pool))
+    return e[cand] @ e[pool].T
+
+
+def neighbour_weights(sim: np.ndarray, k: int, p: float) -> np.ndarray:
+    """From :func:`cosine`'s ``sim``: each candidate's ``k`` most similar pool items, weighted ``max(cos, 0) ** p``,
+    rows summing to 1 (all zero where no neighbour is similar at all)."""
+    if k < 1 or p <= 0:
+        raise ValueError(f"neighbour_weights needs k >= 1 and p > 0, not k={k}, p={p}")
+    k = min(k, sim.shape[1])
     top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    rows = np.arange(len(cand))[:, None]
+    rows = np.arange(len(sim))[:, None]
     W = np.zeros_like(sim)
     W[rows, top] = np.maximum(sim[rows, top], 0.0) ** p
     return W / np.maximum(W.sum(1, keepdims=True), 1e-12)
@@ -106,12 +110,13 @@ def split_views(cpath: Path, teachers: list[str], data_dir: str | None) -> dict:
     for which, cand in (("cold_valid", sp.cold_valid_items), ("cold", sp.cold_items)):
         hist, when = sp.histories(which), sp.request_times(which)
         Z = standardised_cf(scores_for(cf_model, hist, when)(every), pool)
+        sim = cosine(emb, cand, pool)
         scored[which] = {
             "cand": cand,
             "zero-shot": zero_shot_scores(emb, hist, prep.conf.user_model.max_history)(every)[:, cand],
             "teachers": [np.asarray(Arm(t, ids, hist, names, sp, prep, when=when).score(every), np.float64)[:, cand]
                          for t in teachers],
-            "borrowed": {(k, p): Z @ neighbour_weights(emb, cand, pool, k, p).T for k in GRID_K for p in GRID_P}}
+            "borrowed": {(k, p): Z @ neighbour_weights(sim, k, p).T for k in GRID_K for p in GRID_P}}
 
     def per_user(view, S_cand) -> dict:
         which = view[0]
@@ -229,11 +234,11 @@ def main(argv: list[str] | None = None) -> int:
             per = [{"A": r["arms"][x][("cold", d)], "B": r["arms"][y][("cold", d)]} for r in fold_res]
             A, B = pooled(per, "ndcg@10")
             st = paired_stats(A, B, n_boot=a.bootstrap)
+            fx, fy = ([r["arms"][arm][("cold", d)]["ndcg@10"].mean() for r in fold_res] for arm in (x, y))
             pooled_rows.append({"over": f"{len(fold_res)} folds" + (", each without its top film" if d else ""),
                                 "users": st["users"], "A": x, "B": y,
-                                "A (mean of folds)": float(np.mean([r["arms"][x][("cold", d)]["ndcg@10"].mean() for r in fold_res])),
-                                "B (mean of folds)": float(np.mean([r["arms"][y][("cold", d)]["ndcg@10"].mean() for r in fold_res])),
-                                "folds B ahead": f"{sum(r['arms'][y][('cold', d)]['ndcg@10'].mean() > r['arms'][x][('cold', d)]['ndcg@10'].mean() for r in fold_res)} of {len(fold_res)}",
+                                "A (mean of folds)": float(np.mean(fx)), "B (mean of folds)": float(np.mean(fy)),
+                                "folds B ahead": f"{sum(b > a for a, b in zip(fx, fy))} of {len(fold_res)}",
                                 "pooled diff": f"{st['diff']:+.4f} ({100 * st['rel_diff']:+.1f}%)",
                                 "pooled 95% CI": f"[{st['ci95'][0]:+.4f}, {st['ci95'][1]:+.4f}]",
                                 "p": st["p_permutation"]})

@@ -634,15 +634,15 @@ def test_cold_neighbours_weights_standardised_cf_blend_and_choice():
     import cold_neighbours as cn
 
     emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
-    W = cn.neighbour_weights(emb, np.array([0, 3]), np.array([1, 2, 4]), k=2, p=1.0)
+    W = cn.neighbour_weights(cn.cosine(emb, np.array([0, 3]), np.array([1, 2, 4])), k=2, p=1.0)
     # item 0: cos 0.8 (item 1), 0.0 (item 2), 0.6 (item 4) -> items 1 and 4, 0.8 : 0.6
     np.testing.assert_allclose(W[0], [0.8 / 1.4, 0.0, 0.6 / 1.4])
     assert W[1].sum() == 0.0  # item 3 points away from every pool item: no evidence to borrow
-    W4 = cn.neighbour_weights(emb, np.array([0]), np.array([1, 2, 4]), k=3, p=4.0)
+    W4 = cn.neighbour_weights(cn.cosine(emb, np.array([0]), np.array([1, 2, 4])), k=3, p=4.0)
     np.testing.assert_allclose(W4[0], np.array([0.8 ** 4, 0.0, 0.6 ** 4]) / (0.8 ** 4 + 0.6 ** 4))
-    assert cn.neighbour_weights(emb, np.array([0]), np.array([1, 2]), k=10, p=1.0).shape == (1, 2)  # k capped
+    assert cn.neighbour_weights(cn.cosine(emb, np.array([0]), np.array([1, 2])), k=10, p=1.0).shape == (1, 2)  # k capped
     with pytest.raises(ValueError, match="k >= 1 and p > 0"):
-        cn.neighbour_weights(emb, np.array([0]), np.array([1]), k=0, p=1.0)
+        cn.neighbour_weights(cn.cosine(emb, np.array([0]), np.array([1])), k=0, p=1.0)
 
     cf = np.array([[3.0, -1e9, 1.0, 2.0, 0.0], [1.0, 2.0, np.nan, 0.0, 4.0]])
     Z = cn.standardised_cf(cf, np.array([0, 1, 2]))
