@@ -145,7 +145,8 @@ class TrainConfig:
     epochs: int = cfg.bounded(4, 1, 1000)
     steps_per_epoch: int = cfg.bounded(0, 0, None, "0 = one pass over the training positives")
     batch_size: int = cfg.bounded(256, 1, 65536)
-    negatives: int = cfg.bounded(128, 1, 100000, "sampled negatives shared by a batch")
+    negatives: int = cfg.bounded(128, 1, 100000, "sampled negatives shared by a batch; at least the number of "
+                                   "warm items = every warm item once (a full softmax)")
     impression_negatives: int = cfg.bounded(
         4, 0, 1000, "per positive, up to this many items shown in the same impression but not clicked (the "
         "user's label-0 events at the same timestamp, as in MIND); 0 = off. Data without them uses sampled ones only")

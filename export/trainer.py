@@ -239,9 +239,9 @@ class Trainer:
         every tensor on the training device; :meth:`_step` takes the gradient step."""
         torch, dev = self.torch, self.dev
         conf = self.conf
-        K = conf.train.negatives
         B = len(targets)
-        negs = self.prep.warm_pool[self.rng.integers(0, len(self.prep.warm_pool), K)]
+        negs = self.shared_negatives()
+        K = len(negs)
         # each example's own negatives, (ids [B, m], valid slots [B, m]) per source: impressions, then CF
         sources = []
         if conf.train.impression_negatives and self.prep.impression_coverage > 0:
@@ -281,6 +281,13 @@ class Trainer:
         if M:  # missing own slots (fewer shown items, a short CF pool) are switched off
             logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~own_ok, device=dev), -1e9)
         return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
+
+    def shared_negatives(self) -> np.ndarray:
+        """The ``train.negatives`` warm items every example of a batch is scored against: drawn uniformly (with
+        replacement) or, when at least the warm catalog's size is asked for, every warm item once (a full softmax:
+        the loss then ranks each positive against the whole catalog, as evaluation does, without duplicate rows)."""
+        pool, k = self.prep.warm_pool, self.conf.train.negatives
+        return pool if k >= len(pool) else pool[self.rng.integers(0, len(pool), k)]
 
     def cf_negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``train.cf_negatives`` hard negatives per example: ids [B, n] drawn uniformly (with replacement) from

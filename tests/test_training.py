@@ -705,6 +705,28 @@ def test_cf_negatives_are_each_users_best_cf_items_never_a_positive(tmp_path, to
     assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
 
 
+def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path, toy_data, enc):
+    """``train.negatives`` >= the number of warm items: a full softmax, each warm item once (sampling with
+    replacement would put duplicate rows in the softmax); below it, draws from the warm items; the step trains."""
+    import numpy as np
+
+    from genre_edge_export.train import train
+    from genre_edge_export.trainer import Trainer
+
+    small = Trainer(tiny_config(toy_data, enc), tmp_path / "s", progress=False)
+    warm = small.prep.warm_pool
+    assert 16 < len(warm)  # the tiny config's 16 are a sample
+    negs = small.shared_negatives()
+    assert len(negs) == 16 and set(negs.tolist()) <= set(warm.tolist())
+    assert not np.array_equal(small.shared_negatives(), negs)  # a new draw per batch
+
+    conf = tiny_config(toy_data, enc, train={"negatives": len(warm)})
+    full = Trainer(conf, tmp_path / "f", progress=False)
+    assert np.array_equal(full.shared_negatives(), warm) and len(np.unique(warm)) == len(warm)
+    rep = train(tiny_config(toy_data, enc, train={"negatives": 100000}), tmp_path / "m", progress=False)
+    assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
+
+
 @pytest.mark.parametrize("kind", ["mf", "none"])
 def test_cf_negatives_need_a_fitted_neighbour_table(toy_data, enc, kind):
     from genre_edge.errors import ConfigError
