@@ -476,6 +476,9 @@ class Trainer:
             "impression_negatives": {"per_positive": conf.train.impression_negatives,
                                      "positives_with_impressions": self.prep.impression_coverage},
             "cf_negatives": {"per_positive": conf.train.cf_negatives, "pool": conf.train.cf_negative_pool},
+            # what a step scored: train.negatives beyond the warm catalog's size is every warm item once
+            "shared_negatives": {"per_batch": min(conf.train.negatives, len(self.prep.warm_pool)),
+                                 "full_softmax": conf.train.negatives >= len(self.prep.warm_pool)},
             "cf_ease": self.prep.cf_ease,
             "cf_short": cf_short_report,
             "train_seconds": time.perf_counter() - t0,

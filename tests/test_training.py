@@ -724,6 +724,7 @@ def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path
     full = Trainer(conf, tmp_path / "f", progress=False)
     assert np.array_equal(full.shared_negatives(), warm) and len(np.unique(warm)) == len(warm)
     rep = train(tiny_config(toy_data, enc, train={"negatives": 100000}), tmp_path / "m", progress=False)
+    assert rep["shared_negatives"] == {"per_batch": len(warm), "full_softmax": True}
     assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
 
 
