@@ -282,12 +282,20 @@ class Trainer:
             logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~own_ok, device=dev), -1e9)
         return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
 
-    def shared_negatives(self) -> np.ndarray:
+    @property
+    def full_softmax(self) -> bool:
+        """Whether ``train.negatives`` asks for at least the warm catalog's size: then every warm item is each
+        example's negative once (a full softmax) instead of a uniform sample."""
+        return self.conf.train.negatives >= len(self.prep.warm_pool)
+
+    def shared_negatives(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """The ``train.negatives`` warm items every example of a batch is scored against: drawn uniformly (with
-        replacement) or, when at least the warm catalog's size is asked for, every warm item once (a full softmax:
-        the loss then ranks each positive against the whole catalog, as evaluation does, without duplicate rows)."""
-        pool, k = self.prep.warm_pool, self.conf.train.negatives
-        return pool if k >= len(pool) else pool[self.rng.integers(0, len(pool), k)]
+        replacement, from ``rng``, default the batch stream) or, under :attr:`full_softmax`, every warm item once
+        (the loss then ranks each positive against the whole catalog, as evaluation does, without duplicate rows)."""
+        pool = self.prep.warm_pool
+        if self.full_softmax:
+            return pool
+        return pool[(self.rng if rng is None else rng).integers(0, len(pool), self.conf.train.negatives)]
 
     def cf_negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``train.cf_negatives`` hard negatives per example: ids [B, n] drawn uniformly (with replacement) from
@@ -344,29 +352,39 @@ class Trainer:
             return [h[u][: np.searchsorted(ht[u], t, "left")] for u, t in zip(users, times)]
         return [h[u][h[u] != t] for u, t in zip(users, targets)]
 
-    def _valid_loss(self, n: int = 2048) -> float:
-        """Sampled-softmax loss on held-out validation positives (fixed negatives, no grad)."""
+    def _valid_loss(self, n: int = 2048, chunk: int = 256) -> float:
+        """The training loss's softmax on held-out validation positives (no grad): each scored against the same
+        kind of shared negatives a training step uses (a fixed seeded draw of ``train.negatives``, or every warm
+        item under :attr:`full_softmax`), a negative equal to the positive switched off as in training, so the
+        logged train and valid losses are on one scale. Users in chunks: a full softmax is n x warm items."""
         torch, dev = self.torch, self.dev
         va = self.prep.split.valid
         va = va.take(va.label == 1)
         rng = np.random.default_rng(12345)
         sel = rng.permutation(len(va))[:n]
-        users, targets = va.user[sel].astype(np.int64), va.item[sel].astype(np.int64)
-        negs = self.prep.warm_pool[rng.integers(0, len(self.prep.warm_pool), 128)]
+        users_all, targets_all = va.user[sel].astype(np.int64), va.item[sel].astype(np.int64)
+        negs = self.shared_negatives(rng)
+        K = len(negs)
         self.rec.eval()
+        total = 0.0
         with torch.no_grad():
             E = self.E
-            hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
-            u, _ = self.rec.user(E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
-            if self.P is not None:
-                u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
-            cids, cm = pad([self.prep.hist[x] for x in users])
-            cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), 128))], 1),
-                                   device=dev)
-            cf = self.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), cand)
-            logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
-            return float(torch.nn.functional.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long,
-                                                                                 device=dev)))
+            for lo in range(0, len(users_all), chunk):
+                users, targets = users_all[lo: lo + chunk], targets_all[lo: lo + chunk]
+                hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
+                u, _ = self.rec.user(E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
+                if self.P is not None:
+                    u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
+                cids, cm = pad([self.prep.hist[x] for x in users])
+                cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), K))], 1),
+                                       device=dev)
+                cf = self.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), cand)
+                logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
+                hit = torch.as_tensor(negs[None, :] == targets[:, None], device=dev)
+                logits[:, 1:] = logits[:, 1:].masked_fill(hit, -1e9)
+                total += float(torch.nn.functional.cross_entropy(
+                    logits, torch.zeros(len(users), dtype=torch.long, device=dev), reduction="sum"))
+        return total / max(len(users_all), 1)
 
     def fit(self, restart: bool = False) -> dict:
         from tqdm.auto import tqdm
@@ -478,7 +496,7 @@ class Trainer:
             "cf_negatives": {"per_positive": conf.train.cf_negatives, "pool": conf.train.cf_negative_pool},
             # what a step scored: train.negatives beyond the warm catalog's size is every warm item once
             "shared_negatives": {"per_batch": min(conf.train.negatives, len(self.prep.warm_pool)),
-                                 "full_softmax": conf.train.negatives >= len(self.prep.warm_pool)},
+                                 "full_softmax": self.full_softmax},
             "cf_ease": self.prep.cf_ease,
             "cf_short": cf_short_report,
             "train_seconds": time.perf_counter() - t0,

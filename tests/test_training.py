@@ -709,6 +709,7 @@ def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path
     """``train.negatives`` >= the number of warm items: a full softmax, each warm item once (sampling with
     replacement would put duplicate rows in the softmax); below it, draws from the warm items; the step trains."""
     import numpy as np
+    import torch
 
     from genre_edge_export.train import train
     from genre_edge_export.trainer import Trainer
@@ -723,6 +724,16 @@ def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path
     conf = tiny_config(toy_data, enc, train={"negatives": len(warm)})
     full = Trainer(conf, tmp_path / "f", progress=False)
     assert np.array_equal(full.shared_negatives(), warm) and len(np.unique(warm)) == len(warm)
+    assert not small.full_softmax and full.full_softmax
+    # the logged validation loss is the training loss's softmax: a full one here (chunked: the same number), and
+    # the same model's loss over every warm item is above its loss over a 16-item sample
+    for t in (small, full):
+        t._bottom_cache()
+        t.E = t.table(t.all_embeddings())
+    assert all(torch.equal(a.to_dense(), b.to_dense())
+               for a, b in zip(small.rec.state_dict().values(), full.rec.state_dict().values()))
+    assert full._valid_loss(chunk=7) == pytest.approx(full._valid_loss(), rel=1e-5)
+    assert full._valid_loss() > small._valid_loss() + 0.5
     rep = train(tiny_config(toy_data, enc, train={"negatives": 100000}), tmp_path / "m", progress=False)
     assert rep["shared_negatives"] == {"per_batch": len(warm), "full_softmax": True}
     assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
