@@ -82,9 +82,10 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
         if np.isnan(s).any():
             raise ValueError("scorer returned NaN scores")
         s[:, ~cand_mask] = -np.inf
-        if seen is not None:
-            for r, u in enumerate(ub):
-                s[r, seen[u]] = -np.inf
+        if seen is not None:  # one scatter for the batch (a per-row loop was ~3% of a training run's time)
+            lens = np.fromiter((len(seen[u]) for u in ub), np.int64, len(ub))
+            if lens.sum():
+                s[np.repeat(np.arange(len(ub)), lens), np.concatenate([seen[u] for u in ub])] = -np.inf
         L = max(len(per_user[u]) for u in ub)
         truth = np.zeros((len(ub), L), np.int64)
         tmask = np.zeros((len(ub), L), bool)

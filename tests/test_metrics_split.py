@@ -215,6 +215,31 @@ def test_tied_scores_earn_the_exact_expectation_over_tie_orders():
     assert all(np.allclose(plain[k], exp[k]) for k in plain)
 
 
+def test_evaluate_ranks_each_user_among_the_candidates_they_have_not_seen(toy_data):
+    """evaluate() (one scatter per batch for the seen items) against masking every user's row by hand: seen
+    items scored far above the rest would fill every top-10 if they were left in."""
+    from genre_edge_export.evaluate import evaluate
+
+    split = make_split(load_dataset(toy_data), SplitConfig(kind="cold_item", cold_quantile=0.6))
+    rng = np.random.default_rng(5)
+    S = rng.standard_normal((split.n_users, split.n_items))
+    for which, seen in (("valid", split.seen(False)), ("test", split.seen(True))):
+        Sw = S.copy()
+        for u in range(split.n_users):
+            Sw[u, seen[u]] += 100.0
+        out = {}
+        evaluate(lambda us, Sw=Sw: Sw[us], split, which, per_user_out=out, ranking_only=True, batch=7)
+        truth = split.user_items(split.valid if which == "valid" else split.test, positives_only=True)
+        assert len(out["users"]) > 10 and any(len(seen[u]) for u in out["users"])
+        for u, got in zip(out["users"], out["ndcg@10"]):
+            row = np.full(split.n_items, -np.inf)
+            row[split.warm_items] = Sw[u, split.warm_items]
+            row[seen[u]] = -np.inf
+            t = np.asarray(truth[u])[None, :]
+            ref = M.expected_ranking_metrics(row[None, :], t, np.ones(t.shape, bool), (10,))["ndcg@10"][0]
+            assert got == pytest.approx(ref, abs=1e-12)
+
+
 def test_rank_counts_match_comparing_every_truth_item_with_the_row():
     """Issue 20: one sort per row gives exactly the counts the O(items x truth length) loop gave."""
     from genre_edge_export.metrics import rank_counts
