@@ -75,6 +75,7 @@ class Trainer:
         # augmented renderings (export/augment.py): rows N..N*(V+1) of the token and bottom-layer caches
         self.aug_texts = augmented_texts(self.prep.data.items, conf.encoder.template, conf.augment)
         self.P = None  # profile vectors used by training steps, refreshed every epoch
+        self._seen = None  # seen_matrix(), built at first use
         self._cf_pool = None  # train.cf_negatives: each user's best CF items (cf_pool), built at the first step
         n = len(self.texts)
         # user interest profiles (user_model.profile_weight): embedded by the same tower, rows after those
@@ -275,9 +276,7 @@ class Trainer:
             pop = self.rec.pop[cand_ids]
             logits = self.rec.head.score_rows(u, e, inv_t, cf, pop, shared=slice(1, K + 1))
         logits = logits.float()  # masks, loss and gradients clipping in float32
-        # accidental hits: a sampled negative the user liked in training is not a negative
-        hit = torch.as_tensor(seen[users[:, None], negs[None, :]], device=dev)
-        logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(hit, -1e9)
+        logits[:, 1 : K + 1] = logits[:, 1 : K + 1].masked_fill(self.accidental_hits(users, negs, seen), -1e9)
         if M:  # missing own slots (fewer shown items, a short CF pool) are switched off
             logits[:, K + 1 :] = logits[:, K + 1 :].masked_fill(torch.as_tensor(~own_ok, device=dev), -1e9)
         return torch.nn.functional.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
@@ -296,6 +295,11 @@ class Trainer:
         if self.full_softmax:
             return pool
         return pool[(self.rng if rng is None else rng).integers(0, len(pool), self.conf.train.negatives)]
+
+    def accidental_hits(self, users: np.ndarray, negs: np.ndarray, seen: "SeenPairs"):
+        """[B, K] bool tensor: which shared negatives each user liked in training (``seen``). They are not
+        negatives, so the training and the validation loss switch them off."""
+        return self.torch.as_tensor(seen[users[:, None], negs[None, :]], device=self.dev)
 
     def cf_negatives(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``train.cf_negatives`` hard negatives per example: ids [B, n] drawn uniformly (with replacement) from
@@ -355,9 +359,11 @@ class Trainer:
     def _valid_loss(self, n: int = 2048, chunk: int = 256) -> float:
         """The training loss's softmax on held-out validation positives (no grad): each scored against the same
         kind of shared negatives a training step uses (a fixed seeded draw of ``train.negatives``, or every warm
-        item under :attr:`full_softmax`), a negative equal to the positive switched off as in training, so the
-        logged train and valid losses are on one scale. Users in chunks: a full softmax is n x warm items."""
+        item under :attr:`full_softmax`), the user's training items among them switched off as in training
+        (:meth:`accidental_hits`), and the positive too, so the logged train and valid losses are on one scale.
+        Users in chunks: a full softmax is n x warm items."""
         torch, dev = self.torch, self.dev
+        seen = self.seen_matrix()
         va = self.prep.split.valid
         va = va.take(va.label == 1)
         rng = np.random.default_rng(12345)
@@ -380,7 +386,9 @@ class Trainer:
                                        device=dev)
                 cf = self.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), cand)
                 logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
-                hit = torch.as_tensor(negs[None, :] == targets[:, None], device=dev)
+                # the positive itself among the shared negatives is switched off too (in training it is a seen item)
+                hit = self.accidental_hits(users, negs, seen) | torch.as_tensor(negs[None, :] == targets[:, None],
+                                                                                  device=dev)
                 logits[:, 1:] = logits[:, 1:].masked_fill(hit, -1e9)
                 total += float(torch.nn.functional.cross_entropy(
                     logits, torch.zeros(len(users), dtype=torch.long, device=dev), reduction="sum"))
@@ -454,8 +462,10 @@ class Trainer:
 
     def seen_matrix(self) -> "SeenPairs":
         """Each user's training items, indexable like a [n_users, n_items] bool matrix (a sampled negative
-        among them is masked), without one: see :class:`SeenPairs`."""
-        return SeenPairs(self.prep.hist, self.prep.data.n_items)
+        among them is masked), without one: see :class:`SeenPairs`. Built once: the histories do not change."""
+        if self._seen is None:
+            self._seen = SeenPairs(self.prep.hist, self.prep.data.n_items)
+        return self._seen
 
     def epoch_record(self, ep: int, losses: list[float]) -> dict:
         """Refresh the item table and measure an epoch: train loss, validation loss and nDCG@10."""

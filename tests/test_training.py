@@ -712,7 +712,7 @@ def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path
     import torch
 
     from genre_edge_export.train import train
-    from genre_edge_export.trainer import Trainer
+    from genre_edge_export.trainer import SeenPairs, Trainer
 
     small = Trainer(tiny_config(toy_data, enc), tmp_path / "s", progress=False)
     warm = small.prep.warm_pool
@@ -734,6 +734,10 @@ def test_negatives_at_least_the_warm_catalog_score_every_warm_item_once(tmp_path
                for a, b in zip(small.rec.state_dict().values(), full.rec.state_dict().values()))
     assert full._valid_loss(chunk=7) == pytest.approx(full._valid_loss(), rel=1e-5)
     assert full._valid_loss() > small._valid_loss() + 0.5
+    # as in training, the user's training items among the negatives are switched off: left in, the loss rises
+    masked = full._valid_loss()
+    full._seen = SeenPairs([np.zeros(0, np.int64)] * len(full.prep.hist), full.prep.data.n_items)
+    assert full._valid_loss() > masked + 0.1
     rep = train(tiny_config(toy_data, enc, train={"negatives": 100000}), tmp_path / "m", progress=False)
     assert rep["shared_negatives"] == {"per_batch": len(warm), "full_softmax": True}
     assert np.isfinite(rep["history"][0]["train_loss"]) and rep["history"][0]["train_loss"] > 0
