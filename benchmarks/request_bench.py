@@ -110,7 +110,7 @@ def main(argv=None):
     from genre_edge_export.model_folder import ModelDir
     from genre_edge_export.models import ItemTower, load_hf_encoder
     from genre_edge_export.prepare import Prepared, default_encoder_path
-    from genre_edge_export.requests import generate
+    from genre_edge_export.requests import CategoryMembers, generate
     from genre_edge_export.text import tokenize
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -127,7 +127,8 @@ def main(argv=None):
     pop = rec.catalog.pop[: len(ds.items.ids)]
     hists = histories(ds, len(reqs))
     classes = [classify(parser, r) for r in reqs]
-    rels = [r.relevant(cats, years) for r in reqs]
+    members = CategoryMembers(cats)
+    rels = [r.relevant(members, years) for r in reqs]
     texts = T.items["text"]
 
     def torch_encoder(tower, max_tokens, tok):

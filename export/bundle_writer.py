@@ -38,7 +38,7 @@ from .model_folder import ModelDir, check_replaceable
 from .onnx_export import OPSET, cosine_rows, encoder_parity, export_encoder, export_head, export_user_model, ort_session
 from .prepare import Prepared
 from .quantize import QUANT_PRESETS, quantize
-from .requests import for_items
+from .requests import CategoryMembers, for_items
 from .scoring import Scorer, popularity_rows
 from .trend import end_counts
 from .text import tokenize
@@ -357,7 +357,8 @@ def request_quality(b: BundleBuild, rows: dict, t_tower, shipped: np.ndarray) ->
         return
     M, T = b.M, b.T
     cats, years = M.items["categories"], np.asarray(M.items["year"])
-    rels = [r.relevant(cats, years) for r in reqs]
+    members = CategoryMembers(cats)
+    rels = [r.relevant(members, years) for r in reqs]
     texts = [r.text for r in reqs]
 
     def p_at_10(Q, E):

@@ -32,17 +32,13 @@ def pretrained_item_embeddings(conf: Config, items) -> np.ndarray:
     """The items' texts (``encoder.template``) embedded by the config's *pretrained* encoder (``encoder.path`` or
     the packaged teacher; never a transfer source's fine-tuned one), pooled, no adapter: what the language model
     knows before any training (the zero-shot reference, the CF part's side information)."""
-    import torch
-
-    from .models import ItemTower, load_hf_encoder
+    from .models import ItemTower, by_length, load_hf_encoder
     from .text import item_texts, tokenize
 
     enc = Path(conf.encoder.path) if conf.encoder.path else default_encoder_path()
     tower = ItemTower(load_hf_encoder(enc), conf.encoder.pooling, 0, adapter=False)  # zero adapter: pretrained
     ids, mask = tokenize(enc / "tokenizer.json", item_texts(items, conf.encoder.template), conf.encoder.max_tokens)
-    with torch.no_grad():
-        return torch.cat([tower(torch.as_tensor(ids[a: a + 256]), torch.as_tensor(mask[a: a + 256]))
-                          for a in range(0, len(ids), 256)]).numpy()
+    return by_length(tower, ids, mask).numpy()
 
 
 def encoder_path(conf: Config) -> Path:

@@ -125,18 +125,15 @@ class Trainer:
     def _bottom_cache(self):
         torch = self.torch
         self.tower.eval()
-        hs = []
-        for a in range(0, len(self.ids_all), 256):
-            ids = torch.as_tensor(self.ids_all[a : a + 256], device=self.dev)
-            m = torch.as_tensor(self.mask_all[a : a + 256], device=self.dev)
-            if self.tower.n_top == 0:
-                from .models import pool  # torch
+        if self.tower.n_top == 0:  # frozen encoder: one pooled vector per text, batched by length (models.by_length)
+            from .models import by_length, pool  # torch
 
-                with torch.no_grad():
-                    hs.append(pool(self.tower.bottom(ids, m), m, self.tower.pooling))
-            else:
-                hs.append(self.tower.bottom(ids, m))
-        self.bottom = torch.cat(hs)
+            self.bottom = by_length(lambda ids, m: pool(self.tower.bottom(ids, m), m, self.tower.pooling),
+                                    self.ids_all, self.mask_all, self.dev)
+        else:  # the top layers read every token's hidden state: one padded length for all
+            self.bottom = torch.cat([self.tower.bottom(torch.as_tensor(self.ids_all[a: a + 256], device=self.dev),
+                                                       torch.as_tensor(self.mask_all[a: a + 256], device=self.dev))
+                                     for a in range(0, len(self.ids_all), 256)])
         self.tmask = torch.as_tensor(self.mask_all, device=self.dev)
 
     def encode(self, idx, grad: bool):

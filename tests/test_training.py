@@ -769,3 +769,53 @@ def test_quickstart_reads_the_configs_own_data_and_says_when_there_is_no_cold_fi
     cold = {"test": {"ndcg@10": 0.1, "recall@20": 0.2}, "cold": {"users": 3, "ndcg@10": 0.25}}
     assert "0.2500" in teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": cold,
                                         "teacher": cold})
+
+
+def test_texts_batched_by_length_give_each_text_what_one_padded_batch_gives(enc, monkeypatch):
+    """models.by_length (inference over many texts, and distillation's CPU training step) sorts texts by length and
+    cuts each part to its longest text: every row as in one padded forward, in the input's order, gradients too."""
+    import numpy as np
+    import torch
+
+    from genre_edge_export import distill as D
+    from genre_edge_export.models import ItemTower, by_length, load_hf_encoder
+
+    torch.manual_seed(0)
+    tower = ItemTower(load_hf_encoder(enc), "mean", 0, True)
+    torch.nn.init.normal_(tower.adapter.weight, std=0.1)
+    tower.eval()  # no dropout: the two ways must agree exactly up to rounding
+    rng = np.random.default_rng(0)
+    n, width = 23, 12
+    lengths = rng.integers(1, width + 1, n)
+    lengths[3] = width
+    ids = rng.integers(100, 2000, (n, width))
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = ids * mask
+    widths = []
+
+    def fn(i, m):
+        widths.append(i.shape[1])
+        assert int(m.sum(1).max()) == i.shape[1]  # each part cut to its longest text
+        return tower(i, m)
+
+    with torch.no_grad():
+        ref = tower(torch.as_tensor(ids), torch.as_tensor(mask))
+    got = by_length(fn, ids, mask, batch=5)
+    assert not got.requires_grad and len(widths) == 5 and min(widths) < width
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    # a distillation step split into parts: the same loss and gradients as the batch whole
+    conf = D.DistillConfig(layers=(0, 1), kl_weight=1.0, request_kl_weight=2.0)
+    items = np.where(rng.random(n) < 0.3, -1, rng.integers(0, 30, n))
+    target = torch.nn.functional.normalize(torch.randn(n, tower.dim), dim=-1)
+    U, E_t = torch.randn(10, tower.dim), torch.nn.functional.normalize(torch.randn(30, tower.dim), dim=-1)
+    out = []
+    for part in (4, n):
+        monkeypatch.setattr(D, "STEP_PART", part)
+        tower.zero_grad()
+        loss = D.batch_loss(torch, conf, tower, ids, mask, target, items, U, E_t, 20.0, np.arange(6))
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in tower.parameters() if p.grad is not None]))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-6)
+    assert len(out[0][1]) == len(out[1][1]) > 0
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
