@@ -254,6 +254,24 @@ def ease_weights(X: np.ndarray, lam: float, S: np.ndarray | None = None, side_we
     return B.astype(np.float32)
 
 
+def distinct_recency(history_last: int = 0) -> list[tuple[float, float, object]]:
+    """(half-life, floor, :func:`recency_weights` or None) of no recency + :data:`RECENCY_GRID`, in that order, less
+    each setting that weighs every history of up to ``history_last`` items (0: any length) as an earlier one does:
+    it would score every user the same, and a grid that keeps the first of equal scores never chooses it. Cut to
+    one item, every setting weighs that item 1, so 20 of the 21 go (a third of a quick-preset training's CF grids)."""
+    out, seen = [], set()
+    for hl, floor in ((0.0, 1.0),) + RECENCY_GRID:
+        rw = recency_weights(hl, floor) if hl > 0 else None
+        if history_last > 0:
+            w = [np.ones(n, np.float32) if rw is None else rw(n) for n in range(1, history_last + 1)]
+            k = b"".join(x.astype(np.float32).tobytes() for x in w)
+            if k in seen:
+                continue
+            seen.add(k)
+        out.append((hl, floor, rw))
+    return out
+
+
 def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side_weights, max_users: int = 0,
                 history_last: int = 0):
     """(lambda, side information weight, every grid point's row, the chosen weights): the EASE of best validation
@@ -265,13 +283,13 @@ def choose_ease(split: Split, X: np.ndarray, lambdas, S: np.ndarray | None, side
     hist = split.histories("valid", last=history_last)
     rows, chosen = [], None
     key = lambda r: (r["valid_ndcg@10"], -r["side_weight"], -r["lambda"])  # noqa: E731
+    recency = distinct_recency(history_last)
 
     def run(lam, w, extended=False):
         nonlocal chosen
         B = ease_weights(X, lam, S, w)
         best = None
-        for hl, floor in ((0.0, 1.0),) + RECENCY_GRID:
-            rw = recency_weights(hl, floor) if hl > 0 else None
+        for hl, floor, rw in recency:
             nd = evaluate(lambda us, rw=rw: history_rows(us, hist, len(B), rw) @ B, split, "valid", n_neg=1,
                           max_users=max_users, ranking_only=True).get("ndcg@10", 0.0)
             if best is None or nd > best["valid_ndcg@10"]:

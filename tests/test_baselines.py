@@ -75,6 +75,28 @@ def test_baselines_for_short_histories_are_tuned_on_validation_histories_cut_the
     assert params == grid[int(np.argmax([r["valid_ndcg@10"] for r in cut]))]
 
 
+def test_the_cf_grid_on_cut_histories_skips_recency_settings_that_weigh_them_alike(toy_data, monkeypatch):
+    """choose_ease on histories cut to T items evaluates each distinct weighting of up to T items once: cut to one
+    item, no recency alone (every setting weighs it 1); the choice and every row as with the whole grid."""
+    from genre_edge_export import baselines as bl
+
+    assert [(h, f) for h, f, _ in bl.distinct_recency(0)] == [(0.0, 1.0), *bl.RECENCY_GRID]
+    assert [(h, f) for h, f, _ in bl.distinct_recency(1)] == [(0.0, 1.0)]
+    for T in (1, 2, 3):
+        kept = bl.distinct_recency(T)
+        vec = lambda rw: np.concatenate([np.ones(n) if rw is None else rw(n) for n in range(1, T + 1)])  # noqa: E731
+        assert len({vec(rw).tobytes() for _, _, rw in kept}) == len(kept)  # the kept ones differ pairwise
+        for h, f in bl.RECENCY_GRID:  # and each one dropped weighs up to T items as a kept one does
+            assert any(np.array_equal(vec(bl.recency_weights(h, f)), vec(rw)) for _, _, rw in kept)
+    split = make_split(load_dataset(toy_data), SplitConfig(cold_quantile=0.6))
+    X = bl.interaction_matrix(split)
+    got = bl.choose_ease(split, X, (1.0, 300.0), None, (0.0,), history_last=1)
+    monkeypatch.setattr(bl, "distinct_recency", lambda T=0: [(h, f, bl.recency_weights(h, f) if h > 0 else None)
+                                                            for h, f in ((0.0, 1.0),) + bl.RECENCY_GRID])
+    full = bl.choose_ease(split, X, (1.0, 300.0), None, (0.0,), history_last=1)
+    assert got[:3] == full[:3] and np.array_equal(got[3], full[3])
+
+
 def test_the_hybrid_calibration_searches_the_recency_grid_of_the_ease_recency_baseline(tiny_bundle):
     """Same (half-life, floor) pairs for the hybrid's CF part as for the baseline (plus no recency); the
     chosen pair is the best on validation and travels into the bundle the device reads."""
