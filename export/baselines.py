@@ -264,7 +264,7 @@ def distinct_recency(history_last: int = 0) -> list[tuple[float, float, object]]
         rw = recency_weights(hl, floor) if hl > 0 else None
         if history_last > 0:
             w = [np.ones(n, np.float32) if rw is None else rw(n) for n in range(1, history_last + 1)]
-            k = b"".join(x.astype(np.float32).tobytes() for x in w)
+            k = b"".join(x.tobytes() for x in w)  # float32 both
             if k in seen:
                 continue
             seen.add(k)

@@ -116,6 +116,8 @@ class CategoryMembers:
             self._has[c] = np.zeros(self.n, bool)
             self._has[c][r] = True
         self._none = np.zeros(self.n, bool)
+        for a in (*self._has.values(), self._none):  # shared by every request: a caller cannot write into them
+            a.flags.writeable = False
 
     def has(self, category: str) -> np.ndarray:
         """Bool per item: does it carry ``category``? (read-only; all False for a category no item has)"""
