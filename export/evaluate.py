@@ -76,7 +76,10 @@ def evaluate(score_fn: ScoreFn, split: Split, which: str = "test", ks=(10, 20), 
     aucs, lists = [], []
     for start in range(0, len(users), batch):
         ub = users[start : start + batch]
-        s = np.asarray(score_fn(ub), dtype=np.float64).copy()
+        s = np.asarray(score_fn(ub))
+        # float32 scores stay float32 (a copy): every metric here only compares scores, and float64 would hold the
+        # same values in the same order, at twice the bytes to sort (rank_counts 6.2 -> 3.7 ms a batch here)
+        s = s.astype(np.float32 if s.dtype == np.float32 else np.float64)
         if s.shape != (len(ub), split.n_items):
             raise ValueError(f"scorer returned shape {s.shape}, expected {(len(ub), split.n_items)}")
         if np.isnan(s).any():
