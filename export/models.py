@@ -32,24 +32,34 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def by_length(fn, ids: np.ndarray, mask: np.ndarray, device=None, batch: int = 256, grad: bool = False) -> torch.Tensor:
+def by_length(fn, ids, mask, device=None, batch: int = 256, grad: bool = False, lengths: np.ndarray | None = None,
+              pad_to: int | None = None) -> torch.Tensor:
     """``fn(ids, mask)`` (e.g. a tower: token ids + mask -> one row per text) over many texts, in batches of texts
     of similar length, each batch cut to its longest text; the rows come back in the input's order. Without
     gradients unless ``grad`` (a training step's forward pass, split the same way).
+
+    ``ids`` may be any array indexed as ``ids[rows, :L]`` (token ids, or cached hidden states [N, T, D] for the
+    top layers of a fine-tuned tower); ``lengths`` gives each row's token count where ``mask`` is a tensor on
+    another device. ``pad_to``: ``fn`` returns a row per token ([n, L, ...]) and each batch's rows are padded
+    with zeros to that width, so the batches stack (a cache of hidden states; padded tokens are masked out
+    wherever they are read).
 
     Why: ``tokenize`` pads every text to the longest of them all (32 tokens for ml-100k's item texts, half of
     them 15 or fewer; request texts average 9), and a transformer's cost grows with the padded length: the
     distillation targets (6,700 texts) took 52 s of the quick preset's demo here padded, 13 s so. Padding is masked
     out of attention and pooling, so each row is what the text gives alone, up to float rounding."""
     n = len(ids)
-    lengths = np.asarray(mask).sum(1)
+    lengths = np.asarray(mask).sum(1) if lengths is None else np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")  # longest first: the first batch shows the peak memory at once
     parts = []
     with torch.set_grad_enabled(grad):
         for a in range(0, n, batch):
             rows = order[a: a + batch]
             L = max(1, int(lengths[rows[0]]))
-            parts.append(fn(torch.as_tensor(ids[rows, :L], device=device), torch.as_tensor(mask[rows, :L], device=device)))
+            out = fn(torch.as_tensor(ids[rows, :L], device=device), torch.as_tensor(mask[rows, :L], device=device))
+            if pad_to is not None and out.shape[1] < pad_to:
+                out = F.pad(out, (0, 0) * (out.dim() - 2) + (0, pad_to - out.shape[1]))
+            parts.append(out)
     if not parts:
         raise ValueError("by_length: no texts to encode")
     out = torch.cat(parts)

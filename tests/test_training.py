@@ -819,3 +819,46 @@ def test_texts_batched_by_length_give_each_text_what_one_padded_batch_gives(enc,
     assert len(out[0][1]) == len(out[1][1]) > 0
     for a, b in zip(out[0][1], out[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # rounding here: 16% of rtol 1e-4 + atol 1e-6
+
+
+def test_fine_tuned_top_layers_by_length_give_what_the_whole_tower_gives(toy_data, enc, tmp_path, monkeypatch):
+    """With trainable encoder layers, the trainer caches the frozen layers' hidden states (computed by length, zeros
+    past each text) and runs the top layers on parts of similar length: each item's embedding is the whole tower's
+    on its padded tokens, and a loss over them has the same gradients whatever the part size."""
+    import numpy as np
+    import torch
+
+    from genre_edge_export import trainer as T
+    from genre_edge_export.trainer import Trainer
+
+    # room for every toy text's tokens, so their lengths differ
+    t = Trainer(tiny_config(toy_data, enc, encoder={"max_tokens": 64}), tmp_path / "t", progress=False)
+    assert t.tower.n_top == 1
+    torch.nn.init.normal_(t.tower.adapter.weight, std=0.1)
+    t._bottom_cache()
+    lengths = t.mask_all.sum(1)
+    assert len(set(lengths.tolist())) > 2 and t.bottom.shape[1] == t.ids_all.shape[1]
+    # the cache is zero past each text's end
+    pad_cells = ~t.mask_all.astype(bool)
+    assert pad_cells.any() and float(t.bottom[torch.as_tensor(pad_cells)].abs().max()) == 0.0
+    t.tower.eval()  # no dropout: the ways must agree up to rounding
+    with torch.no_grad():
+        ref = t.tower(torch.as_tensor(t.ids), torch.as_tensor(t.mask))
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(t.ids))[:40]
+    idx[:3] = idx[0]  # an item asked for more than once
+    got = t.encode(idx, False)
+    assert not got.requires_grad
+    torch.testing.assert_close(got, ref[torch.as_tensor(idx)], rtol=0, atol=1e-5)
+    w = torch.randn(len(idx), t.tower.dim)
+    grads = []
+    for part in (3, 1000):
+        monkeypatch.setattr(T, "TOP_PART", part)
+        t.tower.zero_grad()
+        e = t.encode(idx, True)
+        torch.testing.assert_close(e.detach(), ref[torch.as_tensor(idx)], rtol=0, atol=1e-5)
+        (e * w).sum().backward()
+        grads.append([p.grad.clone() for p in t.tower.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 2  # the top layer's weights and the adapter
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
