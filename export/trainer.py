@@ -240,6 +240,19 @@ class Trainer:
                 sel = np.concatenate([sel, order[: B - len(sel)]])
             yield users[sel], items[sel], times[sel]
 
+    def _users(self, users: np.ndarray, hists: list[np.ndarray]):
+        """What the head needs of each example's user: the user vector (the user model over the newest
+        ``user_model.max_history`` items of ``hists``, blended with the interest profile when there is one)
+        and the whole history padded for the CF part (ids, mask tensors). One path for the training and the
+        validation loss, so the two cannot drift apart."""
+        torch, dev = self.torch, self.dev
+        hids, hm = pad(hists, self.conf.user_model.max_history)
+        u, _ = self.rec.user(self.E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
+        if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
+            u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
+        cids, cm = pad(hists)
+        return u, torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev)
+
     def _loss(self, users, targets, times, seen):
         """The training loss of one batch (sampled softmax over the positive, shared and impression negatives),
         every tensor on the training device; :meth:`_step` takes the gradient step."""
@@ -269,13 +282,7 @@ class Trainer:
         with autocast(torch, conf.train.precision, dev.type):  # fp32: nothing; bf16: the forward pass in bfloat16
             e = self.encode(cand, grad=True)  # each unique item once, however many slots it fills
             inv_t = torch.as_tensor(inv, device=dev)  # [B, 1 + K (+ M)] rows of e
-            hists = self.example_histories(users, targets, times)
-            hids, hm = pad(hists, conf.user_model.max_history)
-            u, _ = self.rec.user(self.E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
-            if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
-                u = blend_profile(u, users, self.P, conf.user_model.profile_weight)
-            cids, cm = pad(hists)
-            cids_t, cm_t = torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev)
+            u, cids_t, cm_t = self._users(users, self.example_histories(users, targets, times))
             cand_ids = torch.as_tensor(cand_ids_np, device=dev)
             cf = self.rec.cf.scores(cids_t, cm_t, cand_ids)
             pop = self.rec.pop[cand_ids]
@@ -382,14 +389,10 @@ class Trainer:
             E = self.E
             for lo in range(0, len(users_all), chunk):
                 users, targets = users_all[lo: lo + chunk], targets_all[lo: lo + chunk]
-                hids, hm = pad([self.prep.hist[u] for u in users], self.conf.user_model.max_history)
-                u, _ = self.rec.user(E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
-                if self.P is not None:
-                    u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
-                cids, cm = pad([self.prep.hist[x] for x in users])
+                u, cids_t, cm_t = self._users(users, [self.prep.hist[x] for x in users])
                 cand = torch.as_tensor(np.concatenate([targets[:, None], np.broadcast_to(negs, (len(users), K))], 1),
                                        device=dev)
-                cf = self.rec.cf.scores(torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev), cand)
+                cf = self.rec.cf.scores(cids_t, cm_t, cand)
                 logits = self.rec.head(u, E[cand], cf, self.rec.pop[cand])
                 # the positive itself among the shared negatives is switched off too (in training it is a seen item)
                 hit = self.accidental_hits(users, negs, seen) | torch.as_tensor(negs[None, :] == targets[:, None],
