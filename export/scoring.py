@@ -20,6 +20,21 @@ def pad(seqs: list[np.ndarray], cap: int | None = None) -> tuple[np.ndarray, np.
     return ids, m
 
 
+def user_vectors(rec, E, hists: list[np.ndarray], users: np.ndarray, profiles, user_conf):
+    """The user model over the newest ``user_conf.max_history`` items of each history in ``hists`` (rows of the
+    item embeddings ``E``), blended with the interest profile where ``profiles`` holds one. One function for
+    training, validation loss and evaluation, so the user vector they see is the same; gradients follow the
+    caller's grad mode."""
+    import torch
+
+    dev = E.device
+    ids, m = pad(hists, user_conf.max_history)
+    u, _ = rec.user(E[torch.as_tensor(ids, device=dev)], torch.as_tensor(m, device=dev))
+    if profiles is not None:  # the interest profile as a standing instruction (no gradient through it)
+        u = blend_profile(u, users, profiles, user_conf.profile_weight)
+    return u
+
+
 class Scorer:
     """Full-catalog scoring with trained modules: blend for all items, MLP head on the top ones. Runs where
     ``rec`` lives (CPU, or the training GPU); the scores come back as numpy."""
@@ -35,13 +50,9 @@ class Scorer:
         self.pop_rows = pop_rows  # users -> [B, N] trending popularity (popularity_rows), or None: static
 
     def user_vectors(self, users):
-        torch = self.torch
-        ids, m = pad([self.hist[u] for u in users], self.conf.user_model.max_history)
-        with torch.no_grad():
-            u, _ = self.rec.user(self.E[torch.as_tensor(ids, device=self.dev)], torch.as_tensor(m, device=self.dev))
-            if self.profiles is not None:
-                u = blend_profile(u, users, self.profiles, self.conf.user_model.profile_weight)
-        return u
+        with self.torch.no_grad():
+            return user_vectors(self.rec, self.E, [self.hist[u] for u in users], users, self.profiles,
+                                self.conf.user_model)
 
     def __call__(self, users: np.ndarray) -> np.ndarray:
         torch = self.torch

@@ -26,7 +26,7 @@ from .model_folder import FORMAT, build_modules, save_model
 from .precision import autocast, check_precision
 from .prepare import Prepared, encoder_path, first_seen
 from .runloop import RunState, load_checkpoint, open_run, optimizer, restore, run_config, wise_ft
-from .scoring import Scorer, blend_profile, mean_by_owner, pad, popularity_rows, zero_shot_scores
+from .scoring import Scorer, mean_by_owner, pad, popularity_rows, user_vectors, zero_shot_scores
 from .text import item_texts, tokenize
 from .train_config import Config, load_config
 
@@ -246,10 +246,7 @@ class Trainer:
         and the whole history padded for the CF part (ids, mask tensors). One path for the training and the
         validation loss, so the two cannot drift apart."""
         torch, dev = self.torch, self.dev
-        hids, hm = pad(hists, self.conf.user_model.max_history)
-        u, _ = self.rec.user(self.E[torch.as_tensor(hids, device=dev)], torch.as_tensor(hm, device=dev))
-        if self.P is not None:  # the interest profile as a standing instruction (no gradient through it)
-            u = blend_profile(u, users, self.P, self.conf.user_model.profile_weight)
+        u = user_vectors(self.rec, self.E, hists, users, self.P, self.conf.user_model)
         cids, cm = pad(hists)
         return u, torch.as_tensor(cids, device=dev), torch.as_tensor(cm, device=dev)
 
