@@ -624,6 +624,92 @@ def test_cold_prior_runs_on_a_trained_teacher_and_chooses_on_cold_validation(tmp
     assert e.value.code == 2
 
 
+def test_cold_same_period_deals_halves_cuts_windows_and_picks_the_choice():
+    """The cold-test items are dealt into two disjoint halves that cover them (deterministic per seed), or cut by
+    first event into consecutive windows; a subset's split holds only its items' events (those before a time if
+    given); the choice is the best mean on the chooser set, ties to the smaller weight, and the fallback when the
+    chooser set has no users."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_same_period as csp
+    from genre_edge_export.data.schema import Interactions
+    from genre_edge_export.split import Split, SplitConfig
+
+    items = np.arange(10, 31)
+    a, b = csp.deal_halves(items, 3)
+    assert len(a) == 11 and len(b) == 10 and not set(a) & set(b) and set(a) | set(b) == set(items)
+    assert all((x == y).all() for x, y in zip(csp.deal_halves(items, 3), (a, b)))
+    assert any(set(csp.deal_halves(items, d)[0]) != set(a) for d in range(4, 8))
+
+    first = np.zeros(40, np.int64)
+    first[items] = 1000 - 10 * items  # the later the item number, the earlier it was first seen
+    wins = csp.time_windows(items, first, 3)
+    assert [len(w) for w, _ in wins] == [7, 7, 7] and set(np.concatenate([w for w, _ in wins])) == set(items)
+    assert list(wins[0][0]) == list(range(24, 31)) and wins[0][1] == 1000 - 300 and wins[1][1] == 1000 - 230
+    assert all(first[w].max() <= first[v].min() for (w, _), (v, _) in zip(wins, wins[1:]))
+
+    inter = Interactions(user=np.array([0, 1, 0, 1]), item=np.array([5, 5, 6, 7]), time=np.array([1, 2, 3, 4]),
+                         rating=np.ones(4, np.float32), label=np.ones(4, np.int8))
+    empty = inter.take(np.zeros(0, np.int64))
+    sp = Split(SplitConfig(), 2, 8, empty, empty, empty, np.array([5, 6, 7], np.int32), inter,
+               np.zeros(0, np.int32), empty)
+    sub = csp.cold_subset(sp, np.array([5, 7]))
+    assert list(sub.cold_items) == [5, 7] and list(sub.cold_test.item) == [5, 5, 7]
+    assert list(csp.cold_subset(sp, np.array([5, 7]), before=2).cold_test.time) == [1]
+    assert list(sp.cold_items) == [5, 6, 7] and len(sp.cold_test) == 4  # the split itself is untouched
+
+    chooser = {0.0: np.array([0.1, 0.1]), 0.5: np.array([0.4, 0.4]), 1.0: np.array([0.2, 0.6])}
+    assert csp.pick(chooser, 0.0) == 0.5  # 0.4 = 0.4: the smaller weight
+    assert csp.pick({k: np.zeros(0) for k in chooser}, 1.0) == 1.0 and csp.pick({}, 0.2) == 0.2
+    tied = {("h=1y", 0.0): np.array([0.2]), ("h=1y", 1.0): np.array([0.2]), ("h=2y", 2.0): np.array([0.5])}
+    assert csp.pick(tied, None) == ("h=2y", 2.0)
+    assert csp.pick({k: np.array([0.3]) for k in tied}, None) == ("h=1y", 0.0)
+
+
+def test_cold_same_period_runs_on_a_trained_teacher(tmp_path, toy_data):
+    """End to end on a toy teacher: every view compares the same users in every row, Holm never lowers a p, each
+    deal says which half holds the top film (none once it is dropped), and every (teacher, deal) records its
+    choices; too few cold-test items for the windows, or fewer than 2 windows, are refused."""
+    from conftest import tiny_config, tiny_encoder
+    from genre_edge_export.train import train
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cold_same_period as csp
+
+    # a random fold of the toy items as the cold test (its first-seen times cluster: a late quantile holds one item)
+    conf = tiny_config(toy_data, tiny_encoder(tmp_path / "enc"), split={"cold_by": "random", "cold_folds": 4})
+    train(conf, tmp_path / "t", progress=False)
+    teacher = tmp_path / "t"
+    assert csp.main(["--config", str(teacher / "config.toml"), "--teachers", f"{teacher},{teacher}", "--deals", "2",
+                     "--windows", "2", "--bootstrap", "50", "--threads", "1", "--name", "csp", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "csp.json").read_text())
+    tables = {(r["view"], r["scheme"]) for r in res["rows"]}
+    assert len(tables) == 4 and ("all cold-test items", "halves") in tables and ("all cold-test items", "windows") in tables
+    for t in tables:
+        rows = [r for r in res["rows"] if (r["view"], r["scheme"]) == t]
+        assert len({r["users"] for r in rows}) == 1 and len(rows) == 4 * len(csp.FAMILIES) + 1
+        assert all(r["p (Holm)"] >= r["p"] for r in rows)
+        # a row's reference is the other rows' value of the same arm
+        alone = next(r for r in rows if r["arm"] == "teachers alone")["arm nDCG@10"]
+        assert all(r["reference"] == pytest.approx(alone) for r in rows if r["vs"] == "teachers alone")
+    halves = res["sets"]["0"]["halves"]
+    assert 1 <= len(halves) <= 4 and sum(h["top film in it"] == "yes" for h in halves) <= 2 and res["sets"]["0"]["windows"]
+    assert {h["top film in it"] for h in res["sets"]["1"]["halves"]} == {"-"}
+    assert [w["set"] for w in res["sets"]["0"]["windows"]] == [f"w-{k}" for k in range(len(res["sets"]["0"]["windows"]))]
+    assert all(" to " in w["first events"] for w in res["sets"]["0"]["windows"])
+    # every (teacher, evaluation set with users) records its choices; the first window's is cold-validation's
+    n_sets = len(halves) + len(res["sets"]["0"]["windows"])
+    assert len(res["choices"]["0"]) == 2 * n_sets
+    w0 = next(c for c in res["choices"]["0"] if c["set"] == "w-0")
+    assert all(w0[f"{f} previous window"] == w0[f"{f} before"] for f in csp.FAMILIES)
+    assert "cross-fitted" in (tmp_path / "csp.md").read_text()
+    for bad in (["--windows", "1"], ["--windows", "50"], ["--deals", "0"]):
+        with pytest.raises(SystemExit) as e:
+            csp.main(["--config", str(teacher / "config.toml"), "--teachers", str(teacher), *bad, "--out", str(tmp_path)])
+        assert e.value.code == 2
+
+
 def test_cold_neighbours_weights_standardised_cf_blend_and_choice():
     """A candidate's weights are its k most similar pool items' cos ** p, summing to 1 (nothing for a candidate
     no pool item resembles); a seen (-1e9) or non-finite CF score counts as the user's best; beta = inf is the
