@@ -88,4 +88,7 @@ def read_scalars(tb_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags().get("scalars", [])}
+    # the accumulator yields events in file-name order, and a resumed run's file can sort before the first one's
+    # (the writer's per-process counter goes 9 -> 10 within one second): sort by step (stable for repeated steps)
+    return {tag: sorted(((e.step, e.value) for e in acc.Scalars(tag)), key=lambda sv: sv[0])
+            for tag in acc.Tags().get("scalars", [])}

@@ -40,6 +40,13 @@ def test_a_fresh_run_replaces_old_curves_and_a_resumed_one_appends(tmp_path):
         c.scalars(2, {"loss": 1.5}, "epoch/")
     got = read_scalars(tmp_path / "tb")
     assert got == {"epoch/loss": [(1, 2.0), (2, 1.5)]}  # non-finite values and booleans are not curves
+    # the resumed run's file can sort first by name (the writer's counter, 9 -> 10 in one second): still step order
+    first, second = sorted((tmp_path / "tb").glob("events.out.tfevents.*"))
+    tmp = first.with_name("swap")
+    first.rename(tmp)
+    second.rename(first)
+    tmp.rename(second)
+    assert read_scalars(tmp_path / "tb") == got
     with Curves(tmp_path, fresh=True) as c:
         c.scalars(1, {"loss": 9.0}, "epoch/")
     assert read_scalars(tmp_path / "tb") == {"epoch/loss": [(1, 9.0)]}
