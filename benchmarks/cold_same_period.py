@@ -132,42 +132,47 @@ def main(argv: list[str] | None = None) -> int:
                                   for s in PRIOR_GRID}
         return users, out
 
+    # per teacher, once for both views: its scores, its text-popularity prior and the choices made on cold-validation
+    fitted = []
+    for t, M in zip(teachers, models):
+        _, rec = M.modules()
+        warm = sp.warm_items
+        w_, b_, _ = fit_prior(M.emb[warm], prep.pop[warm])
+        T_prior = M.emb @ w_ + b_
+        S = {w: np.asarray(Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, when[w]))(everyone),
+                           np.float64) for w in H}
+        cv = curves(S["cold_valid"], T_prior, "cold_valid", sp, sp.cold_valid_items)[1]
+        fitted.append((t, T_prior, S["cold"], {f: pick(cv[f], 0.0) for f in FAMILIES}))
+
     results = {}
     for drop in (0, 1):
         vsp, dropped = sp.without_top_items("cold", drop)
         top = dropped[0] if dropped else int(np.argmax(np.bincount(vsp.cold_test.item[vsp.cold_test.label == 1],
                                                                     minlength=sp.n_items)))
-        # the evaluation sets and, for each, the set its choice is made on
-        sets = {("cv",): (sp, "cold_valid", sp.cold_valid_items)}
+        # the evaluation sets (split, candidate items) and, for each, the set its choice is made on
+        sets = {}
         cases = {"halves": [], "windows": []}
         for d in range(a.deals):
             halves = deal_halves(vsp.cold_items, d)
             for side, h in enumerate(halves):
-                sets[("h", d, side)] = (cold_subset(vsp, h), "cold", h)
+                sets[("h", d, side)] = (cold_subset(vsp, h), h)
             cases["halves"] += [(("h", d, 0), ("h", d, 1)), (("h", d, 1), ("h", d, 0))]
         windows = time_windows(vsp.cold_items, first, a.windows)
         for k, (w, t0) in enumerate(windows):
-            sets[("w", k)] = (cold_subset(vsp, w), "cold", w)
+            sets[("w", k)] = (cold_subset(vsp, w), w)
             if k:  # chosen on the previous window's items, from their events before this window's first item
-                sets[("wc", k)] = (cold_subset(vsp, windows[k - 1][0], before=t0), "cold", windows[k - 1][0])
-            cases["windows"].append((("w", k), ("wc", k) if k else ("cv",)))
+                sets[("wc", k)] = (cold_subset(vsp, windows[k - 1][0], before=t0), windows[k - 1][0])
+            cases["windows"].append((("w", k), ("wc", k) if k else None))  # None: cold-validation's choice
         acc = {c: {} for c in cases}  # scheme -> eval set -> {"users", arm: per-user sums over seeds}
         choices = []
-        for t, M in zip(teachers, models):
-            _, rec = M.modules()
-            warm = sp.warm_items
-            w_, b_, _ = fit_prior(M.emb[warm], prep.pop[warm])
-            T_prior = M.emb @ w_ + b_
-            S = {w: np.asarray(Scorer(M.conf, rec, M.emb, H[w], pop_rows=popularity_rows(rec, sp, when[w]))(everyone),
-                               np.float64) for w in H}
-            cur = {sid: curves(S[which], T_prior, which, split, items) for sid, (split, which, items) in sets.items()}
-            before = {f: pick(cur[("cv",)][1][f], 0.0) for f in FAMILIES}
+        for t, T_prior, S_cold, before in fitted:
+            cur = {sid: curves(S_cold, T_prior, "cold", split, items) for sid, (split, items) in sets.items()}
             for scheme, cs in cases.items():
                 for ev, ch in cs:
                     users, c = cur[ev]
                     if not len(users):
                         continue
-                    chosen = {f: pick(cur[ch][1][f], before[f]) for f in FAMILIES}
+                    chosen = before if ch is None else {f: pick(cur[ch][1][f], before[f]) for f in FAMILIES}
                     vals = {"teachers alone": c["mix"][0.0]}
                     for f in FAMILIES:
                         vals[f"{f} before"] = c[f][before[f]]
@@ -183,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             arms = ["zero-shot", "teachers alone"] + [f"{f} {w}" for f in FAMILIES for w in ("before", SCHEMES[scheme])]
             sums, count, table = {k: np.zeros(sp.n_users) for k in arms}, np.zeros(sp.n_users), []
             for ev, slot in slots.items():
-                split, which, items = sets[ev]
+                split, items = sets[ev]
                 slot["zero-shot"] = ndcg(zero["cold"], split, "cold")[1]
                 count[slot["users"]] += 1
                 for k in arms:
