@@ -92,8 +92,51 @@ def child(args: dict) -> dict:
             rec_at.append(len(ex & set(top.tolist())) / 10)
         rows[str(nprobe)].update({"recall@10_mean": float(np.mean(rec_at)), "recall@10_min": float(np.min(rec_at))})
     out["nprobe"] = rows
+    out["filtered"] = filtered_requests(rec, hists, args)
     out["rss_peak_mib"] = _rss("VmHWM")
     return out
+
+
+# Filtered requests, from a common filter to a rare one (shares of ml-100k's items: 57%, 3.0%, 1.4%, 0.6%)
+FILTERS = {"not Drama": dict(exclude_categories=["Drama"]), "Documentary": dict(include_categories=["Documentary"]),
+           "Film-Noir": dict(include_categories=["Film-Noir"]),
+           "Horror, 1970-1979": dict(include_categories=["Horror"], year_min=1970, year_max=1979)}
+
+
+def filtered_requests(rec, hists: list, args: dict) -> dict:
+    """Per filter of FILTERS, at ``filter_nprobe``: the share of the catalog that passes, how full the
+    answer is (items / k) and how much of the exact path's top 10 it holds (the same request with every row
+    scored), and request p50/p99 - with the candidate set widened where too few candidates pass
+    (``Recommender._filtered_candidates``) and without (candidates filtered as they come: how it was before)."""
+    from genre_edge.catalog import Filters
+    from genre_edge.catalog_index import CatalogScorer
+
+    cat, ann_scorer = rec.catalog, rec.catalog_scorer
+    ann_scorer.ann.nprobe = args["filter_nprobe"]
+    exact_scorer = CatalogScorer("fp32", 1)
+    exact_scorer.build(cat)
+    res, widen = {}, rec._filtered_candidates  # the bound method
+    n_q = min(len(hists), args["filter_queries"])
+    for name, f in FILTERS.items():
+        share = float(cat.mask(Filters(**f)).mean())
+        rec.catalog_scorer = exact_scorer
+        exact = [[x.id for x in rec.recommend(h, k=10, **f).items] for h in hists[:n_q]]
+        rec.catalog_scorer = ann_scorer
+        row = {"share": share}
+        for arm, value in (("widened", widen), ("candidates only", lambda u, passing, k: iter(()))):
+            rec._filtered_candidates = value  # this instance only
+            try:
+                got = [[x.id for x in rec.recommend(h, k=10, **f).items] for h in hists[:n_q]]
+                i = iter(range(10**9))
+                ms = _time(lambda: rec.recommend(hists[next(i) % n_q], k=10, mmr_lambda=0.7, **f), args["filter_reps"],
+                           warmup=5)
+            finally:
+                rec._filtered_candidates = widen
+            row[arm] = {"fill": float(np.mean([len(g) / 10 for g in got])),
+                        "overlap@10": float(np.mean([len(set(g) & set(e)) / max(1, len(e)) for g, e in zip(got, exact)])),
+                        "request_ms": ms}
+        res[name] = row
+    return res
 
 
 def run_child(args: dict) -> dict:
@@ -132,6 +175,19 @@ def markdown(res: dict) -> str:
                  f"{r['rss_catalog_mib']:.0f} | {r['rss_after_open_mib']:.0f} | {r['rss_serving_mib']:.0f} | "
                  f"{r.get('rss_serving_anon_mib', float('nan')):.0f} / {r.get('rss_serving_file_mib', float('nan')):.0f} | "
                  f"{r['rss_peak_mib']:.0f} |")
+    L += ["", f"Filtered requests (nprobe {res['filter_nprobe']}, {res['filter_queries']} histories, top 10; the "
+          "exact path scores every row): where fewer than k candidates pass, the request scores every passing "
+          "row when they are at most 20,000, else searches the index wider first (`Recommender._filtered_candidates`);"
+          " \"candidates only\" is the same request without that (how it was before):", "",
+          "| items | filter | share of rows passing | fill, widened | overlap with exact@10, widened | p50 / p99 ms, "
+          "widened | fill, candidates only | overlap, candidates only | p50 / p99 ms, candidates only |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["sizes"]:
+        for name, f in r.get("filtered", {}).items():
+            w, c = f["widened"], f["candidates only"]
+            L.append(f"| {r['n']:,} | {name} | {f['share']:.2%} | {w['fill']:.2f} | {w['overlap@10']:.2f} | "
+                     f"{w['request_ms']['p50']:.1f} / {w['request_ms']['p99']:.1f} | {c['fill']:.2f} | "
+                     f"{c['overlap@10']:.2f} | {c['request_ms']['p50']:.1f} / {c['request_ms']['p99']:.1f} |")
     L += ["", "File pages are the memory-mapped int8 rows that requests gathered (with the kernel's fault-around: "
           "neighbouring pages come along): clean page cache, shared and reclaimed by the OS under memory pressure. "
           "Anonymous memory is what the process itself holds (index codes, metadata, sessions)."]
@@ -149,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=20)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--filter-nprobe", type=int, default=64, help="nprobe of the filtered requests")
+    ap.add_argument("--filter-queries", type=int, default=20)
+    ap.add_argument("--filter-reps", type=int, default=50)
     ap.add_argument("--tmp", default=None, help="folder for the synthetic rows and the index (3.8 GB at 10M items)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", default="benchmarks/results")
@@ -162,14 +221,16 @@ def main(argv=None) -> int:
     sizes = [int(x) for x in a.sizes.split(",")]
     nprobe = [int(x) for x in a.nprobe.split(",")]
     res = {"machine": machine(), "bundle": Path(a.bundle).name, "profile": a.profile, "candidates": a.candidates,
-           "queries": a.queries, "reps": a.reps, "n_real": open_bundle(a.bundle, verify=False).manifest.catalog.n_items,
+           "queries": a.queries, "reps": a.reps, "filter_nprobe": a.filter_nprobe, "filter_queries": a.filter_queries,
+           "n_real": open_bundle(a.bundle, verify=False).manifest.catalog.n_items,
            "command": "python benchmarks/ann_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "sizes": []}
     for n in sizes:
         print(f"{n:,} items ...", flush=True)
         res["sizes"].append(run_child({"bundle": a.bundle, "profile": a.profile, "n": n, "nprobe": nprobe,
                                        "candidates": a.candidates, "queries": a.queries, "reps": a.reps,
-                                       "tmp": a.tmp}))
+                                       "filter_nprobe": a.filter_nprobe, "filter_queries": a.filter_queries,
+                                       "filter_reps": a.filter_reps, "tmp": a.tmp}))
     write_results(a.out, a.name or f"ann-scale-{Path(a.bundle).name}", res, markdown(res))
     print(markdown(res))
     return 0

@@ -120,6 +120,8 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
         r = rec.recommend(history, query=q, k=5, explain=True)
         click.echo(f'\nsame user, with the instruction "{q}" (understood: {r.parsed["summary"]}):')
         _print(r)
+        if len(r.items) < 5:
+            click.echo(f"  (all there is: only {len(r.items)} items this user has not liked pass these filters)")
     click.echo("\na new user (no history yet): the most popular")
     _print(rec.recommend([], k=3, explain=True))
     _step("6/6 latency on this machine (one thread)")

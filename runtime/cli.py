@@ -174,6 +174,10 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
             lines.append("     because: " + ", ".join(
                 (f"{x['title']} ({x['share']:.0%})" if x["source"] == "history" else f"{x['source']} ({x['share']:.0%})")
                 for x in it.reasons))
+    if 0 < len(r.items) < k:
+        # a short list is all there is, not a failure: say so
+        lines.append(f"only {len(r.items)} of the {k} asked: no other item passes the filters (the request's and "
+                     "what the query asked for; the history's own items are left out)")
     emit(r.to_dict(), as_json, "\n".join(lines))
 
 

@@ -46,6 +46,13 @@ MAX_EVENTS = 10_000  # interaction events per record_events call (POST /events)
 POOL_MARGIN = 64
 # "nothing like X": X and this many of its closest items by content are left out of the answer
 UNLIKE_NEIGHBOURS = 20
+# Mode ann, filtered requests: when fewer than k candidates pass the filters (and the seen, skipped and
+# "nothing like" exclusions), the request looks where the passing rows are: every one of them, scored
+# exactly, when they are at most FILTERED_EXACT_ROWS (gathering int8 rows from a memory-mapped catalog
+# costs ~1 us a row here); else a wider index search for about FILTERED_WIDEN x k passing rows, and, where
+# they sit away from the user's clusters, all of them (slow, but the answer holds what the request may get).
+FILTERED_EXACT_ROWS = 20_000
+FILTERED_WIDEN = 4
 # title scans one request's "like X" phrases may make (each is a pass over the catalog's titles)
 MAX_TITLE_SCANS = 8
 
@@ -342,22 +349,46 @@ class Recommender:
             hw, u, att = self._user_vector(hist, q, qw)
             t_user = time.perf_counter()
             # --- scorer: content + CF + popularity over the whole catalog, or over a candidate set
-            if self.catalog_scorer.approximate:
-                rows, scores, cf = self._candidate_scores(u, hist, preset, pop)
+            # rows the answer leaves out whatever it is scored over: the history (unless asked), the session's
+            # skips, and what the query said it wants nothing like
+            out = [hist] if req.exclude_seen and len(hist) else []
+            if skips:
+                out.append(cat.rows(skips)[0])
+            if parsed is not None and parsed.unlike:
+                out.append(self._unlike_rows(cat, parsed.unlike))
+            left_out = np.unique(np.concatenate(out)) if out else None
+
+            def passing(rows=None):
+                """Which rows (of ``rows``, or of the catalog) the request may get: its filters, less ``left_out``."""
                 mask = cat.mask(filters, rows)
-                if req.exclude_seen and len(hist):
-                    mask &= ~np.isin(rows, hist)
-                if skips:
-                    mask &= ~np.isin(rows, cat.rows(skips)[0])
+                if left_out is not None:
+                    if rows is None:
+                        mask[left_out] = False
+                    else:
+                        mask &= ~np.isin(rows, left_out)
+                return mask
+
+            if self.catalog_scorer.approximate:
+                rows, sparse = self._candidates(u, hist, preset)
+                values, cf_values = self._row_scores(u, hist, preset, pop, rows, sparse)
+                mask = passing(rows)
+                if int(mask.sum()) < req.k:
+                    # fewer candidates pass than were asked for (a selective filter, or a history covering
+                    # them), though more rows may: look where the passing rows are, and score those too
+                    for extra in self._filtered_candidates(u, passing, req.k):
+                        extra = np.setdiff1d(extra, rows)
+                        more, cf_more = self._row_scores(u, hist, preset, pop, extra, sparse)
+                        rows = np.concatenate([rows, extra])
+                        order = np.argsort(rows, kind="stable")
+                        rows, values = rows[order], np.concatenate([values, more])[order]
+                        cf_values = np.concatenate([cf_values, cf_more])[order]
+                        mask = passing(rows)
+                        if int(mask.sum()) >= req.k:
+                            break
+                scores, cf = RowScores(rows, values), RowScores(rows, cf_values)
             else:
                 scores, cf, content = self._scores(u, hist, preset, pop)
-                mask = cat.mask(filters)
-                if req.exclude_seen and len(hist):
-                    mask[hist] = False
-                if skips:
-                    mask[cat.rows(skips)[0]] = False
-            if parsed is not None and parsed.unlike:
-                self._leave_out_unlike(cat, parsed.unlike, mask, rows if self.catalog_scorer.approximate else None)
+                mask = passing()
             if not mask.any():
                 return Response([], strategy, unknown,
                                 _ms(t0, t_req, t_tok, t_enc, t_user, time.perf_counter(), time.perf_counter()),
@@ -383,17 +414,23 @@ class Recommender:
         return Response(items, strategy, unknown, _ms(t0, t_req, t_tok, t_enc, t_user, t_score, t_rr),
                         parsed.to_dict() if parsed else None, unknown_cats)
 
-    def _leave_out_unlike(self, cat, ids, mask: np.ndarray, rows: np.ndarray | None) -> None:
-        """Clear ``mask`` (per catalog row, or per candidate of ``rows``) for the items a request said it
-        wants nothing like and their UNLIKE_NEIGHBOURS closest items by content: "nothing like Star Wars"
-        left out Star Wars alone and served Return of the Jedi second."""
+    def _unlike_rows(self, cat, ids) -> np.ndarray:
+        """The rows of the items a request said it wants nothing like and of their UNLIKE_NEIGHBOURS closest
+        items by content over the whole catalog ("nothing like Star Wars" left out Star Wars alone and served
+        Return of the Jedi second). Mode ``ann``: the closest among the approximate index's candidates for
+        the item, scored exactly (the nearest of a request's own candidates were not the item's nearest:
+        a small candidate set lost all of them)."""
+        out = []
         for r in cat.rows(list(ids))[0]:
             e = np.asarray(cat.emb[np.array([r])], np.float32)[0]
-            sim = (np.asarray(cat.emb[rows], np.float32) @ e) if rows is not None else self.catalog_scorer.scores(cat, e)
+            if self.catalog_scorer.approximate:
+                rows = np.unique(self.catalog_scorer.candidates(cat, e))
+                sim = np.asarray(cat.emb[rows], np.float32) @ e
+            else:
+                rows, sim = None, self.catalog_scorer.scores(cat, e)
             near = np.argpartition(-sim, min(UNLIKE_NEIGHBOURS, len(sim) - 1))[:UNLIKE_NEIGHBOURS + 1]
-            mask[near] = False
-            if rows is None:
-                mask[r] = False
+            out += [np.array([r]), near if rows is None else rows[near]]
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
 
     def _named_items(self, query: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str]:
         """``(like, unlike, rest)``: catalog items ``(id, title)`` the query names after "like", "similar
@@ -470,21 +507,41 @@ class Recommender:
         scores[pool] += np.float32(preset.content) * (exact - content[pool])
         return pool[top_n(scores[pool], None, n)] if len(pool) > n else pool
 
-    def _candidate_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset, pop: np.ndarray):
-        """Mode ``ann``: (rows, blended scores, CF scores) over a candidate set - the approximate index's
-        rows for ``u`` and the popular ones (``CatalogScorer.candidates``), plus the best CF neighbours of
-        the history - every one scored exactly (content from the catalog rows, CF from its tables)."""
-        cat = self.catalog
-        parts = [self.catalog_scorer.candidates(cat, u)]
+    def _candidates(self, u: np.ndarray, hist: np.ndarray, preset: Preset) -> tuple[np.ndarray, tuple | None]:
+        """Mode ``ann``: (the candidate set's rows, sorted and unique; the history's sparse CF scores or None)
+        - the approximate index's rows for ``u`` and the popular ones (``CatalogScorer.candidates``), plus
+        the best CF neighbours of the history."""
+        parts = [self.catalog_scorer.candidates(self.catalog, u)]
         sparse = None
         if preset.cf:
             sparse = self.cf.sparse(hist)
             r, v = sparse
             parts.append(r if len(r) <= CF_CANDIDATES else r[top_n(np.abs(v), None, CF_CANDIDATES)])
-        rows = np.unique(np.concatenate(parts))
-        content = cat.emb[rows] @ u
+        return np.unique(np.concatenate(parts)), sparse
+
+    def _row_scores(self, u: np.ndarray, hist: np.ndarray, preset: Preset, pop: np.ndarray, rows: np.ndarray,
+                    sparse) -> tuple[np.ndarray, np.ndarray]:
+        """Mode ``ann``: (blended scores, CF scores) of ``rows``, exactly: content from the catalog rows, CF
+        from its tables (``sparse``: the history's, from :meth:`_candidates`)."""
+        content = self.catalog.emb[rows] @ u
         cf = self.cf.scores_at(hist, rows, sparse) if preset.cf else np.zeros(len(rows), np.float32)
-        return rows, RowScores(rows, blend(content, cf, pop[rows], preset)), RowScores(rows, cf)
+        return blend(content, cf, pop[rows], preset), cf
+
+    def _filtered_candidates(self, u: np.ndarray, passing, k: int):
+        """Mode ``ann``, when fewer candidates than asked for pass a request's filters and exclusions
+        (``passing()``: per catalog row, whether it does; one pass over the catalog): more rows to score, in
+        turn until enough pass - every allowed
+        row when they are at most FILTERED_EXACT_ROWS (the answer is then the exact path's); else first the
+        approximate index's best rows in a number that holds about FILTERED_WIDEN x ``k`` allowed ones if they
+        are spread like the catalog, then, where they are not (clustered away from ``u``), every allowed row."""
+        n = len(self.catalog.ids)
+        allowed = np.flatnonzero(passing())
+        if len(allowed) > FILTERED_EXACT_ROWS:
+            sc = self.catalog_scorer
+            count = max(2 * sc.ann_candidates, math.ceil(FILTERED_WIDEN * k * n / len(allowed)))
+            log.debug("ann: %d of %d rows pass the request's filters; searching %d candidates", len(allowed), n, count)
+            yield sc.ann.search(u, min(count, sc.ann.n))
+        yield allowed
 
     def _head(self, u, pool, cf, pop):
         c = self.catalog.emb[pool][None].astype(np.float32)

@@ -1025,3 +1025,22 @@ def test_bigger_encoder_assembles_the_split_model_and_writes_its_config(tmp_path
     assert not (tmp_path / "enc2").exists()
     conf = load_config(be.write_config(dst, tmp_path / "c" / "quick-mpnet.toml"))
     assert conf.encoder.path == str(dst) and conf.name == "ml-100k-quick-mpnet" and conf.encoder.trainable_layers == 0
+
+
+def test_ann_scale_runs_and_measures_filtered_requests(tiny_bundle, tmp_path):
+    pytest.importorskip("faiss", reason="the ann extra (faiss-cpu) is not installed: pip install -e '.[ann]'")
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ann_scale.py"), "--bundle", str(tiny_bundle / "bundle"),
+                        "--sizes", "3000", "--nprobe", "4", "--candidates", "20", "--queries", "3", "--reps", "3",
+                        "--filter-nprobe", "2", "--filter-queries", "3", "--filter-reps", "2", "--name", "a",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    (size,) = json.loads((tmp_path / "a.json").read_text())["sizes"]
+    assert size["n"] == 3000 and set(size["filtered"]) == {"not Drama", "Documentary", "Film-Noir", "Horror, 1970-1979"}
+    for f in size["filtered"].values():
+        wide, only = f["widened"], f["candidates only"]
+        assert 0 <= only["fill"] <= wide["fill"] <= 1 and wide["request_ms"]["p50"] > 0
+        if f["share"] * 3000 >= 20:  # rows pass: the widened answer is full (k = 10); its overlap with the exact
+            # path's turns on near ties here (3000 noisy copies of 48 items), so it is only bounded
+            assert wide["fill"] == 1.0 and 0 < wide["overlap@10"] <= 1
+    assert size["filtered"]["not Drama"]["share"] * 3000 >= 20
+    assert "Filtered requests" in (tmp_path / "a.md").read_text()

@@ -143,3 +143,55 @@ def test_ann_profile_answers_as_the_exact_one_when_candidates_cover_the_catalog(
     got = few.recommend(ids[:5], k=5, exclude_categories=[cats[0]])
     assert len(got.items) == 5 and not {x.id for x in got.items} & set(ids[:5])
     assert all(cats[0] not in x.categories for x in got.items)
+
+
+def test_ann_filtered_requests_look_past_the_candidates(tiny_bundle, tmp_path, monkeypatch):
+    """With few candidates a selective filter passes fewer than k of them (the answer came back short and
+    missed the best passing items); the request then scores the passing rows themselves: every one when
+    they are few (the answer is the exact path's), else a wider index search (the answer is full)."""
+    import genre_edge.recommender as recmod
+    from genre_edge.profile import load_profile
+    from genre_edge.recommender import Recommender
+
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    src = load_profile("x86-avx512-vnni")
+    exact = Recommender.load(tiny_bundle / "bundle", dataclasses.replace(src, catalog_scoring="fp32"),
+                             state_dir=tmp_path / "a")
+    few = Recommender.load(tiny_bundle / "bundle", dataclasses.replace(src, catalog_scoring="ann", ann_candidates=5,
+                                                                        ann_nprobe=1), state_dir=tmp_path / "b")
+    # the 256 most popular rows are always candidates: this catalog's 48 would all be; keep 3
+    few.catalog_scorer.popular = few.catalog_scorer.popular[:3]
+    cat, ids = exact.catalog, exact.catalog.ids
+    # the rarest category with at least 8 items, and a history outside it
+    counts = {c: int(cat.mask(Filters(include_categories=(c,))).sum()) for c in cat.cat_names}
+    rare = min((c for c in counts if counts[c] >= 8), key=counts.get)
+    inside = set(np.flatnonzero(cat.mask(Filters(include_categories=(rare,)))).tolist())
+    hist = [ids[i] for i in range(len(ids)) if i not in inside][:6]
+    opts = dict(k=6, include_categories=[rare], strategy="content")  # no CF neighbours as candidates either
+
+    def served(r, **more):
+        return [x.id for x in r.recommend(hist, **opts, **more).items]
+
+    want = served(exact)
+    assert len(want) == 6
+    # as before: the candidates filtered as they come
+    monkeypatch.setattr(Recommender, "_filtered_candidates", lambda self, u, passing, k: iter(()))
+    before = served(few)
+    monkeypatch.undo()
+    monkeypatch.setenv("GENRE_CACHE_DIR", str(tmp_path / "cache"))
+    assert before != want  # the case this guards: a short or different answer
+    assert served(few) == want
+    assert served(few, mmr_lambda=0.5, explain=True) == served(exact, mmr_lambda=0.5, explain=True)
+    # "nothing like X": X and its neighbours left out on the way past the candidates as on the exact path (X:
+    # the item farthest from the category's, so that some of them are left)
+    emb = np.asarray(cat.emb[np.arange(len(ids))], np.float32)
+    far = int(np.argmin(emb @ emb[sorted(inside)].mean(0)))
+    q = f"nothing like {cat.titles[far]}"
+    assert few.recommend(hist, **opts, query=q).parsed["unlike"] == [ids[far]]
+    assert 0 < len(served(exact, query=q)) and served(few, query=q) == served(exact, query=q)
+    # more passing rows than are scored one by one: a wider index search, and still a full, valid answer
+    monkeypatch.setattr(recmod, "FILTERED_EXACT_ROWS", 0)
+    got = few.recommend(hist, **opts).items
+    assert len(got) == 6 and all(rare in x.categories for x in got) and not {x.id for x in got} & set(hist)
+    # nothing passes: an empty answer, as the exact path gives
+    assert few.recommend(hist, k=5, include_categories=[rare], year_min=3000, strategy="content").items == []

@@ -54,6 +54,11 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 0 and "strategy popular" in r.output and " 2. " in r.output
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--year-min", "3000"])
     assert r.exit_code == 0 and "no item passes the filters" in r.output
+    # fewer items pass than were asked for: the list is all there is, and says so
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "1000"])
+    assert r.exit_code == 0 and "of the 1000 asked: no other item passes the filters" in r.output
+    r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "-k", "3"])
+    assert r.exit_code == 0 and " 3. " in r.output and "asked" not in r.output
     # a misspelt category is an error naming it and the valid ones; case does not matter
     r = CliRunner().invoke(main, ["recommend", "--bundle", b, "--state-dir", st, "--history", "m0", "--include", "Horrror"])
     assert r.exit_code == 1 and "'Horrror'" in r.output and "Horror" in r.output.split("categories:")[-1]
