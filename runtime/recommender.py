@@ -16,6 +16,7 @@ import numpy as np
 from .bundle import Bundle, Preset, open_bundle
 from .catalog import Catalog, Filters, ItemInput, item_text, repeated
 from .catalog_index import CatalogScorer, saturates_u8s8, top_n, uses_index
+from .catalog_rows import rows_dot
 from .encoder import Encoder
 from .errors import BundleError, RequestError
 from .profile import DeviceProfile, load_profile
@@ -356,7 +357,7 @@ class Recommender:
                 out.append(cat.rows(skips)[0])
             if parsed is not None and parsed.unlike:
                 out.append(self._unlike_rows(cat, parsed.unlike))
-            left_out = np.unique(np.concatenate(out)) if out else None
+            left_out = np.concatenate(out) if out else None  # repeats are harmless to both uses below
 
             def passing(rows=None):
                 """Which rows (of ``rows``, or of the catalog) the request may get: its filters, less ``left_out``."""
@@ -425,7 +426,7 @@ class Recommender:
             e = np.asarray(cat.emb[np.array([r])], np.float32)[0]
             if self.catalog_scorer.approximate:
                 rows = np.unique(self.catalog_scorer.candidates(cat, e))
-                sim = np.asarray(cat.emb[rows], np.float32) @ e
+                sim = rows_dot(cat.emb, rows, e)
             else:
                 rows, sim = None, self.catalog_scorer.scores(cat, e)
             near = np.argpartition(-sim, min(UNLIKE_NEIGHBOURS, len(sim) - 1))[:UNLIKE_NEIGHBOURS + 1]
@@ -523,7 +524,7 @@ class Recommender:
                     sparse) -> tuple[np.ndarray, np.ndarray]:
         """Mode ``ann``: (blended scores, CF scores) of ``rows``, exactly: content from the catalog rows, CF
         from its tables (``sparse``: the history's, from :meth:`_candidates`)."""
-        content = self.catalog.emb[rows] @ u
+        content = rows_dot(self.catalog.emb, rows, u)
         cf = self.cf.scores_at(hist, rows, sparse) if preset.cf else np.zeros(len(rows), np.float32)
         return blend(content, cf, pop[rows], preset), cf
 

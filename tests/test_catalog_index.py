@@ -295,6 +295,15 @@ def test_int8_rows_gather_append_overwrite_and_product_match_float32(tmp_path):
         assert np.array_equal(rows[idx], ref[idx]), idx
     u = unit_rows(1, seed=7)[0]
     assert np.allclose(rows @ u, ref @ u, atol=1e-6)
+    # the candidate-set product (rows_dot): any order, repeats, added and overwritten rows, blocks of 8192
+    from genre_edge.catalog_rows import rows_dot
+
+    for idx in (np.array([0, 3, 499, 500, 510, 539, 3]), np.array([7, 2]), np.array([510, 3, 1]), np.zeros(0, int),
+                np.arange(500)[::-1].repeat(20)):
+        assert np.allclose(rows.dot(idx, u), ref[idx] @ u, atol=1e-6), idx
+        assert np.allclose(rows_dot(ref, idx, u), ref[idx] @ u, atol=1e-6)
+    with pytest.raises(IndexError):
+        rows.dot(np.array([540]), u)
     with pytest.raises(IndexError):
         rows[np.array([540])]
     assert isinstance(rows.q, np.memmap) and rows.q.dtype == np.int8
