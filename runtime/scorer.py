@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# CFScorer.sparse counts over the bundle's items (O(items)) instead of sorting the history's neighbour
+# entries (O(entries log entries)) when the items are at most this many times the entries
+SPARSE_DENSE_RATIO = 4
+
 
 class CFScorer:
     """Collaborative score of every catalog item for a history (no per-user state needed).
@@ -63,8 +67,16 @@ class CFScorer:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         idx, w = self._table(len(hist))
         nb = idx[hist].ravel()
+        weights = (w[hist] * hw[:, None]).ravel()
+        if self.n_bundle <= SPARSE_DENSE_RATIO * len(nb):
+            # counting over the bundle's items beats sorting the neighbour entries (a 50-item history with
+            # 500 neighbours each over 1,682 items: 0.05 against 1.8 ms, a third of a request in mode ann)
+            nb = nb.astype(np.intp)
+            rows = np.flatnonzero(np.bincount(nb, minlength=self.n_bundle)[: self.n_bundle])
+            vals = np.bincount(nb, weights=weights, minlength=self.n_bundle)[rows]
+            return rows.astype(np.int64), vals.astype(np.float32)
         rows, inv = np.unique(nb, return_inverse=True)
-        vals = np.bincount(inv, weights=(w[hist] * hw[:, None]).ravel(), minlength=len(rows))
+        vals = np.bincount(inv, weights=weights, minlength=len(rows))
         keep = rows < self.n_bundle
         return rows[keep].astype(np.int64), vals[keep].astype(np.float32)
 

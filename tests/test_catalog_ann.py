@@ -63,16 +63,16 @@ def test_sparse_cf_and_row_scores_match_the_dense_vectors():
     for cf in (CFScorer("ease", idx=idx, w=w, half_life=5.0, floor=0.2),
                CFScorer("mf", P=rng.standard_normal((n, 8)).astype(np.float32),
                         Q=rng.standard_normal((n, 8)).astype(np.float32))):
-        hist = rng.choice(n, 30, replace=False)
-        dense = cf.scores(hist, n + 3)  # 3 rows added on device: no CF
-        rows = np.sort(rng.choice(n + 3, 100, replace=False))
-        assert np.allclose(cf.scores_at(hist, rows), dense[rows], atol=1e-6)
-        r, v = cf.sparse(hist)
-        if cf.kind == "mf":
-            assert len(r) == 0  # factors score every item: no sparse set
-        else:
-            assert np.array_equal(r, np.sort(r)) and np.allclose(v, dense[r], atol=1e-6)
-            assert set(np.flatnonzero(dense).tolist()) <= set(r.tolist())
+        for h in (30, 3):  # 600 neighbour entries: counted over the 500 items; 60: sorted (SPARSE_DENSE_RATIO)
+            hist = rng.choice(n, h, replace=False)
+            dense = cf.scores(hist, n + 3)  # 3 rows added on device: no CF
+            rows = np.sort(rng.choice(n + 3, 100, replace=False))
+            assert np.allclose(cf.scores_at(hist, rows), dense[rows], atol=1e-6)
+            r, v = cf.sparse(hist)
+            if cf.kind == "mf":
+                assert len(r) == 0  # factors score every item: no sparse set
+            else:  # every neighbour of the history, sorted, scored as the dense vector scores it
+                assert np.array_equal(r, np.unique(idx[hist])) and np.allclose(v, dense[r], atol=1e-6)
     s = RowScores(np.array([2, 5, 9]), np.array([0.1, 0.2, 0.3], np.float32))
     assert s[5] == np.float32(0.2) and np.allclose(s[np.array([9, 2])], [0.3, 0.1])
     t = s.copy()
