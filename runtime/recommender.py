@@ -531,10 +531,10 @@ class Recommender:
     def _filtered_candidates(self, u: np.ndarray, passing, k: int):
         """Mode ``ann``, when fewer candidates than asked for pass a request's filters and exclusions
         (``passing()``: per catalog row, whether it does; one pass over the catalog): more rows to score, in
-        turn until enough pass - every allowed
-        row when they are at most FILTERED_EXACT_ROWS (the answer is then the exact path's); else first the
-        approximate index's best rows in a number that holds about FILTERED_WIDEN x ``k`` allowed ones if they
-        are spread like the catalog, then, where they are not (clustered away from ``u``), every allowed row."""
+        turn until enough pass. Every allowed row when they are at most FILTERED_EXACT_ROWS (the answer is then
+        the exact path's); else first the approximate index's best rows in a number that holds about
+        FILTERED_WIDEN x ``k`` allowed ones if they are spread like the catalog, then, where they are not
+        (clustered away from ``u``), every allowed row."""
         n = len(self.catalog.ids)
         allowed = np.flatnonzero(passing())
         if len(allowed) > FILTERED_EXACT_ROWS:
