@@ -53,10 +53,15 @@ class CFScorer:
         if self.kind == "mf":
             out[: self.n_bundle] = self.Q @ ((self.P[hist] * hw[:, None]).sum(0) / max(float(hw.sum()), 1e-6))
             return out
-        idx, w = self._table(len(hist))
-        out[: self.n_bundle] = np.bincount(idx[hist].ravel(), weights=(w[hist] * hw[:, None]).ravel(),
-                                           minlength=self.n_bundle)[: self.n_bundle]
+        nb, weights = self._votes(hist, hw)
+        out[: self.n_bundle] = np.bincount(nb, weights=weights, minlength=self.n_bundle)[: self.n_bundle]
         return out
+
+    def _votes(self, hist: np.ndarray, hw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour tables: (the neighbour ids of the kept history ``hist``, each one's vote: its table
+        weight x its history item's recency weight ``hw``), flat; a CF score is the sum of an item's votes."""
+        idx, w = self._table(len(hist))
+        return idx[hist].ravel(), (w[hist] * hw[:, None]).ravel()
 
     def sparse(self, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores): the items a neighbour table gives a CF score, sorted by row, with their scores
@@ -65,9 +70,7 @@ class CFScorer:
         hist, hw = self._kept(hist)
         if self.kind in ("none", "mf") or len(hist) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        idx, w = self._table(len(hist))
-        nb = idx[hist].ravel()
-        weights = (w[hist] * hw[:, None]).ravel()
+        nb, weights = self._votes(hist, hw)
         if self.n_bundle <= SPARSE_DENSE_RATIO * len(nb):
             # counting over the bundle's items beats sorting the neighbour entries (a 50-item history with
             # 500 neighbours each over 1,682 items: 0.05 against 1.8 ms, a third of a request in mode ann)
