@@ -73,8 +73,12 @@ def data_stats(source, fmt, data_dir, as_json):
     """Users, items, interactions, density, time range, text coverage."""
     ds = run_api(load_dataset, resolve_data(source, data_dir), fmt)
     st = ds.stats()
-    lines = [f"{k:>13}: {v}" for k, v in st.items() if k not in ("text_coverage", "report")]
+    lines = [f"{k:>13}: {v}" for k, v in st.items() if k not in ("text_coverage", "categories", "report")]
     lines.append("text coverage: " + ", ".join(f"{k} {v:.1%}" for k, v in st["text_coverage"].items()))
+    cats = st["categories"]
+    if cats["distinct"]:
+        lines.append(f"   categories: {cats['distinct']} distinct; most common: "
+                     + ", ".join(f"{c} ({n} items)" for c, n in cats["most_common"]))
     if st["report"]:
         lines.append("       report: " + json.dumps(st["report"]))
     emit(st, as_json, "\n".join(lines))

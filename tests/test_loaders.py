@@ -180,6 +180,45 @@ def test_missing_files_and_unknown_format(tmp_path):
 def test_stats(toy_data):
     st = load_dataset(toy_data).stats()
     assert st["users"] == 60 and 0 < st["density"] < 1 and st["text_coverage"]["title"] == 1.0
+    ds = load_dataset(toy_data)
+    counts = {}
+    for cs in ds.items.categories:
+        for c in cs:
+            counts[c] = counts.get(c, 0) + 1
+    assert st["categories"]["distinct"] == len(counts) > 0
+    name, n = st["categories"]["most_common"][0]
+    assert n == max(counts.values()) == counts[name]
+
+
+def test_generic_category_cells_holding_lists_and_years_as_written(tmp_path, caplog):
+    """A CSV cell holding a list (JSON, or Python's repr as pandas writes it) is that list, not one category
+    spelled with brackets; TMDB-style objects give their names; years written as floats or dates are read."""
+    rows = [("a", '["Rock", "Pop"]', "1995"), ("b", "['Jazz', 'Blues']", "1995.0"),
+            ("c", '[{"id": 1, "name": "Folk"}]', "1971-05-02"), ("d", "Rock|Metal", ""),
+            ("e", "[Live]", "nan"), ("f", "[]", "unknown"), ("g", "[1, 2]", "2001")]
+    items = "item_id,title,genres,year\n" + "".join(
+        f'{i},T {i},"{c.replace(chr(34), chr(34) * 2)}",{y}\n' for i, c, y in rows)
+    conf = _generic(tmp_path, items.encode(), "user_id,item_id,timestamp\n1,a,1700000000\n")
+    conf.write_text(conf.read_text().replace('path="items.csv"\n', 'path="items.csv"\ncategories="genres"\nyear="year"\n'))
+    with caplog.at_level("WARNING"):
+        ds = load_dataset(conf)
+    assert ds.items.categories == [("Rock", "Pop"), ("Jazz", "Blues"), ("Folk",), ("Rock", "Metal"), ("[Live]",), (),
+                                   ("1", "2")]
+    assert ds.items.year.tolist() == [1995, 1995, 1971, 0, 0, 0, 2001]
+    assert "1 of 7 items" in caplog.text and "'unknown'" in caplog.text and "items.csv:7" in caplog.text
+    # the same lists in JSON lines: floats for years, lists of objects; a nested list is named with its line
+    d = tmp_path / "j"
+    d.mkdir()
+    recs = [{"sku": "a", "tags": [{"name": "Drama"}, "War"], "y": 1995.0}, {"sku": "b", "tags": '["x", "y"]', "y": None}]
+    (d / "i.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "e.jsonl").write_text(json.dumps({"u": "1", "sku": "a", "when": 1700000000}) + "\n")
+    (d / "c.toml").write_text('[interactions]\npath="e.jsonl"\nuser="u"\nitem="sku"\ntime="when"\n'
+                              '[items]\npath="i.jsonl"\nid="sku"\ntitle="sku"\ncategories="tags"\nyear="y"\n')
+    ds = load_dataset(d / "c.toml")
+    assert ds.items.categories == [("Drama", "War"), ("x", "y")] and ds.items.year.tolist() == [1995, 0]
+    (d / "i.jsonl").write_text(json.dumps({"sku": "a", "tags": ["x", ["y"]]}) + "\n")
+    with pytest.raises(DataError, match=r"i\.jsonl:1: column 'tags': categories must be strings.*\['y'\]"):
+        load_dataset(d / "c.toml")
 
 
 def test_generic_mapped_rating_column_missing_is_named(tmp_path, toy_data):

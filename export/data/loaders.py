@@ -36,6 +36,71 @@ def _need(path: Path) -> Path:
     return path
 
 
+_LIST_CELL = re.compile(r"^\[.*\]$", re.S)
+_YEAR_CELL = re.compile(r"^(\d{1,4})(?:\.0*)?$|^(\d{4})-\d\d(?:-\d\d)?(?:[T ].*)?$")
+
+
+def _categories(raw, sep: str, where: str) -> tuple[str, ...]:
+    """An item's categories from its cell: a list (JSON lines), a text holding a list - JSON
+    (``["Rock", "Pop"]``) or Python's repr (``['Rock', 'Pop']``, what pandas writes for a list column) - or
+    text split on ``sep``. List elements are strings or numbers, or objects with a ``name`` (TMDB-style
+    ``[{"id": 18, "name": "Drama"}]``); anything else raises DataError naming ``where``. (A CSV cell holding a
+    JSON list was once split on "|" and became one category spelled ``["Rock", "Pop"]``.)"""
+    if isinstance(raw, str):
+        text = raw.strip()
+        if _LIST_CELL.match(text):
+            parsed = _list_literal(text)
+            if parsed is not None:
+                raw = parsed
+        if isinstance(raw, str):
+            return tuple(c.strip() for c in text.split(sep) if c.strip())
+    if not isinstance(raw, list):
+        raw = [raw]  # a lone number (JSON lines)
+    out = []
+    for c in raw:
+        if isinstance(c, dict) and isinstance(c.get("name"), str):
+            c = c["name"]
+        if isinstance(c, bool) or not isinstance(c, (str, int, float)):
+            raise DataError(f"{where}: categories must be strings (or objects with a \"name\"), got {c!r}")
+        c = str(c).strip()
+        if c:
+            out.append(c)
+    return tuple(out)
+
+
+def _list_literal(text: str):
+    """``text`` as a list if it is one in JSON or Python literal syntax, else None."""
+    import ast
+
+    try:
+        v = json.loads(text)
+    except ValueError:
+        try:
+            v = ast.literal_eval(text)  # literals only: no code runs
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    return v if isinstance(v, list) else None
+
+
+def _year(raw) -> int | None:
+    """A year from its cell: ``1995``, ``"1995"``, ``1995.0`` / ``"1995.0"`` (a float column: pandas writes
+    years that way when some are missing), or a date ``"1995-10-30"``; 0 for an empty cell or NaN; None for
+    anything else."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, float):
+        if raw != raw:
+            return 0
+        return int(raw) if raw.is_integer() and 0 <= raw <= 9999 else None
+    if isinstance(raw, int):
+        return raw if 0 <= raw <= 9999 else None
+    text = str(raw).strip()
+    if not text or text.lower() in ("nan", "none", "null", "na", "n/a"):
+        return 0
+    m = _YEAR_CELL.match(text)
+    return int(m.group(1) or m.group(2)) if m else None
+
+
 def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """Yield (line number, line without newline); decoding errors name file and line."""
     _need(path)
@@ -582,20 +647,26 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     ipath = base / ic.path
     req = tuple(c for c in (ic.id,) if c)
     ids, titles, cats, years = [], [], [], []
+    unread_years, first_unread = 0, ""
     texts: dict[str, list[str]] = {t: [] for t in ic.text}
     for lineno, rec in _records(ipath, ic.format, ic.encoding, req):
         ids.append(str(rec[ic.id]))
         titles.append(str(rec.get(ic.title, "")) if ic.title else "")
         for t in ic.text:
             texts[t].append(str(rec.get(t, "")))
-        if ic.categories:
-            raw = rec.get(ic.categories, "")
-            cats.append(tuple(str(c) for c in raw) if isinstance(raw, list)
-                        else tuple(c.strip() for c in str(raw).split(ic.category_sep) if c.strip()))
-        else:
-            cats.append(())
-        y = str(rec.get(ic.year, "")) if ic.year else ""
-        years.append(int(y) if y.isdigit() else 0)
+        where = f"{ipath}:{lineno}"
+        cats.append(_categories(rec.get(ic.categories, ""), ic.category_sep, f"{where}: column {ic.categories!r}")
+                    if ic.categories else ())
+        y = _year(rec.get(ic.year, "")) if ic.year else 0
+        if y is None:
+            unread_years += 1
+            if unread_years == 1:
+                first_unread = f"{rec.get(ic.year)!r} ({where})"
+            y = 0
+        years.append(y)
+    if unread_years:
+        log.warning("%s: %d of %d items have a %r value that is not a year (first: %s); read as unknown",
+                    ipath, unread_years, len(ids), ic.year, first_unread)
     try:
         items = Items(ids, titles, cats, np.array(years), texts)
     except ValueError as exc:

@@ -161,8 +161,18 @@ class Dataset:
             "has_rating": has_rating,
             "impressions": len(self.impressions) if self.impressions is not None else 0,
             "text_coverage": text_cov,
+            "categories": _category_counts(self.items.categories),
             "report": self.report,
         }
+
+
+def _category_counts(cats, top: int = 8) -> dict:
+    """How many distinct categories the items have and the ``top`` most common (name, items): what shows a
+    category column read wrongly (one "category" per item, or a list's brackets in the names) at a glance."""
+    from collections import Counter
+
+    counts = Counter(c for cs in cats for c in cs)
+    return {"distinct": len(counts), "most_common": [[c, n] for c, n in counts.most_common(top)]}
 
 
 def _coverage(col) -> float:
