@@ -62,6 +62,10 @@ class ItemInput:
             raise RequestError(f"item {self.id!r}: text must be a string of at most {MAX_TEXT_LEN} characters")
         check_text(self.title, f"item {self.id!r}: title", allow_newlines=True)
         check_text(self.text, f"item {self.id!r}: text", allow_newlines=True)
+        if not isinstance(self.categories, (list, tuple)):
+            # a string was once taken as its characters: "Comedy" became six categories C, o, m, e, d, y
+            raise RequestError(f"item {self.id!r}: categories must be a list of strings, e.g. [\"Comedy\", \"Drama\"], "
+                               f"not {type(self.categories).__name__} {self.categories!r:.80}")
         cats = tuple(self.categories)
         if len(cats) > 50 or not all(isinstance(c, str) and 0 < len(c) <= 100 for c in cats):
             raise RequestError(f"item {self.id!r}: categories must be at most 50 strings of 1-100 characters")

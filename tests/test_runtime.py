@@ -257,6 +257,9 @@ def test_catalog_updates_persist_and_survive_reload(bundle_copy, tmp_path):
     ({"id": "a", "title": "x", "year": 3_000_000_000}, "year must be"),  # past int32: once journaled, then failed loads
     ({"id": "a", "title": "x", "timestamp": 2**63}, "timestamp must be an integer in 0.."),
     ({"id": "a", "title": "x", "categories": [""]}, "categories must be"),
+    # a string was taken as its characters (six categories C, o, m, e, d, y)
+    ({"id": "a", "title": "x", "categories": "Comedy"}, r"categories must be a list of strings, .*not str 'Comedy'"),
+    ({"id": "a", "title": "x", "categories": {"Comedy": 1}}, "categories must be a list of strings"),
 ])
 def test_bad_items(rec, bundle_copy, tmp_path, item, msg):
     with pytest.raises(RequestError, match=msg):
