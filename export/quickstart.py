@@ -115,8 +115,8 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     # an instruction naming an item: the most popular one this user has not liked
     popular = rec.search_items("", 50)["items"]
     example = next((it["title"] for it in popular if it["id"] not in history), None)
-    for q in ("something light and funny from the 90s", "a romantic comedy from the 80s, no drama",
-              *([f"something like {example}"] if example else [])):
+    queries = _instructions(ds)
+    for q in (*queries, *([f"something like {example}"] if example else [])):
         r = rec.recommend(history, query=q, k=5, explain=True)
         click.echo(f'\nsame user, with the instruction "{q}" (understood: {r.parsed["summary"]}):')
         _print(r)
@@ -130,7 +130,7 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
     for name, st in lat.items():
         click.echo(f"  {name:<{width}} p50 {st['p50']:.3f} ms  p95 {st['p95']:.3f} ms  p99 {st['p99']:.3f} ms")
     click.echo(f"\ndone in {time.perf_counter() - t_all:.0f} s. Try: genre recommend --bundle {bundle} "
-               f"--history {','.join(history[-3:])} --query \"a dark thriller\" --explain")
+               f"--history {','.join(history[-3:])} --query \"{queries[0] if queries else 'something new'}\" --explain")
     click.echo(f"training curves: tensorboard --logdir {work}  (or: python benchmarks/plot_curves.py --run {work})")
     click.echo(f"playground page: genre serve --bundle {bundle} --state-dir {work / 'state'}  "
                f"then open http://127.0.0.1:8080/")
@@ -138,6 +138,35 @@ def run(config_name: str, work_dir: str, data_dir: str | None, distill_epochs: i
 
 
 DATA_NAMES = {"ml-100k": "MovieLens 100K"}
+MOVIE_INSTRUCTIONS = ("something light and funny from the 90s", "a romantic comedy from the 80s, no drama")
+
+
+def _instructions(ds) -> tuple[str, ...]:
+    """Free-text instructions for step 5 in the data set's own terms: a film catalog (one with Comedy, Romance
+    and Drama) gets the README's; another data set one naming its most common category and decade, and one
+    naming a category and excluding another (what the request parser turns into filters), from what its items
+    have (a music catalog asked for "a romantic comedy, no drama" showed nothing the parser could do)."""
+    from collections import Counter
+
+    counts = Counter(c for cs in ds.items.categories for c in cs)
+    if {"Comedy", "Romance", "Drama"} <= set(counts):
+        return MOVIE_INSTRUCTIONS
+    cats = [c for c, _ in counts.most_common(3)]
+    years = [int(y) for y in ds.items.year if y > 0]
+    decade = None
+    if years:
+        d = Counter(y // 10 * 10 for y in years).most_common(1)[0][0]
+        decade = f"the {d % 100:02d}s" if 1900 <= d < 2000 else f"the {d}s"
+    out = []
+    if cats and decade:
+        out.append(f"something {cats[0].lower()} from {decade}")
+    elif decade:
+        out.append(f"something from {decade}")
+    if len(cats) >= 3:
+        out.append(f"{cats[1].lower()}, no {cats[2].lower()}")
+    elif cats and not decade:
+        out.append(f"something {cats[0].lower()}")
+    return tuple(out)
 
 
 def _data(conf, data_dir: str | None):

@@ -771,6 +771,35 @@ def test_quickstart_reads_the_configs_own_data_and_says_when_there_is_no_cold_fi
                                         "teacher": cold})
 
 
+def test_quickstart_instructions_are_in_the_data_sets_own_terms():
+    """Step 5's instructions: a film catalog gets the README's; another one instructions naming its own most
+    common categories and decade, which the device's parser (built from those categories) turns into filters."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from genre_edge.query_parser import QueryParser
+    from genre_edge_export.quickstart import MOVIE_INSTRUCTIONS, _instructions
+
+    def ds(cats, years):
+        return SimpleNamespace(items=SimpleNamespace(categories=cats, year=np.array(years)))
+
+    films = ds([("Comedy", "Romance"), ("Drama",), ("Action",)], [1985, 1990, 0])
+    assert _instructions(films) == MOVIE_INSTRUCTIONS
+    cats = [("hip hop", "Pop"), ("Pop",), ("Pop", "Folk"), ("Folk",), ("hip hop",), ("Pop", "Jazz")]
+    music = ds(cats, [1994, 1991, 2012, 0, 1999, 1975])
+    got = _instructions(music)
+    assert got == ("something pop from the 90s", "hip hop, no folk")
+    parser = QueryParser.for_categories(["hip hop", "Pop", "Folk", "Jazz"], years=(1975, 2012))
+    first, second = (parser.parse(q) for q in got)
+    assert first.include_categories + first.require_categories == ("Pop",) and (first.year_min, first.year_max) == (1990, 1999)
+    assert second.include_categories + second.require_categories == ("hip hop",)
+    assert second.exclude_categories == ("Folk",)
+    assert _instructions(ds(cats, [2003, 2005, 0, 0, 0, 0]))[0] == "something pop from the 2000s"
+    assert _instructions(ds([()] * 3, [1994, 1995, 0])) == ("something from the 90s",)
+    assert _instructions(ds([("A",), ("B",)], [0, 0])) == ("something a",)
+    assert _instructions(ds([()] * 2, [0, 0])) == ()
+
+
 def test_texts_batched_by_length_give_each_text_what_one_padded_batch_gives(enc, monkeypatch):
     """models.by_length (inference over many texts, and distillation's CPU training step) sorts texts by length and
     cuts each part to its longest text: every row as in one padded forward, in the input's order, gradients too."""
