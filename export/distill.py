@@ -222,7 +222,8 @@ def distill(teacher_dir: str | Path, conf: DistillConfig, out_dir: str | Path, p
         student.train()
         order = rng.permutation(len(texts))
         bs = conf.batch_size
-        bar = tqdm(range(0, len(order), bs), desc=f"distill {ep}/{conf.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(0, len(order), bs), desc=f"distill {ep}/{conf.epochs}",
+                   disable=None if progress else True, leave=False)
         losses = []
         for s0 in bar:
             (sel,) = dp.shard(order[s0 : s0 + bs])  # this process's share of the batch

@@ -111,7 +111,7 @@ class MultiTrainer:
                 plan += [(i, b) for b in t._batches()]
             losses = {name: [] for name, _ in self.domains}
             bar = tqdm(self.rng.permutation(len(plan)), desc=f"epoch {ep}/{conf.train.epochs}", unit="step",
-                       disable=not self.progress, leave=False)
+                       disable=None if self.progress else True, leave=False)  # none off a terminal
             for j in bar:
                 i, (users, targets, times) = plan[j]
                 name, t = self.domains[i]

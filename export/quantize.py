@@ -9,6 +9,7 @@ variant for GPU profiles is fused with optimum's ORTOptimizer (see :func:`fuse_f
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,25 @@ QUANT_PRESETS: dict[str, QuantPreset] = {
 }
 
 
+class _PreprocessAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Please consider to run pre-processing before quantization")
+
+
+@contextmanager
+def _without_preprocess_advice():
+    """Drop onnxruntime's root-logger advice to pre-process (fuse) the graph before dynamic quantization: the
+    unfused graph is quantized on purpose (fused, the int8 encoder was slower on the CPU; README), so every
+    export printed a WARNING with a URL that a user could only take for a problem."""
+    f = _PreprocessAdvice()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
 def quantize(src: str | Path, dst: str | Path, preset: str, calibration=None, hf_config: str | Path | None = None) -> Path:
     """Write ``src`` quantized with ``preset`` to ``dst``.
 
@@ -81,9 +101,10 @@ def quantize(src: str | Path, dst: str | Path, preset: str, calibration=None, hf
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # MatMul/Gemm weights and the token-embedding Gather (the largest tensor) go to int8.
-        quantize_dynamic(str(src), str(dst), per_channel=p.per_channel, reduce_range=p.reduce_range,
-                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
-                         extra_options={"MatMulConstBOnly": True})
+        with _without_preprocess_advice():
+            quantize_dynamic(str(src), str(dst), per_channel=p.per_channel, reduce_range=p.reduce_range,
+                             weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+                             extra_options={"MatMulConstBOnly": True})
     elif p.dtype == "fp16" and hf_config is not None:
         fuse_fp16(src, dst, Path(hf_config))
     elif p.dtype == "fp16":

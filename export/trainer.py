@@ -430,8 +430,10 @@ class Trainer:
             self.P = self.profile_vectors()
             losses = []
             batches = list(self._batches())
-            bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step", disable=not self.progress,
-                       leave=False)
+            # disable=None: no bar where stderr is not a terminal (a log file got every redraw: 137 KB for
+            # `make demo`); the epoch lines below say the same once per epoch
+            bar = tqdm(batches, desc=f"epoch {ep}/{conf.train.epochs}", unit="step",
+                       disable=None if self.progress else True, leave=False)
             for k, (users, targets, times) in enumerate(bar):
                 users, targets, times = self.dp.shard(users, targets, times)  # this process's share of the batch
                 losses.append(self._step(users, targets, times, opt, seen))

@@ -31,6 +31,17 @@ def test_each_config_choice_trains(tmp_path, toy_data, enc, over):
     assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pt"))
 
 
+def test_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, toy_data, enc, capsys):
+    """Training with progress on, its stderr a file (a log, CI): the epoch lines, no progress bar redraws
+    (`make demo > log` was 137 KB of them)."""
+    from genre_edge_export.train import train
+
+    train(tiny_config(toy_data, enc, train={"epochs": 2, "steps_per_epoch": 4}), tmp_path / "m", progress=True)
+    got = capsys.readouterr()
+    assert "epoch 1: train loss" in got.out and "epoch 2: train loss" in got.out
+    assert "step/s" not in got.err and "\r" not in got.err, got.err[:500]
+
+
 def test_wise_interpolation_is_chosen_on_cold_validation(tmp_path, toy_data, enc):
     import numpy as np
 
@@ -148,6 +159,34 @@ def test_bundle_size_trims_keep_parity(tiny_bundle):
     assert pos and pos[0].dims[0] == m["max_tokens"]
     assert m["quality"]["parity"]["encoder_fp32_vs_torch"]["max_abs_diff"] < 1e-4
     assert "\n" not in (b / "tokenizer.json").read_text()[:2000]
+
+
+def test_dynamic_int8_quantization_is_quiet_and_leaves_other_warnings(tmp_path, caplog):
+    """onnxruntime's advice to pre-process (fuse) before quantizing is dropped - the unfused graph is quantized
+    on purpose - while other warnings on the root logger still get through, during and after."""
+    import logging
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from genre_edge.ortload import onnxruntime
+    from genre_edge_export.quantize import quantize
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w])
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    with caplog.at_level(logging.WARNING):
+        quantize(src, tmp_path / "m.int8.onnx", "int8-avx2")
+        logging.warning("another warning")
+    assert "pre-processing" not in caplog.text and "another warning" in caplog.text
+    assert not logging.getLogger().filters
+    x = np.ones((2, 8), np.float32)
+    y = onnxruntime().InferenceSession(str(tmp_path / "m.int8.onnx")).run(None, {"x": x})[0]
+    assert np.allclose(y, x @ numpy_helper.to_array(w), atol=0.1)
 
 
 def test_int8_catalog_matches_the_encoder(tiny_bundle):
