@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -190,6 +191,24 @@ def test_stats(toy_data):
     assert n == max(counts.values()) == counts[name]
 
 
+@pytest.mark.parametrize("table, key, msg", [
+    ("interactions", "time", r"interactions: time: empty; the log needs a time column"),
+    ("interactions", "user", r"interactions: user: empty; name the log's user column"),
+    ("interactions", "item", r"interactions: item: empty"),
+    ("items", "id", r"items: id: empty; name the item file's id column"),
+])
+def test_generic_empty_column_names_are_refused_at_load(tmp_path, table, key, msg):
+    """An empty column name (a log without times, `time = ""`) reached the columnar reader and failed there
+    with a traceback (KeyError: Field "" does not exist in schema); it is a config error naming the key."""
+    from genre_edge.errors import ConfigError
+
+    conf = _generic(tmp_path, b"item_id,title\na,A\n", "user_id,item_id,timestamp\n1,a,1700000000\n")
+    text = conf.read_text().replace(f"[{table}]\n", f'[{table}]\n{key} = ""\n')
+    conf.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(str(conf)) + ":" + msg):
+        load_dataset(conf)
+
+
 def test_generic_category_cells_holding_lists_and_years_as_written(tmp_path, caplog):
     """A CSV cell holding a list (JSON, or Python's repr as pandas writes it) is that list, not one category
     spelled with brackets; TMDB-style objects give their names; years written as floats or dates are read."""
@@ -209,13 +228,15 @@ def test_generic_category_cells_holding_lists_and_years_as_written(tmp_path, cap
     # the same lists in JSON lines: floats for years, lists of objects; a nested list is named with its line
     d = tmp_path / "j"
     d.mkdir()
-    recs = [{"sku": "a", "tags": [{"name": "Drama"}, "War"], "y": 1995.0}, {"sku": "b", "tags": '["x", "y"]', "y": None}]
+    recs = [{"sku": "a", "tags": [{"name": "Drama"}, "War"], "y": 1995.0, "kw": ["space", "", "robots"]},
+            {"sku": "b", "tags": '["x", "y"]', "y": None, "kw": "plain text"}]
     (d / "i.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (d / "e.jsonl").write_text(json.dumps({"u": "1", "sku": "a", "when": 1700000000}) + "\n")
     (d / "c.toml").write_text('[interactions]\npath="e.jsonl"\nuser="u"\nitem="sku"\ntime="when"\n'
-                              '[items]\npath="i.jsonl"\nid="sku"\ntitle="sku"\ncategories="tags"\nyear="y"\n')
+                              '[items]\npath="i.jsonl"\nid="sku"\ntitle="sku"\ncategories="tags"\nyear="y"\ntext=["kw"]\n')
     ds = load_dataset(d / "c.toml")
     assert ds.items.categories == [("Drama", "War"), ("x", "y")] and ds.items.year.tolist() == [1995, 0]
+    assert ds.items.text["kw"] == ["space, robots", "plain text"]  # a list field reads as its words
     (d / "i.jsonl").write_text(json.dumps({"sku": "a", "tags": ["x", ["y"]]}) + "\n")
     with pytest.raises(DataError, match=r"i\.jsonl:1: column 'tags': categories must be strings.*\['y'\]"):
         load_dataset(d / "c.toml")

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from genre_edge import config as cfg
-from genre_edge.errors import DataError
+from genre_edge.errors import ConfigError, DataError
 from .schema import Dataset, Impression, Interactions, Items
 
 log = logging.getLogger(__name__)
@@ -471,6 +471,16 @@ class GenericInteractions:
     time_format: str = cfg.choice("unix", ("unix", "unix_ms", "iso"))
     encoding: str = "utf-8"
 
+    def validate(self):
+        for key in ("user", "item"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key}: empty; name the log's {key} column (default {key}_id)")
+        if not self.time.strip():
+            # an empty name once reached the reader and failed there with a traceback (KeyError: Field "")
+            raise ConfigError("time: empty; the log needs a time column: the split holds out each user's latest "
+                            "interactions and takes new items by when they were first seen. A log without times "
+                            "can number its rows in their order in a column and name that column here")
+
 
 @dataclass(frozen=True)
 class GenericItems:
@@ -483,6 +493,10 @@ class GenericItems:
     year: str = ""
     format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl"))
     encoding: str = "utf-8"
+
+    def validate(self):
+        if not self.id.strip():
+            raise ConfigError("id: empty; name the item file's id column (default item_id)")
 
 
 @dataclass(frozen=True)
@@ -653,7 +667,10 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
         ids.append(str(rec[ic.id]))
         titles.append(str(rec.get(ic.title, "")) if ic.title else "")
         for t in ic.text:
-            texts[t].append(str(rec.get(t, "")))
+            v = rec.get(t, "")
+            # a list (JSON lines: tags, keywords) reads as its elements, not as Python's repr with brackets
+            texts[t].append(", ".join(str(x) for x in v if x is not None and str(x).strip()) if isinstance(v, list)
+                            else str(v))
         where = f"{ipath}:{lineno}"
         cats.append(_categories(rec.get(ic.categories, ""), ic.category_sep, f"{where}: column {ic.categories!r}")
                     if ic.categories else ())
