@@ -294,6 +294,50 @@ def test_columnar_reader_gives_the_row_readers_dataset(tmp_path, extra):
     _same_dataset(load_generic(tmp_path / "p.toml"), col)
 
 
+def test_columnar_reader_takes_iso_text_and_parquet_timestamp_and_date_columns(tmp_path):
+    """ISO times are read column-wise (naive = UTC, or with zones) as the row reader reads them, and a Parquet
+    log's timestamp or date column (what pandas writes for datetimes) as the instant it holds: it failed with
+    "Unsupported cast from timestamp[us] to double", and a Parquet log with ISO text could not be read at all."""
+    pytest.importorskip("pyarrow")
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genre_edge_export.data.loaders import load_generic
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(20)))
+    when = [dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=int(s), microseconds=int(us))
+            for s, us in zip(rng.integers(0, 10**7, 300), rng.integers(0, 10**6, 300))]
+    users, items = [f"u{k}" for k in rng.integers(0, 40, 300)], [f"i{k}" for k in rng.integers(0, 20, 300)]
+    conf = '[interactions]\npath = "{}"\ntime_format = "iso"\n[items]\npath = "items.csv"\n'
+    for name, text in (("naive", lambda w: w.replace(tzinfo=None).isoformat()),  # 2024-01-01T02:46:40.123456
+                       ("zoned", lambda w: w.astimezone(dt.timezone(dt.timedelta(hours=2))).isoformat())):
+        (tmp_path / f"{name}.csv").write_text("user_id,item_id,timestamp\n" + "".join(
+            f"{u},{i},{text(w)}\n" for u, i, w in zip(users, items, when)))
+        (tmp_path / f"{name}.toml").write_text(conf.format(f"{name}.csv"))
+        col = load_generic(tmp_path / f"{name}.toml", columnar=True)
+        _same_dataset(col, load_generic(tmp_path / f"{name}.toml", columnar=False))
+        assert sorted(col.interactions.time.tolist()) == sorted(int(w.timestamp()) for w in when)
+        pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": [text(w) for w in when]}),
+                       tmp_path / f"{name}.parquet")
+        (tmp_path / f"{name}-p.toml").write_text(conf.format(f"{name}.parquet"))
+        _same_dataset(load_generic(tmp_path / f"{name}-p.toml"), col)
+    # typed columns: timestamps with and without a zone, in any unit; dates (midnight UTC)
+    for kind, values, secs in (
+            (pa.timestamp("us"), [w.replace(tzinfo=None) for w in when], [int(w.timestamp()) for w in when]),
+            (pa.timestamp("ns", tz="Europe/Berlin"), when, [int(w.timestamp()) for w in when]),
+            (pa.timestamp("s", tz="UTC"), when, [int(w.timestamp()) for w in when]),
+            (pa.date32(), [w.date() for w in when],
+             [int(dt.datetime.combine(w.date(), dt.time(), dt.timezone.utc).timestamp()) for w in when])):
+        pq.write_table(pa.table({"user_id": users, "item_id": items, "timestamp": pa.array(values, kind)}),
+                       tmp_path / "typed.parquet")
+        (tmp_path / "typed.toml").write_text(conf.format("typed.parquet").replace('time_format = "iso"\n', ""))
+        got = load_generic(tmp_path / "typed.toml")
+        assert sorted(got.interactions.time.tolist()) == sorted(secs), kind
+
+
 def test_columnar_reader_hands_bad_lines_to_the_row_reader_which_names_them(tmp_path, toy_data):
     pytest.importorskip("pyarrow")
     from genre_edge.errors import DataError

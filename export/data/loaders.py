@@ -568,13 +568,46 @@ def _format(path: Path, fmt: str) -> str:
     return {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}.get(path.suffix.lower(), "csv")
 
 
+def _arrow_seconds(col, time_format: str) -> np.ndarray:
+    """Unix seconds (float64, NaN where empty) of an Arrow time column: a timestamp or date column as it says
+    (Parquet written from pandas datetimes; a naive one is UTC, as naive ISO times are), ISO text
+    (``time_format = "iso"``: naive or all with an offset), else numbers in ``time_format``'s unit. Raises
+    ArrowInvalid for values it cannot read (the CSV path then reads row by row and names the line). A
+    Parquet timestamp column failed with "Unsupported cast from timestamp[us] to double", and ISO times were
+    never read column-wise, so a Parquet log with them could not be read at all."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    kind = col.type
+    if pa.types.is_date(kind):
+        col, kind = pc.cast(col, pa.timestamp("s")), pa.timestamp("s")
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if time_format != "iso":
+            col, kind = pc.cast(col, pa.float64()), pa.float64()
+        else:
+            for tz in (None, "UTC"):  # naive times, then times with a zone ("Z", "+02:00")
+                try:
+                    col, kind = pc.cast(col, pa.timestamp("us", tz=tz)), pa.timestamp("us", tz=tz)
+                    break
+                except pa.ArrowInvalid:
+                    continue
+            else:
+                raise pa.ArrowInvalid("times that are not ISO 8601, or some with a zone and some without")
+    if pa.types.is_timestamp(kind):
+        per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[kind.unit]
+        return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / per_second
+    tm = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    return tm / 1000.0 if time_format == "unix_ms" else tm  # once: tens of millions of rows
+
+
 def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, threshold: float | None,
                            required: bool = False):
     """The interaction log read column-wise with pyarrow (multi-threaded CSV/TSV reader, or Parquet),
     ids mapped with vectorised lookups instead of a Python tuple per row: ``(interactions, users,
     report)``, the same as the row-by-row path gives (users numbered in order of first appearance, rows
     with unknown items skipped and reported). ``None`` where this path does not apply (no pyarrow, JSON
-    lines, ISO times) or the file has a problem: the row-by-row path then reads it and names the line."""
+    lines) or the file has a problem: the row-by-row path then reads it and names the line."""
     fmt = _format(path, xc.format)
     try:
         import pyarrow as pa
@@ -585,9 +618,9 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
             raise DataError(f"{path}: reading it column-wise needs pyarrow (pip install 'pyarrow>=14', in the "
                             "'scale' extra)") from None
         return None
-    if fmt == "jsonl" or xc.time_format == "iso":
+    if fmt == "jsonl":
         if required:
-            raise DataError(f"{path}: the columnar reader takes CSV, TSV or Parquet with unix times")
+            raise DataError(f"{path}: the columnar reader takes CSV, TSV or Parquet")
         return None
     cols = [c for c in (xc.user, xc.item, xc.time, xc.rating, xc.label) if c]
     try:
@@ -600,7 +633,8 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
                     raise DataError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
             t = pq.read_table(path, columns=cols)
         else:
-            kinds = {xc.user: pa.string(), xc.item: pa.string(), xc.time: pa.float64()}
+            kinds = {xc.user: pa.string(), xc.item: pa.string(),
+                     xc.time: pa.string() if xc.time_format == "iso" else pa.float64()}
             kinds.update({xc.rating: pa.float64()} if xc.rating else {})
             kinds.update({xc.label: pa.string()} if xc.label else {})
             t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding=xc.encoding),
@@ -609,10 +643,9 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
                                                                     strings_can_be_null=False))
         uid = t.column(xc.user).cast(pa.string()).combine_chunks()
         iid = t.column(xc.item).cast(pa.string()).combine_chunks()
-        tm = t.column(xc.time).cast(pa.float64()).to_numpy()
-        if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(tm).any():
+        secs_all = _arrow_seconds(t.column(xc.time), xc.time_format)
+        if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(secs_all).any():
             raise pa.ArrowInvalid("empty user, item or time values")
-        secs_all = tm / 1000.0 if xc.time_format == "unix_ms" else tm  # once: tens of millions of rows
         if ((secs_all < 0) | (secs_all > MAX_UNIX_TIME)).any():
             raise pa.ArrowInvalid("times outside unix seconds 0..9999-12-31")  # the row path names the line
         rating = t.column(xc.rating).cast(pa.float64()).to_numpy(zero_copy_only=False) if xc.rating else None
