@@ -237,9 +237,18 @@ def test_generic_category_cells_holding_lists_and_years_as_written(tmp_path, cap
     ds = load_dataset(d / "c.toml")
     assert ds.items.categories == [("Drama", "War"), ("x", "y")] and ds.items.year.tolist() == [1995, 0]
     assert ds.items.text["kw"] == ["space, robots", "plain text"]  # a list field reads as its words
-    (d / "i.jsonl").write_text(json.dumps({"sku": "a", "tags": ["x", ["y"]]}) + "\n")
+    # a misspelt mapped column read as empty for every item, silently; now it is named
+    conf_text = (d / "c.toml").read_text()
+    (d / "c.toml").write_text(conf_text.replace('year="y"', 'year="yr"'))
+    with pytest.raises(DataError, match=r"i\.jsonl: no record has the key 'yr', which \[items\] maps \(keys seen: kw, sku, tags, y\)"):
+        load_dataset(d / "c.toml")
+    (d / "c.toml").write_text(conf_text)
+    (d / "i.jsonl").write_text(json.dumps({"sku": "a", "tags": ["x", ["y"]], "kw": "k", "y": 1}) + "\n")
     with pytest.raises(DataError, match=r"i\.jsonl:1: column 'tags': categories must be strings.*\['y'\]"):
         load_dataset(d / "c.toml")
+    conf.write_text(conf.read_text().replace('categories="genres"', 'categories="genre"'))
+    with pytest.raises(DataError, match=r"items\.csv: no column 'genre' in header \(columns: item_id, title, genres, year\)"):
+        load_dataset(conf)
 
 
 def test_generic_mapped_rating_column_missing_is_named(tmp_path, toy_data):
@@ -336,6 +345,19 @@ def test_columnar_reader_takes_iso_text_and_parquet_timestamp_and_date_columns(t
         (tmp_path / "typed.toml").write_text(conf.format("typed.parquet").replace('time_format = "iso"\n', ""))
         got = load_generic(tmp_path / "typed.toml")
         assert sorted(got.interactions.time.tolist()) == sorted(secs), kind
+        _same_dataset(load_generic(tmp_path / "typed.toml", columnar=False), got)  # row by row: the same
+    # an item file in Parquet (it was refused: "read by the columnar reader only"), list categories and all
+    pq.write_table(pa.table({"item_id": [f"i{k}" for k in range(20)], "title": [f"Item {k}" for k in range(20)],
+                             "genres": [["Rock", "Pop"] if k % 2 else [] for k in range(20)],
+                             "year": [1990 + k if k % 3 else None for k in range(20)]}), tmp_path / "items.parquet")
+    (tmp_path / "pi.toml").write_text((tmp_path / "typed.toml").read_text().replace(
+        'path = "items.csv"\n', 'path = "items.parquet"\ncategories = "genres"\nyear = "year"\n'))
+    got = load_generic(tmp_path / "pi.toml")
+    assert got.items.ids[:3] == ["i0", "i1", "i2"] and got.items.categories[:2] == [(), ("Rock", "Pop")]
+    assert got.items.year[:3].tolist() == [0, 1991, 1992] and len(got.interactions) == 300
+    (tmp_path / "pi.toml").write_text((tmp_path / "pi.toml").read_text().replace('year = "year"', 'year = "released"'))
+    with pytest.raises(DataError, match=r"items\.parquet: no column 'released' \(columns: item_id, title, genres, year\)"):
+        load_generic(tmp_path / "pi.toml")
 
 
 def test_columnar_reader_hands_bad_lines_to_the_row_reader_which_names_them(tmp_path, toy_data):

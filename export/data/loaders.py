@@ -491,7 +491,7 @@ class GenericItems:
     categories: str = ""
     category_sep: str = "|"
     year: str = ""
-    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl"))
+    format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl", "parquet"))
     encoding: str = "utf-8"
 
     def validate(self):
@@ -509,10 +509,35 @@ class GenericConfig:
     threshold: float = 4.0
 
 
+def _parquet_rows(path: Path, required: tuple[str, ...]):
+    """(row number from 1, record) of a Parquet file (an item file; interaction logs go column-wise), a batch
+    at a time; lists stay lists (categories), nulls read as empty."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'pyarrow>=14', in the 'scale' extra)") from None
+    try:
+        f = pq.ParquetFile(path)
+        names = f.schema_arrow.names
+        for r in required:
+            if r not in names:
+                raise DataError(f"{path}: no column {r!r} (columns: {', '.join(names)})")
+        n = 0
+        for batch in f.iter_batches(batch_size=65536):
+            for rec in batch.to_pylist():
+                n += 1
+                yield n, {k: ("" if v is None else v) for k, v in rec.items()}
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow's errors for a damaged or non-Parquet file
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
 def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...]):
     fmt = _format(path, fmt)
     if fmt == "parquet":
-        raise DataError(f"{path}: Parquet is read by the columnar reader only (pyarrow; leave columnar on)")
+        yield from _parquet_rows(_need(path), required)
+        return
     if fmt in ("csv", "tsv"):
         yield from _csv_rows(path, required, encoding, "\t" if fmt == "tsv" else ",")
         return
@@ -548,7 +573,10 @@ def _time_range_error(v, seconds: float, fmt: str, where: str) -> DataError:
 
 def _parse_time(v, fmt: str, path: Path, lineno: int) -> int:
     try:
-        if fmt == "iso":
+        if isinstance(v, _dt.date):  # a Parquet timestamp or date cell: the instant it holds (naive = UTC)
+            dt = v if isinstance(v, _dt.datetime) else _dt.datetime.combine(v, _dt.time())
+            t = (dt if dt.tzinfo else dt.replace(tzinfo=_dt.timezone.utc)).timestamp()
+        elif fmt == "iso":
             dt = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=_dt.timezone.utc)
@@ -692,11 +720,17 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     base = config_path.parent
     ic = conf.items
     ipath = base / ic.path
-    req = tuple(c for c in (ic.id,) if c)
+    # every column [items] maps must be there (a misspelt year or categories column read as empty for every
+    # item, silently); JSON lines may leave a key out of some records, so there it must be in at least one
+    mapped = tuple(dict.fromkeys(c for c in (ic.id, ic.title, ic.categories, ic.year, *ic.text) if c))
+    sparse = _format(ipath, ic.format) == "jsonl"
+    seen: set[str] = set()
     ids, titles, cats, years = [], [], [], []
     unread_years, first_unread = 0, ""
     texts: dict[str, list[str]] = {t: [] for t in ic.text}
-    for lineno, rec in _records(ipath, ic.format, ic.encoding, req):
+    for lineno, rec in _records(ipath, ic.format, ic.encoding, (ic.id,) if sparse else mapped):
+        if sparse:
+            seen.update(rec)
         ids.append(str(rec[ic.id]))
         titles.append(str(rec.get(ic.title, "")) if ic.title else "")
         for t in ic.text:
@@ -714,6 +748,10 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
                 first_unread = f"{rec.get(ic.year)!r} ({where})"
             y = 0
         years.append(y)
+    missing = [c for c in mapped if c not in seen] if sparse and ids else []
+    if missing:
+        raise DataError(f"{ipath}: no record has the key {missing[0]!r}, which [items] maps (keys seen: "
+                        f"{', '.join(sorted(seen))})")
     if unread_years:
         log.warning("%s: %d of %d items have a %r value that is not a year (first: %s); read as unknown",
                     ipath, unread_years, len(ids), ic.year, first_unread)
