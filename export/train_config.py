@@ -20,8 +20,10 @@ from .trend import TREND_SHARES
 from .vocabulary import QueryParserConfig
 
 POPULARITY_CHOICES = ("auto", "static") + tuple(f"trending-{s:g}" for s in TREND_SHARES)
-TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "tags", "abstract", "category", "subcategory",
-                   "description", "keywords")
+# the fields every item has (Items.fields; runtime catalog.item_text); a template may also name any text column
+# of its data ([items] text, a loader's abstract or tags, LLM enrichment's description), checked when the data
+# is read (text.item_texts)
+TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "category", "subcategory")
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,9 @@ class EncoderConfig:
         except ValueError as exc:
             raise ConfigError(f"encoder.template: {exc}") from None
         for n in names:
-            if n not in TEMPLATE_FIELDS:
-                raise ConfigError(f"encoder.template: unknown field {{{n}}}; valid fields: {', '.join(TEMPLATE_FIELDS)}")
+            if not n.isidentifier():  # {title.upper}, {0}, {}: format's attribute, index and positional forms
+                raise ConfigError(f"encoder.template: {{{n}}} is not a field name; use {', '.join(TEMPLATE_FIELDS)} "
+                                  "or a text column of the data ([items] text)")
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,17 @@ def repeated(ids, show: int = 3) -> str:
 
 def item_text(template: str, item: ItemInput) -> str:
     """The text the encoder sees for a new item (the bundle's template, like training)."""
-    from .text_template import render
+    from .text_template import render, template_fields
 
-    return render(template, {"title": item.title, "year": str(item.year) if item.year else "",
-                             "genres": ", ".join(item.categories), "categories": ", ".join(item.categories),
-                             "tags": item.text, "abstract": item.text, "description": item.text,
-                             "id": item.id, "category": item.categories[0] if item.categories else "",
-                             "subcategory": item.categories[1] if len(item.categories) > 1 else ""})
+    fields = {"title": item.title, "year": str(item.year) if item.year else "",
+              "genres": ", ".join(item.categories), "categories": ", ".join(item.categories),
+              "id": item.id, "category": item.categories[0] if item.categories else "",
+              "subcategory": item.categories[1] if len(item.categories) > 1 else ""}
+    # every other field is one of the training data's text columns (description, abstract, tags, a column of
+    # the user's own): a new item has one text, which fills them ({keywords} was left empty here)
+    for name in template_fields(template):
+        fields.setdefault(name, item.text)
+    return render(template, fields)
 
 
 def _b64(a: np.ndarray) -> str:

@@ -40,7 +40,7 @@ def test_packaged_configs_load():
     ("[train]\nseed = -1\n", "train.seed: -1 is below the minimum 0"),
     ("[train]\nseed = 4294967296\n", "train.seed: 4294967296 is above the maximum 4294967295"),
     ("[augment]\nseed = -3\n", "augment.seed: -3 is below the minimum 0"),
-    ("[encoder]\ntemplate = '{title} {plot}'\n", "unknown field {plot}"),
+    ("[encoder]\ntemplate = '{title} {plot.upper}'\n", "{plot.upper} is not a field name; use id, title"),
     ("[cf]\nkind = 'svd'\n", "choose one of: none, cooccurrence, ease, mf"),
     ("[head]\nkind = 'mlp'\nrerank_top = 10\n", "rerank_top must be >= 20"),
     ("bogus = 1\n", "bogus: unknown key"),

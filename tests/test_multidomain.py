@@ -45,8 +45,8 @@ def test_domain_config_errors_name_the_problem(toy_data, enc, tmp_path):
         tiny_config(toy_data, enc, domains=[{"name": "../up"}, {"name": "y"}])
     with pytest.raises(ConfigError, match=r"domains \(y\): train.max_train_positives .*needs cf.kind = 'none'"):
         tiny_config(toy_data, enc, domains=[{"name": "x"}, {"name": "y", "max_train_positives": 10}])
-    with pytest.raises(ConfigError, match=r"template: unknown field \{plot\}"):
-        tiny_config(toy_data, enc, domains=[{"name": "x", "template": "{plot}"}, {"name": "y"}])
+    with pytest.raises(ConfigError, match=r"template: \{plot\[0\]\} is not a field name"):
+        tiny_config(toy_data, enc, domains=[{"name": "x", "template": "{plot[0]}"}, {"name": "y"}])
     with pytest.raises(ConfigError, match=r"domains\[1\]\.steps_per_epoch: -1 is below the minimum 0"):
         tiny_config(toy_data, enc, domains=[{"name": "x"}, {"name": "y", "steps_per_epoch": -1}])
     p = tmp_path / "c.toml"

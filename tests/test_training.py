@@ -810,6 +810,29 @@ def test_quickstart_reads_the_configs_own_data_and_says_when_there_is_no_cold_fi
                                         "teacher": cold})
 
 
+def test_template_fields_are_the_items_own_or_the_datas_text_columns(tmp_path):
+    """A template may name any text column of its data ({body} was refused: only a fixed list of names was
+    valid); a field the data lacks is named with what it has (it rendered as empty for every item, silently);
+    {category} and {subcategory} come from the categories as on the device (they were empty in training)."""
+    import numpy as np
+    from genre_edge.catalog import ItemInput, item_text
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.data.schema import Items
+    from genre_edge_export.text import item_texts
+
+    items = Items(["a", "b"], ["Alpha", "Beta"], [("Rock", "Indie"), ()], np.array([1999, 0]),
+                  {"body": ["loud guitars", ""]})
+    assert item_texts(items, "{title} ({year}). {category}, {subcategory}. {body}") == [
+        "Alpha (1999). Rock, Indie. loud guitars", "Beta."]
+    with pytest.raises(ConfigError, match=r"\{desc\} is not a field of the data; its fields: id, title, year, genres, "
+                                          r"categories, category, subcategory, and its text columns \(\[items\] text\): body"):
+        item_texts(items, "{title}. {desc}")
+    # on the device a new item's one text fills every text-column field, as training's columns did
+    new = ItemInput("c", "Gamma", ("Jazz",), 2001, "smooth horns").validate()
+    assert item_text("{title} ({year}). {category}, {subcategory}. {body}", new) == "Gamma (2001). Jazz, smooth horns"
+    assert item_text("{title}. {keywords}", new) == "Gamma. smooth horns"  # {keywords} was left empty
+
+
 def test_quickstart_instructions_are_in_the_data_sets_own_terms():
     """Step 5's instructions: a film catalog gets the README's; another one instructions naming its own most
     common categories and decade, which the device's parser (built from those categories) turns into filters."""

@@ -46,6 +46,10 @@ class Items:
             "year": str(int(self.year[i])) if self.year[i] else "",
             "genres": ", ".join(self.categories[i]),
             "categories": ", ".join(self.categories[i]),
+            # as the device fills them for an item it adds (runtime catalog.item_text); a loader's own text
+            # columns of these names (MIND's) take precedence below
+            "category": self.categories[i][0] if self.categories[i] else "",
+            "subcategory": self.categories[i][1] if len(self.categories[i]) > 1 else "",
         }
         for k, col in self.text.items():
             out[k] = col[i]
