@@ -478,8 +478,8 @@ class GenericInteractions:
         if not self.time.strip():
             # an empty name once reached the reader and failed there with a traceback (KeyError: Field "")
             raise ConfigError("time: empty; the log needs a time column: the split holds out each user's latest "
-                            "interactions and takes new items by when they were first seen. A log without times "
-                            "can number its rows in their order in a column and name that column here")
+                              "interactions and takes new items by when they were first seen. A log without times "
+                              "can number its rows in their order in a column and name that column here")
 
 
 @dataclass(frozen=True)
