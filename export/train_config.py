@@ -293,8 +293,27 @@ class Config:
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
-    """Load a training config; unknown keys and bad values name the file, key and choices."""
-    return cfg.load(Config, path, overrides)
+    """Load a training config; unknown keys and bad values name the file, key and choices. A relative path
+    in it (data source, enrichment, user texts, domains' sources) that is not there from the working
+    directory but is next to the config is read from there (``source = "data.toml"`` beside ``my.toml`` failed
+    with "no such data folder" when genre ran from another folder)."""
+    conf = cfg.load(Config, path, overrides)
+    return _paths_near(conf, Path(path).parent)
+
+
+def _paths_near(conf: Config, base: Path) -> Config:
+    from .data.fetch import DATASETS
+
+    def near(value: str) -> str:
+        if not value or value in DATASETS or Path(value).is_absolute() or Path(value).exists():
+            return value
+        return str(base / value) if (base / value).exists() else value
+
+    data = dataclasses.replace(conf.data, source=near(conf.data.source), enrichment=near(conf.data.enrichment),
+                               user_profiles=near(conf.data.user_profiles),
+                               synthetic_items=near(conf.data.synthetic_items))
+    domains = tuple(dataclasses.replace(d, source=near(d.source), enrichment=near(d.enrichment)) for d in conf.domains)
+    return dataclasses.replace(conf, data=data, domains=domains)
 
 
 def packaged_config(name: str) -> Path:

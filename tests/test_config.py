@@ -72,3 +72,26 @@ def test_toml_roundtrip_of_resolved_config():
     import tomllib
 
     assert cfgmod.from_dict(Config, tomllib.loads(text)) == c
+
+
+def test_relative_paths_in_a_training_config_are_found_next_to_it(tmp_path, monkeypatch):
+    """`source = "data.toml"` beside my.toml failed with "no such data folder" when genre ran from another
+    folder; a path there from the working directory keeps its meaning, a known data set name is a name."""
+    pytest.importorskip("torch")
+    from genre_edge_export.train_config import load_config
+
+    here, other = tmp_path / "proj", tmp_path / "elsewhere"
+    here.mkdir()
+    other.mkdir()
+    (here / "data.toml").write_text("")
+    (here / "enrich.jsonl").write_text("")
+    (here / "my.toml").write_text('[data]\nsource = "data.toml"\nenrichment = "enrich.jsonl"\nuser_profiles = "nope.jsonl"\n')
+    monkeypatch.chdir(other)
+    conf = load_config(here / "my.toml")
+    assert conf.data.source == str(here / "data.toml") and conf.data.enrichment == str(here / "enrich.jsonl")
+    assert conf.data.user_profiles == "nope.jsonl"  # nowhere: left as written, for the reader's error to name
+    (other / "data.toml").write_text("")
+    assert load_config(here / "my.toml").data.source == "data.toml"  # the working directory's comes first
+    (here / "ml-100k").mkdir()
+    (here / "my.toml").write_text('[data]\nsource = "ml-100k"\n')
+    assert load_config(here / "my.toml").data.source == "ml-100k"
