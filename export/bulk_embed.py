@@ -40,9 +40,9 @@ DEVICES = ("cpu", "cuda")
 
 
 def read_items(path: str | Path):
-    """Items of a JSON-lines file (``{id, title, categories?, year?, text?}`` per line, as ``genre items
-    add --file`` reads), validated; a bad line raises naming the file and the line."""
-    with open(path, encoding="utf-8") as fh:
+    """Items of a JSON-lines file (``{id, title, categories?, year?, text?}`` per line) or a CSV / TSV with those
+    columns, as ``genre items add --file`` reads them, validated; a bad line raises naming the file and line."""
+    with open(path, encoding="utf-8", newline="") as fh:  # newline="": quoted CSV fields may hold line breaks
         records = item_records(fh, str(path))
         while True:
             try:
@@ -209,6 +209,9 @@ def _embed_local(emb: EmbedBatch, items_path: Path, shards: Path, batch_size: in
 
 def _embed_ray(bundle: str, profile: str, variant: str | None, items_path: Path, shards: Path, batch_size: int,
                workers: int, device: str, shard_rows: int, address: str | None) -> int:
+    if str(items_path).lower().endswith((".csv", ".tsv")):
+        raise ConfigError(f"{items_path}: the ray engine reads JSON lines (one {{id, title, ...}} object a line); "
+                          "--engine local reads CSV / TSV too")
     require("ray.data", "scale", "the ray engine of bulk embedding")
     import ray
 

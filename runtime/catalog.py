@@ -116,9 +116,51 @@ def json_lines(lines, name: str, keys: tuple[str, ...], required: tuple[str, ...
 
 
 def item_records(lines, name: str):
-    """``(line number, item dict)`` of a JSON-lines item file (``{id, title, categories?, year?, text?,
-    timestamp?}`` per line), as ``genre items add --file`` and bulk embedding read it."""
+    """``(line number, item dict)`` of an item file, as ``genre items add --file`` and bulk embedding read it:
+    JSON lines (``{id, title, categories?, year?, text?, timestamp?}`` per line), or CSV / TSV when ``name``
+    ends so (a header of those keys; categories split on "|" or a JSON list; empty year/timestamp = 0)."""
+    low = str(name).lower()
+    if low.endswith((".csv", ".tsv")):
+        return _csv_item_records(lines, name, "\t" if low.endswith(".tsv") else ",")
     return json_lines(lines, name, ITEM_KEYS)
+
+
+def _csv_item_records(lines, name: str, delimiter: str):
+    import csv
+
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+    except csv.Error as exc:
+        raise RequestError(f"{name}:1: malformed CSV ({exc})") from None
+    if not {"id", "title"} <= set(header) or not set(header) <= set(ITEM_KEYS):
+        raise RequestError(f"{name}:1: expected a header of {', '.join(ITEM_KEYS)} (id and title required), "
+                           f"got {', '.join(header) or 'nothing'}")
+    try:
+        for row in reader:
+            n = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise RequestError(f"{name}:{n}: expected {len(header)} fields, got {len(row)}")
+            rec: dict = dict(zip(header, row))
+            cats = rec.get("categories", "").strip()
+            if cats.startswith("["):
+                try:
+                    rec["categories"] = json.loads(cats)
+                except ValueError:
+                    raise RequestError(f"{name}:{n}: categories {cats[:60]!r} start like a JSON list but are not one") from None
+            else:
+                rec["categories"] = [c.strip() for c in cats.split("|") if c.strip()]
+            for key in ("year", "timestamp"):
+                v = rec.get(key, "").strip()
+                if key in rec:
+                    if v and not v.isdigit():
+                        raise RequestError(f"{name}:{n}: {key} must be a whole number (or empty), got {v[:40]!r}")
+                    rec[key] = int(v) if v else 0
+            yield n, rec
+    except csv.Error as exc:
+        raise RequestError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
 
 
 def repeated(ids, show: int = 3) -> str:

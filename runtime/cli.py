@@ -204,7 +204,8 @@ def items():
 @profile_opt
 @state_opt
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
-              help="JSON lines: {id, title, categories?, year?, text?, timestamp?}. '-' reads stdin.")
+              help="JSON lines: {id, title, categories?, year?, text?, timestamp?}; or a .csv / .tsv with those "
+                   "columns (categories split on '|'). '-' reads stdin (JSON lines).")
 @click.option("--id", "item_id", default=None,
               help="Item id (a new id adds, a known one updates: categories and year not given are kept).")
 @click.option("--title", default=None, help="Item title.")

@@ -59,6 +59,31 @@ def test_local_engine_writes_checked_shards_of_the_encoders_vectors(tiny_bundle,
         read_embeddings(tmp_path / "out")
 
 
+def test_a_csv_item_file_embeds_as_its_json_lines_do(tiny_bundle, tmp_path):
+    """The local engine reads items from CSV (genre items add --file does too); the Ray engine, JSON lines only,
+    says so before starting anything."""
+    import csv
+
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.bulk_embed import embed_catalog, read_embeddings
+
+    ids = _items(tiny_bundle, tmp_path / "items.jsonl", n=12)
+    with open(tmp_path / "items.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "title", "categories", "year"])
+        for line in open(tmp_path / "items.jsonl"):
+            o = json.loads(line)
+            w.writerow([o["id"], o["title"], "|".join(o["categories"]), o["year"]])
+    embed_catalog(tiny_bundle / "bundle", tmp_path / "items.csv", tmp_path / "out", profile="x86-avx512-vnni",
+                  variant="fp32", batch_size=5)
+    _, got_ids, emb = read_embeddings(tmp_path / "out")
+    assert got_ids == ids
+    np.testing.assert_allclose(emb, _reference(tiny_bundle, tmp_path / "items.jsonl", "fp32"), atol=1e-5)
+    with pytest.raises(ConfigError, match=r"items\.csv: the ray engine reads JSON lines"):
+        embed_catalog(tiny_bundle / "bundle", tmp_path / "items.csv", tmp_path / "o2", engine="ray")
+    assert not (tmp_path / "o2").exists()
+
+
 @pytest.mark.parametrize("line, msg", [
     ("{not json", "not valid JSON"), ('{"id": "a", "title": "T", "colour": 1}', "expected an object"),
     ('{"id": "a", "title": ""}', "title"), ('{"id": "a", "title": "T", "year": -1}', "year"),

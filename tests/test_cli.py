@@ -1,4 +1,5 @@
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -94,6 +95,25 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     assert r.exit_code == 1 and "duplicate item ids in one request: 'd1'" in r.output
     r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", "-"], input="")
     assert r.exit_code == 1 and "<stdin>: no items in it" in r.output
+    # a CSV item file (it was read as JSON lines: "not valid JSON" at line 1)
+    csv_file = tmp_path / "new.csv"
+    csv_file.write_text('id,title,categories,year,text\nc1,"Cee, One",Comedy|Drama,1999,a film\n'
+                        'c2,Cee Two,"[""Horror""]",,\n\n')
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", str(csv_file)])
+    assert r.exit_code == 0 and "added/updated 2 item(s): c1, c2" in r.output, r.output
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "Cee", "--json"])
+    got = {it["id"]: it for it in json.loads(r.output)["items"]}
+    assert got["c1"]["title"] == "Cee, One" and got["c1"]["categories"] == ["Comedy", "Drama"] and got["c1"]["year"] == 1999
+    assert got["c2"]["categories"] == ["Horror"] and got["c2"]["year"] == 0
+    for text, msg in (("item_id,title\nc3,X\n", r"new\.csv:1: expected a header of id, title, .*got item_id, title"),
+                      ("id,title,year\nc3,X,soon\n", r"new\.csv:2: year must be a whole number \(or empty\), got 'soon'"),
+                      ("id,title\nc3,X,extra\n", r"new\.csv:2: expected 2 fields, got 3"),
+                      ("id,title,categories\nc3,X,[Horror\n", r"new\.csv:2: categories '\[Horror' start like a JSON list")):
+        csv_file.write_text(text)
+        r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", str(csv_file)])
+        assert r.exit_code == 1 and re.search(msg, r.output), r.output
+    r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "c1", "c2"])
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",
                                   "--categories", "Comedy"])
     r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "", "--offset", "3", "--limit", "2"])
