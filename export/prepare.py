@@ -60,6 +60,14 @@ def check_split(split, dataset) -> None:
     """A split without training positives or without a validation user who has one cannot train or select
     a model: said here with the counts (it failed later as a KeyError in the first epoch's record)."""
     sm = split.summary()
+    inter = dataset.interactions
+    if len(inter) and not inter.label.any():
+        # the split's counts would blame the data's size; the cause is what counts as a positive
+        r = inter.rating[~np.isnan(inter.rating)]
+        why = (f"its ratings run {r.min():g} to {r.max():g}, and ratings >= the threshold are positives: set "
+               "`threshold` in the data's TOML (or [data] threshold in the training config) within that range"
+               if len(r) else "its label column is never 1/true/yes")
+        raise DataError(f"data set {dataset.name!r} has {len(inter)} events and no positive one: {why}")
     if sm["train"]["positives"] == 0 or sm["valid"]["positives"] == 0:
         raise DataError(
             f"data set {dataset.name!r} ({dataset.n_users} users, {dataset.n_items} items, "

@@ -422,3 +422,14 @@ def test_a_data_set_too_small_for_its_split_is_named_before_training(tmp_path):
     r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(tmp_path / "data.toml"), "--out", str(tmp_path / "r")])
     assert r.exit_code == 1 and "is too small for the 'cold_item' split" in r.output
     assert not (tmp_path / "r").exists()
+    # no positive at all: the threshold against the ratings' range is named, not the data's size
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,liked\n" + "".join(
+        f"{u},{i},{100 * u + t},{t % 2}\n" for u in range(1, 9) for t, i in enumerate("abab")))
+    (tmp_path / "data.toml").write_text('[interactions]\npath = "log.csv"\nrating = "liked"\n[items]\npath = "items.csv"\n')
+    ds = load_generic(tmp_path / "data.toml")
+    with pytest.raises(DataError, match=r"32 events and no positive one: its ratings run 0 to 1, and ratings >= the "
+                                        r"threshold are positives: set `threshold`"):
+        check_split(make_split(ds), ds)
+    (tmp_path / "data.toml").write_text('threshold = 1.0\n' + (tmp_path / "data.toml").read_text())
+    ds = load_generic(tmp_path / "data.toml")
+    assert int(ds.interactions.label.sum()) == 16
