@@ -151,7 +151,7 @@ def baselines(data_spec, data_dir, only, tune, out_dir, as_json):
     from .prepare import check_split
 
     ds = run_api(load_dataset, resolve_data(data_spec, data_dir))
-    split = make_split(ds)
+    split = run_api(make_split, ds)
     run_api(check_split, split, ds)  # nothing to tune on: said, not a report of empty rows
     results = run_baselines(split, names, item_features=category_features(ds.items.categories), tuned=tune)
     rows = [{"model": r.name, "fit_seconds": r.fit_seconds, "warm": r.warm, "cold": r.cold, "valid": r.valid,

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from genre_edge.errors import DataError
+
 from genre_edge import config as cfg
 from .data.schema import Dataset, Interactions
 from genre_edge.errors import ConfigError
@@ -222,6 +224,12 @@ def make_split(data: Dataset, conf: SplitConfig | None = None) -> Split:
     """Split ``data`` as ``conf`` says (default: cold_item, which includes a warm per-user test)."""
     conf = conf or SplitConfig()
     inter = data.interactions.sorted()
+    if len(inter) == 0:  # np.quantile of no times was an IndexError traceback
+        unknown = data.report.get("rows_with_unknown_items", 0)
+        why = (f": all {unknown} rows of its log name items its item file lacks (e.g. "
+               f"{', '.join(map(repr, data.report.get('unknown_item_examples', [])[:3]))}; the item file's ids look "
+               f"like {', '.join(map(repr, data.items.ids[:3]))}): do the two id columns match?" if unknown else "")
+        raise DataError(f"data set {data.name!r} has no interactions to split{why}")
     empty = inter.take(np.zeros(0, np.int64))
     cold = cold_valid_items = np.zeros(0, np.int32)
     cold_test = cold_valid = empty

@@ -433,3 +433,12 @@ def test_a_data_set_too_small_for_its_split_is_named_before_training(tmp_path):
     (tmp_path / "data.toml").write_text('threshold = 1.0\n' + (tmp_path / "data.toml").read_text())
     ds = load_generic(tmp_path / "data.toml")
     assert int(ds.interactions.label.sum()) == 16
+    # no row names an item of the item file (ids written differently): said, not an IndexError from the split
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp\n1,A1,100\n2,B2,200\n")
+    (tmp_path / "data.toml").write_text('[interactions]\npath = "log.csv"\n[items]\npath = "items.csv"\n')
+    msg = (r"has no interactions to split: all 2 rows of its log name items its item file lacks \(e\.g\. 'A1', 'B2'; "
+           r"the item file's ids look like 'a', 'b'\): do the two id columns match\?")
+    with pytest.raises(DataError, match=msg):
+        make_split(load_generic(tmp_path / "data.toml"))
+    r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(tmp_path / "data.toml"), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 1 and re.search(msg, r.output) and "Traceback" not in r.output
