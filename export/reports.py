@@ -32,8 +32,16 @@ def teacher_summary(rep: dict) -> str:
         # no cold-test users (no item first seen late enough in this split): no figure, not a zero
         cold = f"{r['cold']['ndcg@10']:13.4f}" if "ndcg@10" in r["cold"] else f"{'-':>13}"
         lines.append(f"{name:>12} {r['test'].get('ndcg@10', 0):13.4f} {r['test'].get('recall@20', 0):10.4f} {cold}")
-    if "ndcg@10" not in rep["teacher"]["cold"]:
+    zs, te = rep["zero_shot"], rep["teacher"]
+    if "ndcg@10" not in te["cold"]:
         lines.append("(cold: this split has no cold-test items, so nothing measures new items)")
+    elif te["cold"]["ndcg@10"] < zs["cold"].get("ndcg@10", 0.0):
+        lines.append("(cold: the trained teacher ranks this split's new items below the untrained encoder; on "
+                     "ml-100k one film decides that column: README, results section)")
+    if te["test"].get("ndcg@10", 0.0) < zs["test"].get("ndcg@10", 0.0):
+        # said plainly: a newcomer's own data can train to less than the pretrained encoder knows
+        lines.append("(warm: training did not beat the untrained encoder on this data; see what tuned CF reaches "
+                     "with `genre eval baselines --data <your data>`, and try more [train] epochs or more data)")
     return "\n".join(lines)
 
 

@@ -808,6 +808,14 @@ def test_quickstart_reads_the_configs_own_data_and_says_when_there_is_no_cold_fi
     cold = {"test": {"ndcg@10": 0.1, "recall@20": 0.2}, "cold": {"users": 3, "ndcg@10": 0.25}}
     assert "0.2500" in teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": cold,
                                         "teacher": cold})
+    assert "below the untrained encoder" not in text and "did not beat" not in text  # ties: nothing said
+    # a teacher below the untrained encoder is said, per column
+    worse = {"test": {"ndcg@10": 0.05, "recall@20": 0.2}, "cold": {"users": 3, "ndcg@10": 0.1}}
+    text = teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": cold, "teacher": worse})
+    assert "(cold: the trained teacher ranks this split's new items below the untrained encoder" in text
+    assert "(warm: training did not beat the untrained encoder on this data" in text
+    text = teacher_summary({"name": "x", "train_seconds": 1, "best_epoch": 1, "zero_shot": worse, "teacher": cold})
+    assert "below the untrained" not in text and "did not beat" not in text
 
 
 def test_template_fields_are_the_items_own_or_the_datas_text_columns(tmp_path):
