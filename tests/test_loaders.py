@@ -246,8 +246,20 @@ def test_generic_category_cells_holding_lists_and_years_as_written(tmp_path, cap
     (d / "i.jsonl").write_text(json.dumps({"sku": "a", "tags": ["x", ["y"]], "kw": "k", "y": 1}) + "\n")
     with pytest.raises(DataError, match=r"i\.jsonl:1: column 'tags': categories must be strings.*\['y'\]"):
         load_dataset(d / "c.toml")
+    # comma-separated categories read with the default "|": warned, with the key to set
+    conf.write_text(conf.read_text().replace('year="year"\n', ""))
+    (conf.parent / "items.csv").write_text('item_id,title,genres\na,A,"Comedy, Drama"\nb,B,Drama\nc,C,"Action, War"\n')
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_dataset(conf).items.categories[0] == ("Comedy, Drama",)
+    assert "2 of 3 items have one category holding ','" in caplog.text and "set category_sep = ','" in caplog.text
+    conf.write_text(conf.read_text().replace('categories="genres"', 'categories="genres"\ncategory_sep=","'))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_dataset(conf).items.categories[0] == ("Comedy", "Drama")
+    assert "category_sep" not in caplog.text
     conf.write_text(conf.read_text().replace('categories="genres"', 'categories="genre"'))
-    with pytest.raises(DataError, match=r"items\.csv: no column 'genre' in header \(columns: item_id, title, genres, year\)"):
+    with pytest.raises(DataError, match=r"items\.csv: no column 'genre' in header \(columns: item_id, title, genres\)"):
         load_dataset(conf)
 
 

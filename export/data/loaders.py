@@ -68,6 +68,23 @@ def _categories(raw, sep: str, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _warn_other_separator(cats: list, ic, ipath: Path) -> None:
+    """Warn when the categories look separated by something other than ``category_sep``: most items with
+    categories have one, holding a comma or semicolon ("Comedy, Drama" read as one category)."""
+    with_cats = [c for c in cats if c]
+    if not with_cats:
+        return
+    for other in (",", ";"):
+        if other == ic.category_sep:
+            continue
+        joined = sum(1 for c in with_cats if len(c) == 1 and other in c[0])
+        if joined > len(with_cats) / 2:
+            example = next(c[0] for c in with_cats if len(c) == 1 and other in c[0])
+            log.warning("%s: %d of %d items have one category holding %r (e.g. %r): if that separates categories, "
+                        "set category_sep = %r under [items]", ipath, joined, len(with_cats), other, example, other)
+            return
+
+
 def _list_literal(text: str):
     """``text`` as a list if it is one in JSON or Python literal syntax, else None."""
     import ast
@@ -755,6 +772,7 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     if unread_years:
         log.warning("%s: %d of %d items have a %r value that is not a year (first: %s); read as unknown",
                     ipath, unread_years, len(ids), ic.year, first_unread)
+    _warn_other_separator(cats, ic, ipath)
     try:
         items = Items(ids, titles, cats, np.array(years), texts)
     except ValueError as exc:
