@@ -315,6 +315,31 @@ def test_columnar_reader_gives_the_row_readers_dataset(tmp_path, extra):
     _same_dataset(load_generic(tmp_path / "p.toml"), col)
 
 
+def test_label_cells_written_as_numbers_or_words_read_the_same_both_ways(tmp_path):
+    """A 0/1 label column written as floats ("1.0": a pandas float column) read as negative on every row; any
+    number above 0 and yes/true/y/t are positive, the same column-wise and row by row, in CSV and Parquet."""
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genre_edge_export.data.loaders import load_generic
+
+    cells = ["1.0", "0.0", "2", "y", "False", "n/a", "TRUE", "-1", "1", "0"]
+    want = [1, 0, 1, 1, 0, 0, 1, 0, 1, 0]
+    (tmp_path / "items.csv").write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(len(cells))))
+    (tmp_path / "log.csv").write_text("user_id,item_id,timestamp,clicked\n" + "".join(
+        f"u1,i{k},{1000 + k},{c}\n" for k, c in enumerate(cells)))
+    (tmp_path / "c.toml").write_text('[interactions]\npath = "log.csv"\nlabel = "clicked"\n[items]\npath = "items.csv"\n')
+    col = load_generic(tmp_path / "c.toml", columnar=True)
+    _same_dataset(col, load_generic(tmp_path / "c.toml", columnar=False))
+    assert col.interactions.label[np.argsort(col.interactions.item)].tolist() == want
+    pq.write_table(pa.table({"user_id": ["u1"] * 4, "item_id": ["i0", "i1", "i2", "i3"], "timestamp": [1, 2, 3, 4],
+                             "clicked": pa.array([1.0, 0.0, None, 3.0])}), tmp_path / "log.parquet")
+    (tmp_path / "p.toml").write_text((tmp_path / "c.toml").read_text().replace("log.csv", "log.parquet"))
+    got = load_generic(tmp_path / "p.toml")
+    assert got.interactions.label[np.argsort(got.interactions.item)].tolist() == [1, 0, 0, 1]
+
+
 def test_columnar_reader_takes_iso_text_and_parquet_timestamp_and_date_columns(tmp_path):
     """ISO times are read column-wise (naive = UTC, or with zones) as the row reader reads them, and a Parquet
     log's timestamp or date column (what pandas writes for datetimes) as the instant it holds: it failed with

@@ -85,6 +85,17 @@ def _warn_other_separator(cats: list, ic, ipath: Path) -> None:
             return
 
 
+def _positive_label(text: str | None) -> bool:
+    """Whether a label cell (trimmed, lower case) says positive: 1/true/yes/y, or any number above 0 ("1.0", what a
+    float column writes, and click counts; "1.0" once read as negative, every row of such a log)."""
+    if text in ("1", "true", "yes", "y", "t"):
+        return True
+    try:
+        return float(text) > 0  # NaN compares False
+    except (TypeError, ValueError):
+        return False
+
+
 def _list_literal(text: str):
     """``text`` as a list if it is one in JSON or Python literal syntax, else None."""
     import ast
@@ -719,7 +730,8 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
     r = rating[known] if rating is not None else np.full(len(u), np.nan)
     if xc.label:
         lab = pc.utf8_lower(pc.utf8_trim_whitespace(t.column(xc.label).cast(pa.string()).combine_chunks().filter(keep)))
-        labels = pc.is_in(lab, value_set=pa.array(["1", "true", "yes"])).to_numpy(zero_copy_only=False).astype(np.int8)
+        yes = [v for v in pc.unique(lab).to_pylist() if _positive_label(v)]  # a few distinct values: decided once
+        labels = pc.is_in(lab, value_set=pa.array(yes, pa.string())).to_numpy(zero_copy_only=False).astype(np.int8)
     elif threshold is None or np.all(np.isnan(r)):
         labels = np.ones(len(u), np.int8)
     else:
@@ -793,7 +805,7 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
         before = len(b.rows)
         b.add(str(rec[xc.user]), str(rec[xc.item]), _parse_time(rec[xc.time], xc.time_format, xpath, lineno), r)
         if labels is not None and len(b.rows) > before:
-            labels.append(1 if str(rec[xc.label]).strip().lower() in ("1", "true", "yes") else 0)
+            labels.append(1 if _positive_label(str(rec[xc.label]).strip().lower()) else 0)
     inter = b.interactions(labels=np.array(labels, np.int8) if labels is not None else None)
     return Dataset(conf.name, items, list(b.users), inter, None, b.report())
 
