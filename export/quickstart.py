@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from genre_edge.bench.harness import latency_bench
+from genre_edge.cliutil import item_label
 from genre_edge.recommender import Recommender
 
 from genre_edge.errors import ConfigError
@@ -188,5 +189,5 @@ def _print(resp):
         why = ", ".join(
             (f"{r['title']} ({r['share']:.0%})" if r["source"] == "history" else f"{r['source']} ({r['share']:.0%})")
             for r in it.reasons)
-        click.echo(f"  {n}. {it.title} ({it.year}) [{', '.join(it.categories)}]  score {it.score:.3f}"
+        click.echo(f"  {n}. {item_label(it.title, it.year, it.categories)}  score {it.score:.3f}"
                    + (f"\n     because: {why}" if why else ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .cliutil import emit, run_api, split_ids
+from .cliutil import emit, item_label, run_api, split_ids
 from .errors import MissingExtraError
 from .request import STRATEGIES, Request
 
@@ -169,7 +169,7 @@ def recommend(bundle_path, model_dir, profile, state_dir, history, user, query, 
     if not r.items:
         lines.append("no item passes the filters (the request's and what the query asked for)")
     for n, it in enumerate(r.items, 1):
-        lines.append(f"{n:>3}. {it.title} ({it.year}) [{', '.join(it.categories)}] id={it.id} score={it.score:.3f}")
+        lines.append(f"{n:>3}. {item_label(it.title, it.year, it.categories)} id={it.id} score={it.score:.3f}")
         if it.reasons:
             lines.append("     because: " + ", ".join(
                 (f"{x['title']} ({x['share']:.0%})" if x["source"] == "history" else f"{x['source']} ({x['share']:.0%})")

@@ -35,3 +35,9 @@ def run_api(fn, *args, **kwargs):
 def split_ids(text: str | None) -> list[str]:
     """Comma-separated ids or names, blanks dropped."""
     return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def item_label(title: str, year: int, categories) -> str:
+    """``Title (1995) [Comedy, Drama]``, leaving out an unknown year (0) and an empty category list (a catalog
+    without them printed "Title (0) []")."""
+    return (title + (f" ({year})" if year else "") + (f" [{', '.join(categories)}]" if categories else ""))

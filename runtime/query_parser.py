@@ -212,7 +212,8 @@ def category_phrases(category: str, known: bool = True) -> tuple[str, ...]:
 class QueryParser:
     """Built once per bundle from its vocabulary (category -> phrases); :meth:`parse` is pure and fast."""
 
-    def __init__(self, vocabulary: dict[str, tuple[str, ...]], years: tuple[int, int] | None = None):
+    def __init__(self, vocabulary: dict[str, tuple[str, ...]], years: tuple[int, int] | None = None,
+                 dates: bool = True):
         self.vocabulary = {c: tuple(sorted({p.lower().strip() for p in ps if p.strip()})) for c, ps in vocabulary.items()}
         self.phrase_to_cat: dict[str, str] = {}
         for cat, phrases in self.vocabulary.items():
@@ -220,6 +221,9 @@ class QueryParser:
                 self.phrase_to_cat.setdefault(p, cat)
         # the catalog's years decide the century of a two-digit decade ("20s": 1920s or 2020s)
         self.years = years
+        # False for a catalog whose items have no years: "from the 90s" would filter out every item, so its
+        # words stay in the text the encoder reads
+        self.dates = dates
         neg = "|".join(re.escape(n) for n in sorted(NEGATIONS, key=len, reverse=True))
         cats = "|".join(re.escape(p) for p in sorted(self.phrase_to_cat, key=len, reverse=True)) or r"(?!x)x"
         # a negation, then up to four words ("no more horror", "not a comedy", "I don't want to see any
@@ -238,10 +242,10 @@ class QueryParser:
 
     @classmethod
     def for_categories(cls, categories, synonyms: dict[str, tuple[str, ...]] | None = None,
-                       years: tuple[int, int] | None = None) -> "QueryParser":
+                       years: tuple[int, int] | None = None, dates: bool = True) -> "QueryParser":
         """A parser for these category names: their :func:`category_phrases` plus ``synonyms``."""
         vocab = {c: category_phrases(c) + tuple((synonyms or {}).get(c, ())) for c in categories if c and c != "unknown"}
-        return cls(vocab, years)
+        return cls(vocab, years, dates)
 
     # ---------------------------------------------------------------- parsing
     def _decade_range(self, m, g: int) -> tuple[int, int]:
@@ -292,11 +296,12 @@ class QueryParser:
             taken.append((a, m.end()))
             matched.append(text[a:m.end()].strip())
 
-        for m in self._range.finditer(text):
+        dated = self.dates
+        for m in self._range.finditer(text) if dated else ():
             a, b = (int(m.group(1)), int(m.group(2))) if m.group(1) else (int(m.group(3)), int(m.group(4)))
             spans.append((min(a, b), max(a, b)))
             take(m)
-        for m in self._bound.finditer(text):
+        for m in self._bound.finditer(text) if dated else ():
             if not free(m.start(), m.end()):
                 continue
             word = " ".join(m.group(1).split())
@@ -313,14 +318,14 @@ class QueryParser:
             else:  # until, till, up to: inclusive
                 hi = last if hi is None else min(hi, last)
             take(m)
-        for m in self._decade.finditer(text):
+        for m in self._decade.finditer(text) if dated else ():
             if not free(m.start(), m.end()):
                 continue
             r = self._decade_range(m, 1)
             n = self._negation_at(text, m.start())
             (excl_years if n is not None else spans).append(r)
             take(m, n)
-        for m in self._year.finditer(text):
+        for m in self._year.finditer(text) if dated else ():
             if free(m.start(), m.end()):
                 y = int(m.group(1) or m.group(2)) if m.group(3) is None else self._century(int(m.group(3)))
                 n = self._negation_at(text, m.start())

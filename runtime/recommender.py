@@ -112,8 +112,9 @@ class Recommender:
         years = catalog.years[catalog.years > 0]
         span = (int(years.min()), int(years.max())) if len(years) else None
         qp = bundle.manifest.query_parser
-        self.parser = (QueryParser(qp.vocabulary, span) if qp is not None
-                       else QueryParser.for_categories(sorted(catalog.cat_names), years=span))
+        # a catalog without years (news, products) takes no year filters from a query: they would pass nothing
+        self.parser = (QueryParser(qp.vocabulary, span, dates=span is not None) if qp is not None
+                       else QueryParser.for_categories(sorted(catalog.cat_names), years=span, dates=span is not None))
         self.catalog_scorer = CatalogScorer(profile.catalog_scoring, max(1, profile.threads.intra_op),
                                             ann_candidates=profile.ann_candidates, ann_nprobe=profile.ann_nprobe)
 

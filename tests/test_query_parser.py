@@ -278,3 +278,22 @@ def test_cli_and_http_show_the_parse(tiny_bundle, tmp_path):
         assert all("Drama" in it["categories"] and "Romance" not in it["categories"] for it in got["items"])
         bad = httpx.post(f"{url}/recommend", json={"query": "comedy but no comedy"})
         assert bad.status_code == 400 and "both asks for" in bad.json()["detail"]
+
+
+def test_a_catalog_without_years_takes_no_year_filters_from_a_query():
+    """A catalog whose items have no years (news, products): "from the 90s" filtered out every item; the
+    words stay in the text the encoder reads, and categories are still understood."""
+    p = QueryParser.for_categories(["Cooking", "Travel"], dates=False)
+    q = p.parse("cooking from the 90s, not before 2001, released in 1995")
+    assert (q.year_min, q.year_max, q.exclude_years) == (None, None, ())
+    assert q.require_categories == ("Cooking",) and "90s" in q.text and "2001" in q.text and "1995" in q.text
+    dated = QueryParser.for_categories(["Cooking", "Travel"]).parse("cooking from the 90s")
+    assert (dated.year_min, dated.year_max) == (1990, 1999) and "90s" not in dated.text
+
+
+def test_item_labels_leave_out_an_unknown_year_and_no_categories():
+    from genre_edge.cliutil import item_label
+
+    assert item_label("Fargo", 1996, ["Crime", "Drama"]) == "Fargo (1996) [Crime, Drama]"
+    assert item_label("Article 3", 0, []) == "Article 3"
+    assert item_label("Song", 0, ("Rock",)) == "Song [Rock]"
