@@ -158,15 +158,10 @@ def _instructions(ds) -> tuple[str, ...]:
     if years:
         d = Counter(y // 10 * 10 for y in years).most_common(1)[0][0]
         decade = f"the {d % 100:02d}s" if 1900 <= d < 2000 else f"the {d}s"
-    out = []
-    if cats and decade:
-        out.append(f"something {cats[0].lower()} from {decade}")
-    elif decade:
-        out.append(f"something from {decade}")
+    first = " ".join(w for w in ("something", cats[0].lower() if cats else "", f"from {decade}" if decade else "") if w)
+    out = [first] if first != "something" else []
     if len(cats) >= 3:
         out.append(f"{cats[1].lower()}, no {cats[2].lower()}")
-    elif cats and not decade:
-        out.append(f"something {cats[0].lower()}")
     return tuple(out)
 
 

@@ -868,6 +868,7 @@ def test_quickstart_instructions_are_in_the_data_sets_own_terms():
     assert _instructions(ds([()] * 3, [1994, 1995, 0])) == ("something from the 90s",)
     assert _instructions(ds([("A",), ("B",)], [0, 0])) == ("something a",)
     assert _instructions(ds([()] * 2, [0, 0])) == ()
+    assert _instructions(ds(cats, [0] * 6)) == ("something pop", "hip hop, no folk")  # news: categories, no years
 
 
 def test_texts_batched_by_length_give_each_text_what_one_padded_batch_gives(enc, monkeypatch):
