@@ -66,7 +66,7 @@ def check_split(split, dataset) -> None:
         r = inter.rating[~np.isnan(inter.rating)]
         why = (f"its ratings run {r.min():g} to {r.max():g}, and ratings >= the threshold are positives: set "
                "`threshold` in the data's TOML (or [data] threshold in the training config) within that range"
-               if len(r) else "its label column is never 1/true/yes")
+               if len(r) else "its label column is never positive (1, a number above 0, true or yes)")
         raise DataError(f"data set {dataset.name!r} has {len(inter)} events and no positive one: {why}")
     if sm["train"]["positives"] == 0 or sm["valid"]["positives"] == 0:
         raise DataError(

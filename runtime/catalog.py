@@ -155,7 +155,7 @@ def _csv_item_records(lines, name: str, delimiter: str):
             for key in ("year", "timestamp"):
                 v = rec.get(key, "").strip()
                 if key in rec:
-                    if v and not v.isdigit():
+                    if v and not (v.isascii() and v.isdigit()):
                         raise RequestError(f"{name}:{n}: {key} must be a whole number (or empty), got {v[:40]!r}")
                     rec[key] = int(v) if v else 0
             yield n, rec
