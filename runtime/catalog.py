@@ -103,6 +103,8 @@ def json_lines(lines, name: str, keys: tuple[str, ...], required: tuple[str, ...
     ``required``); blank lines skipped; a line that is not such an object raises RequestError naming
     ``name`` and the line."""
     for n, line in enumerate(lines, 1):
+        if n == 1:
+            line = line.lstrip("\ufeff")  # a byte-order mark (Windows editors' UTF-8) is not the data's
         if not line.strip():
             continue
         try:

@@ -112,6 +112,10 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
         csv_file.write_text(text)
         r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", str(csv_file)])
         assert r.exit_code == 1 and re.search(msg, r.output), r.output
+    bom = tmp_path / "bom.jsonl"  # a byte-order mark (Windows editors) failed line 1 as "not valid JSON"
+    bom.write_bytes('\ufeff{"id": "c1", "title": "Cee One"}\r\n'.encode())
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", str(bom)])
+    assert r.exit_code == 0 and "added/updated 1 item(s): c1" in r.output, r.output
     r = CliRunner().invoke(main, ["items", "remove", "--bundle", b, "--state-dir", st, "c1", "c2"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--id", "z1", "--title", "Zed",

@@ -315,6 +315,16 @@ def test_columnar_reader_gives_the_row_readers_dataset(tmp_path, extra):
     _same_dataset(load_generic(tmp_path / "p.toml"), col)
 
 
+def test_files_saved_with_a_byte_order_mark_and_crlf_read_as_without(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark: a JSON-lines item file failed at line 1 ("Unexpected
+    UTF-8 BOM"); CSV headers already dropped it."""
+    (tmp_path / "items.jsonl").write_bytes('\ufeff{"id": "a", "title": "A"}\r\n{"id": "b", "title": "B"}\r\n'.encode())
+    (tmp_path / "log.csv").write_bytes("\ufeffuser_id,item_id,timestamp\r\n1,a,100\r\n1,b,200\r\n".encode())
+    (tmp_path / "d.toml").write_text('[interactions]\npath = "log.csv"\n[items]\npath = "items.jsonl"\nid = "id"\n')
+    ds = load_dataset(tmp_path / "d.toml")
+    assert ds.items.ids == ["a", "b"] and ds.items.title == ["A", "B"] and len(ds.interactions) == 2
+
+
 def test_label_cells_written_as_numbers_or_words_read_the_same_both_ways(tmp_path):
     """A 0/1 label column written as floats ("1.0": a pandas float column) read as negative on every row; any
     number above 0 and yes/true/y/t are positive, the same column-wise and row by row, in CSV and Parquet."""

@@ -141,6 +141,8 @@ def _lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
                     f"{path}:{lineno}: not valid {encoding} text ({exc.reason} at byte {exc.start}); "
                     f"set the file's encoding (e.g. encoding = \"latin-1\")"
                 ) from None
+            if lineno == 1:
+                line = line.lstrip("\ufeff")  # a byte-order mark (Windows editors' UTF-8) is not the data's
             yield lineno, line.rstrip("\r\n")
 
 
