@@ -149,7 +149,7 @@ def _instructions(ds) -> tuple[str, ...]:
     have (a music catalog asked for "a romantic comedy, no drama" showed nothing the parser could do)."""
     from collections import Counter
 
-    counts = Counter(c for cs in ds.items.categories for c in cs)
+    counts = ds.items.category_counts()
     if {"Comedy", "Romance", "Drama"} <= set(counts):
         return MOVIE_INSTRUCTIONS
     cats = [c for c, _ in counts.most_common(3)]

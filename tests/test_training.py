@@ -850,8 +850,11 @@ def test_quickstart_instructions_are_in_the_data_sets_own_terms():
     from genre_edge.query_parser import QueryParser
     from genre_edge_export.quickstart import MOVIE_INSTRUCTIONS, _instructions
 
+    from genre_edge_export.data.schema import Items
+
     def ds(cats, years):
-        return SimpleNamespace(items=SimpleNamespace(categories=cats, year=np.array(years)))
+        ids = [f"i{k}" for k in range(len(cats))]
+        return SimpleNamespace(items=Items(ids, ids, list(cats), np.array(years), {}))
 
     films = ds([("Comedy", "Romance"), ("Drama",), ("Action",)], [1985, 1990, 0])
     assert _instructions(films) == MOVIE_INSTRUCTIONS

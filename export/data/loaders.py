@@ -40,11 +40,12 @@ _LIST_CELL = re.compile(r"^\[.*\]$", re.S)
 _YEAR_CELL = re.compile(r"^(\d{1,4})(?:\.0*)?$|^(\d{4})-\d\d(?:-\d\d)?(?:[T ].*)?$")
 
 
-def _categories(raw, sep: str, where: str) -> tuple[str, ...]:
+def _categories(raw, sep: str, where) -> tuple[str, ...]:
     """An item's categories from its cell: a list (JSON lines), a text holding a list - JSON
     (``["Rock", "Pop"]``) or Python's repr (``['Rock', 'Pop']``, what pandas writes for a list column) - or
     text split on ``sep``. List elements are strings or numbers, or objects with a ``name`` (TMDB-style
-    ``[{"id": 18, "name": "Drama"}]``); anything else raises DataError naming ``where``. (A CSV cell holding a
+    ``[{"id": 18, "name": "Drama"}]``); anything else raises DataError naming ``where()`` (built only then:
+    this runs once per item). (A CSV cell holding a
     JSON list was once split on "|" and became one category spelled ``["Rock", "Pop"]``.)"""
     if isinstance(raw, str):
         text = raw.strip()
@@ -61,7 +62,7 @@ def _categories(raw, sep: str, where: str) -> tuple[str, ...]:
         if isinstance(c, dict) and isinstance(c.get("name"), str):
             c = c["name"]
         if isinstance(c, bool) or not isinstance(c, (str, int, float)):
-            raise DataError(f"{where}: categories must be strings (or objects with a \"name\"), got {c!r}")
+            raise DataError(f"{where()}: categories must be strings (or objects with a \"name\"), got {c!r}")
         c = str(c).strip()
         if c:
             out.append(c)
@@ -539,6 +540,14 @@ class GenericConfig:
     threshold: float = 4.0
 
 
+def _parquet_has(path: Path, f, columns) -> None:
+    """DataError naming the first of ``columns`` that Parquet file ``f`` lacks, and the columns it has."""
+    names = f.schema_arrow.names
+    for c in columns:
+        if c not in names:
+            raise DataError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
+
+
 def _parquet_rows(path: Path, required: tuple[str, ...]):
     """(row number from 1, record) of a Parquet file (an item file; interaction logs go column-wise), a batch
     at a time; lists stay lists (categories), nulls read as empty."""
@@ -548,10 +557,7 @@ def _parquet_rows(path: Path, required: tuple[str, ...]):
         raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'pyarrow>=14', in the 'scale' extra)") from None
     try:
         f = pq.ParquetFile(path)
-        names = f.schema_arrow.names
-        for r in required:
-            if r not in names:
-                raise DataError(f"{path}: no column {r!r} (columns: {', '.join(names)})")
+        _parquet_has(path, f, required)
         n = 0
         for batch in f.iter_batches(batch_size=65536):
             for rec in batch.to_pylist():
@@ -685,10 +691,7 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            names = pq.ParquetFile(path).schema_arrow.names
-            for c in cols:
-                if c not in names:
-                    raise DataError(f"{path}: no column {c!r} (columns: {', '.join(names)})")
+            _parquet_has(path, pq.ParquetFile(path), cols)
             t = pq.read_table(path, columns=cols)
         else:
             kinds = {xc.user: pa.string(), xc.item: pa.string(),
@@ -769,14 +772,13 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
             # a list (JSON lines: tags, keywords) reads as its elements, not as Python's repr with brackets
             texts[t].append(", ".join(str(x) for x in v if x is not None and str(x).strip()) if isinstance(v, list)
                             else str(v))
-        where = f"{ipath}:{lineno}"
-        cats.append(_categories(rec.get(ic.categories, ""), ic.category_sep, f"{where}: column {ic.categories!r}")
-                    if ic.categories else ())
+        cats.append(_categories(rec.get(ic.categories, ""), ic.category_sep,
+                                lambda: f"{ipath}:{lineno}: column {ic.categories!r}") if ic.categories else ())
         y = _year(rec.get(ic.year, "")) if ic.year else 0
         if y is None:
             unread_years += 1
             if unread_years == 1:
-                first_unread = f"{rec.get(ic.year)!r} ({where})"
+                first_unread = f"{rec.get(ic.year)!r} ({ipath}:{lineno})"
             y = 0
         years.append(y)
     missing = [c for c in mapped if c not in seen] if sparse and ids else []

@@ -35,6 +35,12 @@ class Items:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def category_counts(self):
+        """A Counter of how many items have each category."""
+        from collections import Counter
+
+        return Counter(c for cs in self.categories for c in cs)
+
     def index(self, item_id: str) -> int | None:
         return self._index.get(str(item_id))
 
@@ -165,17 +171,14 @@ class Dataset:
             "has_rating": has_rating,
             "impressions": len(self.impressions) if self.impressions is not None else 0,
             "text_coverage": text_cov,
-            "categories": _category_counts(self.items.categories),
+            "categories": _category_summary(self.items.category_counts()),
             "report": self.report,
         }
 
 
-def _category_counts(cats, top: int = 8) -> dict:
+def _category_summary(counts, top: int = 8) -> dict:
     """How many distinct categories the items have and the ``top`` most common (name, items): what shows a
     category column read wrongly (one "category" per item, or a list's brackets in the names) at a glance."""
-    from collections import Counter
-
-    counts = Counter(c for cs in cats for c in cs)
     return {"distinct": len(counts), "most_common": [[c, n] for c, n in counts.most_common(top)]}
 
 
