@@ -127,10 +127,25 @@ def item_records(lines, name: str):
     return json_lines(lines, name, ITEM_KEYS)
 
 
-def _csv_item_records(lines, name: str, delimiter: str):
+def _header_delimiter(first: str, delimiter: str) -> str:
+    """``delimiter``, or the first of ';', tab, '|', ',' that splits header line ``first`` into item keys with
+    id and title: a spreadsheet in a decimal-comma locale writes ';'-separated "CSV"."""
     import csv
 
-    reader = csv.reader(lines, delimiter=delimiter)
+    for d in (delimiter, ";", "\t", "|", ","):
+        header = [h.strip().lstrip("\ufeff") for h in next(csv.reader([first], delimiter=d), [])]
+        if {"id", "title"} <= set(header) <= set(ITEM_KEYS):
+            return d
+    return delimiter
+
+
+def _csv_item_records(lines, name: str, delimiter: str):
+    import csv
+    import itertools
+
+    lines = iter(lines)
+    first = next(lines, "")
+    reader = csv.reader(itertools.chain([first], lines), delimiter=_header_delimiter(first, delimiter))
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
     except csv.Error as exc:

@@ -105,6 +105,13 @@ def test_recommend_and_bundle_commands(tiny_bundle, tmp_path):
     got = {it["id"]: it for it in json.loads(r.output)["items"]}
     assert got["c1"]["title"] == "Cee, One" and got["c1"]["categories"] == ["Comedy", "Drama"] and got["c1"]["year"] == 1999
     assert got["c2"]["categories"] == ["Horror"] and got["c2"]["year"] == 0
+    # ';'-separated, as spreadsheets in decimal-comma locales save CSV ("expected a header of ... got id;title")
+    csv_file.write_text("id;title;categories;year\nc1;Cee, Uno;Comedy|Drama;2001\n")
+    r = CliRunner().invoke(main, ["items", "add", "--bundle", b, "--state-dir", st, "--file", str(csv_file)])
+    assert r.exit_code == 0 and "added/updated 1 item(s): c1" in r.output, r.output
+    r = CliRunner().invoke(main, ["items", "search", "--bundle", b, "--state-dir", st, "Uno", "--json"])
+    got = json.loads(r.output)["items"][0]
+    assert (got["title"], got["categories"], got["year"]) == ("Cee, Uno", ["Comedy", "Drama"], 2001)
     for text, msg in (("item_id,title\nc3,X\n", r"new\.csv:1: expected a header of id, title, .*got item_id, title"),
                       ("id,title,year\nc3,X,soon\n", r"new\.csv:2: year must be a whole number \(or empty\), got 'soon'"),
                       ("id,title\nc3,X,extra\n", r"new\.csv:2: expected 2 fields, got 3"),

@@ -489,3 +489,50 @@ def test_a_data_set_too_small_for_its_split_is_named_before_training(tmp_path):
         make_split(load_generic(tmp_path / "data.toml"))
     r = CliRunner().invoke(main, ["eval", "baselines", "--data", str(tmp_path / "data.toml"), "--out", str(tmp_path / "r")])
     assert r.exit_code == 1 and re.search(msg, r.output) and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("columnar", [None, False])
+def test_generic_semicolon_csv_with_decimal_commas_reads_as_its_comma_twin(tmp_path, columnar):
+    """A spreadsheet in a decimal-comma locale saves ';'-separated "CSV" with ratings like 3,5: it once failed
+    with "no column 'item_id' (columns: item_id;title;genres)" and no option to say so. The header tells the
+    delimiter; both readers (column-wise and row by row) read the same as the comma twin."""
+    items = "item_id,title,genres\n1,One,Rock|Pop\n2,Two,Jazz\n3,Three,Rock\n"
+    inter = "user_id,item_id,rating,timestamp\nu,1,3.5,10\nu,2,4.5,20\nv,3,5,30\nv,1,2,40\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    conf = ('[interactions]\npath="inter.csv"\nrating="rating"\n'
+            '[items]\npath="items.csv"\ncategories="genres"\n')
+    a = _generic(tmp_path / "a", items.encode(), inter)
+    a.write_text(conf)
+    comma = load_dataset(a, threshold=4.0)
+    semi = _generic(tmp_path / "b", items.replace(",", ";").encode(),
+                    inter.replace(",", ";").replace("3.5", "3,5").replace("4.5", "4,5"))
+    semi.write_text(conf)
+    from genre_edge_export.data.loaders import load_generic
+
+    got = load_generic(semi, threshold=4.0, columnar=columnar)
+    assert got.items.ids == comma.items.ids and got.items.categories == comma.items.categories
+    assert got.items.categories[0] == ("Rock", "Pop")
+    for k in ("user", "item", "time", "rating", "label"):
+        np.testing.assert_array_equal(getattr(got.interactions, k), getattr(comma.interactions, k))
+    assert got.interactions.rating.tolist() == [3.5, 4.5, 5.0, 2.0] and got.interactions.label.tolist() == [0, 1, 1, 0]
+
+
+def test_generic_delimiter_key_is_checked_and_a_one_column_header_is_explained(tmp_path):
+    from genre_edge.errors import ConfigError
+
+    conf = _generic(tmp_path, b"item_id:title\n1:One\n", "user_id,item_id,timestamp\nu,1,5\n")
+    # ':' is no common delimiter: the error says the header read as one column and which key to set
+    with pytest.raises(DataError, match=r"columns: item_id:title\); the header reads as one column.*"
+                                        r"set delimiter under \[items\]"):
+        load_dataset(conf)
+    conf.write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\ndelimiter=":"\n')
+    assert load_dataset(conf).items.title == ["One"]
+    conf.write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\ndelimiter=";;"\n')
+    with pytest.raises(ConfigError, match=r"items: delimiter: ';;' is not one character"):
+        load_dataset(conf)
+    # a misspelt column in a ';' file lists the file's columns, not its whole header as one
+    conf.write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\nid="itemid"\n')
+    (conf.parent / "items.csv").write_text("item_id;title\n1;One\n")
+    with pytest.raises(DataError, match=r"no column 'itemid' in header \(columns: item_id, title\)$"):
+        load_dataset(conf)

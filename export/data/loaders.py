@@ -358,7 +358,7 @@ def load_ml1m(path: Path, threshold: float | None = DEFAULT_THRESHOLD) -> Datase
     return Dataset(path.name or "ml-1m", items, list(b.users), b.interactions(), None, b.report())
 
 
-def _csv_rows(path: Path, required: tuple[str, ...], encoding="utf-8", delimiter=","):
+def _csv_rows(path: Path, required: tuple[str, ...], encoding="utf-8", delimiter=",", table=""):
     _need(path)
     try:
         fh = open(path, newline="", encoding=encoding)
@@ -369,7 +369,11 @@ def _csv_rows(path: Path, required: tuple[str, ...], encoding="utf-8", delimiter
         header = [h.strip().lstrip("\ufeff") for h in header]
         for r in required:
             if r not in header:
-                raise DataError(f"{path}: no column {r!r} in header (columns: {', '.join(header)})")
+                hint = ""
+                if table and len(header) == 1:
+                    hint = (f"; the header reads as one column: if the file separates fields with another "
+                            f"character than {delimiter!r}, set delimiter under [{table}]")
+                raise DataError(f"{path}: no column {r!r} in header (columns: {', '.join(header)}){hint}")
         for row in reader:
             if not row:
                 continue
@@ -490,6 +494,51 @@ def load_mind(path: Path, threshold: float | None = None) -> Dataset:
 
 
 # --------------------------------------------------------------------------- generic CSV / JSONL
+# delimiters a CSV file may use instead of its format's own: ';' is what spreadsheets write in locales whose
+# decimal mark is a comma (most of Europe), '|' and tab are common exports
+OTHER_DELIMITERS = (";", "\t", "|", ",")
+
+
+def _check_delimiter(d: str) -> None:
+    if d and (len(d) != 1 or d in "\"\r\n"):
+        raise ConfigError(f"delimiter: {d!r} is not one character other than a quote or a line break; "
+                          "leave it empty (the format's own, or the one the header is written with), or one of "
+                          + ", ".join(repr(x) for x in OTHER_DELIMITERS))
+
+
+def _delimiter(path: Path, fmt: str, configured: str, encoding: str, required: tuple[str, ...],
+               table: str) -> str:
+    """The field delimiter of CSV/TSV file ``path``: ``configured`` where set; else the format's own (',',
+    tab) unless the header holds every ``required`` column only when split on another common delimiter,
+    which is then used (logged). A ';'-separated spreadsheet export once failed with "no column 'item_id'
+    (columns: item_id;title;...)" and no option to say so."""
+    if configured:
+        return configured
+    own = "\t" if fmt == "tsv" else ","
+    try:
+        with open(_need(path), encoding=encoding, newline="") as fh:
+            first = fh.readline().lstrip("\ufeff")
+    except (UnicodeDecodeError, OSError):
+        return own  # the reader names the problem
+    widest, width = own, 1
+    for d in (own, *(d for d in OTHER_DELIMITERS if d != own)):
+        header = [h.strip() for h in next(csv.reader([first], delimiter=d), [])]
+        if required and all(r in header for r in required):
+            if d != own:
+                log.info("%s: the header is %r-separated; reading it so (set delimiter under [%s] to say so)",
+                         path, d, table)
+            return d
+        if len(header) > width and (d == own or width == 1):
+            widest, width = d, len(header)
+    # no split holds every column: the one that splits the header at all, so the error lists its columns
+    return widest
+
+
+def _decimal_comma(value: str) -> str:
+    """'3,5' -> '3.5' (a spreadsheet in a decimal-comma locale); anything else as it is."""
+    return value.replace(",", ".", 1) if value.count(",") == 1 and "." not in value else value
+
+
 @dataclass(frozen=True)
 class GenericInteractions:
     path: str
@@ -501,8 +550,10 @@ class GenericInteractions:
     format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl", "parquet"))
     time_format: str = cfg.choice("unix", ("unix", "unix_ms", "iso"))
     encoding: str = "utf-8"
+    delimiter: str = ""
 
     def validate(self):
+        _check_delimiter(self.delimiter)
         for key in ("user", "item"):
             if not getattr(self, key).strip():
                 raise ConfigError(f"{key}: empty; name the log's {key} column (default {key}_id)")
@@ -524,8 +575,10 @@ class GenericItems:
     year: str = ""
     format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl", "parquet"))
     encoding: str = "utf-8"
+    delimiter: str = ""
 
     def validate(self):
+        _check_delimiter(self.delimiter)
         if not self.id.strip():
             raise ConfigError("id: empty; name the item file's id column (default item_id)")
 
@@ -569,13 +622,15 @@ def _parquet_rows(path: Path, required: tuple[str, ...]):
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...]):
+def _records(path: Path, fmt: str, encoding: str, required: tuple[str, ...], delimiter: str = "",
+             table: str = ""):
     fmt = _format(path, fmt)
     if fmt == "parquet":
         yield from _parquet_rows(_need(path), required)
         return
     if fmt in ("csv", "tsv"):
-        yield from _csv_rows(path, required, encoding, "\t" if fmt == "tsv" else ",")
+        yield from _csv_rows(path, required, encoding, _delimiter(path, fmt, delimiter, encoding, required, table),
+                             table)
         return
     for lineno, line in _lines(path, encoding):
         if not line.strip():
@@ -694,12 +749,14 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
             _parquet_has(path, pq.ParquetFile(path), cols)
             t = pq.read_table(path, columns=cols)
         else:
+            delim = _delimiter(path, fmt, xc.delimiter, xc.encoding, tuple(cols), "interactions")
             kinds = {xc.user: pa.string(), xc.item: pa.string(),
                      xc.time: pa.string() if xc.time_format == "iso" else pa.float64()}
-            kinds.update({xc.rating: pa.float64()} if xc.rating else {})
+            # a file not separated by commas may write ratings with a decimal comma ('3,5'): read as text
+            kinds.update({xc.rating: pa.float64() if delim == "," else pa.string()} if xc.rating else {})
             kinds.update({xc.label: pa.string()} if xc.label else {})
             t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding=xc.encoding),
-                               parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ","),
+                               parse_options=pacsv.ParseOptions(delimiter=delim),
                                convert_options=pacsv.ConvertOptions(column_types=kinds, include_columns=cols,
                                                                     strings_can_be_null=False))
         uid = t.column(xc.user).cast(pa.string()).combine_chunks()
@@ -709,7 +766,12 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
             raise pa.ArrowInvalid("empty user, item or time values")
         if ((secs_all < 0) | (secs_all > MAX_UNIX_TIME)).any():
             raise pa.ArrowInvalid("times outside unix seconds 0..9999-12-31")  # the row path names the line
-        rating = t.column(xc.rating).cast(pa.float64()).to_numpy(zero_copy_only=False) if xc.rating else None
+        rating = None
+        if xc.rating:
+            rcol = t.column(xc.rating)
+            if pa.types.is_string(rcol.type) or pa.types.is_large_string(rcol.type):
+                rcol = pc.replace_substring(rcol, ",", ".", max_replacements=1)
+            rating = rcol.cast(pa.float64()).to_numpy(zero_copy_only=False)
         if rating is not None and fmt != "parquet" and np.isnan(rating).any():
             raise pa.ArrowInvalid("empty rating values")  # the row path names the line
     except (pa.ArrowException, ValueError, UnicodeDecodeError) as exc:
@@ -762,7 +824,8 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     ids, titles, cats, years = [], [], [], []
     unread_years, first_unread = 0, ""
     texts: dict[str, list[str]] = {t: [] for t in ic.text}
-    for lineno, rec in _records(ipath, ic.format, ic.encoding, (ic.id,) if sparse else mapped):
+    for lineno, rec in _records(ipath, ic.format, ic.encoding, (ic.id,) if sparse else mapped, ic.delimiter,
+                                "items"):
         if sparse:
             seen.update(rec)
         ids.append(str(rec[ic.id]))
@@ -804,8 +867,8 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     b = _Builder(items, thr if conf.interactions.rating else None)
     labels = [] if xc.label else None
     req = tuple(c for c in (xc.user, xc.item, xc.time, xc.rating, xc.label) if c)  # every mapped column
-    for lineno, rec in _records(xpath, xc.format, xc.encoding, req):
-        r = _to_number(rec[xc.rating], xpath, lineno, "rating") if xc.rating else float("nan")
+    for lineno, rec in _records(xpath, xc.format, xc.encoding, req, xc.delimiter, "interactions"):
+        r = _to_number(_decimal_comma(str(rec[xc.rating])), xpath, lineno, "rating") if xc.rating else float("nan")
         before = len(b.rows)
         b.add(str(rec[xc.user]), str(rec[xc.item]), _parse_time(rec[xc.time], xc.time_format, xpath, lineno), r)
         if labels is not None and len(b.rows) > before:
