@@ -77,7 +77,7 @@ class ItemInput:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not (0 <= v <= hi):
                 raise RequestError(f"item {self.id!r}: {name} must be an integer in 0..{hi}{unit}, got {v!r}")
-        self.categories = cats
+        self.categories = tuple(dict.fromkeys(cats))  # each once: ["Rock", "Rock"] showed as [Rock, Rock]
         return self
 
 

@@ -514,3 +514,10 @@ def test_catalog_updates_append_to_a_journal_compacted_into_snapshots(bundle_cop
     assert json.loads(snap.read_text())["generation"] == gen1 + 2 and journal.read_text().endswith("\n")
     r4 = Recommender.load(bundle_copy, "x86-avx512-vnni", state_dir=state)
     assert {"j0", "j2", "j3", "j4", "j5"} <= {i for i in r4.catalog.index if r4.catalog.active[r4.catalog.index[i]]}
+
+
+def test_an_added_items_repeated_category_is_kept_once(rec):
+    """["Rock", "Rock"] (a CSV cell "Rock|Rock", tags repeated by their users) was kept and shown twice."""
+    rec.add_items([{"id": "dup", "title": "Twice Rocked", "categories": ["Rock", "Pop", "Rock"]}])
+    got = rec.search_items("dup")["items"][0]
+    assert got["categories"] == ["Rock", "Pop"]

@@ -23,6 +23,10 @@ class Items:
         for name, col in [("title", self.title), ("categories", self.categories), ("year", self.year)]:
             if len(col) != n:
                 raise ValueError(f"items.{name} has {len(col)} rows, ids has {n}")
+        # an item's category once, in first-seen order: "Rock|Rock" (or tags repeated by their users) showed as
+        # [Rock, Rock] and counted twice where categories are features
+        if any(len(set(cs)) != len(cs) for cs in self.categories):
+            self.categories = [cs if len(set(cs)) == len(cs) else tuple(dict.fromkeys(cs)) for cs in self.categories]
         for name, col in self.text.items():
             if len(col) != n:
                 raise ValueError(f"items.text[{name!r}] has {len(col)} rows, ids has {n}")
