@@ -127,16 +127,54 @@ def item_records(lines, name: str):
     return json_lines(lines, name, ITEM_KEYS)
 
 
-def _header_delimiter(first: str, delimiter: str) -> str:
-    """``delimiter``, or the first of ';', tab, '|', ',' that splits header line ``first`` into item keys with
-    id and title: a spreadsheet in a decimal-comma locale writes ';'-separated "CSV"."""
+def _header_delimiter(first: str, delimiter: str, keys=ITEM_KEYS, required=("id", "title")) -> str:
+    """``delimiter``, or the first of ';', tab, '|', ',' that splits header line ``first`` into ``keys`` with
+    all of ``required``: a spreadsheet in a decimal-comma locale writes ';'-separated "CSV"."""
     import csv
 
     for d in (delimiter, ";", "\t", "|", ","):
         header = [h.strip().lstrip("\ufeff") for h in next(csv.reader([first], delimiter=d), [])]
-        if {"id", "title"} <= set(header) <= set(ITEM_KEYS):
+        if set(required) <= set(header) <= set(keys):
             return d
     return delimiter
+
+
+EVENT_KEYS = ("item_id", "time")
+
+
+def event_records(lines, name: str):
+    """``(line number, {"item_id", "time"})`` of an events file, as ``genre items events --file`` reads it:
+    JSON lines, or CSV / TSV when ``name`` ends so (a header ``item_id,time``; times in unix seconds, a
+    decimal comma read as a point). Values are checked by the caller."""
+    low = str(name).lower()
+    if not low.endswith((".csv", ".tsv")):
+        yield from json_lines(lines, name, EVENT_KEYS, EVENT_KEYS)
+        return
+    import csv
+    import itertools
+
+    lines = iter(lines)
+    first = next(lines, "")
+    delim = _header_delimiter(first, "\t" if low.endswith(".tsv") else ",", EVENT_KEYS, EVENT_KEYS)
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delim)
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if sorted(header) != sorted(EVENT_KEYS):
+            raise RequestError(f"{name}:1: expected a header of item_id and time, got {', '.join(header) or 'nothing'}")
+        for row in reader:
+            n = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise RequestError(f"{name}:{n}: expected {len(header)} fields, got {len(row)}")
+            rec = dict(zip(header, (c.strip() for c in row)))
+            try:
+                t = float(rec["time"].replace(",", ".", 1) if delim != "," else rec["time"])
+            except ValueError:
+                raise RequestError(f"{name}:{n}: time must be unix seconds (a number), got {rec['time'][:40]!r}") from None
+            yield n, {"item_id": rec["item_id"], "time": t}
+    except csv.Error as exc:
+        raise RequestError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _csv_item_records(lines, name: str, delimiter: str):

@@ -253,7 +253,8 @@ def items_add(bundle_path, profile, state_dir, file, item_id, title, categories,
 @profile_opt
 @state_opt
 @click.option("--file", "file", type=click.File("r", encoding="utf-8"), default=None,
-              help="JSON lines: {item_id, time} (unix seconds). '-' reads stdin.")
+              help="JSON lines: {item_id, time} (unix seconds), or CSV/TSV (a file named so) with the header "
+                   "item_id,time. '-' reads stdin (JSON lines).")
 @click.option("--id", "item_id", default=None, help="One event's item id (with --time).")
 @click.option("--time", "at", type=float, default=None, help="One event's time, unix seconds (with --id).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -262,16 +263,16 @@ def items_events(bundle_path, profile, state_dir, file, item_id, at, as_json):
 
     The whole input is checked before anything is recorded; then it is written in batches of 10,000, each
     durable in the state folder (a running `genre serve` on it sees them on its next request)."""
-    from .catalog import json_lines
+    from .catalog import event_records
     from .recommender import MAX_EVENTS
 
     events = []
-    keys = ("item_id", "time")
-    for n, obj in (run_api(lambda: list(json_lines(file, file.name, keys, keys))) if file is not None else []):
+    for n, obj in (run_api(lambda: list(event_records(file, file.name))) if file is not None else []):
         t = obj["time"]
         if not isinstance(obj["item_id"], str) or isinstance(t, bool) or not isinstance(t, (int, float)) \
                 or not 0 <= t < float("inf"):
-            raise click.ClickException(f"{file.name}:{n}: expected {{\"item_id\": string, \"time\": unix seconds >= 0}}")
+            raise click.ClickException(f"{file.name}:{n}: expected {{\"item_id\": string, \"time\": unix seconds >= 0}}, "
+                                       f"got {json.dumps(obj)[:120]}")
         events.append(obj)
     if (item_id is None) != (at is None):
         raise click.ClickException("give --id and --time together")

@@ -333,5 +333,18 @@ def test_genre_items_events_records_a_file_of_events(news_trained, tmp_path):
     assert json.loads(r.output) == {"counted": 2, "unknown_ids": ["nope"]}
     after = Recommender.load(bundle, "x86-avx2", state_dir=st).catalog.trend
     assert after.counts[3] == pytest.approx(before * 0.5 ** ((now - rec.catalog.trend.as_of) / after.half_life) + 2)
+    # a CSV export of the same events (it was read as JSON lines: "not valid JSON" at line 1), ';'-separated with
+    # a decimal comma too; a time that is not a number is named with its line, nothing recorded
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text(f"item_id,time\n{item},{now}\n{item},yesterday\n")
+    r = CliRunner().invoke(main, base + ["--file", str(bad_csv)])
+    assert r.exit_code == 1 and "bad.csv:3: time must be unix seconds (a number), got 'yesterday'" in r.output, r.output
+    assert Recommender.load(bundle, "x86-avx2", state_dir=st).catalog.trend.counts[3] == pytest.approx(after.counts[3])
+    for name, text in (("good.csv", f"item_id,time\n{item},{now}\n"), ("good2.csv", f"time;item_id\n{now},0;{item}\n")):
+        (tmp_path / name).write_text(text)
+        r = CliRunner().invoke(main, base + ["--file", str(tmp_path / name)])
+        assert r.exit_code == 0 and json.loads(r.output) == {"counted": 1, "unknown_ids": []}, r.output
+    again = Recommender.load(bundle, "x86-avx2", state_dir=st).catalog.trend
+    assert again.counts[3] == pytest.approx(after.counts[3] + 2)
     r = CliRunner().invoke(main, base + ["--id", item])
     assert r.exit_code == 1 and "--id and --time together" in r.output
