@@ -27,10 +27,11 @@ def held_out_impressions(prep, which: str = "test") -> list:
     out for ``which`` on (for ``valid``, up to the first test event)."""
     if which not in ("test", "valid"):
         raise ConfigError(f"which must be test or valid for impressions, not {which!r}")
-    imps = getattr(prep.data, "impressions", None) or []
+    imps = prep.data.impression_list()
     if not imps:
-        raise DataError(f"{prep.conf.data.source}: the data set has no impression logs (MIND behaviors.tsv); "
-                        "impression-level metrics need them")
+        raise DataError(f"{prep.conf.data.source}: the data set has no impressions; impression-level metrics need "
+                        "MIND's behaviors.tsv, or a log with a label column whose non-clicked rows share a click's "
+                        "user and time (what was shown with it)")
     sp = prep.split
 
     def first_time(inter) -> np.ndarray:

@@ -30,7 +30,9 @@ TEMPLATE_FIELDS = ("id", "title", "year", "genres", "categories", "category", "s
 class DataConfig:
     source: str = "ml-100k"  # a known name (fetched on demand) or a path
     format: str = "auto"
-    threshold: float = cfg.bounded(4.0, 0.0, None, "ratings >= threshold are positives")
+    # ratings >= threshold are positives; unset: the data set's own (a generic data TOML's `threshold`, else
+    # 4.0). A default of 4.0 here once overrode the data TOML's threshold, which then had no effect at all
+    threshold: float | None = cfg.bounded(None, 0.0, None, "ratings >= threshold are positives (unset: the data's own)")
     # A domain of the data set (cross-domain experiments): items with any of include_categories
     # (empty = all) and none of exclude_categories.
     include_categories: tuple[str, ...] = ()

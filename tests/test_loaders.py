@@ -536,3 +536,23 @@ def test_generic_delimiter_key_is_checked_and_a_one_column_header_is_explained(t
     (conf.parent / "items.csv").write_text("item_id;title\n1;One\n")
     with pytest.raises(DataError, match=r"no column 'itemid' in header \(columns: item_id, title\)$"):
         load_dataset(conf)
+
+
+def test_the_data_tomls_threshold_is_the_one_stats_and_training_use(tmp_path):
+    """A data TOML's `threshold` was overridden by load_dataset's and the training config's default 4.0:
+    `genre data stats` and training counted ratings >= 4 as positives whatever the TOML said."""
+    from genre_edge_export.prepare import config_dataset
+    from genre_edge_export.train_config import load_config
+
+    conf = _generic(tmp_path, b"item_id,title\n1,one\n2,two\n",
+                    "user_id,item_id,rating,timestamp\nu,1,3,5\nu,2,4,6\nv,1,5,7\n")
+    conf.write_text('threshold = 5.0\n[interactions]\npath="inter.csv"\nrating="rating"\n[items]\npath="items.csv"\n')
+    assert load_dataset(conf).stats()["positives"] == 1
+    assert load_dataset(conf, threshold=3.0).stats()["positives"] == 3  # a caller's threshold still wins
+    train = tmp_path / "t.toml"
+    train.write_text(f'[data]\nsource = "{conf}"\n')
+    assert config_dataset(load_config(train)).interactions.label.sum() == 1
+    train.write_text(f'[data]\nsource = "{conf}"\nthreshold = 4.0\n')  # the training config's, where it sets one
+    assert config_dataset(load_config(train)).interactions.label.sum() == 2
+    # the other formats keep 4.0 when nobody sets one
+    assert load_dataset(_ml100k(tmp_path)).interactions.label.tolist() == [1, 1, 0]

@@ -911,8 +911,10 @@ def detect_format(path: Path) -> str:
     )
 
 
-def load_dataset(path: str | Path, fmt: str = "auto", threshold: float | None = DEFAULT_THRESHOLD) -> Dataset:
-    """Load any supported data set; ``fmt`` is a key of :data:`LOADERS` or ``auto``."""
+def load_dataset(path: str | Path, fmt: str = "auto", threshold: float | None = None) -> Dataset:
+    """Load any supported data set; ``fmt`` is a key of :data:`LOADERS` or ``auto``. Ratings >= ``threshold``
+    are positives; None: the data set's own (a generic TOML's ``threshold``, else 4.0). (A default of 4.0
+    here once overrode every generic TOML's threshold: setting it changed nothing.)"""
     path = Path(path)
     if fmt == "auto":
         fmt = detect_format(path)
@@ -920,4 +922,6 @@ def load_dataset(path: str | Path, fmt: str = "auto", threshold: float | None = 
         raise DataError(f"unknown data format {fmt!r}; choose one of: auto, {', '.join(LOADERS)}")
     if fmt == "mind":
         return LOADERS[fmt](path)
+    if threshold is None and fmt != "generic":
+        threshold = DEFAULT_THRESHOLD
     return LOADERS[fmt](path, threshold=threshold)

@@ -123,6 +123,30 @@ class Dataset:
     def n_users(self) -> int:
         return len(self.users)
 
+    def impression_list(self) -> list[Impression]:
+        """The impressions: MIND's impression logs, or, in a log of click labels (no ratings), each user's rows
+        at one time that hold a click and a non-click (shown together, one clicked: what the README's label
+        column promises). Ids count from 1 in time order. Built on each call."""
+        if self.impressions:
+            return self.impressions
+        inter = self.interactions
+        if not len(inter) or not np.isnan(inter.rating).all() or inter.label.all():
+            return []  # ratings (a low rating is not a skipped item), or no non-clicks at all
+        key = inter.user.astype(np.int64) * (1 << 33) + inter.time  # rows are in time order: groups are too
+        order = np.argsort(key, kind="stable")
+        k, lab = key[order], inter.label[order].astype(np.int64)
+        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+        size = np.diff(np.r_[starts, len(k)])
+        clicks = np.add.reduceat(lab, starts)
+        keep = np.flatnonzero((clicks > 0) & (clicks < size))
+        keep = keep[np.lexsort((inter.user[order[starts[keep]]], inter.time[order[starts[keep]]]))]
+        out = []
+        for n, g in enumerate(keep, 1):
+            rows = order[starts[g]: starts[g] + size[g]]
+            out.append(Impression(str(n), int(inter.user[rows[0]]), int(inter.time[rows[0]]), np.zeros(0, np.int32),
+                                  inter.item[rows].astype(np.int32), inter.label[rows].astype(np.int8)))
+        return out
+
     def subset_items(self, keep: np.ndarray, name: str | None = None) -> "Dataset":
         """The data set restricted to the items where ``keep`` is true (a domain: e.g. some genres).
 
@@ -173,7 +197,7 @@ class Dataset:
             "time_min": iso(inter.time.min()) if n else None,
             "time_max": iso(inter.time.max()) if n else None,
             "has_rating": has_rating,
-            "impressions": len(self.impressions) if self.impressions is not None else 0,
+            "impressions": len(self.impression_list()),
             "text_coverage": text_cov,
             "categories": _category_summary(self.items.category_counts()),
             "report": self.report,
