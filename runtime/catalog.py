@@ -156,7 +156,7 @@ def event_records(lines, name: str):
     lines = iter(lines)
     first = next(lines, "")
     delim = _header_delimiter(first, "\t" if low.endswith(".tsv") else ",", EVENT_KEYS, EVENT_KEYS)
-    reader = csv.reader(itertools.chain([first], lines), delimiter=delim)
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delim, skipinitialspace=True)
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
         if sorted(header) != sorted(EVENT_KEYS):
@@ -183,7 +183,8 @@ def _csv_item_records(lines, name: str, delimiter: str):
 
     lines = iter(lines)
     first = next(lines, "")
-    reader = csv.reader(itertools.chain([first], lines), delimiter=_header_delimiter(first, delimiter))
+    reader = csv.reader(itertools.chain([first], lines), delimiter=_header_delimiter(first, delimiter),
+                        skipinitialspace=True)  # "c1, A title" (a comma and a space): no leading space in values
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
     except csv.Error as exc:

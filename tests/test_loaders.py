@@ -168,6 +168,9 @@ def test_generic_bad_config_key(tmp_path):
 def test_missing_files_and_unknown_format(tmp_path):
     with pytest.raises(DataError, match="no such data folder"):
         load_dataset(tmp_path / "nothing")
+    (tmp_path / "events.csv").write_text("user_id,item_id,timestamp\n")  # a log given directly: it exists
+    with pytest.raises(DataError, match=r"events\.csv: a file, not a data folder or a \.toml data config: describe"):
+        load_dataset(tmp_path / "events.csv")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="cannot tell the data format"):
         load_dataset(tmp_path / "empty")
@@ -556,3 +559,22 @@ def test_the_data_tomls_threshold_is_the_one_stats_and_training_use(tmp_path):
     assert config_dataset(load_config(train)).interactions.label.sum() == 2
     # the other formats keep 4.0 when nobody sets one
     assert load_dataset(_ml100k(tmp_path)).interactions.label.tolist() == [1, 1, 0]
+
+
+@pytest.mark.parametrize("columnar", [None, False])
+def test_generic_csv_typed_with_a_space_after_each_comma(tmp_path, columnar):
+    """'u1, i1, 5' gave item ids ' i1' that matched no item (every row skipped as unknown), and a quoted title after
+    the space was split at its comma. Both readers, and the device's item and event files, read it as typed."""
+    from genre_edge.catalog import event_records, item_records
+    from genre_edge_export.data.loaders import load_generic
+
+    conf = _generic(tmp_path, b'item_id, title, genres\ni1, "Hello, World", Rock|Pop\ni2, Two, Jazz\n',
+                    "user_id, item_id, rating, timestamp\nu1, i1, 4.5, 5\nu1, i2, 2, 6\nu2, i2, 5, 7\n")
+    conf.write_text('[interactions]\npath="inter.csv"\nrating="rating"\n[items]\npath="items.csv"\ncategories="genres"\n')
+    ds = load_generic(conf, columnar=columnar)
+    assert ds.items.ids == ["i1", "i2"] and ds.items.title == ["Hello, World", "Two"]
+    assert ds.items.categories == [("Rock", "Pop"), ("Jazz",)] and ds.users == ["u1", "u2"]
+    assert len(ds.interactions) == 3 and not ds.report and ds.interactions.label.tolist() == [1, 0, 1]
+    got = [rec for _, rec in item_records(['id, title, categories, year\n', 'c1, "Cee, One", Comedy, 1999\n'], "new.csv")]
+    assert got == [{"id": "c1", "title": "Cee, One", "categories": ["Comedy"], "year": 1999}]
+    assert [rec for _, rec in event_records(["item_id, time\n", "c1, 17\n"], "ev.csv")] == [{"item_id": "c1", "time": 17.0}]

@@ -362,7 +362,9 @@ def _csv_rows(path: Path, required: tuple[str, ...], encoding="utf-8", delimiter
     _need(path)
     try:
         fh = open(path, newline="", encoding=encoding)
-        reader = csv.reader(fh, delimiter=delimiter)
+        # skipinitialspace: "u1, i1, 5" (a comma and a space, as people type CSV) gave ids " i1" that matched no
+        # item, and a quoted field after the space ('i1, "Hello, World"') was split at its comma
+        reader = csv.reader(fh, delimiter=delimiter, skipinitialspace=True)
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path}: empty file (expected a header with {', '.join(required)})")
@@ -755,12 +757,15 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
             # a file not separated by commas may write ratings with a decimal comma ('3,5'): read as text
             kinds.update({xc.rating: pa.float64() if delim == "," else pa.string()} if xc.rating else {})
             kinds.update({xc.label: pa.string()} if xc.label else {})
-            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding=xc.encoding),
+            with open(path, encoding=xc.encoding, newline="") as fh:  # names as the row reader reads them
+                names = [h.strip().lstrip("\ufeff") for h in next(csv.reader([fh.readline()], delimiter=delim), [])]
+            t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding=xc.encoding, column_names=names,
+                                                                     skip_rows=1),
                                parse_options=pacsv.ParseOptions(delimiter=delim),
                                convert_options=pacsv.ConvertOptions(column_types=kinds, include_columns=cols,
                                                                     strings_can_be_null=False))
-        uid = t.column(xc.user).cast(pa.string()).combine_chunks()
-        iid = t.column(xc.item).cast(pa.string()).combine_chunks()
+        uid = pc.utf8_trim_whitespace(t.column(xc.user).cast(pa.string()).combine_chunks())
+        iid = pc.utf8_trim_whitespace(t.column(xc.item).cast(pa.string()).combine_chunks())
         secs_all = _arrow_seconds(t.column(xc.time), xc.time_format)
         if pc.any(pc.is_null(uid)).as_py() or pc.any(pc.is_null(iid)).as_py() or np.isnan(secs_all).any():
             raise pa.ArrowInvalid("empty user, item or time values")
@@ -828,7 +833,7 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
                                 "items"):
         if sparse:
             seen.update(rec)
-        ids.append(str(rec[ic.id]))
+        ids.append(str(rec[ic.id]).strip())
         titles.append(str(rec.get(ic.title, "")) if ic.title else "")
         for t in ic.text:
             v = rec.get(t, "")
@@ -870,7 +875,8 @@ def load_generic(config_path: Path, threshold: float | None = None, columnar: bo
     for lineno, rec in _records(xpath, xc.format, xc.encoding, req, xc.delimiter, "interactions"):
         r = _to_number(_decimal_comma(str(rec[xc.rating])), xpath, lineno, "rating") if xc.rating else float("nan")
         before = len(b.rows)
-        b.add(str(rec[xc.user]), str(rec[xc.item]), _parse_time(rec[xc.time], xc.time_format, xpath, lineno), r)
+        b.add(str(rec[xc.user]).strip(), str(rec[xc.item]).strip(),
+              _parse_time(rec[xc.time], xc.time_format, xpath, lineno), r)
         if labels is not None and len(b.rows) > before:
             labels.append(1 if _positive_label(str(rec[xc.label]).strip().lower()) else 0)
     inter = b.interactions(labels=np.array(labels, np.int8) if labels is not None else None)
@@ -893,6 +899,11 @@ def detect_format(path: Path) -> str:
     path = Path(path)
     if path.is_file() and path.suffix == ".toml":
         return "generic"
+    if path.is_file():
+        # an interaction log given directly ("genre data stats events.csv") was said not to exist
+        raise DataError(f"{path}: a file, not a data folder or a .toml data config: describe your interaction log "
+                        "and item file in a TOML ([interactions] path = ..., [items] path = ...; see README, "
+                        "'Your own data') and give that")
     if not path.is_dir():
         raise DataError(f"{path}: no such data folder (or generic .toml config)")
     if (path / "u.data").is_file():
