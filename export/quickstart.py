@@ -144,25 +144,15 @@ MOVIE_INSTRUCTIONS = ("something light and funny from the 90s", "a romantic come
 
 def _instructions(ds) -> tuple[str, ...]:
     """Free-text instructions for step 5 in the data set's own terms: a film catalog (one with Comedy, Romance
-    and Drama) gets the README's; another data set one naming its most common category and decade, and one
-    naming a category and excluding another (what the request parser turns into filters), from what its items
-    have (a music catalog asked for "a romantic comedy, no drama" showed nothing the parser could do)."""
-    from collections import Counter
+    and Drama) gets the README's; another data set those the playground offers for it (its most common
+    category and decade, a category without another: what the request parser turns into filters; a music
+    catalog asked for "a romantic comedy, no drama" showed nothing the parser could do)."""
+    from genre_edge.query_parser import example_instructions
 
     counts = ds.items.category_counts()
     if {"Comedy", "Romance", "Drama"} <= set(counts):
         return MOVIE_INSTRUCTIONS
-    cats = [c for c, _ in counts.most_common(3)]
-    years = [int(y) for y in ds.items.year if y > 0]
-    decade = None
-    if years:
-        d = Counter(y // 10 * 10 for y in years).most_common(1)[0][0]
-        decade = f"the {d % 100:02d}s" if 1900 <= d < 2000 else f"the {d}s"
-    first = " ".join(w for w in ("something", cats[0].lower() if cats else "", f"from {decade}" if decade else "") if w)
-    out = [first] if first != "something" else []
-    if len(cats) >= 3:
-        out.append(f"{cats[1].lower()}, no {cats[2].lower()}")
-    return tuple(out)
+    return example_instructions(counts, ds.items.year)
 
 
 def _data(conf, data_dir: str | None):

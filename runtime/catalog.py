@@ -512,6 +512,19 @@ class Catalog:
             return {"categories": names,
                     "years": [int(years.min()), int(years.max())] if len(years) else None}
 
+    def example_instructions(self) -> tuple[str, ...]:
+        """Instructions in this catalog's terms (its most common categories and decade) for a client to offer."""
+        from .query_parser import example_instructions
+
+        with self.lock:
+            act = self.active
+            # items per category: per combination first (few of them), then spread over its categories
+            per_combo = np.bincount(self.categories.codes[act], minlength=len(self.combo_bits))
+            per_cat = per_combo @ self.combo_bits.astype(np.int64)
+            counts = {c: int(per_cat[j]) for c, j in self.cat_names.items() if per_cat[j]}
+            years = self.years[act]
+        return example_instructions(counts, years)
+
     # ------------------------------------------------------------- updates
     def _append(self, item: ItemInput, e: np.ndarray):
         i = len(self.ids)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import RequestError
 from .item_columns import fold
 
@@ -207,6 +209,35 @@ def default_phrases(category: str) -> tuple[str, ...]:
 def category_phrases(category: str, known: bool = True) -> tuple[str, ...]:
     """The phrases of :data:`KNOWN_PHRASES` for a well-known category (with ``known``), else its name forms."""
     return KNOWN_PHRASES[category] if known and category in KNOWN_PHRASES else default_phrases(category)
+
+
+# the playground's example instructions for a film catalog (one with Comedy, Romance and Drama)
+FILM_EXAMPLES = ("something light and funny from the 90s, no horror", "like Star Wars, but funnier")
+
+
+def example_instructions(category_counts, years: np.ndarray) -> tuple[str, ...]:
+    """Instructions in a catalog's own terms, for a client to offer (the playground's placeholder, the
+    quickstart's step 5): "something <its most common category> from <its most common decade>" and
+    "<the second>, no <the third>", what the request parser turns into filters. ``category_counts``: items per
+    category (a Counter or dict); ``years``: the items' years (0 = unknown). A film catalog gets FILM_EXAMPLES.
+    (A music catalog's page suggested "like Star Wars, but funnier".)"""
+    from collections import Counter
+
+    counts = Counter(category_counts)
+    if {"Comedy", "Romance", "Drama"} <= set(counts):
+        return FILM_EXAMPLES
+    cats = [c for c, _ in counts.most_common(3)]
+    years = np.asarray(years, np.int64)
+    per_decade = np.bincount(years[years > 0] // 10)  # counted in numpy: a catalog may hold millions of items
+    decade = None
+    if per_decade.any():
+        d = int(per_decade.argmax()) * 10  # the earliest of tied decades
+        decade = f"the {d % 100:02d}s" if 1900 <= d < 2000 else f"the {d}s"
+    first = " ".join(w for w in ("something", cats[0].lower() if cats else "", f"from {decade}" if decade else "") if w)
+    out = [first] if first != "something" else []
+    if len(cats) >= 3:
+        out.append(f"{cats[1].lower()}, no {cats[2].lower()}")
+    return tuple(out)
 
 
 class QueryParser:

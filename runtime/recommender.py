@@ -600,6 +600,7 @@ class Recommender:
                 "popularity": ({"kind": "static"} if self.catalog.trend is None else
                                {"kind": "trending", "half_life_s": self.catalog.trend.half_life,
                                 "as_of": self.catalog.trend.as_of}),
+                "example_instructions": list(self.catalog.example_instructions()),
                 **self.catalog.facets()}
 
 

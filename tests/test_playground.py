@@ -148,6 +148,11 @@ def test_playground_in_headless_chromium_matches_the_api(tiny_bundle, tmp_path):
     try:
         d.get(base + "/")
         settled()
+        # the instruction's placeholder offers the catalog's own examples (it said "like Star Wars" for any catalog)
+        info = json.loads(urllib.request.urlopen(base + "/info", timeout=10).read())
+        assert info["example_instructions"]
+        assert d.find_element(By.ID, "query").get_attribute("placeholder") == \
+            "e.g. " + "; or: ".join(info["example_instructions"])
         search = d.find_element(By.ID, "search")
         search.click()
         for iid in ("m0", "m6", "m12"):

@@ -521,3 +521,25 @@ def test_an_added_items_repeated_category_is_kept_once(rec):
     rec.add_items([{"id": "dup", "title": "Twice Rocked", "categories": ["Rock", "Pop", "Rock"]}])
     got = rec.search_items("dup")["items"][0]
     assert got["categories"] == ["Rock", "Pop"]
+
+
+def test_info_offers_example_instructions_in_the_catalogs_own_terms(rec):
+    """The playground's instruction placeholder said "like Star Wars, but funnier" for any catalog; /info now
+    offers instructions from the active items' most common categories and decade, which the parser reads."""
+    from collections import Counter
+
+    import numpy as np
+    from genre_edge.query_parser import FILM_EXAMPLES, example_instructions
+
+    cat = rec.catalog
+    rows = np.flatnonzero(cat.active)
+    counts = Counter(c for i in rows for c in cat.categories[int(i)])
+    want = example_instructions(counts, cat.years[rows])
+    assert rec.info()["example_instructions"] == list(want) and want
+    if {"Comedy", "Romance", "Drama"} <= set(counts):
+        assert want == FILM_EXAMPLES
+    # on-device items count: a catalog turned into music by them offers music
+    rec.add_items([{"id": f"s{k}", "title": f"Song {k}", "categories": ["Jazz", "Blues"] if k % 3 else ["Blues", "Funk"],
+                    "year": 1962} for k in range(3 * len(rows))])
+    rec.remove_items([cat.ids[int(i)] for i in rows])
+    assert rec.info()["example_instructions"] == ["something blues from the 60s", "jazz, no funk"]

@@ -58,6 +58,9 @@ async function loadInfo() {
     }
   }
   if (i.years) { $("year_min").placeholder = i.years[0]; $("year_max").placeholder = i.years[1]; }
+  // instructions in the catalog's own terms (a music catalog was offered "like Star Wars, but funnier")
+  const ex = i.example_instructions || [];
+  if (ex.length) $("query").placeholder = "e.g. " + ex.join("; or: ");
   resetKnobs();
   await search();
   recommend();
