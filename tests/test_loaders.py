@@ -432,7 +432,7 @@ def test_columnar_reader_hands_bad_lines_to_the_row_reader_which_names_them(tmp_
     ("-5", "unix", r"time '-5' is outside unix seconds 0\.\.253402300799"),
     ("1e30", "unix", "is outside unix seconds"),  # once an OSError traceback in `genre data stats`
     ("1700000000000", "unix", 'looks like milliseconds: set time_format = "unix_ms"'),
-    ("nan", "unix", "time 'nan' is not a unix time"),
+    ("nan", "unix", "time 'nan' is not unix seconds"),
     ("1e30", "unix_ms", "is outside unix seconds"),
 ])
 def test_times_outside_unix_seconds_name_the_line(tmp_path, time, fmt, msg, columnar):
@@ -578,3 +578,32 @@ def test_generic_csv_typed_with_a_space_after_each_comma(tmp_path, columnar):
     got = [rec for _, rec in item_records(['id, title, categories, year\n', 'c1, "Cee, One", Comedy, 1999\n'], "new.csv")]
     assert got == [{"id": "c1", "title": "Cee, One", "categories": ["Comedy"], "year": 1999}]
     assert [rec for _, rec in event_records(["item_id, time\n", "c1, 17\n"], "ev.csv")] == [{"item_id": "c1", "time": 17.0}]
+
+
+@pytest.mark.parametrize("columnar", [None, False])
+def test_generic_times_in_a_strptime_pattern_and_hints_for_the_wrong_format(tmp_path, columnar, caplog):
+    """Times like 05/01/2024 10:00 could not be read at all (unix | unix_ms | iso only); ISO times under the
+    default unix format said "is not a unix time" without saying what to set."""
+    from genre_edge.errors import ConfigError
+    from genre_edge_export.data.loaders import load_generic
+
+    conf = _generic(tmp_path, b"item_id,title\ni1,One\ni2,Two\n",
+                    "user_id,item_id,timestamp\nu1,i1,05/01/2024 10:00\nu1,i2,06/01/2024 11:30\n")
+    conf.write_text('[interactions]\npath="inter.csv"\ntime_format="%d/%m/%Y %H:%M"\n[items]\npath="items.csv"\n')
+    with caplog.at_level("INFO"):
+        ds = load_generic(conf, columnar=columnar)
+    assert ds.interactions.time.tolist() == [1704448800, 1704540600]  # 2024-01-05 10:00 and 01-06 11:30 UTC
+    if columnar is None:
+        assert "reading row by row" not in caplog.text  # the columnar reader took the pattern itself
+    (conf.parent / "inter.csv").write_text("user_id,item_id,timestamp\nu1,i1,2024-01-05 10:00:00\n")
+    conf.write_text('[interactions]\npath="inter.csv"\n[items]\npath="items.csv"\n')
+    with pytest.raises(DataError, match=r"inter\.csv:2: time '2024-01-05 10:00:00' is not unix seconds; it is an ISO "
+                                        r"8601 time: set time_format = \"iso\" under \[interactions\]"):
+        load_generic(conf, columnar=columnar)
+    (conf.parent / "inter.csv").write_text("user_id,item_id,timestamp\nu1,i1,05/01/2024\n")
+    conf.write_text('[interactions]\npath="inter.csv"\ntime_format="iso"\n[items]\npath="items.csv"\n')
+    with pytest.raises(DataError, match=r"is not an ISO 8601 time .*take a strptime pattern, e\.g\. time_format"):
+        load_generic(conf, columnar=columnar)
+    conf.write_text('[interactions]\npath="inter.csv"\ntime_format="dd/mm/yyyy"\n[items]\npath="items.csv"\n')
+    with pytest.raises(ConfigError, match=r"time_format: 'dd/mm/yyyy' is not one of unix, unix_ms, iso nor a strptime"):
+        load_generic(conf, columnar=columnar)

@@ -496,6 +496,29 @@ def load_mind(path: Path, threshold: float | None = None) -> Dataset:
 
 
 # --------------------------------------------------------------------------- generic CSV / JSONL
+TIME_FORMATS = ("unix", "unix_ms", "iso")
+_TIME_WORDS = {"unix": "unix seconds", "unix_ms": "unix milliseconds", "iso": "an ISO 8601 time (2024-01-05 10:00:00)"}
+
+
+def _time_words(fmt: str) -> str:
+    return _TIME_WORDS.get(fmt) or f"a time in the format {fmt!r}"
+
+
+def _time_hint(v, fmt: str) -> str:
+    """What to set when time ``v`` is not in ``fmt``: ISO times under a unix format, others under iso."""
+    text = str(v).strip()
+    if fmt in ("unix", "unix_ms"):
+        try:
+            _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return '; it is an ISO 8601 time: set time_format = "iso" under [interactions]'
+        except ValueError:
+            pass
+    if not re.fullmatch(r"[\d.eE+-]+", text):
+        return ('; times written another way take a strptime pattern, e.g. time_format = "%d/%m/%Y %H:%M" '
+                'for 05/01/2024 10:00')
+    return ""
+
+
 # delimiters a CSV file may use instead of its format's own: ';' is what spreadsheets write in locales whose
 # decimal mark is a comma (most of Europe), '|' and tab are common exports
 OTHER_DELIMITERS = (";", "\t", "|", ",")
@@ -550,12 +573,15 @@ class GenericInteractions:
     rating: str = ""
     label: str = ""
     format: str = cfg.choice("auto", ("auto", "csv", "tsv", "jsonl", "parquet"))
-    time_format: str = cfg.choice("unix", ("unix", "unix_ms", "iso"))
+    time_format: str = "unix"  # unix | unix_ms | iso | a strptime pattern ("%d/%m/%Y %H:%M")
     encoding: str = "utf-8"
     delimiter: str = ""
 
     def validate(self):
         _check_delimiter(self.delimiter)
+        if self.time_format not in TIME_FORMATS and "%" not in self.time_format:
+            raise ConfigError(f"time_format: {self.time_format!r} is not one of {', '.join(TIME_FORMATS)} nor a "
+                              "strptime pattern (with % fields, e.g. \"%d/%m/%Y %H:%M\")")
         for key in ("user", "item"):
             if not getattr(self, key).strip():
                 raise ConfigError(f"{key}: empty; name the log's {key} column (default {key}_id)")
@@ -657,7 +683,7 @@ MAX_UNIX_TIME = 253402300799
 def _time_range_error(v, seconds: float, fmt: str, where: str) -> DataError:
     """The error for a time ``v`` (as written) that is ``seconds`` after 1970, outside the range."""
     if seconds != seconds:  # NaN
-        return DataError(f"{where}: time {v!r} is not a {fmt} time")
+        return DataError(f"{where}: time {v!r} is not {_time_words(fmt)}")
     hint = ""
     if fmt == "unix" and 0 <= seconds / 1000 <= MAX_UNIX_TIME:
         hint = '; it looks like milliseconds: set time_format = "unix_ms" under [interactions]'
@@ -669,15 +695,17 @@ def _parse_time(v, fmt: str, path: Path, lineno: int) -> int:
         if isinstance(v, _dt.date):  # a Parquet timestamp or date cell: the instant it holds (naive = UTC)
             dt = v if isinstance(v, _dt.datetime) else _dt.datetime.combine(v, _dt.time())
             t = (dt if dt.tzinfo else dt.replace(tzinfo=_dt.timezone.utc)).timestamp()
-        elif fmt == "iso":
-            dt = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        elif fmt == "iso" or "%" in fmt:
+            text = str(v).strip()
+            dt = (_dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if fmt == "iso"
+                  else _dt.datetime.strptime(text, fmt))
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=_dt.timezone.utc)
             t = dt.timestamp()
         else:
             t = float(v) / (1000 if fmt == "unix_ms" else 1)
     except (TypeError, ValueError, OverflowError):
-        raise DataError(f"{path}:{lineno}: time {v!r} is not a {fmt} time") from None
+        raise DataError(f"{path}:{lineno}: time {v!r} is not {_time_words(fmt)}{_time_hint(v, fmt)}") from None
     if not 0 <= t <= MAX_UNIX_TIME:  # also NaN
         raise _time_range_error(v, t, fmt, f"{path}:{lineno}")
     return int(t)
@@ -703,7 +731,9 @@ def _arrow_seconds(col, time_format: str) -> np.ndarray:
     kind = col.type
     if pa.types.is_date(kind):
         col, kind = pc.cast(col, pa.timestamp("s")), pa.timestamp("s")
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and "%" in time_format:
+        col, kind = pc.strptime(col, format=time_format, unit="s"), pa.timestamp("s")  # naive = UTC, as the row path
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         if time_format != "iso":
             col, kind = pc.cast(col, pa.float64()), pa.float64()
         else:
@@ -753,7 +783,7 @@ def _columnar_interactions(path: Path, xc: "GenericInteractions", items: Items, 
         else:
             delim = _delimiter(path, fmt, xc.delimiter, xc.encoding, tuple(cols), "interactions")
             kinds = {xc.user: pa.string(), xc.item: pa.string(),
-                     xc.time: pa.string() if xc.time_format == "iso" else pa.float64()}
+                     xc.time: pa.float64() if xc.time_format in ("unix", "unix_ms") else pa.string()}
             # a file not separated by commas may write ratings with a decimal comma ('3,5'): read as text
             kinds.update({xc.rating: pa.float64() if delim == "," else pa.string()} if xc.rating else {})
             kinds.update({xc.label: pa.string()} if xc.label else {})
