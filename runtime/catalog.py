@@ -142,6 +142,35 @@ def _header_delimiter(first: str, delimiter: str, keys=ITEM_KEYS, required=("id"
 EVENT_KEYS = ("item_id", "time")
 
 
+def _csv_dicts(lines, name: str, delimiter: str, keys: tuple[str, ...], required: tuple[str, ...]):
+    """``(line number, {column: text}, delimiter)`` of a CSV/TSV file whose header holds ``required`` and
+    otherwise ``keys`` only, read with the delimiter its header is written with; blank rows skipped; a
+    header, row or CSV problem raises RequestError naming ``name`` and the line."""
+    import csv
+    import itertools
+
+    lines = iter(lines)
+    first = next(lines, "")
+    delim = _header_delimiter(first, delimiter, keys, required)
+    # skipinitialspace: "c1, A title" (a comma and a space, as people type CSV) gives no leading spaces
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delim, skipinitialspace=True)
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if not set(required) <= set(header) <= set(keys):
+            need = f" ({' and '.join(required)} required)" if set(required) != set(keys) else ""
+            raise RequestError(f"{name}:1: expected a header of {', '.join(keys)}{need}, "
+                               f"got {', '.join(header) or 'nothing'}")
+        for row in reader:
+            n = reader.line_num
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise RequestError(f"{name}:{n}: expected {len(header)} fields, got {len(row)}")
+            yield n, dict(zip(header, row)), delim
+    except csv.Error as exc:
+        raise RequestError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
+
+
 def event_records(lines, name: str):
     """``(line number, {"item_id", "time"})`` of an events file, as ``genre items events --file`` reads it:
     JSON lines, or CSV / TSV when ``name`` ends so (a header ``item_id,time``; times in unix seconds, a
@@ -150,73 +179,32 @@ def event_records(lines, name: str):
     if not low.endswith((".csv", ".tsv")):
         yield from json_lines(lines, name, EVENT_KEYS, EVENT_KEYS)
         return
-    import csv
-    import itertools
-
-    lines = iter(lines)
-    first = next(lines, "")
-    delim = _header_delimiter(first, "\t" if low.endswith(".tsv") else ",", EVENT_KEYS, EVENT_KEYS)
-    reader = csv.reader(itertools.chain([first], lines), delimiter=delim, skipinitialspace=True)
-    try:
-        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
-        if sorted(header) != sorted(EVENT_KEYS):
-            raise RequestError(f"{name}:1: expected a header of item_id and time, got {', '.join(header) or 'nothing'}")
-        for row in reader:
-            n = reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise RequestError(f"{name}:{n}: expected {len(header)} fields, got {len(row)}")
-            rec = dict(zip(header, (c.strip() for c in row)))
-            try:
-                t = float(rec["time"].replace(",", ".", 1) if delim != "," else rec["time"])
-            except ValueError:
-                raise RequestError(f"{name}:{n}: time must be unix seconds (a number), got {rec['time'][:40]!r}") from None
-            yield n, {"item_id": rec["item_id"], "time": t}
-    except csv.Error as exc:
-        raise RequestError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
+    for n, rec, delim in _csv_dicts(lines, name, "\t" if low.endswith(".tsv") else ",", EVENT_KEYS, EVENT_KEYS):
+        v = rec["time"].strip()
+        try:
+            t = float(v.replace(",", ".", 1) if delim != "," else v)
+        except ValueError:
+            raise RequestError(f"{name}:{n}: time must be unix seconds (a number), got {v[:40]!r}") from None
+        yield n, {"item_id": rec["item_id"].strip(), "time": t}
 
 
 def _csv_item_records(lines, name: str, delimiter: str):
-    import csv
-    import itertools
-
-    lines = iter(lines)
-    first = next(lines, "")
-    reader = csv.reader(itertools.chain([first], lines), delimiter=_header_delimiter(first, delimiter),
-                        skipinitialspace=True)  # "c1, A title" (a comma and a space): no leading space in values
-    try:
-        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
-    except csv.Error as exc:
-        raise RequestError(f"{name}:1: malformed CSV ({exc})") from None
-    if not {"id", "title"} <= set(header) or not set(header) <= set(ITEM_KEYS):
-        raise RequestError(f"{name}:1: expected a header of {', '.join(ITEM_KEYS)} (id and title required), "
-                           f"got {', '.join(header) or 'nothing'}")
-    try:
-        for row in reader:
-            n = reader.line_num
-            if not any(c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise RequestError(f"{name}:{n}: expected {len(header)} fields, got {len(row)}")
-            rec: dict = dict(zip(header, row))
-            cats = rec.get("categories", "").strip()
-            if cats.startswith("["):
-                try:
-                    rec["categories"] = json.loads(cats)
-                except ValueError:
-                    raise RequestError(f"{name}:{n}: categories {cats[:60]!r} start like a JSON list but are not one") from None
-            else:
-                rec["categories"] = [c.strip() for c in cats.split("|") if c.strip()]
-            for key in ("year", "timestamp"):
-                v = rec.get(key, "").strip()
-                if key in rec:
-                    if v and not (v.isascii() and v.isdigit()):
-                        raise RequestError(f"{name}:{n}: {key} must be a whole number (or empty), got {v[:40]!r}")
-                    rec[key] = int(v) if v else 0
-            yield n, rec
-    except csv.Error as exc:
-        raise RequestError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
+    for n, rec, _ in _csv_dicts(lines, name, delimiter, ITEM_KEYS, ("id", "title")):
+        cats = rec.get("categories", "").strip()
+        if cats.startswith("["):
+            try:
+                rec["categories"] = json.loads(cats)
+            except ValueError:
+                raise RequestError(f"{name}:{n}: categories {cats[:60]!r} start like a JSON list but are not one") from None
+        else:
+            rec["categories"] = [c.strip() for c in cats.split("|") if c.strip()]
+        for key in ("year", "timestamp"):
+            v = rec.get(key, "").strip()
+            if key in rec:
+                if v and not (v.isascii() and v.isdigit()):
+                    raise RequestError(f"{name}:{n}: {key} must be a whole number (or empty), got {v[:40]!r}")
+                rec[key] = int(v) if v else 0
+        yield n, rec
 
 
 def repeated(ids, show: int = 3) -> str:
