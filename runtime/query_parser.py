@@ -226,7 +226,8 @@ def example_instructions(category_counts, years: np.ndarray) -> tuple[str, ...]:
     counts = Counter(category_counts)
     if {"Comedy", "Romance", "Drama"} <= set(counts):
         return FILM_EXAMPLES
-    cats = [c for c, _ in counts.most_common(3)]
+    # ties by name: the catalog and the data set list categories in different orders, and must offer the same
+    cats = sorted(counts, key=lambda c: (-counts[c], c.casefold(), c))[:3]
     years = np.asarray(years, np.int64)
     per_decade = np.bincount(years[years > 0] // 10)  # counted in numpy: a catalog may hold millions of items
     decade = None

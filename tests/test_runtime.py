@@ -543,3 +543,9 @@ def test_info_offers_example_instructions_in_the_catalogs_own_terms(rec):
                     "year": 1962} for k in range(3 * len(rows))])
     rec.remove_items([cat.ids[int(i)] for i in rows])
     assert rec.info()["example_instructions"] == ["something blues from the 60s", "jazz, no funk"]
+    # the same as the data set's side offers for the same items, ties included (they were broken by two orders)
+    rec.add_items([{"id": "z1", "title": "Zed", "categories": ["Funk", "Zydeco"], "year": 1962}])
+    assert rec.info()["example_instructions"][1] == "jazz, no funk"
+    # Funk now ties Jazz (2 per 3 of the songs each): the name decides
+    rec.add_items([{"id": f"y{k}", "title": "Why", "categories": ["Funk"], "year": 1962} for k in range(len(rows) - 1)])
+    assert rec.info()["example_instructions"] == ["something blues from the 60s", "funk, no jazz"]
