@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     Z = {w: zscore(Arm("zero-shot", list(prep.data.items.ids), H[w], list(prep.data.users), split=sp,
                        prep=prep).score(everyone)) for w in ("valid", "test")}
     history_len = {w: np.array([len(h) for h in H[w]]) for w in ("valid", "test")}
-    valid_users = np.flatnonzero([len(x) > 0 for x in sp.user_items(sp.valid)])  # evaluate()'s users, in order
+    valid_users = np.flatnonzero([len(x) > 0 for x in sp.truth("valid")])  # evaluate()'s users, in order
     item_count = np.bincount(np.concatenate(sp.train_histories()), minlength=sp.n_items)
 
     def per_user(S, which):

@@ -24,7 +24,7 @@ def blend_parts(t, emb: np.ndarray):
 
     scorer = t.scorer(emb, t.prep.hist, "valid")
     # the users evaluate() scores for "valid" (the same sample under train.max_eval_users)
-    users = sample_users(np.flatnonzero([len(x) for x in t.prep.split.user_items(t.prep.split.valid)]),
+    users = sample_users(np.flatnonzero([len(x) for x in t.prep.split.truth("valid")]),
                          t.conf.train.max_eval_users)
     with torch.no_grad():
         u = scorer.user_vectors(users)

@@ -27,16 +27,16 @@ def category_features(categories: list[tuple[str, ...]]) -> np.ndarray:
 
 def _truth(split: Split, which: str):
     if which == "valid":
-        inter, seen, cand = split.valid, split.seen(False), split.warm_items
+        seen, cand = split.seen(False), split.warm_items
     elif which == "test":
-        inter, seen, cand = split.test, split.seen(True), split.warm_items
+        seen, cand = split.seen(True), split.warm_items
     elif which == "cold":
-        inter, seen, cand = split.cold_test, None, split.cold_items
+        seen, cand = None, split.cold_items
     elif which == "cold_valid":
-        inter, seen, cand = split.cold_valid, None, split.cold_valid_items
+        seen, cand = None, split.cold_valid_items
     else:
         raise ValueError(f"which must be valid, test, cold or cold_valid, not {which!r}")
-    per_user = split.user_items(inter, positives_only=True)
+    per_user = split.truth(which)
     users = np.array([u for u, t in enumerate(per_user) if len(t)], np.int64)
     return users, per_user, seen, cand
 

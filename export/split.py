@@ -6,6 +6,7 @@ loader (``label``); held-out truth is the positives only, while every training i
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -15,6 +16,8 @@ from genre_edge.errors import DataError
 from genre_edge import config as cfg
 from .data.schema import Dataset, Interactions
 from genre_edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,32 @@ class Split:
         np.minimum.at(out, inter.user, inter.time.astype(np.float64))
         out[~np.isfinite(out)] = end
         return out
+
+    def truth(self, which: str) -> list[np.ndarray]:
+        """Per user, the held-out positives of ``which`` a ranking can hit (time order; computed once): each item
+        once, and for ``valid``/``test`` none the user already had (:meth:`seen`, which every ranking leaves
+        out). A repeat - a song played again, a product bought twice, a story clicked in two sessions - could
+        never be hit: it lowered every model's metrics alike, and counted twice when repeated in the period.
+        Users whose held-out positives are all repeats are not evaluated."""
+        key = ("truth", which)
+        if key not in self._memo:
+            inter = self.held_out(which)
+            inter = inter.take(inter.label == 1)
+            k = inter.user.astype(np.int64) * max(1, self.n_items) + inter.item
+            order = np.lexsort((inter.time, inter.user))
+            _, first = np.unique(k[order], return_index=True)
+            keep = np.zeros(len(inter), bool)
+            keep[order[first]] = True  # each (user, item) at its first time
+            if which in ("valid", "test"):
+                past = [self.train] + ([self.valid] if which == "test" else [])
+                had = np.concatenate([p.user.astype(np.int64) * max(1, self.n_items) + p.item for p in past])
+                keep &= ~np.isin(k, had)
+            if not keep.all():
+                log.info("%s: %d of %d held-out positives repeat an item the user already had (in this period or "
+                         "before): left out of the truth, as rankings leave seen items out", which,
+                         int((~keep).sum()), len(inter))
+            self._memo[key] = self.user_items(inter.take(keep), positives_only=False)
+        return self._memo[key]
 
     def seen(self, include_valid: bool) -> list[np.ndarray]:
         """Per user, the sorted items of every training (+ validation) event, labels ignored (computed once)."""

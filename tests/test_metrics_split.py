@@ -229,7 +229,7 @@ def test_evaluate_ranks_each_user_among_the_candidates_they_have_not_seen(toy_da
             Sw[u, seen[u]] += 100.0
         out = {}
         evaluate(lambda us, Sw=Sw: Sw[us], split, which, per_user_out=out, ranking_only=True, batch=7)
-        truth = split.user_items(split.valid if which == "valid" else split.test, positives_only=True)
+        truth = split.truth(which)  # held-out positives less repeats (test_held_out_repeats_...)
         assert len(out["users"]) > 10 and any(len(seen[u]) for u in out["users"])
         for u, got in zip(out["users"], out["ndcg@10"]):
             row = np.full(split.n_items, -np.inf)
@@ -290,3 +290,33 @@ def test_top_k_equals_the_full_stable_sort_in_tie_order(n, k):
     inv = np.argsort(tie)
     ref = inv[np.argsort(-s[:, inv], axis=1, kind="stable")[:, :k]]
     assert np.array_equal(M.top_k(s, k), ref)
+
+
+def test_held_out_repeats_of_items_a_user_had_are_left_out_of_the_truth():
+    """A repeat (a song played again, a story clicked in two sessions) held out for test could never be hit - every
+    ranking leaves the user's seen items out - and one repeated inside the period counted twice: it lowered every
+    model's metrics, and a user whose held-out items were all repeats was scored 0 for nothing."""
+    from genre_edge_export.data.schema import Dataset, Interactions, Items
+    from genre_edge_export.evaluate import evaluate
+
+    n_items = 12
+    items = Items([f"i{k}" for k in range(n_items)], [f"T{k}" for k in range(n_items)], [()] * n_items,
+                  np.zeros(n_items), {})
+    rows = []  # (user, item, time)
+    for u in range(3):
+        rows += [(u, (u + k) % n_items, 10 * k) for k in range(8)]  # 8 distinct items each
+    rows += [(0, 0, 100), (0, 9, 110), (0, 9, 120)]  # user 0: a repeat of item 0, a new item twice
+    rows += [(1, 1, 100), (1, 2, 110), (1, 3, 120)]  # user 1: only repeats held out
+    rows += [(2, 11, 100), (2, 3, 110), (2, 4, 120)]  # user 2: a new item and two repeats
+    u, i, t = (np.array(c) for c in zip(*rows))
+    inter = Interactions(u, i, t, np.full(len(u), np.nan), np.ones(len(u), np.int8)).sorted()
+    split = make_split(Dataset("r", items, ["a", "b", "c"], inter), SplitConfig(kind="user_holdout", test_last_n=3,
+                                                                                valid_last_n=1, min_train=1))
+    truth = split.truth("test")
+    assert [x.tolist() for x in truth] == [[9], [], [11]]
+    # every scorer sees the same: user 1 is not evaluated, user 0's item 9 counts once
+    S = np.tile(np.arange(n_items, dtype=np.float64), (3, 1))
+    out = {}
+    res = evaluate(lambda us: S[us], split, "test", per_user_out=out, ranking_only=True)
+    assert out["users"].tolist() == [0, 2] and res["users"] == 2
+    assert res["recall@10"] == pytest.approx(1.0)  # the two new items rank high; the repeats cannot be hit

@@ -112,7 +112,10 @@ def test_ab_baseline_arm_passes_request_times(news):
     ids = [str(i) for i in range(news.n_items)]
     arm = Arm("baseline:trending", ids, hist, [str(u) for u in range(news.n_users)], news, when=when)
     users = np.arange(10)
-    m = Trending(share=0.03).fit(None).fit_events(news)  # the share tuned on this split (see above)
+    from genre_edge_export.baselines import interaction_matrix, tune
+
+    _, params, _ = tune("trending", news, interaction_matrix(news))  # what the arm tunes on validation
+    m = Trending(**params).fit(None).fit_events(news)
     np.testing.assert_allclose(arm.score(users), scores_for(m, hist, when)(users), rtol=1e-6)
 
 

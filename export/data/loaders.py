@@ -470,7 +470,10 @@ def load_mind(path: Path, threshold: float | None = None) -> Dataset:
                 b.missing_items[nid] = b.missing_items.get(nid, 0) + 1
                 continue
             hist_idx.append(i)
-            # History clicks have no time of their own; record each once, just before this impression.
+            # History clicks have no time of their own; record each once, just before this impression - unless
+            # the log already holds it as a click of an earlier impression (a history that grows with the log's
+            # own clicks listed each click again at every later impression of its user: a duplicate row per
+            # click, which put a user's earlier clicks into their held-out truth)
             if (u, i) not in seen_hist:
                 seen_hist.add((u, i))
                 b.rows.append((u, i, t - 1, float("nan")))
@@ -489,6 +492,7 @@ def load_mind(path: Path, threshold: float | None = None) -> Dataset:
             if flag == "1":
                 b.rows.append((u, i, t, float("nan")))
                 labels.append(1)
+                seen_hist.add((u, i))
         impressions.append(Impression(imp_id, u, t, np.array(hist_idx, np.int32), np.array(shown, np.int32),
                                       np.array(lab, np.int8)))
     inter = b.interactions(labels=np.array(labels, np.int8))
