@@ -32,6 +32,11 @@ def truth_ranks(scores: np.ndarray, truth: np.ndarray, truth_mask: np.ndarray, t
     Ties are ordered by ``tie`` (default :func:`tie_order`). Padded slots get rank ``N + 1``.
     """
     B, N = scores.shape
+    L = truth.shape[1]
+    if L > 1:  # an item twice in a row's truth breaks hit and MRR (m truth items in a tie group of fewer than m)
+        st = np.sort(np.where(truth_mask, truth, -1 - np.arange(L)[None, :]), axis=1)
+        if (st[:, 1:] == st[:, :-1]).any():
+            raise ValueError("truth holds an item twice for one user: each held-out item once (Split.truth)")
     t_scores = np.take_along_axis(scores, truth, axis=1)  # [B, L]
     ranks = np.empty(truth.shape, dtype=np.int64)
     idx = tie_order(N) if tie is None else tie
@@ -103,6 +108,11 @@ def expected_ranking_metrics(scores: np.ndarray, truth: np.ndarray, truth_mask: 
     ``j`` with P(first >= j) = C(g - j + 1, m) / C(g, m).
     """
     B, N = scores.shape
+    L = truth.shape[1]
+    if L > 1:  # an item twice in a row's truth breaks hit and MRR (m truth items in a tie group of fewer than m)
+        st = np.sort(np.where(truth_mask, truth, -1 - np.arange(L)[None, :]), axis=1)
+        if (st[:, 1:] == st[:, :-1]).any():
+            raise ValueError("truth holds an item twice for one user: each held-out item once (Split.truth)")
     t_scores = np.take_along_axis(scores, truth, axis=1)
     higher, tied = rank_counts(scores, t_scores)
     n_truth = truth_mask.sum(1)

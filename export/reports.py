@@ -6,10 +6,19 @@ from genre_edge.bench.report import markdown_table
 METRIC_COLS = ["ndcg@10", "recall@10", "recall@20", "hit@10", "mrr", "auc_sampled", "coverage@10", "diversity@10"]
 
 
+def _repeats_note(part: dict) -> str:
+    """", of which N (of U users) are ranked for: repeats left out" where the truth differs from the positives."""
+    if "truth_positives" not in part or part["truth_positives"] == part["positives"]:
+        return ""
+    return (f" ({part['truth_positives']} of {part['truth_users']} users ranked for: repeats of items a user "
+            "already had are left out)")
+
+
 def comparison_markdown(title: str, rows: list[dict], split_summary: dict, extra: str = "") -> str:
     md = [f"# {title}\n", extra,
           f"Split: `{split_summary['kind']}` — train {split_summary['train']['events']} events, "
-          f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users, "
+          f"warm test {split_summary['test']['positives']} positives of {split_summary['test']['users']} users"
+          f"{_repeats_note(split_summary['test'])}, "
           f"cold items {split_summary['cold_items']} ({split_summary['cold_test']['positives']} held-out positives). "
           "Full ranking over warm items (each user's seen items excluded) for warm users; over cold items only "
           "for the cold-item test. Tied scores earn the exact expected metric over random tie orders, so constant "

@@ -206,9 +206,12 @@ class Split:
             return {"events": len(x), "positives": int(x.label.sum()), "users": int(len(np.unique(x.user)))}
         kind = self.config.kind + (f" (random items: fold {self.config.cold_fold} of {self.config.cold_folds})"
                                    if self.config.kind == "cold_item" and self.config.cold_by == "random" else "")
-        return {"kind": kind, "train": s(self.train), "valid": s(self.valid), "test": s(self.test),
-                "cold_items": int(len(self.cold_items)), "cold_test": s(self.cold_test),
-                "cold_valid_items": int(len(self.cold_valid_items)), "cold_valid": s(self.cold_valid)}
+        def held(x, which):  # and what evaluation ranks for: the truth, repeats left out (see truth())
+            t = self.truth(which)
+            return {**s(x), "truth_positives": int(sum(len(v) for v in t)), "truth_users": sum(1 for v in t if len(v))}
+        return {"kind": kind, "train": s(self.train), "valid": held(self.valid, "valid"), "test": held(self.test, "test"),
+                "cold_items": int(len(self.cold_items)), "cold_test": held(self.cold_test, "cold"),
+                "cold_valid_items": int(len(self.cold_valid_items)), "cold_valid": held(self.cold_valid, "cold_valid")}
 
 
 def _random_fold_items(evaluable: np.ndarray, conf: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
