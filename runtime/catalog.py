@@ -127,16 +127,24 @@ def item_records(lines, name: str):
     return json_lines(lines, name, ITEM_KEYS)
 
 
-def _header_delimiter(first: str, delimiter: str, keys=ITEM_KEYS, required=("id", "title")) -> str:
-    """``delimiter``, or the first of ';', tab, '|', ',' that splits header line ``first`` into ``keys`` with
-    all of ``required``: a spreadsheet in a decimal-comma locale writes ';'-separated "CSV"."""
+DELIMITERS = (";", "\t", "|", ",")  # what CSV exports use besides their format's own (';': decimal-comma locales)
+
+
+def header_delimiter(first: str, own: str, fits) -> str | None:
+    """The first of ``own`` and :data:`DELIMITERS` that splits header line ``first`` into column names for which
+    ``fits(names)`` holds (None if none does): a spreadsheet in a decimal-comma locale writes ';'-separated
+    "CSV". The training data's loader reads its files' headers with it too."""
     import csv
 
-    for d in (delimiter, ";", "\t", "|", ","):
-        header = [h.strip().lstrip("\ufeff") for h in next(csv.reader([first], delimiter=d), [])]
-        if set(required) <= set(header) <= set(keys):
+    for d in (own, *(d for d in DELIMITERS if d != own)):
+        if fits([h.strip().lstrip("\ufeff") for h in next(csv.reader([first], delimiter=d), [])]):
             return d
-    return delimiter
+    return None
+
+
+def _header_delimiter(first: str, delimiter: str, keys=ITEM_KEYS, required=("id", "title")) -> str:
+    """``delimiter``, or another that splits header ``first`` into ``keys`` with all of ``required``."""
+    return header_delimiter(first, delimiter, lambda h: set(required) <= set(h) <= set(keys)) or delimiter
 
 
 EVENT_KEYS = ("item_id", "time")

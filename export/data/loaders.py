@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from genre_edge import config as cfg
+from genre_edge.catalog import DELIMITERS, header_delimiter
 from genre_edge.errors import ConfigError, DataError
 from .schema import Dataset, Impression, Interactions, Items
 
@@ -523,16 +524,11 @@ def _time_hint(v, fmt: str) -> str:
     return ""
 
 
-# delimiters a CSV file may use instead of its format's own: ';' is what spreadsheets write in locales whose
-# decimal mark is a comma (most of Europe), '|' and tab are common exports
-OTHER_DELIMITERS = (";", "\t", "|", ",")
-
-
 def _check_delimiter(d: str) -> None:
     if d and (len(d) != 1 or d in "\"\r\n"):
         raise ConfigError(f"delimiter: {d!r} is not one character other than a quote or a line break; "
                           "leave it empty (the format's own, or the one the header is written with), or one of "
-                          + ", ".join(repr(x) for x in OTHER_DELIMITERS))
+                          + ", ".join(repr(x) for x in DELIMITERS))
 
 
 def _delimiter(path: Path, fmt: str, configured: str, encoding: str, required: tuple[str, ...],
@@ -549,18 +545,13 @@ def _delimiter(path: Path, fmt: str, configured: str, encoding: str, required: t
             first = fh.readline().lstrip("\ufeff")
     except (UnicodeDecodeError, OSError):
         return own  # the reader names the problem
-    widest, width = own, 1
-    for d in (own, *(d for d in OTHER_DELIMITERS if d != own)):
-        header = [h.strip() for h in next(csv.reader([first], delimiter=d), [])]
-        if required and all(r in header for r in required):
-            if d != own:
-                log.info("%s: the header is %r-separated; reading it so (set delimiter under [%s] to say so)",
-                         path, d, table)
-            return d
-        if len(header) > width and (d == own or width == 1):
-            widest, width = d, len(header)
+    d = header_delimiter(first, own, lambda h: bool(required) and all(r in h for r in required))
+    if d is not None:
+        if d != own:
+            log.info("%s: the header is %r-separated; reading it so (set delimiter under [%s] to say so)", path, d, table)
+        return d
     # no split holds every column: the one that splits the header at all, so the error lists its columns
-    return widest
+    return header_delimiter(first, own, lambda h: len(h) > 1) or own
 
 
 def _decimal_comma(value: str) -> str:
